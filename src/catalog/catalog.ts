@@ -1,0 +1,57 @@
+import type { ScramSha256Data } from 'pg-gateway';
+
+/**
+ * The catalog records which databases exist and who may connect to them. One SQL implementation
+ * (`SqlCatalog`) runs over a minimal query interface so the embedded PGlite catalog and an
+ * external PostgreSQL behave the same.
+ */
+
+export type PoolMode = 'session' | 'transaction';
+
+export interface DatabaseRecord {
+  id: string;
+  readOnly: boolean;
+  /** Per-database pool mode; null means the server default (POOL_MODE). */
+  poolMode: PoolMode | null;
+  createdAt: Date;
+}
+
+export interface CredentialRecord {
+  databaseId: string;
+  username: string;
+  scram: ScramSha256Data;
+}
+
+export interface CreateDatabaseInput {
+  id: string;
+  readOnly?: boolean;
+  poolMode?: PoolMode | null;
+  username: string;
+  scram: ScramSha256Data;
+}
+
+export interface Catalog {
+  /** Creates the schema if needed; idempotent and safe for several nodes at once. */
+  migrate(): Promise<void>;
+  getDatabase(id: string): Promise<DatabaseRecord | undefined>;
+  listDatabases(): Promise<DatabaseRecord[]>;
+  /** Throws `CatalogConflictError` when the id exists. */
+  createDatabase(input: CreateDatabaseInput): Promise<DatabaseRecord>;
+  /** Returns false when there was no such database. */
+  deleteDatabase(id: string): Promise<boolean>;
+  updateDatabase(id: string, patch: { readOnly?: boolean; poolMode?: PoolMode | null }): Promise<DatabaseRecord | undefined>;
+  getCredential(databaseId: string, username: string): Promise<CredentialRecord | undefined>;
+  /** Inserts or replaces the verifier for (database, user); false when the database does not exist. */
+  setCredential(databaseId: string, username: string, scram: ScramSha256Data): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** The minimal surface both backends provide: parameterised SQL with $1-style placeholders. */
+export interface SqlClient {
+  query<Row = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<{ rows: Row[] }>;
+  /** Runs `fn` in one transaction on one connection. */
+  transaction<T>(fn: (tx: Pick<SqlClient, 'query'>) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export class CatalogConflictError extends Error {}

@@ -1,0 +1,168 @@
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { parseBytes, parseDurationMs } from './units.js';
+
+/**
+ * The only place that reads process.env. Defaults describe the embedded single node:
+ * local `./dbs`, embedded catalog, dev certificates generated into `./tls`.
+ */
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v, ctx) => {
+      try {
+        return parseDurationMs(v);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return z.NEVER;
+      }
+    });
+
+const bytes = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v, ctx) => {
+      try {
+        return parseBytes(v);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return z.NEVER;
+      }
+    });
+
+const int = (fallback: number, min = 0) => z.coerce.number().int().min(min).default(fallback);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === '' ? undefined : v));
+
+const EnvSchema = z.object({
+  /** TCP port for Postgres clients; 0 picks a free port. */
+  PORT: int(5432),
+  /** Address the Postgres listener binds. */
+  HOST: z.string().default('0.0.0.0'),
+  /** Databases are routed from SNI names `<id>.<WILDCARD_DOMAIN>`. */
+  WILDCARD_DOMAIN: z
+    .string()
+    .default('db.example.com')
+    .transform((v) => v.toLowerCase().replace(/^\*\./, '')),
+  /** require: TLS only; prefer: TLS or plaintext; disable: plaintext only (unsafe, local experiments). */
+  TLS_MODE: z.enum(['require', 'prefer', 'disable']).default('require'),
+  /** Directory for generated dev certificates (ca.pem, cert.pem, key.pem). */
+  TLS_DIR: z.string().default('tls'),
+  /** PEM certificate path; when unset, `TLS_DIR/cert.pem` (generated in dev if missing). */
+  TLS_CERT: optionalString,
+  /** PEM private key path; when unset, `TLS_DIR/key.pem` (generated in dev if missing). */
+  TLS_KEY: optionalString,
+  /** Root directory holding one PGDATA directory per database. */
+  DATA_DIR: z.string().default('dbs'),
+  /** Pre-initialised PGDATA copied to create databases; default `DATA_DIR/_template`. */
+  TEMPLATE_DIR: optionalString,
+  /** postgres:// URL of an external catalog; unset = embedded PGlite catalog in `DATA_DIR/_catalog`. */
+  CATALOG_URL: optionalString,
+  /** Local admin HTTP API port (db commands, /healthz, /metrics); 0 picks a free port. */
+  ADMIN_PORT: int(5480),
+  /** Address the admin HTTP API binds; keep it on loopback unless ADMIN_TOKEN is set. */
+  ADMIN_HOST: z.string().default('127.0.0.1'),
+  /** Bearer token required by the admin HTTP API over TCP (the Unix socket relies on file mode). */
+  ADMIN_TOKEN: optionalString,
+  /** Seconds (or 500ms/2m) a connection may take to authenticate. */
+  LOGIN_TIMEOUT: duration('60s'),
+  /** Largest client message accepted after authentication. */
+  MAX_MESSAGE_SIZE: bytes('1GiB'),
+  /** Clients (active + queued) allowed per database; more get 53300. */
+  MAX_CLIENTS_PER_DB: int(100, 1),
+  /** How long a client may wait for its database before failing with 57014. */
+  QUERY_WAIT_TIMEOUT: duration('120s'),
+  /** session: a client holds the database until it disconnects. */
+  POOL_MODE: z.enum(['session']).default('session'),
+  /** How long shutdown waits for running transactions before closing connections. */
+  DRAIN_TIMEOUT: duration('30s'),
+  /** Identifies this node in logs and locks. */
+  NODE_ID: z.string().default(hostname()),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Pretty logs for humans; default on when stdout is a terminal. */
+  LOG_PRETTY: z.enum(['true', 'false', '']).optional(),
+  NODE_ENV: z.string().default('development'),
+});
+
+export type Config = Readonly<{
+  port: number;
+  host: string;
+  wildcardDomain: string;
+  tls: Readonly<{
+    mode: 'require' | 'prefer' | 'disable';
+    dir: string;
+    certPath: string;
+    keyPath: string;
+    /** Generate a dev CA + cert when the files are missing (never in production). */
+    generateIfMissing: boolean;
+  }>;
+  dataDir: string;
+  templateDir: string;
+  catalogUrl: string | undefined;
+  admin: Readonly<{ port: number; host: string; token: string | undefined; socketPath: string }>;
+  loginTimeoutMs: number;
+  maxMessageSize: number;
+  maxClientsPerDb: number;
+  queryWaitTimeoutMs: number;
+  poolMode: 'session';
+  drainTimeoutMs: number;
+  nodeId: string;
+  log: Readonly<{ level: string; pretty: boolean }>;
+  production: boolean;
+}>;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(
+  env: Record<string, string | undefined> = process.env,
+  isTty = Boolean(process.stdout.isTTY),
+): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const dataDir = path.resolve(e.DATA_DIR);
+  const production = e.NODE_ENV === 'production';
+  const config: Config = {
+    port: e.PORT,
+    host: e.HOST,
+    wildcardDomain: e.WILDCARD_DOMAIN,
+    tls: Object.freeze({
+      mode: e.TLS_MODE,
+      dir: path.resolve(e.TLS_DIR),
+      certPath: path.resolve(e.TLS_CERT ?? path.join(e.TLS_DIR, 'cert.pem')),
+      keyPath: path.resolve(e.TLS_KEY ?? path.join(e.TLS_DIR, 'key.pem')),
+      generateIfMissing: !production && !e.TLS_CERT && !e.TLS_KEY,
+    }),
+    dataDir,
+    templateDir: path.resolve(e.TEMPLATE_DIR ?? path.join(dataDir, '_template')),
+    catalogUrl: e.CATALOG_URL,
+    admin: Object.freeze({
+      port: e.ADMIN_PORT,
+      host: e.ADMIN_HOST,
+      token: e.ADMIN_TOKEN,
+      socketPath: path.join(dataDir, 'admin.sock'),
+    }),
+    loginTimeoutMs: e.LOGIN_TIMEOUT,
+    maxMessageSize: e.MAX_MESSAGE_SIZE,
+    maxClientsPerDb: e.MAX_CLIENTS_PER_DB,
+    queryWaitTimeoutMs: e.QUERY_WAIT_TIMEOUT,
+    poolMode: e.POOL_MODE,
+    drainTimeoutMs: e.DRAIN_TIMEOUT,
+    nodeId: e.NODE_ID,
+    log: Object.freeze({
+      level: e.LOG_LEVEL,
+      pretty: e.LOG_PRETTY === undefined || e.LOG_PRETTY === '' ? isTty && !production : e.LOG_PRETTY === 'true',
+    }),
+    production,
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,84 @@
+/**
+ * The one catalog of errors the gateway itself sends to clients. Only these messages reach a
+ * client; anything else becomes `XX000 internal error` carrying the session id for the logs.
+ */
+
+export type Severity = 'ERROR' | 'FATAL';
+
+export class GatewayError extends Error {
+  constructor(
+    readonly code: string,
+    readonly severity: Severity,
+    message: string,
+    /** Short stable name for logs and metrics. */
+    readonly label: string,
+    readonly hint?: string,
+    readonly detail?: string,
+  ) {
+    super(message);
+    this.name = 'GatewayError';
+  }
+}
+
+const fatal = (code: string, label: string, message: string, hint?: string) =>
+  new GatewayError(code, 'FATAL', message, label, hint);
+const error = (code: string, label: string, message: string, hint?: string) =>
+  new GatewayError(code, 'ERROR', message, label, hint);
+
+export const errors = {
+  protocolViolation: (message: string) => fatal('08P01', 'protocol_violation', message),
+  startupTooLarge: (max: number) =>
+    fatal('08P01', 'startup_too_large', `invalid startup packet length (max ${max} bytes)`),
+  messageTooLarge: (max: number) =>
+    fatal('08P01', 'message_too_large', `message exceeds the maximum size of ${max} bytes`),
+  tlsRequired: () =>
+    fatal('28000', 'tls_required', 'SSL connection is required', 'connect with sslmode=require or stronger'),
+  unsupportedProtocol: (major: number, minor: number) =>
+    fatal('0A000', 'unsupported_protocol', `unsupported frontend protocol ${major}.${minor}`),
+  loginTimeout: () => fatal('08P01', 'login_timeout', 'authentication timed out'),
+  noDatabaseId: (domain: string) =>
+    fatal(
+      '08004',
+      'no_database_id',
+      'no database id: connect to <id>.' +
+        domain +
+        ' (TLS SNI) or pass options=endpoint=<id> or dbname=<id>',
+      `e.g. psql "host=<id>.${domain} sslmode=verify-full" or psql "host=127.0.0.1 options=endpoint=<id>"`,
+    ),
+  invalidDatabaseId: () =>
+    fatal(
+      '3D000',
+      'invalid_database_id',
+      'invalid database id',
+      'database ids are 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit',
+    ),
+  databaseIdMismatch: (sni: string, other: string) =>
+    fatal(
+      '08004',
+      'database_id_mismatch',
+      `database id from TLS SNI ("${sni}") does not match the one requested ("${other}")`,
+    ),
+  databaseNotFound: (id: string) => fatal('3D000', 'database_not_found', `database "${id}" does not exist`),
+  authFailed: (user: string) =>
+    fatal('28P01', 'auth_failed', `password authentication failed for user "${user}"`),
+  tooManyClients: (id: string) =>
+    fatal('53300', 'too_many_clients', `too many clients for database "${id}"`),
+  queueTimeout: () =>
+    fatal('57014', 'queue_timeout', 'canceling connection: timed out waiting for the database'),
+  shuttingDown: () => fatal('57P01', 'admin_shutdown', 'terminating connection due to server shutdown'),
+  databaseUnavailable: (id: string) =>
+    fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),
+  readOnly: () => error('25006', 'read_only', 'cannot execute this in a read-only database'),
+} as const;
+
+/** What a client may see of any error: allow-listed gateway errors, or an opaque internal error. */
+export function toClientError(err: unknown, sessionId: string): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError(
+    'XX000',
+    'FATAL',
+    `internal error (session ${sessionId})`,
+    'internal',
+    'the server log has details under this session id',
+  );
+}
