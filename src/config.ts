@@ -80,6 +80,8 @@ const EnvSchema = z.object({
   QUERY_WAIT_TIMEOUT: duration('120s'),
   /** session: a client holds the database until it disconnects. */
   POOL_MODE: z.enum(['session']).default('session'),
+  /** A database without clients for this long is closed (its memory freed). */
+  IDLE_TIMEOUT: duration('5m'),
   /** How long shutdown waits for running transactions before closing connections. */
   DRAIN_TIMEOUT: duration('30s'),
   /** Identifies this node in logs and locks. */
@@ -112,6 +114,7 @@ export type Config = Readonly<{
   queryWaitTimeoutMs: number;
   poolMode: 'session';
   drainTimeoutMs: number;
+  idleTimeoutMs: number;
   nodeId: string;
   log: Readonly<{ level: string; pretty: boolean }>;
   production: boolean;
@@ -157,6 +160,7 @@ export function loadConfig(
     queryWaitTimeoutMs: e.QUERY_WAIT_TIMEOUT,
     poolMode: e.POOL_MODE,
     drainTimeoutMs: e.DRAIN_TIMEOUT,
+    idleTimeoutMs: e.IDLE_TIMEOUT,
     nodeId: e.NODE_ID,
     log: Object.freeze({
       level: e.LOG_LEVEL,

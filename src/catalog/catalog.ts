@@ -39,7 +39,10 @@ export interface Catalog {
   createDatabase(input: CreateDatabaseInput): Promise<DatabaseRecord>;
   /** Returns false when there was no such database. */
   deleteDatabase(id: string): Promise<boolean>;
-  updateDatabase(id: string, patch: { readOnly?: boolean; poolMode?: PoolMode | null }): Promise<DatabaseRecord | undefined>;
+  updateDatabase(
+    id: string,
+    patch: { readOnly?: boolean; poolMode?: PoolMode | null },
+  ): Promise<DatabaseRecord | undefined>;
   getCredential(databaseId: string, username: string): Promise<CredentialRecord | undefined>;
   /** Inserts or replaces the verifier for (database, user); false when the database does not exist. */
   setCredential(databaseId: string, username: string, scram: ScramSha256Data): Promise<boolean>;

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+
+# Build stage: full install (TypeScript, types) and compile to dist/ (rootDir "." => dist/src/...).
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY scripts ./scripts
+RUN npm run build
+
+# Runtime stage: production dependencies and compiled JavaScript only.
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production DATA_DIR=/data
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev && npm cache clean --force
+COPY --from=build /app/dist ./dist
+# Created before VOLUME and owned by "node" so a fresh named volume is writable by the gateway.
+RUN mkdir -p /data && chown node:node /data
+USER node
+VOLUME /data
+EXPOSE 5432
+CMD ["node", "dist/src/cli/index.js", "serve"]

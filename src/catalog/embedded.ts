@@ -1,0 +1,89 @@
+import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import { createFromTemplate } from '../databases/template.js';
+import type { Catalog, SqlClient } from './catalog.js';
+import { SqlCatalog } from './sql-catalog.js';
+
+export interface EmbeddedCatalogOptions {
+  /** PGDATA of the catalog (the app uses `DATA_DIR/_catalog`); created from the template when absent. */
+  dir: string;
+  /** Pre-initialised PGlite PGDATA (see `databases/template.ts`), copied instead of running initdb. */
+  templateDir: string;
+}
+
+/**
+ * PGlite attaches the bound parameters to its errors (`err.params`); for the catalog those are
+ * SCRAM verifiers, which must not reach logs. SQLSTATE, message and query text are kept.
+ */
+function scrub(err: unknown): unknown {
+  if (typeof err === 'object' && err !== null && 'params' in err) {
+    (err as { params: unknown }).params = undefined;
+  }
+  return err;
+}
+
+async function scrubbed<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw scrub(err);
+  }
+}
+
+/** Copies the template into `dir` unless it already holds a PGDATA. */
+async function materialise(dir: string, templateDir: string): Promise<void> {
+  const hasPgData = await stat(path.join(dir, 'PG_VERSION')).then(
+    () => true,
+    () => false,
+  );
+  if (hasPgData) return;
+  const entries = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (entries !== undefined) {
+    // Never overwrite something we did not create; an empty directory (e.g. a fresh volume mount
+    // point) is the only thing safe to take over.
+    if (entries.length > 0) throw new Error(`catalog directory ${dir} is not empty and holds no PGDATA`);
+    await rmdir(dir);
+  }
+  await mkdir(path.dirname(dir), { recursive: true });
+  await createFromTemplate(templateDir, dir);
+}
+
+/**
+ * A `SqlClient` over a PGlite at `dir`. PGlite runs one query at a time and `transaction()` holds
+ * its transaction mutex, so concurrent callers queue rather than interleave inside a transaction.
+ * Only one process may open `dir` at a time.
+ */
+export async function openEmbeddedSqlClient(options: EmbeddedCatalogOptions): Promise<SqlClient> {
+  const dir = path.resolve(options.dir);
+  await materialise(dir, options.templateDir);
+  const pg = await PGlite.create({ dataDir: dir });
+  return {
+    query: <Row>(sql: string, params?: unknown[]) => scrubbed(() => pg.query<Row>(sql, params)),
+    transaction: <T>(fn: (tx: Pick<SqlClient, 'query'>) => Promise<T>) =>
+      scrubbed(() =>
+        pg.transaction((tx) =>
+          fn({ query: <Row>(sql: string, params?: unknown[]) => tx.query<Row>(sql, params) }),
+        ),
+      ),
+    close: async () => {
+      if (!pg.closed) await pg.close();
+    },
+  };
+}
+
+/** Opens (creating if needed) and migrates the embedded catalog. */
+export async function openEmbeddedCatalog(options: EmbeddedCatalogOptions): Promise<Catalog> {
+  const catalog = new SqlCatalog(await openEmbeddedSqlClient(options));
+  try {
+    await catalog.migrate();
+  } catch (err) {
+    // The migration error is the one worth reporting; a failing close must not replace it.
+    await catalog.close().catch(() => undefined);
+    throw err;
+  }
+  return catalog;
+}

@@ -1,0 +1,236 @@
+import type { ScramSha256Data } from 'pg-gateway';
+import {
+  type Catalog,
+  CatalogConflictError,
+  type CreateDatabaseInput,
+  type CredentialRecord,
+  type DatabaseRecord,
+  type PoolMode,
+  type SqlClient,
+} from './catalog.js';
+
+/**
+ * Ordered schema migrations: entry N takes the schema from version N to N+1. Append only; never
+ * edit a shipped entry, since nodes already at that version will not run it again. Each entry is
+ * a list of single statements because PGlite's `query` (extended protocol) takes one at a time.
+ * `if not exists` is belt and braces: the version row is the real guard.
+ */
+export const MIGRATIONS: readonly (readonly string[])[] = [
+  [
+    `create table if not exists gateway_databases (
+      id text primary key,
+      read_only boolean not null default false,
+      pool_mode text null check (pool_mode in ('session', 'transaction')),
+      created_at timestamptz not null default now()
+    )`,
+    `create table if not exists gateway_credentials (
+      database_id text not null references gateway_databases (id) on delete cascade,
+      username text not null,
+      salt text not null,
+      iterations integer not null,
+      stored_key text not null,
+      server_key text not null,
+      updated_at timestamptz not null default now(),
+      primary key (database_id, username)
+    )`,
+  ],
+];
+
+/**
+ * Serialises migrations across every node sharing an external catalog: concurrent
+ * `create table if not exists` can still fail on the pg_type unique index, so nodes queue here.
+ * An arbitrary constant ("gate" in ASCII); a transaction-scoped lock cannot leak on crash.
+ */
+const MIGRATION_LOCK_KEY = 0x67617465;
+
+const SQLSTATE_UNIQUE_VIOLATION = '23505';
+const SQLSTATE_FOREIGN_KEY_VIOLATION = '23503';
+
+/** The SQLSTATE of a server error; `pg` and PGlite both expose it as `.code`. */
+export function sqlState(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null || !('code' in err)) return undefined;
+  const code = (err as { code: unknown }).code;
+  // Node system errors also have `.code` (ECONNREFUSED…); SQLSTATEs are exactly five characters.
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+interface DatabaseRow {
+  id: string;
+  read_only: boolean;
+  pool_mode: PoolMode | null;
+  created_at: Date | string;
+}
+
+interface CredentialRow {
+  database_id: string;
+  username: string;
+  salt: string;
+  iterations: number;
+  stored_key: string;
+  server_key: string;
+}
+
+const DATABASE_COLUMNS = 'id, read_only, pool_mode, created_at';
+const CREDENTIAL_COLUMNS = 'database_id, username, salt, iterations, stored_key, server_key';
+
+function toDatabase(row: DatabaseRow): DatabaseRecord {
+  return {
+    id: row.id,
+    readOnly: row.read_only,
+    poolMode: row.pool_mode,
+    createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
+  };
+}
+
+function toCredential(row: CredentialRow): CredentialRecord {
+  return {
+    databaseId: row.database_id,
+    username: row.username,
+    scram: {
+      salt: row.salt,
+      iterations: Number(row.iterations),
+      storedKey: row.stored_key,
+      serverKey: row.server_key,
+    },
+  };
+}
+
+function first<T>(rows: T[], what: string): T {
+  const row = rows[0];
+  if (row === undefined) throw new Error(`catalog: ${what} returned no row`);
+  return row;
+}
+
+export class SqlCatalog implements Catalog {
+  constructor(private readonly sql: SqlClient) {}
+
+  async migrate(): Promise<void> {
+    await this.sql.transaction(async (tx) => {
+      await tx.query(`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+      await tx.query(
+        `create table if not exists gateway_schema_version (
+          singleton boolean primary key default true check (singleton),
+          version integer not null
+        )`,
+      );
+      await tx.query(
+        'insert into gateway_schema_version (singleton, version) values (true, 0) on conflict do nothing',
+      );
+      const { rows } = await tx.query<{ version: number }>('select version from gateway_schema_version');
+      const current = Number(first(rows, 'schema version').version);
+      if (current > MIGRATIONS.length) {
+        // A newer node migrated the shared catalog; running against a schema we do not know is unsafe.
+        throw new Error(
+          `catalog schema version ${current} is newer than this server supports (${MIGRATIONS.length}); upgrade the server`,
+        );
+      }
+      for (const step of MIGRATIONS.slice(current)) {
+        for (const statement of step) await tx.query(statement);
+      }
+      if (current < MIGRATIONS.length) {
+        await tx.query('update gateway_schema_version set version = $1', [MIGRATIONS.length]);
+      }
+    });
+  }
+
+  async getDatabase(id: string): Promise<DatabaseRecord | undefined> {
+    const { rows } = await this.sql.query<DatabaseRow>(
+      `select ${DATABASE_COLUMNS} from gateway_databases where id = $1`,
+      [id],
+    );
+    return rows[0] && toDatabase(rows[0]);
+  }
+
+  async listDatabases(): Promise<DatabaseRecord[]> {
+    const { rows } = await this.sql.query<DatabaseRow>(
+      `select ${DATABASE_COLUMNS} from gateway_databases order by id`,
+    );
+    return rows.map(toDatabase);
+  }
+
+  async createDatabase(input: CreateDatabaseInput): Promise<DatabaseRecord> {
+    try {
+      return await this.sql.transaction(async (tx) => {
+        const { rows } = await tx.query<DatabaseRow>(
+          `insert into gateway_databases (id, read_only, pool_mode) values ($1, $2, $3) returning ${DATABASE_COLUMNS}`,
+          [input.id, input.readOnly ?? false, input.poolMode ?? null],
+        );
+        await tx.query(
+          `insert into gateway_credentials (${CREDENTIAL_COLUMNS}) values ($1, $2, $3, $4, $5, $6)`,
+          scramParams(input.id, input.username, input.scram),
+        );
+        return toDatabase(first(rows, 'insert database'));
+      });
+    } catch (err) {
+      // No `cause`: the driver error may carry the bound parameters, i.e. the SCRAM verifier.
+      if (sqlState(err) === SQLSTATE_UNIQUE_VIOLATION) {
+        throw new CatalogConflictError(`database "${input.id}" already exists`);
+      }
+      throw err;
+    }
+  }
+
+  async deleteDatabase(id: string): Promise<boolean> {
+    const { rows } = await this.sql.query('delete from gateway_databases where id = $1 returning id', [id]);
+    return rows.length > 0;
+  }
+
+  async updateDatabase(
+    id: string,
+    patch: { readOnly?: boolean; poolMode?: PoolMode | null },
+  ): Promise<DatabaseRecord | undefined> {
+    const sets: string[] = [];
+    const params: unknown[] = [id];
+    if (patch.readOnly !== undefined) {
+      params.push(patch.readOnly);
+      sets.push(`read_only = $${params.length}`);
+    }
+    if (patch.poolMode !== undefined) {
+      params.push(patch.poolMode);
+      sets.push(`pool_mode = $${params.length}`);
+    }
+    if (sets.length === 0) return this.getDatabase(id);
+    const { rows } = await this.sql.query<DatabaseRow>(
+      `update gateway_databases set ${sets.join(', ')} where id = $1 returning ${DATABASE_COLUMNS}`,
+      params,
+    );
+    return rows[0] && toDatabase(rows[0]);
+  }
+
+  async getCredential(databaseId: string, username: string): Promise<CredentialRecord | undefined> {
+    const { rows } = await this.sql.query<CredentialRow>(
+      `select ${CREDENTIAL_COLUMNS} from gateway_credentials where database_id = $1 and username = $2`,
+      [databaseId, username],
+    );
+    return rows[0] && toCredential(rows[0]);
+  }
+
+  async setCredential(databaseId: string, username: string, scram: ScramSha256Data): Promise<boolean> {
+    try {
+      // The `where exists` answers "no such database" without raising an error (and a server log
+      // line); the FK catch below covers a delete racing between the check and the insert.
+      const { rows } = await this.sql.query(
+        `insert into gateway_credentials (${CREDENTIAL_COLUMNS})
+         select $1::text, $2::text, $3::text, $4::integer, $5::text, $6::text
+         where exists (select 1 from gateway_databases where id = $1)
+         on conflict (database_id, username) do update set
+           salt = excluded.salt, iterations = excluded.iterations, stored_key = excluded.stored_key,
+           server_key = excluded.server_key, updated_at = now()
+         returning database_id`,
+        scramParams(databaseId, username, scram),
+      );
+      return rows.length > 0;
+    } catch (err) {
+      if (sqlState(err) === SQLSTATE_FOREIGN_KEY_VIOLATION) return false;
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.sql.close();
+  }
+}
+
+function scramParams(databaseId: string, username: string, scram: ScramSha256Data): unknown[] {
+  return [databaseId, username, scram.salt, scram.iterations, scram.storedKey, scram.serverKey];
+}

@@ -1,0 +1,32 @@
+import { Backend, type TransactionStatus } from '../gateway/protocol.js';
+
+/** Walks the backend messages of one engine response without copying them. */
+export function* backendMessages(response: Uint8Array): Generator<{ code: number; start: number; end: number }> {
+  const view = new DataView(response.buffer, response.byteOffset, response.byteLength);
+  let i = 0;
+  while (i + 5 <= response.length) {
+    const end = i + 1 + view.getUint32(i + 1);
+    yield { code: response[i] as number, start: i, end };
+    i = end;
+  }
+}
+
+/** The status of the last ReadyForQuery in a response, if it has one. */
+export function lastReadyStatus(response: Uint8Array): TransactionStatus | undefined {
+  let status: TransactionStatus | undefined;
+  for (const m of backendMessages(response)) {
+    if (m.code === Backend.ReadyForQuery) status = String.fromCharCode(response[m.start + 5] as number) as TransactionStatus;
+  }
+  return status;
+}
+
+/** Takes the first CopyInResponse ('G') out of a response, returning it and everything else. */
+export function splitCopyIn(response: Uint8Array): { copyIn: Uint8Array | undefined; rest: Uint8Array } {
+  for (const m of backendMessages(response)) {
+    if (m.code !== Backend.CopyInResponse) continue;
+    const copyIn = response.subarray(m.start, m.end);
+    if (m.start === 0) return { copyIn, rest: response.subarray(m.end) };
+    return { copyIn, rest: Buffer.concat([response.subarray(0, m.start), response.subarray(m.end)]) };
+  }
+  return { copyIn: undefined, rest: response };
+}

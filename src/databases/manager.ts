@@ -1,0 +1,93 @@
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { createScramSha256Data } from 'pg-gateway';
+import type { Catalog, DatabaseRecord, PoolMode } from '../catalog/catalog.js';
+import { errors } from '../errors.js';
+import { databasePath, isValidDatabaseId } from '../gateway/routing.js';
+import type { DatabaseRegistry } from './registry.js';
+import { createFromTemplate } from './template.js';
+
+/**
+ * Database lifecycle operations behind the admin API and the CLI: the catalog entry and the
+ * PGDATA directory are created and removed together.
+ */
+
+export const DEFAULT_USER = 'postgres';
+
+export interface CreatedDatabase {
+  database: DatabaseRecord;
+  username: string;
+  /** Shown once; only a SCRAM verifier is stored. */
+  password: string;
+}
+
+export class InvalidRequestError extends Error {}
+export class NotFoundError extends Error {}
+
+export function generatePassword(): string {
+  return randomBytes(18).toString('base64url');
+}
+
+export class DatabaseManager {
+  constructor(
+    private readonly deps: {
+      catalog: Catalog;
+      dataDir: string;
+      templateDir: string;
+      /** Absent when the CLI works on a stopped server's data directory. */
+      registry?: DatabaseRegistry;
+    },
+  ) {}
+
+  async create(
+    id: string,
+    opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null } = {},
+  ): Promise<CreatedDatabase> {
+    if (!isValidDatabaseId(id)) throw new InvalidRequestError(errors.invalidDatabaseId().hint);
+    const username = opts.username ?? DEFAULT_USER;
+    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) throw new InvalidRequestError('invalid user name');
+    const password = opts.password ?? generatePassword();
+    const scram = await createScramSha256Data(password);
+    const database = await this.deps.catalog.createDatabase({
+      id,
+      readOnly: opts.readOnly ?? false,
+      poolMode: opts.poolMode ?? null,
+      username,
+      scram,
+    });
+    try {
+      await createFromTemplate(this.deps.templateDir, databasePath(this.deps.dataDir, id));
+    } catch (err) {
+      await this.deps.catalog.deleteDatabase(id);
+      throw err;
+    }
+    return { database, username, password };
+  }
+
+  list(): Promise<DatabaseRecord[]> {
+    return this.deps.catalog.listDatabases();
+  }
+
+  async get(id: string): Promise<DatabaseRecord> {
+    const record = isValidDatabaseId(id) ? await this.deps.catalog.getDatabase(id) : undefined;
+    if (!record) throw new NotFoundError(`database "${id}" does not exist`);
+    return record;
+  }
+
+  /** Disconnects its clients, closes it, and removes its catalog entry and data. */
+  async delete(id: string): Promise<void> {
+    await this.get(id);
+    await this.deps.registry?.close(id);
+    await this.deps.catalog.deleteDatabase(id);
+    await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
+  }
+
+  /** Sets a new password (generated when not given) for a user of the database. */
+  async passwd(id: string, opts: { username?: string; password?: string } = {}) {
+    await this.get(id);
+    const username = opts.username ?? DEFAULT_USER;
+    const password = opts.password ?? generatePassword();
+    await this.deps.catalog.setCredential(id, username, await createScramSha256Data(password));
+    return { username, password };
+  }
+}

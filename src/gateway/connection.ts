@@ -1,0 +1,248 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import { BackendError, type PostgresConnection } from 'pg-gateway';
+import { fromDuplexStream } from 'pg-gateway/node';
+import type { Catalog } from '../catalog/catalog.js';
+import type { Lease } from '../databases/registry.js';
+import type { DatabaseRegistry } from '../databases/registry.js';
+import { ClientSession, startupSettings } from '../databases/session.js';
+import { errors, GatewayError, toClientError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ScramLookup } from './auth.js';
+import type { CancelKeys } from './cancel.js';
+import { MessageFramer } from './framer.js';
+import { backendKeyData, errorResponse, parameterStatus, readStartupParameters, readyForQuery } from './protocol.js';
+import { type Route, routeConnection } from './routing.js';
+import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
+
+/** Largest message accepted before authentication completes (Postgres uses the same bound). */
+export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+
+export interface ConnectionDeps {
+  tlsMode: 'require' | 'prefer' | 'disable';
+  secureContext: () => SecureContext | undefined;
+  wildcardDomain: string;
+  loginTimeoutMs: number;
+  maxMessageSize: number;
+  poolMode: 'session';
+  catalog: Pick<Catalog, 'getDatabase'>;
+  scram: ScramLookup;
+  registry: DatabaseRegistry;
+  cancelKeys: CancelKeys;
+  logger: Logger;
+}
+
+/** A live client, as the listener sees it for draining. */
+export interface ClientHandle {
+  /** Ends the client now if idle, otherwise as soon as its transaction finishes. */
+  drain(): void;
+  /** Ends the client at once. */
+  kill(): void;
+  readonly closed: Promise<void>;
+}
+
+const toBackendError = (err: GatewayError) =>
+  BackendError.create({ severity: err.severity, code: err.code, message: err.message, hint: err.hint });
+
+/**
+ * Drives one accepted socket: startup negotiation and TLS (ours), SCRAM (pg-gateway), then the
+ * client session relaying messages to its database.
+ */
+export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandle {
+  const sessionId = randomBytes(6).toString('hex');
+  let log = deps.logger.child({ sessionId, client: `${raw.remoteAddress}:${raw.remotePort}` });
+  let socket: Socket = raw;
+  let session: ClientSession | undefined;
+  let lease: Lease | undefined;
+  let draining = false;
+  let ended = false;
+
+  raw.setNoDelay(true);
+  raw.on('error', (err) => log.debug({ err }, 'socket error'));
+  const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+
+  const end = (err?: GatewayError) => {
+    if (ended) return;
+    ended = true;
+    if (socket.destroyed || socket.writableEnded) return;
+    if (err) {
+      log.info({ code: err.code, reason: err.label }, 'closing connection');
+      socket.end(errorResponse(err));
+    } else {
+      socket.end();
+    }
+    setTimeout(() => socket.destroy(), 1000).unref();
+  };
+  const fail = (err: unknown) => {
+    if (err instanceof ClosedError) return end();
+    if (!(err instanceof GatewayError)) log.error({ err }, 'connection failed');
+    end(toClientError(err, sessionId));
+  };
+
+  const loginTimer = setTimeout(() => end(errors.loginTimeout()), deps.loginTimeoutMs);
+  loginTimer.unref();
+
+  const run = async () => {
+    const outcome = await negotiateStartup(raw, deps).catch((err: unknown) => {
+      if (err instanceof StartupFailure) socket = err.socket;
+      throw err instanceof StartupFailure ? err.error : err;
+    });
+    if (outcome.kind === 'cancel') {
+      deps.cancelKeys.cancel(outcome.processId, outcome.secretKey);
+      raw.destroy();
+      return;
+    }
+    socket = outcome.socket;
+    socket.on('error', (err) => log.debug({ err }, 'tls socket error'));
+    const params = readStartupParameters(outcome.message);
+    const { route, user } = await authenticate(socket, outcome.message, outcome.serverName, deps, (child) => {
+      log = log.child(child);
+    });
+    clearTimeout(loginTimer);
+    if (ended) return;
+    await startSession(route, user, params);
+  };
+
+  const startSession = async (route: Extract<Route, { ok: true }>, user: string, params: Record<string, string>) => {
+    const record = await deps.catalog.getDatabase(route.id);
+    if (!record) throw errors.databaseNotFound(route.id);
+    lease = await deps.registry.connect(record);
+    if (ended) return lease.release();
+    const database = lease.database;
+    const settings = startupSettings(params, route.options.settings);
+    session = new ClientSession({
+      database,
+      poolMode: deps.poolMode,
+      settings,
+      logger: log,
+      maxCopyBytes: deps.maxMessageSize,
+      port: {
+        write: (data) => {
+          if (!socket.destroyed) socket.write(data);
+        },
+        end,
+      },
+    });
+    lease.onTerminate(() => end(errors.shuttingDown()));
+    const key = deps.cancelKeys.register(() => undefined);
+    void closed.then(() => deps.cancelKeys.unregister(key.processId));
+
+    const reported: Record<string, string> = { ...database.parameters, session_authorization: user };
+    for (const name of Object.keys(reported)) if (settings[name] !== undefined) reported[name] = settings[name];
+    const hello = Object.entries(reported).map(([k, v]) => parameterStatus(k, v));
+    socket.write(Buffer.concat([...hello, backendKeyData(key.processId, key.secretKey), readyForQuery('I')]));
+    log.info({ source: route.source }, 'client connected');
+
+    const framer = new MessageFramer(() => deps.maxMessageSize);
+    const onData = (chunk: Buffer) => {
+      try {
+        session?.push(framer.push(chunk));
+      } catch (err) {
+        fail(err);
+      }
+    };
+    socket.on('data', onData);
+    if (draining) session.drainThen(end);
+  };
+
+  void closed.then(async () => {
+    clearTimeout(loginTimer);
+    ended = true;
+    await session?.close();
+    lease?.release();
+    log.debug('connection closed');
+  });
+  run().catch(fail);
+
+  return {
+    closed,
+    drain: () => {
+      draining = true;
+      if (session) session.drainThen(end);
+      else end(errors.shuttingDown());
+    },
+    kill: () => end(errors.shuttingDown()),
+  };
+}
+
+/** Runs SCRAM through pg-gateway and resolves once the client is authenticated. */
+function authenticate(
+  socket: Socket,
+  startup: Buffer,
+  serverName: string | undefined,
+  deps: ConnectionDeps,
+  bind: (fields: Record<string, string>) => void,
+): Promise<{ route: Extract<Route, { ok: true }>; user: string }> {
+  return new Promise((resolve, reject) => {
+    let route: Extract<Route, { ok: true }> | undefined;
+    let authenticated = false;
+    const framer = new MessageFramer(() => MAX_PREAUTH_MESSAGE);
+    let input: ReadableStreamDefaultController<Uint8Array>;
+    const readable = new ReadableStream<Uint8Array>({
+      start(controller) {
+        input = controller;
+        controller.enqueue(startup);
+      },
+    });
+    const onData = (chunk: Buffer) => {
+      try {
+        for (const message of framer.push(chunk)) input.enqueue(message);
+      } catch (err) {
+        socket.off('data', onData);
+        reject(err);
+      }
+    };
+    const onClose = () => reject(new ClosedError('closed during authentication'));
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => {
+        if (!authenticated) socket.write(chunk);
+      },
+      close: () => {
+        if (!authenticated) socket.end();
+      },
+      abort: () => {
+        if (!authenticated) socket.destroy();
+      },
+    });
+    let connection: PostgresConnection | undefined;
+    const guarded = <T>(fn: () => Promise<T>) =>
+      fn().catch((err: unknown) => {
+        throw toBackendError(toClientError(err, 'auth'));
+      });
+    void fromDuplexStream(
+      { readable, writable },
+      {
+        auth: {
+          method: 'scram-sha-256',
+          getScramSha256Data: ({ username }) =>
+            guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
+        },
+        onStartup: (state) =>
+          guarded(async () => {
+            const params = state.clientParams ?? { user: '' };
+            if (params.replication && params.replication !== 'false') {
+              throw errors.protocolViolation('replication connections are not supported');
+            }
+            const result = routeConnection({ serverName, params, wildcardDomain: deps.wildcardDomain });
+            if (!result.ok) throw result.error;
+            route = result;
+            bind({ db: result.id, user: params.user });
+          }),
+        onAuthenticated: (state) =>
+          guarded(async () => {
+            // From here on the session owns the socket; pg-gateway must write nothing more.
+            authenticated = true;
+            socket.off('data', onData);
+            socket.off('close', onClose);
+            await connection?.detach();
+            if (route) resolve({ route, user: state.clientParams?.user ?? '' });
+          }),
+      },
+    ).then((c) => {
+      connection = c;
+    });
+  });
+}

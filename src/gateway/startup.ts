@@ -1,0 +1,129 @@
+import type { Socket } from 'node:net';
+import { type SecureContext, TLSSocket } from 'node:tls';
+import { errors } from '../errors.js';
+import { StartupCode } from './protocol.js';
+
+/**
+ * The untagged first phase of a connection, on the raw socket: SSLRequest / GSSENCRequest /
+ * CancelRequest / StartupMessage. We do it ourselves rather than in pg-gateway because we must
+ * refuse oversized startup packets from their length prefix alone and must never read bytes a
+ * client (or an attacker in the middle) sent after SSLRequest but before the TLS handshake.
+ */
+
+export const MAX_STARTUP_BYTES = 10_000;
+
+export type StartupOutcome =
+  | { kind: 'startup'; socket: Socket; tls: boolean; serverName: string | undefined; message: Buffer }
+  | { kind: 'cancel'; processId: number; secretKey: number };
+
+export interface StartupOptions {
+  tlsMode: 'require' | 'prefer' | 'disable';
+  secureContext: () => SecureContext | undefined;
+}
+
+class ClosedError extends Error {}
+
+/** A negotiation failure, with the socket (raw or TLS) the error must be written to. */
+export class StartupFailure extends Error {
+  constructor(
+    readonly error: unknown,
+    readonly socket: Socket,
+  ) {
+    super('startup failed');
+  }
+}
+
+/** Reads exactly n bytes from a paused stream. */
+async function readExactly(socket: Socket, n: number): Promise<Buffer> {
+  for (;;) {
+    const chunk = socket.read(n) as Buffer | null;
+    if (chunk) return chunk;
+    if (socket.readableEnded || socket.destroyed) throw new ClosedError('connection closed');
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        socket.off('readable', done);
+        socket.off('end', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('readable', done);
+      socket.on('end', done);
+      socket.on('close', done);
+    });
+  }
+}
+
+async function readUntaggedMessage(socket: Socket): Promise<{ code: number; message: Buffer }> {
+  const head = await readExactly(socket, 8);
+  const length = head.readUInt32BE(0);
+  if (length < 8 || length > MAX_STARTUP_BYTES) throw errors.startupTooLarge(MAX_STARTUP_BYTES);
+  const body = length > 8 ? await readExactly(socket, length - 8) : Buffer.alloc(0);
+  return { code: head.readUInt32BE(4), message: Buffer.concat([head, body]) };
+}
+
+async function upgradeToTls(socket: Socket, context: SecureContext): Promise<TLSSocket> {
+  const secure = new TLSSocket(socket, { isServer: true, secureContext: context });
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secure', resolve);
+    secure.once('error', reject);
+    secure.once('close', () => reject(new ClosedError('closed during TLS handshake')));
+  });
+  return secure;
+}
+
+/**
+ * Runs the negotiation until a StartupMessage arrives (returned whole, not yet parsed) or a
+ * CancelRequest. Throws a GatewayError the caller should send before closing, or ClosedError.
+ */
+export async function negotiateStartup(raw: Socket, opts: StartupOptions): Promise<StartupOutcome> {
+  const current = { socket: raw };
+  try {
+    return await negotiate(current, opts);
+  } catch (err) {
+    throw new StartupFailure(err, current.socket);
+  }
+}
+
+async function negotiate(current: { socket: Socket }, opts: StartupOptions): Promise<StartupOutcome> {
+  let socket = current.socket;
+  let tls = false;
+  let serverName: string | undefined;
+  for (;;) {
+    const { code, message } = await readUntaggedMessage(socket);
+    switch (code) {
+      case StartupCode.SslRequest: {
+        const context = opts.tlsMode === 'disable' ? undefined : opts.secureContext();
+        if (tls) throw errors.protocolViolation('SSLRequest received inside TLS');
+        if (!context) {
+          socket.write('N');
+          continue;
+        }
+        // Anything already buffered was sent before our answer: it would be read as if it had
+        // been protected by TLS (CVE-2021-23214). Refuse the connection.
+        if (socket.readableLength > 0) throw errors.protocolViolation('unexpected data after SSLRequest');
+        socket.write('S');
+        const secure = await upgradeToTls(socket, context);
+        socket = secure;
+        current.socket = secure;
+        tls = true;
+        serverName = typeof secure.servername === 'string' ? secure.servername : undefined;
+        continue;
+      }
+      case StartupCode.GssEncRequest:
+        if (tls) throw errors.protocolViolation('GSSENCRequest received inside TLS');
+        socket.write('N');
+        continue;
+      case StartupCode.CancelRequest:
+        if (message.length !== 16) throw errors.protocolViolation('invalid CancelRequest');
+        return { kind: 'cancel', processId: message.readInt32BE(8), secretKey: message.readInt32BE(12) };
+      default: {
+        const major = code >>> 16;
+        if (major !== 3) throw errors.unsupportedProtocol(major, code & 0xffff);
+        if (!tls && opts.tlsMode === 'require') throw errors.tlsRequired();
+        return { kind: 'startup', socket, tls, serverName, message };
+      }
+    }
+  }
+}
+
+export { ClosedError };

@@ -1,0 +1,81 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { type Catalog, openCatalog } from './catalog/index.js';
+import type { Config } from './config.js';
+import { acquireDataDirLock } from './databases/dir-lock.js';
+import { DatabaseManager } from './databases/manager.js';
+import { DatabaseRegistry } from './databases/registry.js';
+import { ensureTemplate } from './databases/template.js';
+import { ScramLookup } from './gateway/auth.js';
+import { CancelKeys } from './gateway/cancel.js';
+import { GatewayListener } from './gateway/listener.js';
+import { loadSecureContext } from './gateway/tls.js';
+import type { Logger } from './log.js';
+
+/** A running node: the Postgres listener plus what it needs. Used by `serve` and by tests. */
+export interface RunningServer {
+  port: number;
+  catalog: Catalog;
+  registry: DatabaseRegistry;
+  manager: DatabaseManager;
+  listener: GatewayListener;
+  /** Graceful: stop accepting, drain, close every database, release the data directory. */
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  await mkdir(config.dataDir, { recursive: true });
+  const lock = await acquireDataDirLock(config.dataDir, config.nodeId);
+  const cleanups: (() => Promise<void>)[] = [() => lock.release()];
+  const cleanup = async () => {
+    for (const fn of cleanups.reverse()) await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
+  };
+  try {
+    const secureContext = await loadSecureContext(config, logger);
+    await ensureTemplate(config.templateDir);
+    const catalog = await openCatalog({
+      url: config.catalogUrl,
+      dir: path.join(config.dataDir, '_catalog'),
+      templateDir: config.templateDir,
+      onError: (err) => logger.error({ err }, 'catalog connection error'),
+    });
+    cleanups.push(() => catalog.close());
+    const registry = new DatabaseRegistry({
+      dataDir: config.dataDir,
+      maxClientsPerDb: config.maxClientsPerDb,
+      queryWaitTimeoutMs: config.queryWaitTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+      logger,
+    });
+    cleanups.push(() => registry.closeAll());
+    const manager = new DatabaseManager({
+      catalog,
+      registry,
+      dataDir: config.dataDir,
+      templateDir: config.templateDir,
+    });
+    const listener = new GatewayListener(
+      {
+        tlsMode: config.tls.mode,
+        secureContext: () => secureContext,
+        wildcardDomain: config.wildcardDomain,
+        loginTimeoutMs: config.loginTimeoutMs,
+        maxMessageSize: config.maxMessageSize,
+        poolMode: config.poolMode,
+        catalog,
+        scram: new ScramLookup(catalog),
+        registry,
+        cancelKeys: new CancelKeys(),
+        logger,
+      },
+      logger,
+    );
+    const port = await listener.listen(config.port, config.host);
+    cleanups.push(() => listener.close(config.drainTimeoutMs));
+    logger.info({ port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode }, 'listening');
+    return { port, catalog, registry, manager, listener, close: cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

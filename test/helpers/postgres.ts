@@ -1,0 +1,186 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+
+/**
+ * Starts a real, throwaway PostgreSQL 15 for integration tests: own temp PGDATA, own port, own
+ * socket directory, so test files running in parallel never share state unless they choose to
+ * (see `createTestDatabase`).
+ */
+
+const run = promisify(execFile);
+
+export interface TestPostgres {
+  /** postgres://postgres@127.0.0.1:<port>/postgres — superuser, no password (trust auth). */
+  url: string;
+  /** Fast shutdown (SIGINT), waits for exit, removes the temp directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+function binDir(): string {
+  const dir = process.env.PG_BIN_DIR ?? '/usr/lib/postgresql/15/bin';
+  for (const bin of ['initdb', 'postgres']) {
+    if (!existsSync(path.join(dir, bin))) {
+      throw new Error(
+        `PostgreSQL binary ${bin} not found in ${dir}; install it (apt-get install -y postgresql-15) or set PG_BIN_DIR`,
+      );
+    }
+  }
+  return dir;
+}
+
+/** Postgres refuses to run as root, so as root every server command runs as the postgres user. */
+const asRoot = process.getuid?.() === 0;
+
+function command(bin: string, args: string[]): [string, string[]] {
+  return asRoot ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+async function canConnect(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+  // An 'error' after a failed connect would otherwise be unhandled.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('select 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Starts postgres on a free port; resolves once it answers queries, rejects if it exits first. */
+async function startServer(
+  bin: string,
+  root: string,
+  dataDir: string,
+): Promise<{ child: ChildProcess; url: string }> {
+  // The port may be taken between probe and bind by another parallel test; retry a few times.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const [cmd, args] = command(path.join(bin, 'postgres'), [
+      ...['-D', dataDir, '-p', String(port), '-k', root],
+      ...['-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
+      ...['-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'],
+    ]);
+    const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4000);
+    });
+    const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+    const deadline = Date.now() + 30_000;
+    while (child.exitCode === null && child.signalCode === null && Date.now() < deadline) {
+      if (await canConnect(url)) return { child, url };
+      await sleep(100);
+    }
+    if (child.exitCode === null && child.signalCode === null) {
+      await stopServer(child, dataDir);
+      throw new Error(`postgres did not accept connections within 30 s:\n${stderr}`);
+    }
+    if (!/already in use/i.test(stderr) || attempt >= 3) {
+      throw new Error(`postgres exited with ${child.exitCode ?? child.signalCode}:\n${stderr}`);
+    }
+  }
+}
+
+function signal(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Already gone.
+  }
+}
+
+/**
+ * Signals the postmaster itself (pid from postmaster.pid): `runuser` ignores SIGINT instead of
+ * forwarding it, and turns SIGTERM into SIGTERM-then-SIGKILL of its child after 2 s.
+ */
+async function stopServer(child: ChildProcess, dataDir: string): Promise<void> {
+  const pidFile = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '');
+  const parsed = Number.parseInt(pidFile.split('\n')[0] ?? '', 10);
+  const postmaster = Number.isInteger(parsed) && parsed > 0 ? parsed : child.pid;
+  signal(postmaster, 'SIGINT');
+  // Fast shutdown should take well under a second; escalate to immediate shutdown if it hangs.
+  const timer = setTimeout(() => {
+    signal(postmaster, 'SIGQUIT');
+    child.kill('SIGKILL');
+  }, 15_000);
+  try {
+    await exited(child);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function startPostgres(): Promise<TestPostgres> {
+  const bin = binDir();
+  // The temp dir doubles as the socket directory (-k), whose path must stay short (~100 bytes).
+  const root = await mkdtemp(path.join(tmpdir(), 'pg15-'));
+  const dataDir = path.join(root, 'data');
+  try {
+    if (asRoot) {
+      await run('chown', ['postgres:', root]);
+      await chmod(root, 0o700);
+    }
+    const [cmd, args] = command(path.join(bin, 'initdb'), [
+      ...['-D', dataDir, '-U', 'postgres', '--auth=trust'],
+      ...['--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'],
+    ]);
+    await run(cmd, args, { cwd: root });
+    const { child, url } = await startServer(bin, root, dataDir);
+    let stopping: Promise<void> | undefined;
+    return {
+      url,
+      stop: () => {
+        stopping ??= stopServer(child, dataDir).finally(() => rm(root, { recursive: true, force: true }));
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Creates a uniquely named database on the server at `url` and returns its URL. */
+export async function createTestDatabase(url: string): Promise<string> {
+  const name = `test_${randomBytes(6).toString('hex')}`;
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`create database ${name}`);
+  } finally {
+    await client.end();
+  }
+  const dbUrl = new URL(url);
+  dbUrl.pathname = `/${name}`;
+  return dbUrl.toString();
+}
