@@ -1,4 +1,4 @@
-import { errors, GatewayError } from '../errors.js';
+import { errors, GatewayError, toClientError } from '../errors.js';
 import {
   Backend,
   Frontend,
@@ -32,6 +32,7 @@ export interface SessionOptions {
   settings: Readonly<Record<string, string>>;
   port: ClientPort;
   logger: Logger;
+  sessionId: string;
   /** Upper bound on COPY FROM STDIN data buffered for one statement. */
   maxCopyBytes: number;
 }
@@ -114,8 +115,8 @@ export class ClientSession {
     } catch (err) {
       if (this.closed) return;
       this.opts.logger.warn({ err }, 'session failed');
-      this.opts.port.end(err as GatewayError);
-      await this.close();
+      this.queue.length = 0;
+      this.opts.port.end(toClientError(err, this.opts.sessionId));
     }
   }
 
@@ -148,8 +149,9 @@ export class ClientSession {
       const message = this.queue.shift() as Buffer;
       const code = message[0];
       if (code === Frontend.Terminate) {
+        // The connection's close handler runs close(); awaiting it here would wait on ourselves.
+        this.queue.length = 0;
         this.opts.port.end();
-        await this.close();
         return;
       }
       // Outside COPY, Postgres ignores stray copy messages; PGlite must never see them.

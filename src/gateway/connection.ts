@@ -116,6 +116,7 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
       poolMode: deps.poolMode,
       settings,
       logger: log,
+      sessionId,
       maxCopyBytes: deps.maxMessageSize,
       port: {
         write: (data) => {
@@ -166,6 +167,9 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
   };
 }
 
+/** pg-gateway reads messages through DataViews on `.buffer` ignoring byteOffset: give it its own. */
+const ownBuffer = (message: Uint8Array) => new Uint8Array(message);
+
 /** Runs SCRAM through pg-gateway and resolves once the client is authenticated. */
 function authenticate(
   socket: Socket,
@@ -182,12 +186,12 @@ function authenticate(
     const readable = new ReadableStream<Uint8Array>({
       start(controller) {
         input = controller;
-        controller.enqueue(startup);
+        controller.enqueue(ownBuffer(startup));
       },
     });
     const onData = (chunk: Buffer) => {
       try {
-        for (const message of framer.push(chunk)) input.enqueue(message);
+        for (const message of framer.push(chunk)) input.enqueue(ownBuffer(message));
       } catch (err) {
         socket.off('data', onData);
         reject(err);

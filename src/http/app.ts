@@ -1,0 +1,202 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
+import { z } from 'zod';
+import { CatalogConflictError, type DatabaseRecord } from '../catalog/catalog.js';
+import { type ConnectionInfoInput, connectionInfo } from '../cli/connection-info.js';
+import { type DatabaseManager, InvalidRequestError, NotFoundError } from '../databases/manager.js';
+import type { DatabaseRegistry } from '../databases/registry.js';
+import type { Logger } from '../log.js';
+
+/**
+ * The admin HTTP API: database lifecycle under /v1, /metrics for Prometheus, /healthz for probes.
+ * Served over TCP (bearer token when configured) and over a Unix socket whose requests are
+ * trusted (see `http/server.ts`, which marks them through the `trusted` binding).
+ */
+
+export interface AdminAppDeps {
+  manager: DatabaseManager;
+  /** Source of the open-databases gauge; 0 when absent. */
+  registry?: DatabaseRegistry | undefined;
+  /** Source of the connected-clients gauge; 0 when absent. */
+  listener?: { readonly connectionCount: number } | undefined;
+  /** When set, every route but /healthz needs `Authorization: Bearer <token>` unless trusted. */
+  token?: string | undefined;
+  /** Registry the gauges and default process metrics are registered on (once per registry). */
+  metrics: Registry;
+  /** Where clients reach a database: domain, port, CA, hostaddr (see `connectionDefaults`). */
+  connection: Omit<ConnectionInfoInput, 'id' | 'username' | 'password'>;
+  /** Receives unexpected (500) errors; they never reach the client. */
+  logger?: Logger | undefined;
+}
+
+/** Per-request bindings: `trusted` is set by the Unix-socket server only, never from the request. */
+export type AdminEnv = { Bindings: { trusted?: boolean } };
+
+/** JSON shape of a database in API responses. */
+export interface DatabaseJson {
+  id: string;
+  readOnly: boolean;
+  poolMode: DatabaseRecord['poolMode'];
+  createdAt: string;
+}
+
+export interface CreatedDatabaseJson {
+  id: string;
+  readOnly: boolean;
+  username: string;
+  password: string;
+  connectionString: string;
+  psql: string;
+}
+
+export type PasswordJson = Omit<CreatedDatabaseJson, 'id' | 'readOnly'>;
+
+export const METRIC_OPEN_DATABASES = 'pglite_gateway_open_databases';
+export const METRIC_CONNECTED_CLIENTS = 'pglite_gateway_connected_clients';
+
+const MAX_BODY_BYTES = 64 * 1024;
+
+const CreateBody = z.strictObject({
+  id: z.string(),
+  readOnly: z.boolean().optional(),
+  username: z.string().optional(),
+  password: z.string().min(1).max(1024).optional(),
+  poolMode: z.enum(['session', 'transaction']).nullable().optional(),
+});
+
+const PasswordBody = z.strictObject({
+  username: z.string().optional(),
+  password: z.string().min(1).max(1024).optional(),
+});
+
+export const databaseJson = (r: DatabaseRecord): DatabaseJson => ({
+  id: r.id,
+  readOnly: r.readOnly,
+  poolMode: r.poolMode,
+  createdAt: r.createdAt.toISOString(),
+});
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Constant-time: both sides are hashed to equal length first. */
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const match = /^Bearer (.+)$/i.exec(header ?? '');
+  return timingSafeEqual(sha256(match?.[1] ?? ''), sha256(token)) && match !== null;
+}
+
+async function parseBody<T>(req: { text(): Promise<string> }, schema: z.ZodType<T>): Promise<T> {
+  const text = await req.text();
+  let raw: unknown = {};
+  if (text.trim() !== '') {
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      throw new InvalidRequestError('request body is not valid JSON');
+    }
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ` : '') + i.message);
+    throw new InvalidRequestError(issues.join('; '));
+  }
+  return parsed.data;
+}
+
+function registerMetrics(deps: AdminAppDeps): void {
+  const { metrics } = deps;
+  if (metrics.getSingleMetric(METRIC_OPEN_DATABASES)) return;
+  collectDefaultMetrics({ register: metrics });
+  const open: Gauge = new Gauge({
+    name: METRIC_OPEN_DATABASES,
+    help: 'Databases currently open (a PGlite instance in memory).',
+    registers: [metrics],
+    collect: () => open.set(deps.registry?.openCount ?? 0),
+  });
+  const clients: Gauge = new Gauge({
+    name: METRIC_CONNECTED_CLIENTS,
+    help: 'Postgres client connections currently open on the gateway.',
+    registers: [metrics],
+    collect: () => clients.set(deps.listener?.connectionCount ?? 0),
+  });
+}
+
+export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
+  registerMetrics(deps);
+  const { manager } = deps;
+  const info = (id: string, username: string, password: string) =>
+    connectionInfo({ ...deps.connection, id, username, password });
+
+  const app = new Hono<AdminEnv>();
+
+  app.onError((err, c) => {
+    if (err instanceof InvalidRequestError) return c.json({ error: err.message }, 400);
+    if (err instanceof NotFoundError) return c.json({ error: err.message }, 404);
+    if (err instanceof CatalogConflictError) return c.json({ error: err.message }, 409);
+    deps.logger?.error({ err, method: c.req.method, path: c.req.path }, 'admin request failed');
+    return c.json({ error: 'internal error' }, 500);
+  });
+  app.notFound((c) => c.json({ error: 'not found' }, 404));
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  app.use('*', async (c, next) => {
+    const { token } = deps;
+    if (token && !c.env?.trusted && !tokenMatches(c.req.header('authorization'), token)) {
+      c.header('WWW-Authenticate', 'Bearer');
+      return c.json({ error: 'unauthorized' }, 401);
+    }
+    return next();
+  });
+
+  app.get('/metrics', async (c) => {
+    const body = await deps.metrics.metrics();
+    return c.body(body, 200, { 'Content-Type': deps.metrics.contentType });
+  });
+
+  const v1 = new Hono<AdminEnv>();
+  v1.use(
+    '*',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) => c.json({ error: `request body exceeds ${MAX_BODY_BYTES} bytes` }, 413),
+    }),
+  );
+
+  v1.get('/databases', async (c) => c.json({ databases: (await manager.list()).map(databaseJson) }));
+
+  v1.post('/databases', async (c) => {
+    const body = await parseBody(c.req, CreateBody);
+    const { id, ...opts } = body;
+    const created = await manager.create(id, opts);
+    const json: CreatedDatabaseJson = {
+      id: created.database.id,
+      readOnly: created.database.readOnly,
+      username: created.username,
+      password: created.password,
+      ...info(created.database.id, created.username, created.password),
+    };
+    return c.json(json, 201);
+  });
+
+  v1.get('/databases/:id', async (c) => c.json(databaseJson(await manager.get(c.req.param('id')))));
+
+  v1.delete('/databases/:id', async (c) => {
+    await manager.delete(c.req.param('id'));
+    return c.body(null, 204);
+  });
+
+  v1.post('/databases/:id/password', async (c) => {
+    const id = c.req.param('id');
+    const body = await parseBody(c.req, PasswordBody);
+    const { username, password } = await manager.passwd(id, body);
+    const json: PasswordJson = { username, password, ...info(id, username, password) };
+    return c.json(json);
+  });
+
+  app.route('/v1', v1);
+  return app;
+}
