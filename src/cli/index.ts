@@ -3,16 +3,14 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { type Config, loadConfig } from '../config.js';
 import { DataDirLockedError, readLockHolder } from '../databases/dir-lock.js';
 import { errors } from '../errors.js';
-import { generateDevCertificates } from '../gateway/certs.js';
 import { isValidDatabaseId } from '../gateway/routing.js';
 import type { CreatedDatabaseJson, PasswordJson } from '../http/app.js';
-import { serve } from '../main.js';
 import { type DbOps, remoteOps } from './admin-client.js';
-import { openLocalOps } from './local-ops.js';
 
 /**
  * `pglite-gateway <command>`. Configuration comes from the environment only (see config.ts).
- * Exit codes: 0 ok, 1 failure (`error: <message>`), 2 usage.
+ * Exit codes: 0 ok, 1 failure (`error: <message>`), 2 usage. Heavy modules (the server, PGlite,
+ * certificate generation) are imported only by the commands that need them.
  */
 
 const USAGE = `usage: pglite-gateway <command> [options]
@@ -98,6 +96,7 @@ async function openOps(config: Config): Promise<DbOps> {
   const holder = await readLockHolder(config.dataDir);
   if (holder) return remoteOps(config.admin.socketPath, holder.pid);
   try {
+    const { openLocalOps } = await import('./local-ops.js');
     return await openLocalOps(config);
   } catch (err) {
     // A server started between the check and the lock: use it.
@@ -175,6 +174,7 @@ async function runDb(command: Command, values: Parsed['values'], id: string | un
 
 async function runCerts(force: boolean): Promise<void> {
   const config = loadConfig();
+  const { generateDevCertificates } = await import('../gateway/certs.js');
   const result = await generateDevCertificates({ dir: config.tls.dir, domain: config.wildcardDomain, force });
   if (!result.generated) console.log(`certificates already exist (use --force to re-issue):`);
   else
@@ -197,7 +197,7 @@ async function main(argv: string[]): Promise<number> {
   const { command, values, positionals } = parsed;
   try {
     if (command === 'help') console.log(USAGE);
-    else if (command === 'serve') await serve();
+    else if (command === 'serve') await (await import('../main.js')).serve();
     else if (command === 'certs') await runCerts(values.force === true);
     else await runDb(command, values, positionals[0]);
     return 0;

@@ -74,6 +74,9 @@ export class DatabaseRegistry {
 
   constructor(private readonly opts: RegistryOptions) {}
 
+  /** Counters for metrics and tests: how many times a PGlite was opened and closed. */
+  readonly stats = { opens: 0, closes: 0 };
+
   get openCount(): number {
     return this.entries.size;
   }
@@ -112,6 +115,7 @@ export class DatabaseRegistry {
     );
     if (!exists) throw errors.databaseNotFound(record.id);
     const started = performance.now();
+    this.stats.opens++;
     const engine = await (this.opts.openEngine ?? openEngine)(dir, { readOnly: record.readOnly });
     const parameters = await engine.reportedParameters();
     this.opts.logger.info(
@@ -140,6 +144,7 @@ export class DatabaseRegistry {
     const database = await entry.opening.catch(() => undefined);
     if (!database) return;
     await database.engine.close();
+    this.stats.closes++;
     this.opts.logger.info({ db: id }, 'database closed');
   }
 

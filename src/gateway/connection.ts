@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
-import { BackendError, type PostgresConnection } from 'pg-gateway';
+import { BackendError, type PostgresConnection, verifyScramSha256Password } from 'pg-gateway';
 import { fromDuplexStream } from 'pg-gateway/node';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Lease } from '../databases/registry.js';
@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import type { ScramLookup } from './auth.js';
 import type { CancelKeys } from './cancel.js';
 import { MessageFramer } from './framer.js';
-import { backendKeyData, errorResponse, parameterStatus, readStartupParameters, readyForQuery } from './protocol.js';
+import { backendKeyData, errorResponse, parameterStatus, readyForQuery } from './protocol.js';
 import { type Route, routeConnection } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
@@ -95,7 +95,7 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     }
     socket = outcome.socket;
     socket.on('error', (err) => log.debug({ err }, 'tls socket error'));
-    const params = readStartupParameters(outcome.message);
+    const params = outcome.params;
     const { route, user } = await authenticate(socket, outcome.message, outcome.serverName, deps, (child) => {
       log = log.child(child);
     });
@@ -181,6 +181,8 @@ function authenticate(
   return new Promise((resolve, reject) => {
     let route: Extract<Route, { ok: true }> | undefined;
     let authenticated = false;
+    /** Set when we refused the password ourselves; pg-gateway's own (28000) reply is dropped. */
+    let refused = false;
     const framer = new MessageFramer(() => MAX_PREAUTH_MESSAGE);
     let input: ReadableStreamDefaultController<Uint8Array>;
     const readable = new ReadableStream<Uint8Array>({
@@ -202,13 +204,13 @@ function authenticate(
     socket.once('close', onClose);
     const writable = new WritableStream<Uint8Array>({
       write: (chunk) => {
-        if (!authenticated) socket.write(chunk);
+        if (!authenticated && !refused) socket.write(chunk);
       },
       close: () => {
-        if (!authenticated) socket.end();
+        if (!authenticated && !refused) socket.end();
       },
       abort: () => {
-        if (!authenticated) socket.destroy();
+        if (!authenticated && !refused) socket.destroy();
       },
     });
     let connection: PostgresConnection | undefined;
@@ -223,6 +225,19 @@ function authenticate(
           method: 'scram-sha-256',
           getScramSha256Data: ({ username }) =>
             guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
+          // Postgres answers a failed password with 28P01, which clients and tests rely on.
+          validateCredentials: async ({ authMessage, clientProof, username, scramSha256Data }) => {
+            const ok = await verifyScramSha256Password({
+              authMessage,
+              clientProof,
+              storedKey: scramSha256Data.storedKey,
+            });
+            if (!ok) {
+              refused = true;
+              socket.end(errorResponse(errors.authFailed(username)));
+            }
+            return ok;
+          },
         },
         onStartup: (state) =>
           guarded(async () => {

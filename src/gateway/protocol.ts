@@ -106,17 +106,20 @@ export function readErrorFields(message: Uint8Array): Map<string, string> {
   return fields;
 }
 
-/** Parses a StartupMessage body (after length and version) into its parameters. */
-export function readStartupParameters(message: Uint8Array): Record<string, string> {
+/**
+ * Parses a StartupMessage (length, version, then name/value C strings and a final NUL).
+ * Returns undefined for a malformed layout, which the caller refuses as Postgres does.
+ */
+export function readStartupParameters(message: Uint8Array): Record<string, string> | undefined {
   const buf = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
-  const params: Record<string, string> = {};
+  const params: Record<string, string> = Object.create(null);
   let i = 8;
   while (i < buf.length && buf[i] !== 0) {
     const keyEnd = buf.indexOf(0, i);
     const valueEnd = keyEnd < 0 ? -1 : buf.indexOf(0, keyEnd + 1);
-    if (valueEnd < 0) break;
+    if (valueEnd < 0) return undefined;
     params[buf.toString('utf8', i, keyEnd)] = buf.toString('utf8', keyEnd + 1, valueEnd);
     i = valueEnd + 1;
   }
-  return params;
+  return i === buf.length - 1 ? params : undefined;
 }

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import { errors } from '../errors.js';
-import { StartupCode } from './protocol.js';
+import { readStartupParameters, StartupCode } from './protocol.js';
 
 /**
  * The untagged first phase of a connection, on the raw socket: SSLRequest / GSSENCRequest /
@@ -13,7 +13,14 @@ import { StartupCode } from './protocol.js';
 export const MAX_STARTUP_BYTES = 10_000;
 
 export type StartupOutcome =
-  | { kind: 'startup'; socket: Socket; tls: boolean; serverName: string | undefined; message: Buffer }
+  | {
+      kind: 'startup';
+      socket: Socket;
+      tls: boolean;
+      serverName: string | undefined;
+      message: Buffer;
+      params: Record<string, string>;
+    }
   | { kind: 'cancel'; processId: number; secretKey: number };
 
 export interface StartupOptions {
@@ -120,7 +127,10 @@ async function negotiate(current: { socket: Socket }, opts: StartupOptions): Pro
         const major = code >>> 16;
         if (major !== 3) throw errors.unsupportedProtocol(major, code & 0xffff);
         if (!tls && opts.tlsMode === 'require') throw errors.tlsRequired();
-        return { kind: 'startup', socket, tls, serverName, message };
+        const params = readStartupParameters(message);
+        if (!params) throw errors.protocolViolation('invalid startup packet layout');
+        if (!params.user) throw errors.protocolViolation('no PostgreSQL user name specified in startup packet');
+        return { kind: 'startup', socket, tls, serverName, message, params };
       }
     }
   }

@@ -88,7 +88,12 @@ describe('admin app', () => {
       json({ id: 'beta', readOnly: true, username: 'app', password: 's3cret!' }),
     );
     expect(res.status).toBe(201);
-    expect(await res.json()).toMatchObject({ id: 'beta', readOnly: true, username: 'app', password: 's3cret!' });
+    expect(await res.json()).toMatchObject({
+      id: 'beta',
+      readOnly: true,
+      username: 'app',
+      password: 's3cret!',
+    });
   });
 
   it('rejects a duplicate id with 409', async () => {

@@ -214,9 +214,12 @@ describe.each([embedded(), external()])('$name catalog', (backend) => {
     });
     expect(await catalog.updateDatabase('upd', {})).toEqual(created);
     expect(await catalog.updateDatabase('missing', { readOnly: true })).toBeUndefined();
-    await expect(
-      catalog.updateDatabase('upd', { poolMode: 'statement' as unknown as 'session' }),
-    ).rejects.toMatchObject({ code: '23514' });
+    const invalid = await catalog
+      .updateDatabase('upd', { poolMode: 'statement' as unknown as 'session' })
+      .catch((err: unknown) => err);
+    expect(invalid).toMatchObject({ code: '23514' });
+    // PGlite attaches bound parameters to errors; the embedded client scrubs them (verifiers).
+    expect((invalid as { params?: unknown }).params).toBeUndefined();
   });
 
   it('keeps data across close and reopen', async () => {
