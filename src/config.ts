@@ -164,7 +164,8 @@ export function loadConfig(
     nodeId: e.NODE_ID,
     log: Object.freeze({
       level: e.LOG_LEVEL,
-      pretty: e.LOG_PRETTY === undefined || e.LOG_PRETTY === '' ? isTty && !production : e.LOG_PRETTY === 'true',
+      pretty:
+        e.LOG_PRETTY === undefined || e.LOG_PRETTY === '' ? isTty && !production : e.LOG_PRETTY === 'true',
     }),
     production,
   };

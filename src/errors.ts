@@ -40,9 +40,7 @@ export const errors = {
     fatal(
       '08004',
       'no_database_id',
-      'no database id: connect to <id>.' +
-        domain +
-        ' (TLS SNI) or pass options=endpoint=<id> or dbname=<id>',
+      'no database id: connect to <id>.' + domain + ' (TLS SNI) or pass options=endpoint=<id> or dbname=<id>',
       `e.g. psql "host=<id>.${domain} sslmode=verify-full" or psql "host=127.0.0.1 options=endpoint=<id>"`,
     ),
   invalidDatabaseId: () =>
@@ -61,8 +59,7 @@ export const errors = {
   databaseNotFound: (id: string) => fatal('3D000', 'database_not_found', `database "${id}" does not exist`),
   authFailed: (user: string) =>
     fatal('28P01', 'auth_failed', `password authentication failed for user "${user}"`),
-  tooManyClients: (id: string) =>
-    fatal('53300', 'too_many_clients', `too many clients for database "${id}"`),
+  tooManyClients: (id: string) => fatal('53300', 'too_many_clients', `too many clients for database "${id}"`),
   queueTimeout: () =>
     fatal('57014', 'queue_timeout', 'canceling connection: timed out waiting for the database'),
   shuttingDown: () => fatal('57P01', 'admin_shutdown', 'terminating connection due to server shutdown'),

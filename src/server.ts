@@ -1,6 +1,8 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { Registry } from 'prom-client';
 import { type Catalog, openCatalog } from './catalog/index.js';
+import { connectionDefaults } from './cli/connection-info.js';
 import type { Config } from './config.js';
 import { acquireDataDirLock } from './databases/dir-lock.js';
 import { DatabaseManager } from './databases/manager.js';
@@ -10,11 +12,14 @@ import { ScramLookup } from './gateway/auth.js';
 import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
 import { loadSecureContext } from './gateway/tls.js';
+import { createAdminApp } from './http/app.js';
+import { startAdmin } from './http/server.js';
 import type { Logger } from './log.js';
 
 /** A running node: the Postgres listener plus what it needs. Used by `serve` and by tests. */
 export interface RunningServer {
   port: number;
+  adminPort: number;
   catalog: Catalog;
   registry: DatabaseRegistry;
   manager: DatabaseManager;
@@ -28,7 +33,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const lock = await acquireDataDirLock(config.dataDir, config.nodeId);
   const cleanups: (() => Promise<void>)[] = [() => lock.release()];
   const cleanup = async () => {
-    for (const fn of cleanups.reverse()) await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
+    for (const fn of cleanups.reverse())
+      await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
   };
   try {
     const secureContext = await loadSecureContext(config, logger);
@@ -72,10 +78,37 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     );
     const port = await listener.listen(config.port, config.host);
     cleanups.push(() => listener.close(config.drainTimeoutMs));
-    logger.info({ port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode }, 'listening');
-    return { port, catalog, registry, manager, listener, close: cleanup };
+    if (!config.admin.token && !isLoopback(config.admin.host)) {
+      logger.warn({ host: config.admin.host }, 'admin API listens beyond loopback without ADMIN_TOKEN');
+    }
+    const admin = await startAdmin({
+      app: createAdminApp({
+        manager,
+        registry,
+        listener,
+        logger,
+        metrics: new Registry(),
+        token: config.admin.token,
+        connection: connectionDefaults(config, port),
+      }),
+      host: config.admin.host,
+      port: config.admin.port,
+      socketPath: config.admin.socketPath,
+      logger,
+    });
+    // Cleanups run in reverse: the admin API stops first.
+    cleanups.push(() => admin.close());
+    logger.info(
+      { port, adminPort: admin.port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode },
+      'listening',
+    );
+    return { port, adminPort: admin.port, catalog, registry, manager, listener, close: cleanup };
   } catch (err) {
     await cleanup();
     throw err;
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

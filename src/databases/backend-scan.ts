@@ -1,7 +1,9 @@
 import { Backend, type TransactionStatus } from '../gateway/protocol.js';
 
 /** Walks the backend messages of one engine response without copying them. */
-export function* backendMessages(response: Uint8Array): Generator<{ code: number; start: number; end: number }> {
+export function* backendMessages(
+  response: Uint8Array,
+): Generator<{ code: number; start: number; end: number }> {
   const view = new DataView(response.buffer, response.byteOffset, response.byteLength);
   let i = 0;
   while (i + 5 <= response.length) {
@@ -15,7 +17,8 @@ export function* backendMessages(response: Uint8Array): Generator<{ code: number
 export function lastReadyStatus(response: Uint8Array): TransactionStatus | undefined {
   let status: TransactionStatus | undefined;
   for (const m of backendMessages(response)) {
-    if (m.code === Backend.ReadyForQuery) status = String.fromCharCode(response[m.start + 5] as number) as TransactionStatus;
+    if (m.code === Backend.ReadyForQuery)
+      status = String.fromCharCode(response[m.start + 5] as number) as TransactionStatus;
   }
   return status;
 }

@@ -7,6 +7,8 @@ import { PGlite } from '@electric-sql/pglite';
 export interface Engine {
   /** Executes raw frontend messages and returns the raw backend response. */
   exec(messages: Uint8Array): Promise<Uint8Array>;
+  /** SQL that restores the session's baseline identity after it was reset; empty when none. */
+  readonly baselineSql: string;
   /** Values of the parameters a real server reports in ParameterStatus at startup. */
   reportedParameters(): Promise<Record<string, string>>;
   close(): Promise<void>;
@@ -33,18 +35,33 @@ export const REPORTED_PARAMETERS = [
 
 export const READ_ONLY_ROLE = 'gateway_readonly';
 
-const READ_ONLY_ROLE_SQL = `
+/**
+ * PGlite always runs its session as the bootstrap superuser (its `username` option is only SET
+ * ROLE, undone by RESET ROLE). A read-only database therefore switches the session authorization
+ * to a role that can read everything and write nothing, and removes the ways back that run inside
+ * Postgres: set_config, procedural languages (dynamic SQL) and temporary objects. The remaining
+ * ways are plain statements, which the gateway refuses before they reach the database.
+ */
+const READ_ONLY_SETUP_SQL = `
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${READ_ONLY_ROLE}') THEN
-    CREATE ROLE ${READ_ONLY_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+    CREATE ROLE ${READ_ONLY_ROLE} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
   END IF;
 END $$;
 GRANT pg_read_all_data TO ${READ_ONLY_ROLE};
-ALTER ROLE ${READ_ONLY_ROLE} SET default_transaction_read_only = on;
+REVOKE TEMPORARY ON DATABASE postgres FROM PUBLIC;
+REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
 `;
 
+/** Puts a read-only session back into its restricted identity (after DISCARD ALL, too). */
+const READ_ONLY_BASELINE_SQL = `SET SESSION AUTHORIZATION ${READ_ONLY_ROLE}; SET default_transaction_read_only = on`;
+
 class PgliteEngine implements Engine {
-  constructor(private readonly pg: PGlite) {}
+  constructor(
+    private readonly pg: PGlite,
+    readonly baselineSql: string,
+  ) {}
 
   exec(messages: Uint8Array): Promise<Uint8Array> {
     return this.pg.execProtocolRaw(messages);
@@ -63,28 +80,17 @@ class PgliteEngine implements Engine {
   }
 }
 
-async function open(dataDir: string, username?: string): Promise<PGlite> {
-  const pg = new PGlite(username ? { dataDir, username } : { dataDir });
-  await pg.waitReady;
-  return pg;
-}
-
-/**
- * Opens the database at `dataDir`. Read-only databases run as a non-superuser role that can read
- * everything and write nothing; the role is created on first read-only open.
- */
+/** Opens the database at `dataDir`; read-only databases get the restricted identity above. */
 export async function openEngine(dataDir: string, opts: { readOnly: boolean }): Promise<Engine> {
-  if (!opts.readOnly) return new PgliteEngine(await open(dataDir));
+  const pg = new PGlite({ dataDir });
+  await pg.waitReady;
+  if (!opts.readOnly) return new PgliteEngine(pg, '');
   try {
-    return new PgliteEngine(await open(dataDir, READ_ONLY_ROLE));
+    await pg.exec(READ_ONLY_SETUP_SQL);
+    await pg.exec(READ_ONLY_BASELINE_SQL);
   } catch (err) {
-    if (!/role .* does not exist/.test(String(err))) throw err;
+    await pg.close();
+    throw err;
   }
-  const admin = await open(dataDir);
-  try {
-    await admin.exec(READ_ONLY_ROLE_SQL);
-  } finally {
-    await admin.close();
-  }
-  return new PgliteEngine(await open(dataDir, READ_ONLY_ROLE));
+  return new PgliteEngine(pg, READ_ONLY_BASELINE_SQL);
 }

@@ -9,8 +9,8 @@ import {
 } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
 import { backendMessages, lastReadyStatus, splitCopyIn } from './backend-scan.js';
-import { COPY_REFUSAL_SQL, detectCopyFromStdin } from './copy-detect.js';
 import type { Database } from './registry.js';
+import { COPY_REFUSAL_SQL, judgeStatement } from './statement-guard.js';
 
 /**
  * Relays one client's protocol messages to its database's single Postgres session. The client
@@ -43,12 +43,13 @@ interface CopyIn {
   bytes: number;
 }
 
-/** One SELECT that applies every startup setting with set_config, quoting safely. */
+/** SET statements applying every startup setting (not set_config: read-only sessions lack it). */
 export function settingsQuery(settings: Readonly<Record<string, string>>): string | undefined {
   const entries = Object.entries(settings);
   if (entries.length === 0) return undefined;
-  const quote = (v: string) => `'${v.replace(/'/g, "''")}'`;
-  return `SELECT ${entries.map(([k, v]) => `pg_catalog.set_config(${quote(k)}, ${quote(v)}, false)`).join(', ')}`;
+  const ident = (v: string) => `"${v.replace(/"/g, '""')}"`;
+  const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
+  return entries.map(([k, v]) => `SET ${ident(k)} TO ${literal(v)}`).join('; ');
 }
 
 /** Startup packet keys that are protocol-level rather than GUCs. */
@@ -163,7 +164,7 @@ export class ClientSession {
         }
         return this.runQuery(message);
       }
-      batch.push(code === Frontend.Parse ? guardParse(message) : message);
+      batch.push(code === Frontend.Parse ? guardParse(message, this.database) : message);
       if (code === Frontend.Sync) break;
     }
     if (batch.length === 0) return;
@@ -172,12 +173,12 @@ export class ClientSession {
 
   private async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
-    const copy = detectCopyFromStdin(sql);
-    if (copy === 'embedded') {
-      this.opts.port.write(await this.exec(query(COPY_REFUSAL_SQL)));
+    const verdict = judgeStatement(sql, this.database);
+    if (verdict.kind === 'refuse') {
+      this.opts.port.write(await this.exec(query(verdict.sql)));
       return;
     }
-    if (copy === 'single') return this.beginCopy(message);
+    if (verdict.kind === 'copy-in') return this.beginCopy(message);
     this.opts.port.write(await this.exec(message));
   }
 
@@ -190,7 +191,8 @@ export class ClientSession {
     const inTransaction = this.status === 'T';
     if (inTransaction) await this.exec(query('SAVEPOINT pglite_gateway_copy'));
     const response = await this.exec(probe);
-    if (inTransaction) await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
+    if (inTransaction)
+      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
     const { copyIn } = splitCopyIn(response);
     if (!copyIn) {
       this.opts.port.write(response);
@@ -209,7 +211,11 @@ export class ClientSession {
           copy.chunks.push(message);
           copy.bytes += message.length;
           if (copy.bytes > this.opts.maxCopyBytes) {
-            return this.finishCopy(copy, copyFail(`COPY data exceeds the gateway limit of ${this.opts.maxCopyBytes} bytes`), false);
+            return this.finishCopy(
+              copy,
+              copyFail(`COPY data exceeds the gateway limit of ${this.opts.maxCopyBytes} bytes`),
+              false,
+            );
           }
           break;
         case Frontend.CopyDone:
@@ -249,6 +255,8 @@ export class ClientSession {
       if (this.inUnit) await this.exec(syncMessage());
       if (this.status !== 'I') await this.exec(query('ROLLBACK'));
       if (this.prepared) await this.exec(query('DISCARD ALL'));
+      if (this.prepared && this.database.engine.baselineSql)
+        await this.exec(query(this.database.engine.baselineSql));
     } catch (err) {
       this.opts.logger.error({ err }, 'could not reset the session after a client left');
     } finally {
@@ -266,16 +274,21 @@ function copyFail(reason: string): Buffer {
   return out;
 }
 
-/** Parse of a COPY FROM STDIN becomes a statement that fails inside Postgres, keeping state right. */
-function guardParse(message: Buffer): Buffer {
+/**
+ * A Parse whose statement may not run (COPY FROM STDIN, which the extended protocol cannot carry
+ * to PGlite; identity changes in read-only databases) becomes one that fails inside Postgres.
+ */
+function guardParse(message: Buffer, opts: { readOnly: boolean }): Buffer {
   const nameEnd = message.indexOf(0, 5);
   const textEnd = message.indexOf(0, nameEnd + 1);
   if (nameEnd < 0 || textEnd < 0) return message;
-  const sql = message.toString('utf8', nameEnd + 1, textEnd);
-  if (detectCopyFromStdin(sql) === 'none') return message;
+  const verdict = judgeStatement(message.toString('utf8', nameEnd + 1, textEnd), opts);
+  const replacement =
+    verdict.kind === 'copy-in' ? COPY_REFUSAL_SQL : verdict.kind === 'refuse' ? verdict.sql : '';
+  if (!replacement) return message;
   const body = Buffer.concat([
     message.subarray(5, nameEnd + 1),
-    Buffer.from(`${COPY_REFUSAL_SQL}\0`),
+    Buffer.from(`${replacement}\0`),
     Buffer.from([0, 0]), // no parameter types
   ]);
   const out = Buffer.allocUnsafe(5 + body.length);

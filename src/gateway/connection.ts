@@ -4,8 +4,7 @@ import type { SecureContext } from 'node:tls';
 import { BackendError, type PostgresConnection, verifyScramSha256Password } from 'pg-gateway';
 import { fromDuplexStream } from 'pg-gateway/node';
 import type { Catalog } from '../catalog/catalog.js';
-import type { Lease } from '../databases/registry.js';
-import type { DatabaseRegistry } from '../databases/registry.js';
+import type { DatabaseRegistry, Lease } from '../databases/registry.js';
 import { ClientSession, startupSettings } from '../databases/session.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -104,7 +103,11 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     await startSession(route, user, params);
   };
 
-  const startSession = async (route: Extract<Route, { ok: true }>, user: string, params: Record<string, string>) => {
+  const startSession = async (
+    route: Extract<Route, { ok: true }>,
+    user: string,
+    params: Record<string, string>,
+  ) => {
     const record = await deps.catalog.getDatabase(route.id);
     if (!record) throw errors.databaseNotFound(route.id);
     lease = await deps.registry.connect(record);
@@ -130,7 +133,8 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     void closed.then(() => deps.cancelKeys.unregister(key.processId));
 
     const reported: Record<string, string> = { ...database.parameters, session_authorization: user };
-    for (const name of Object.keys(reported)) if (settings[name] !== undefined) reported[name] = settings[name];
+    for (const name of Object.keys(reported))
+      if (settings[name] !== undefined) reported[name] = settings[name];
     const hello = Object.entries(reported).map(([k, v]) => parameterStatus(k, v));
     socket.write(Buffer.concat([...hello, backendKeyData(key.processId, key.secretKey), readyForQuery('I')]));
     log.info({ source: route.source }, 'client connected');

@@ -129,7 +129,8 @@ async function negotiate(current: { socket: Socket }, opts: StartupOptions): Pro
         if (!tls && opts.tlsMode === 'require') throw errors.tlsRequired();
         const params = readStartupParameters(message);
         if (!params) throw errors.protocolViolation('invalid startup packet layout');
-        if (!params.user) throw errors.protocolViolation('no PostgreSQL user name specified in startup packet');
+        if (!params.user)
+          throw errors.protocolViolation('no PostgreSQL user name specified in startup packet');
         return { kind: 'startup', socket, tls, serverName, message, params };
       }
     }

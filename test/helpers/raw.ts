@@ -28,7 +28,10 @@ export function rawConnect(port: number): Promise<net.Socket> {
 }
 
 /** Everything the server sends until it closes the connection (or the timeout passes). */
-export function readUntilClose(socket: net.Socket, timeoutMs = 10_000): Promise<{ data: Buffer; closed: boolean }> {
+export function readUntilClose(
+  socket: net.Socket,
+  timeoutMs = 10_000,
+): Promise<{ data: Buffer; closed: boolean }> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     const timer = setTimeout(() => finish(false), timeoutMs);
@@ -63,7 +66,10 @@ export function errorFields(data: Buffer): Record<string, string> | undefined {
     const length = data.readUInt32BE(i + 1);
     if (code === 0x45) {
       const fields: Record<string, string> = {};
-      for (const part of data.subarray(i + 5, i + 1 + length).toString('utf8').split('\0')) {
+      for (const part of data
+        .subarray(i + 5, i + 1 + length)
+        .toString('utf8')
+        .split('\0')) {
         if (part) fields[part[0] as string] = part.slice(1);
       }
       return fields;

@@ -95,10 +95,14 @@ export async function psql(
   env: Record<string, string> = {},
 ): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const { stdout, stderr } = await execFileAsync('psql', [conninfo, '-X', '-v', 'ON_ERROR_STOP=1', ...args], {
-      env: { ...process.env, PGCONNECT_TIMEOUT: '20', ...env },
-      timeout: 60_000,
-    });
+    const { stdout, stderr } = await execFileAsync(
+      'psql',
+      [conninfo, '-X', '-v', 'ON_ERROR_STOP=1', ...args],
+      {
+        env: { ...process.env, PGCONNECT_TIMEOUT: '20', ...env },
+        timeout: 60_000,
+      },
+    );
     return { stdout, stderr, code: 0 };
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string; code?: number };

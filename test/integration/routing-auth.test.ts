@@ -4,7 +4,7 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorFields, readUntilClose, startupMessage, tlsConnect } from '../helpers/raw.js';
-import { psql, sqlstateOf, type TestServer, startTestServer, withClient } from '../helpers/server.js';
+import { psql, sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 let t: TestServer;
 let password: string;
@@ -43,9 +43,13 @@ describe('routing', () => {
   });
 
   it('routes by SNI with psql and verify-full', async () => {
-    const r = await psql(conninfo('alpha.db.example.com', 'dbname=postgres'), ['-tAc', 'select count(*) from who'], {
-      PGPASSWORD: password,
-    });
+    const r = await psql(
+      conninfo('alpha.db.example.com', 'dbname=postgres'),
+      ['-tAc', 'select count(*) from who'],
+      {
+        PGPASSWORD: password,
+      },
+    );
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('1');
   });
@@ -135,7 +139,19 @@ describe('authentication', () => {
 });
 
 describe('hostile database ids', () => {
-  const hostile = ['..', '%2e%2e', '.', 'ünïcødé', 'a'.repeat(64), 'abc.', 'ABC', '../alpha', 'a/b', 'x\\y', ' alpha'];
+  const hostile = [
+    '..',
+    '%2e%2e',
+    '.',
+    'ünïcødé',
+    'a'.repeat(64),
+    'abc.',
+    'ABC',
+    '../alpha',
+    'a/b',
+    'x\\y',
+    ' alpha',
+  ];
 
   it.each(hostile)('refuses dbname %j and touches nothing', async (id) => {
     const outside = await readdir(path.dirname(t.dataDir));
@@ -152,9 +168,12 @@ describe('hostile database ids', () => {
   });
 
   it('treats SNI names case-insensitively, as DNS does', async () => {
-    await withClient(t.pgConfig('alpha', password, { ssl: { ca: t.ca, servername: 'ALPHA.DB.Example.com' } }), async (c) => {
-      expect((await c.query('select count(*)::int as n from who')).rows[0].n).toBe(1);
-    });
+    await withClient(
+      t.pgConfig('alpha', password, { ssl: { ca: t.ca, servername: 'ALPHA.DB.Example.com' } }),
+      async (c) => {
+        expect((await c.query('select count(*)::int as n from who')).rows[0].n).toBe(1);
+      },
+    );
   });
 
   it('refuses a trailing-dot SNI name', async () => {

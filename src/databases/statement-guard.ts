@@ -20,9 +20,15 @@ function skeleton(sql: string): string {
       let depth = 1;
       i += 2;
       while (i < sql.length && depth > 0) {
-        if (sql[i] === '/' && sql[i + 1] === '*') (depth++, (i += 2));
-        else if (sql[i] === '*' && sql[i + 1] === '/') (depth--, (i += 2));
-        else i++;
+        if (sql[i] === '/' && sql[i + 1] === '*') {
+          depth++;
+          i += 2;
+        } else if (sql[i] === '*' && sql[i + 1] === '/') {
+          depth--;
+          i += 2;
+        } else {
+          i++;
+        }
       }
       out += ' ';
     } else if (ch === "'" || ch === '"') {
@@ -55,12 +61,36 @@ function skeleton(sql: string): string {
 /** 'single': the text is exactly one COPY ... FROM STDIN; 'embedded': it hides one among others. */
 export function detectCopyFromStdin(sql: string): CopyFromStdin {
   if (!/stdin/i.test(sql)) return 'none';
-  const text = skeleton(sql).trim().replace(/[\s;]+$/, '');
+  const text = skeleton(sql)
+    .trim()
+    .replace(/[\s;]+$/, '');
   if (!/\bfrom\s+stdin\b/i.test(text)) return 'none';
   if (/^copy\b[^;]*\bfrom\s+stdin\b[^;]*$/is.test(text)) return 'single';
   return 'embedded';
 }
 
-/** A statement that fails inside Postgres with a message naming the limitation. */
+/**
+ * Statements that fail inside Postgres with a message naming the limitation. Failing there (not
+ * answering for the backend) keeps the transaction state the client sees and the real one equal.
+ */
 export const COPY_REFUSAL_SQL =
   'SELECT pg_catalog.copy_from_stdin_is_only_supported_as_a_single_simple_query_statement()';
+export const IDENTITY_REFUSAL_SQL =
+  'SELECT pg_catalog.changing_the_session_identity_is_not_allowed_in_a_read_only_database()';
+
+/**
+ * In a read-only database the session runs under a restricted session authorization; these are
+ * the statements that could change it back. Matched on the raw text, literals included, so they
+ * cannot hide in dynamic SQL either (which read-only sessions cannot run anyway).
+ */
+const IDENTITY_CHANGE = /session[\s_]+authorization|\bdiscard\s+all\b/i;
+
+export type StatementVerdict = { kind: 'pass' } | { kind: 'copy-in' } | { kind: 'refuse'; sql: string };
+
+/** Decides how a client's SQL text may reach the database. */
+export function judgeStatement(sql: string, opts: { readOnly: boolean }): StatementVerdict {
+  if (opts.readOnly && IDENTITY_CHANGE.test(sql)) return { kind: 'refuse', sql: IDENTITY_REFUSAL_SQL };
+  const copy = detectCopyFromStdin(sql);
+  if (copy === 'embedded') return { kind: 'refuse', sql: COPY_REFUSAL_SQL };
+  return copy === 'single' ? { kind: 'copy-in' } : { kind: 'pass' };
+}
