@@ -78,8 +78,12 @@ const EnvSchema = z.object({
   MAX_CLIENTS_PER_DB: int(100, 1),
   /** How long a client may wait for its database before failing with 57014. */
   QUERY_WAIT_TIMEOUT: duration('120s'),
-  /** session: a client holds the database until it disconnects. */
-  POOL_MODE: z.enum(['session']).default('session'),
+  /** transaction: clients share a database's session between transactions; session: one client holds it until it disconnects. */
+  POOL_MODE: z.enum(['transaction', 'session']).default('transaction'),
+  /** Named prepared statements kept per client (least recently used closed beyond). */
+  MAX_PREPARED_STATEMENTS: int(200, 1),
+  /** A client idle inside a transaction for this long is terminated (25P03); 0 disables. */
+  IDLE_IN_TRANSACTION_TIMEOUT: duration('60s'),
   /** A database without clients for this long is closed (its memory freed). */
   IDLE_TIMEOUT: duration('5m'),
   /** How long shutdown waits for running transactions before closing connections. */
@@ -112,7 +116,9 @@ export type Config = Readonly<{
   maxMessageSize: number;
   maxClientsPerDb: number;
   queryWaitTimeoutMs: number;
-  poolMode: 'session';
+  poolMode: 'transaction' | 'session';
+  maxPreparedStatements: number;
+  idleInTransactionTimeoutMs: number;
   drainTimeoutMs: number;
   idleTimeoutMs: number;
   nodeId: string;
@@ -159,6 +165,8 @@ export function loadConfig(
     maxClientsPerDb: e.MAX_CLIENTS_PER_DB,
     queryWaitTimeoutMs: e.QUERY_WAIT_TIMEOUT,
     poolMode: e.POOL_MODE,
+    maxPreparedStatements: e.MAX_PREPARED_STATEMENTS,
+    idleInTransactionTimeoutMs: e.IDLE_IN_TRANSACTION_TIMEOUT,
     drainTimeoutMs: e.DRAIN_TIMEOUT,
     idleTimeoutMs: e.IDLE_TIMEOUT,
     nodeId: e.NODE_ID,

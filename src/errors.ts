@@ -62,6 +62,14 @@ export const errors = {
   tooManyClients: (id: string) => fatal('53300', 'too_many_clients', `too many clients for database "${id}"`),
   queueTimeout: () =>
     fatal('57014', 'queue_timeout', 'canceling connection: timed out waiting for the database'),
+  idleInTransactionTimeout: () =>
+    fatal(
+      '25P03',
+      'idle_in_transaction_timeout',
+      'terminating connection due to idle-in-transaction timeout',
+    ),
+  clientTooSlow: () =>
+    fatal('08006', 'client_too_slow', 'terminating connection: the client is not reading its results'),
   shuttingDown: () => fatal('57P01', 'admin_shutdown', 'terminating connection due to server shutdown'),
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),

@@ -68,6 +68,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         loginTimeoutMs: config.loginTimeoutMs,
         maxMessageSize: config.maxMessageSize,
         poolMode: config.poolMode,
+        maxPreparedStatements: config.maxPreparedStatements,
+        idleInTransactionTimeoutMs: config.idleInTransactionTimeoutMs,
         catalog,
         scram: new ScramLookup(catalog),
         registry,

@@ -5,6 +5,7 @@ import { databasePath } from '../gateway/routing.js';
 import type { Logger } from '../log.js';
 import { type Engine, openEngine } from './engine.js';
 import { DatabaseHold } from './hold.js';
+import { TRACKED_SETTINGS } from './parameters.js';
 
 /**
  * Open databases of this process: at most one PGlite per database, ever. Opening is single-flight
@@ -24,6 +25,16 @@ export interface RegistryOptions {
 
 export class Database {
   readonly hold: DatabaseHold;
+  private clientIds = 0;
+  /** The client whose settings the shared session currently has. */
+  lastOwner: symbol | undefined;
+  /** Tracked settings as the shared session has them now. */
+  settings: Map<string, string>;
+  /** Tracked settings as the session starts, restored for clients that did not change them. */
+  readonly defaults: ReadonlyMap<string, string>;
+  /** Names clients hear about in ParameterStatus. */
+  readonly reported: ReadonlySet<string>;
+
   constructor(
     readonly id: string,
     readonly engine: Engine,
@@ -33,6 +44,16 @@ export class Database {
     queryWaitTimeoutMs: number,
   ) {
     this.hold = new DatabaseHold(queryWaitTimeoutMs);
+    this.defaults = new Map(
+      TRACKED_SETTINGS.filter((n) => parameters[n] !== undefined).map((n) => [n, parameters[n] as string]),
+    );
+    this.settings = new Map(this.defaults);
+    this.reported = new Set(Object.keys(parameters));
+  }
+
+  /** Short per-database client numbers, used in renamed statement names. */
+  nextClientId(): number {
+    return ++this.clientIds;
   }
 }
 

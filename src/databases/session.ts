@@ -1,33 +1,42 @@
 import { errors, GatewayError, toClientError } from '../errors.js';
 import {
-  Backend,
+  errorResponse,
   Frontend,
+  parameterStatus,
   query,
   readErrorFields,
-  syncMessage,
+  readyForQuery,
   type TransactionStatus,
 } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
 import { backendMessages, lastReadyStatus, splitCopyIn } from './backend-scan.js';
+import { CopyIn } from './copy-in.js';
+import { firstRow, hasError, readSettingsSql, switchSettingsSql } from './parameters.js';
 import type { Database } from './registry.js';
-import { COPY_REFUSAL_SQL, judgeStatement } from './statement-guard.js';
+import { COPY_REFUSAL_SQL, judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
 /**
- * Relays one client's protocol messages to its database's single Postgres session. The client
- * holds the session (DatabaseHold) while it runs; in `session` pool mode it keeps it until it
- * disconnects. On disconnect the session is handed back clean: unit ended, transaction rolled
- * back, session state discarded.
+ * Relays one client's protocol messages to its database's single Postgres session.
+ *
+ * transaction pool mode: the client holds the session (DatabaseHold) from the first message of a
+ * unit (a Query, or extended messages up to Sync) until ReadyForQuery says idle; inside a
+ * transaction it keeps it. Its prepared statements are renamed and its settings restored each
+ * time it takes the session back. session pool mode: it keeps the session until it disconnects.
+ * Either way, a departing client leaves the session clean.
  */
 
 export interface ClientPort {
   write(data: Uint8Array): void;
   /** Sends a FATAL error (if given) and closes the client connection. */
   end(err?: GatewayError): void;
+  /** The input queue drained: reading from the client may resume. */
+  drained(): void;
 }
 
 export interface SessionOptions {
   database: Database;
-  poolMode: 'session';
+  poolMode: 'session' | 'transaction';
   /** GUCs from the startup packet and `options -c`, applied to this client's session. */
   settings: Readonly<Record<string, string>>;
   port: ClientPort;
@@ -35,21 +44,8 @@ export interface SessionOptions {
   sessionId: string;
   /** Upper bound on COPY FROM STDIN data buffered for one statement. */
   maxCopyBytes: number;
-}
-
-interface CopyIn {
-  query: Buffer;
-  chunks: Buffer[];
-  bytes: number;
-}
-
-/** SET statements applying every startup setting (not set_config: read-only sessions lack it). */
-export function settingsQuery(settings: Readonly<Record<string, string>>): string | undefined {
-  const entries = Object.entries(settings);
-  if (entries.length === 0) return undefined;
-  const ident = (v: string) => `"${v.replace(/"/g, '""')}"`;
-  const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
-  return entries.map(([k, v]) => `SET ${ident(k)} TO ${literal(v)}`).join('; ');
+  maxPreparedStatements: number;
+  idleInTransactionTimeoutMs: number;
 }
 
 /** Startup packet keys that are protocol-level rather than GUCs. */
@@ -61,24 +57,39 @@ export function startupSettings(params: Record<string, string>, fromOptions: Rec
   return { ...settings, ...fromOptions };
 }
 
+class Cancelled extends Error {}
+
 export class ClientSession {
   private readonly owner = Symbol('client');
   private readonly queue: Buffer[] = [];
-  private readonly abort = new AbortController();
+  private queueBytes = 0;
   private running: Promise<void> | undefined;
+  private waiting: AbortController | undefined;
   private status: TransactionStatus = 'I';
   /** Messages were sent since the last ReadyForQuery (an extended-protocol unit is open). */
   private inUnit = false;
   private copy: CopyIn | undefined;
-  private prepared = false;
+  /** A statement since the last read-back may have changed settings. */
+  private settingsDirty = true;
   private closed = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly names: StatementNames;
+  /** The settings this client wants; the shared session is switched to them. */
+  private readonly wanted: Map<string, string>;
   /** Set by shutdown: end the client as soon as it is between transactions. */
   private onIdle: ((err: GatewayError) => void) | undefined;
 
-  constructor(private readonly opts: SessionOptions) {}
+  constructor(private readonly opts: SessionOptions) {
+    this.names = new StatementNames(opts.database.nextClientId(), opts.maxPreparedStatements);
+    this.wanted = new Map(Object.entries(opts.settings));
+  }
 
-  get queuedMessages(): number {
-    return this.queue.length;
+  get queuedBytes(): number {
+    return this.queueBytes;
+  }
+
+  private get database(): Database {
+    return this.opts.database;
   }
 
   private get idle(): boolean {
@@ -93,42 +104,95 @@ export class ClientSession {
 
   push(messages: Buffer[]): void {
     if (this.closed) return;
-    this.queue.push(...messages);
+    clearTimeout(this.idleTimer);
+    for (const m of messages) {
+      this.queue.push(m);
+      this.queueBytes += m.length;
+    }
     this.running ??= this.drain().finally(() => {
       this.running = undefined;
       if (this.queue.length > 0 && !this.closed) this.push([]);
-      else if (this.onIdle && this.idle) this.onIdle(errors.shuttingDown());
+      else this.afterDrain();
     });
   }
 
-  private get database(): Database {
-    return this.opts.database;
+  /** CancelRequest: a client waiting for the database stops waiting (57014). */
+  cancel(): void {
+    this.waiting?.abort(new Cancelled());
+  }
+
+  private afterDrain(): void {
+    if (this.closed) return;
+    this.opts.port.drained();
+    if (this.onIdle && this.idle) this.onIdle(errors.shuttingDown());
+    if (this.status !== 'I' && this.opts.idleInTransactionTimeoutMs > 0) {
+      this.idleTimer = setTimeout(
+        () => this.opts.port.end(errors.idleInTransactionTimeout()),
+        this.opts.idleInTransactionTimeoutMs,
+      );
+      this.idleTimer.unref();
+    }
+  }
+
+  private shift(): Buffer | undefined {
+    const message = this.queue.shift();
+    if (message) this.queueBytes -= message.length;
+    return message;
   }
 
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.closed) {
-        await this.database.hold.acquire(this.owner, this.abort.signal);
-        if (!this.prepared) await this.prepareSession();
-        if (this.closed) return;
+        if (!(await this.take())) continue;
         await this.step();
+        await this.afterStep();
       }
     } catch (err) {
       if (this.closed) return;
-      this.opts.logger.warn({ err }, 'session failed');
+      if (!(err instanceof GatewayError)) this.opts.logger.error({ err }, 'session failed');
       this.queue.length = 0;
       this.opts.port.end(toClientError(err, this.opts.sessionId));
     }
   }
 
-  /** Applies this client's startup settings once it holds the session. */
-  private async prepareSession(): Promise<void> {
-    this.prepared = true;
-    const sql = settingsQuery(this.opts.settings);
+  /** Takes the shared session, waiting in FIFO order; false when a cancel ended the wait. */
+  private async take(): Promise<boolean> {
+    if (this.database.hold.isHeldBy(this.owner)) return true;
+    this.waiting = new AbortController();
+    try {
+      await this.database.hold.acquire(this.owner, this.waiting.signal);
+    } catch (err) {
+      if (!(err instanceof Cancelled)) throw err;
+      this.answerCancelled();
+      return false;
+    } finally {
+      this.waiting = undefined;
+    }
+    await this.switchTo();
+    return true;
+  }
+
+  /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
+  private answerCancelled(): void {
+    let message = this.shift();
+    while (message && message[0] !== Frontend.Sync && message[0] !== Frontend.Query) message = this.shift();
+    const error = new GatewayError('57014', 'ERROR', 'canceling statement due to user request', 'cancelled');
+    this.opts.port.write(Buffer.concat([errorResponse(error), readyForQuery(this.status)]));
+  }
+
+  /** Puts the shared session into this client's state: settings and, if read-only, identity. */
+  private async switchTo(): Promise<void> {
+    const db = this.database;
+    if (db.lastOwner === this.owner) return;
+    db.lastOwner = this.owner;
+    const sql = switchSettingsSql(db.settings, this.wanted, db.defaults);
     if (!sql) return;
     const response = await this.exec(query(sql));
     const error = findError(response);
     if (error) throw error;
+    db.settings = new Map(db.defaults);
+    for (const [k, v] of this.wanted) db.settings.set(k, v);
+    this.settingsDirty = true;
   }
 
   private async exec(messages: Uint8Array): Promise<Uint8Array> {
@@ -143,11 +207,43 @@ export class ClientSession {
     return response;
   }
 
+  private write(response: Uint8Array): void {
+    this.opts.port.write(restoreNames(response, this.names));
+  }
+
+  private async afterStep(): Promise<void> {
+    if (this.closed || this.inUnit || this.copy || this.status !== 'I') return;
+    if (this.settingsDirty) await this.readBackSettings();
+    const evicted = this.names.takeEvicted();
+    if (evicted.length > 0) await this.exec(closeStatements(evicted));
+    if (this.opts.poolMode === 'transaction') this.database.hold.release(this.owner);
+  }
+
+  /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
+  private async readBackSettings(): Promise<void> {
+    this.settingsDirty = false;
+    const names = [...new Set([...this.database.defaults.keys(), ...this.wanted.keys()])];
+    const values = firstRow(await this.exec(query(readSettingsSql(names))));
+    if (!values) return;
+    const reports: Buffer[] = [];
+    names.forEach((name, i) => {
+      const value = values[i];
+      if (value === null || value === undefined) return;
+      const before = this.wanted.get(name) ?? this.database.defaults.get(name);
+      this.database.settings.set(name, value);
+      if (value !== (this.database.defaults.get(name) ?? undefined) || this.wanted.has(name)) {
+        this.wanted.set(name, value);
+      }
+      if (before !== value && this.database.reported.has(name)) reports.push(parameterStatus(name, value));
+    });
+    if (reports.length > 0) this.opts.port.write(Buffer.concat(reports));
+  }
+
   private async step(): Promise<void> {
     if (this.copy) return this.stepCopy(this.copy);
     const batch: Buffer[] = [];
-    while (this.queue.length > 0) {
-      const message = this.queue.shift() as Buffer;
+    let message = this.shift();
+    while (message) {
       const code = message[0];
       if (code === Frontend.Terminate) {
         // The connection's close handler runs close(); awaiting it here would wait on ourselves.
@@ -156,140 +252,139 @@ export class ClientSession {
         return;
       }
       // Outside COPY, Postgres ignores stray copy messages; PGlite must never see them.
-      if (code === Frontend.CopyData || code === Frontend.CopyDone || code === Frontend.CopyFail) continue;
-      if (code === Frontend.Query) {
-        if (batch.length > 0) {
-          this.queue.unshift(message);
-          break;
-        }
-        return this.runQuery(message);
+      if (code === Frontend.CopyData || code === Frontend.CopyDone || code === Frontend.CopyFail) {
+        message = this.shift();
+        continue;
       }
-      batch.push(code === Frontend.Parse ? guardParse(message, this.database) : message);
+      if (code === Frontend.Query) {
+        if (batch.length === 0) return this.runQuery(message);
+        this.queue.unshift(message);
+        this.queueBytes += message.length;
+        break;
+      }
+      batch.push(this.prepareExtended(message));
       if (code === Frontend.Sync) break;
+      message = this.shift();
     }
-    if (batch.length === 0) return;
-    this.opts.port.write(await this.exec(Buffer.concat(batch)));
+    if (batch.length > 0) this.write(await this.exec(Buffer.concat(batch)));
+  }
+
+  /** Renames statements and guards what a Parse may run. */
+  private prepareExtended(message: Buffer): Buffer {
+    if (message[0] === Frontend.Parse) {
+      const nameEnd = message.indexOf(0, 5);
+      const textEnd = message.indexOf(0, nameEnd + 1);
+      const sql = message.toString('utf8', nameEnd + 1, textEnd);
+      if (mayChangeSettings(sql)) this.settingsDirty = true;
+      const verdict = judgeStatement(sql, this.database);
+      const replacement =
+        verdict.kind === 'copy-in' ? COPY_REFUSAL_SQL : verdict.kind === 'refuse' ? verdict.sql : '';
+      if (replacement) message = replaceParseText(message, nameEnd, replacement);
+    }
+    return renameStatement(message, this.names);
   }
 
   private async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
+    if (mayChangeSettings(sql)) this.settingsDirty = true;
     const verdict = judgeStatement(sql, this.database);
-    if (verdict.kind === 'refuse') {
-      this.opts.port.write(await this.exec(query(verdict.sql)));
-      return;
-    }
+    if (verdict.kind === 'refuse') return this.write(await this.exec(query(verdict.sql)));
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
-    this.opts.port.write(await this.exec(message));
+    if (/^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i.test(sql) && this.status === 'I') {
+      return this.forgetStatements(message);
+    }
+    this.write(await this.exec(message));
+  }
+
+  /** DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. */
+  private async forgetStatements(message: Buffer): Promise<void> {
+    const names = this.names.backendNames();
+    this.names.forgetAll();
+    if (names.length > 0) await this.exec(closeStatements(names));
+    const isDiscard = /discard/i.test(message.toString('utf8', 5));
+    if (isDiscard) {
+      this.wanted.clear();
+      this.settingsDirty = true;
+    }
+    const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
+    this.write(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
   }
 
   /**
-   * Learns the CopyInResponse without starting a COPY that has no data: the statement is run with
-   * an immediate CopyFail (inside a savepoint when a transaction is open, so it stays intact).
+   * Learns the CopyInResponse without starting a COPY that has no data (which kills PGlite): the
+   * statement runs with an immediate CopyFail, inside a savepoint when a transaction is open.
    */
   private async beginCopy(message: Buffer): Promise<void> {
-    const probe = Buffer.concat([message, copyFail('gateway probe')]);
     const inTransaction = this.status === 'T';
     if (inTransaction) await this.exec(query('SAVEPOINT pglite_gateway_copy'));
-    const response = await this.exec(probe);
-    if (inTransaction)
+    const response = await this.exec(Buffer.concat([message, CopyIn.fail('gateway probe')]));
+    if (inTransaction) {
       await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
-    const { copyIn } = splitCopyIn(response);
-    if (!copyIn) {
-      this.opts.port.write(response);
-      return;
     }
-    this.copy = { query: message, chunks: [], bytes: 0 };
+    const { copyIn } = splitCopyIn(response);
+    if (!copyIn) return this.write(response);
+    this.copy = new CopyIn(message, this.opts.maxCopyBytes);
     this.inUnit = true;
-    this.opts.port.write(copyIn);
+    this.write(copyIn);
   }
 
   private async stepCopy(copy: CopyIn): Promise<void> {
-    while (this.queue.length > 0) {
-      const message = this.queue.shift() as Buffer;
-      switch (message[0]) {
-        case Frontend.CopyData:
-          copy.chunks.push(message);
-          copy.bytes += message.length;
-          if (copy.bytes > this.opts.maxCopyBytes) {
-            return this.finishCopy(
-              copy,
-              copyFail(`COPY data exceeds the gateway limit of ${this.opts.maxCopyBytes} bytes`),
-              false,
-            );
-          }
-          break;
-        case Frontend.CopyDone:
-          return this.finishCopy(copy, message, true);
-        case Frontend.CopyFail:
-          return this.finishCopy(copy, message, false);
-        case Frontend.Flush:
-        case Frontend.Sync:
-          break;
-        default:
-          this.queue.unshift(message);
-          return this.finishCopy(copy, copyFail('unexpected message during COPY from stdin'), false);
+    for (let message = this.shift(); message; message = this.shift()) {
+      const outcome = copy.accept(message);
+      if (outcome === 'more') continue;
+      if (outcome.unconsumed) {
+        this.queue.unshift(message);
+        this.queueBytes += message.length;
       }
+      this.copy = undefined;
+      const response = await this.exec(outcome.messages);
+      this.write(splitCopyIn(response).rest);
+      return;
     }
-  }
-
-  private async finishCopy(copy: CopyIn, end: Buffer, withData: boolean): Promise<void> {
-    this.copy = undefined;
-    const parts = withData ? [copy.query, ...copy.chunks, end] : [copy.query, end];
-    const response = await this.exec(Buffer.concat(parts));
-    this.opts.port.write(splitCopyIn(response).rest);
   }
 
   /**
    * Ends the client: waits for its running step, then returns the Postgres session clean (unit
-   * closed, transaction rolled back, session state discarded) and releases it.
+   * closed, transaction rolled back, statements closed, session state discarded) and releases it.
    */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.idleTimer);
     this.queue.length = 0;
     this.copy = undefined;
-    this.abort.abort(errors.shuttingDown());
+    this.waiting?.abort(errors.shuttingDown());
     await this.running?.catch(() => undefined);
-    if (!this.database.hold.isHeldBy(this.owner)) return;
+    const hold = this.database.hold;
+    const owned = this.names.backendNames();
+    if (!hold.isHeldBy(this.owner) && owned.length === 0) return;
     try {
-      if (this.inUnit) await this.exec(syncMessage());
+      await hold.acquire(this.owner);
+      if (this.inUnit) await this.exec(closeStatements([]));
       if (this.status !== 'I') await this.exec(query('ROLLBACK'));
-      if (this.prepared) await this.exec(query('DISCARD ALL'));
-      if (this.prepared && this.database.engine.baselineSql)
-        await this.exec(query(this.database.engine.baselineSql));
+      if (this.opts.poolMode === 'session') await this.resetSession();
+      else if (owned.length > 0) await this.exec(closeStatements(owned));
     } catch (err) {
       this.opts.logger.error({ err }, 'could not reset the session after a client left');
     } finally {
-      this.database.hold.release(this.owner);
+      hold.release(this.owner);
     }
+  }
+
+  private async resetSession(): Promise<void> {
+    await this.exec(query('DISCARD ALL'));
+    const baseline = this.database.engine.baselineSql;
+    if (baseline) await this.exec(query(baseline));
+    this.database.settings = new Map(this.database.defaults);
+    this.database.lastOwner = undefined;
   }
 }
 
-function copyFail(reason: string): Buffer {
-  const text = Buffer.from(`${reason}\0`);
-  const out = Buffer.allocUnsafe(5 + text.length);
-  out[0] = Frontend.CopyFail;
-  out.writeUInt32BE(4 + text.length, 1);
-  text.copy(out, 5);
-  return out;
-}
-
-/**
- * A Parse whose statement may not run (COPY FROM STDIN, which the extended protocol cannot carry
- * to PGlite; identity changes in read-only databases) becomes one that fails inside Postgres.
- */
-function guardParse(message: Buffer, opts: { readOnly: boolean }): Buffer {
-  const nameEnd = message.indexOf(0, 5);
-  const textEnd = message.indexOf(0, nameEnd + 1);
-  if (nameEnd < 0 || textEnd < 0) return message;
-  const verdict = judgeStatement(message.toString('utf8', nameEnd + 1, textEnd), opts);
-  const replacement =
-    verdict.kind === 'copy-in' ? COPY_REFUSAL_SQL : verdict.kind === 'refuse' ? verdict.sql : '';
-  if (!replacement) return message;
+function replaceParseText(message: Buffer, nameEnd: number, sql: string): Buffer {
   const body = Buffer.concat([
     message.subarray(5, nameEnd + 1),
-    Buffer.from(`${replacement}\0`),
-    Buffer.from([0, 0]), // no parameter types
+    Buffer.from(`${sql}\0`),
+    Buffer.from([0, 0]),
   ]);
   const out = Buffer.allocUnsafe(5 + body.length);
   out[0] = Frontend.Parse;
@@ -298,10 +393,20 @@ function guardParse(message: Buffer, opts: { readOnly: boolean }): Buffer {
   return out;
 }
 
+function commandComplete(tag: string): Buffer {
+  const body = Buffer.from(`${tag}\0`);
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = 0x43; // 'C' CommandComplete
+  out.writeUInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
 /** The first ErrorResponse of a response, as a FATAL for the client (startup settings). */
 function findError(response: Uint8Array): GatewayError | undefined {
+  if (!hasError(response)) return undefined;
   for (const m of backendMessages(response)) {
-    if (m.code !== Backend.ErrorResponse) continue;
+    if (m.code !== 0x45) continue;
     const fields = readErrorFields(response.subarray(m.start, m.end));
     return new GatewayError(
       fields.get('C') ?? 'XX000',

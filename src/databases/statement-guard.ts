@@ -6,7 +6,7 @@
 export type CopyFromStdin = 'none' | 'single' | 'embedded';
 
 /** Removes comments and the contents of quoted literals/identifiers, keeping the structure. */
-function skeleton(sql: string): string {
+export function skeleton(sql: string): string {
   let out = '';
   let i = 0;
   while (i < sql.length) {
@@ -73,10 +73,8 @@ export function detectCopyFromStdin(sql: string): CopyFromStdin {
  * Statements that fail inside Postgres with a message naming the limitation. Failing there (not
  * answering for the backend) keeps the transaction state the client sees and the real one equal.
  */
-export const COPY_REFUSAL_SQL =
-  'SELECT pg_catalog.copy_from_stdin_is_only_supported_as_a_single_simple_query_statement()';
-export const IDENTITY_REFUSAL_SQL =
-  'SELECT pg_catalog.changing_the_session_identity_is_not_allowed_in_a_read_only_database()';
+export const COPY_REFUSAL_SQL = 'SELECT pg_catalog."COPY FROM STDIN needs a lone simple Query"()';
+export const IDENTITY_REFUSAL_SQL = 'SELECT pg_catalog."read-only database: identity is fixed"()';
 
 /**
  * In a read-only database the session runs under a restricted session authorization; these are
@@ -93,4 +91,10 @@ export function judgeStatement(sql: string, opts: { readOnly: boolean }): Statem
   const copy = detectCopyFromStdin(sql);
   if (copy === 'embedded') return { kind: 'refuse', sql: COPY_REFUSAL_SQL };
   return copy === 'single' ? { kind: 'copy-in' } : { kind: 'pass' };
+}
+
+/** Whether a statement may change session settings (SET/RESET/DISCARD/set_config). */
+export function mayChangeSettings(sql: string): boolean {
+  if (!/set|discard/i.test(sql)) return false;
+  return /(?:^|;)\s*(?:set|reset|discard)\b|set_config/i.test(skeleton(sql));
 }

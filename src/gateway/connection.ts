@@ -17,6 +17,10 @@ import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
 /** Largest message accepted before authentication completes (Postgres uses the same bound). */
 export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+/** Client input queued while waiting for the database before we stop reading the socket. */
+const MAX_QUEUED_INPUT = 8 * 1024 * 1024;
+/** Output the client has not read yet past which it is disconnected instead of buffered. */
+const MAX_UNREAD_OUTPUT = 64 * 1024 * 1024;
 
 export interface ConnectionDeps {
   tlsMode: 'require' | 'prefer' | 'disable';
@@ -24,7 +28,10 @@ export interface ConnectionDeps {
   wildcardDomain: string;
   loginTimeoutMs: number;
   maxMessageSize: number;
-  poolMode: 'session';
+  /** Server default; a database's catalog entry may override it. */
+  poolMode: 'transaction' | 'session';
+  maxPreparedStatements: number;
+  idleInTransactionTimeoutMs: number;
   catalog: Pick<Catalog, 'getDatabase'>;
   scram: ScramLookup;
   registry: DatabaseRegistry;
@@ -114,22 +121,31 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     if (ended) return lease.release();
     const database = lease.database;
     const settings = startupSettings(params, route.options.settings);
-    session = new ClientSession({
+    const current = new ClientSession({
       database,
-      poolMode: deps.poolMode,
+      poolMode: record.poolMode ?? deps.poolMode,
       settings,
       logger: log,
       sessionId,
       maxCopyBytes: deps.maxMessageSize,
+      maxPreparedStatements: deps.maxPreparedStatements,
+      idleInTransactionTimeoutMs: deps.idleInTransactionTimeoutMs,
       port: {
         write: (data) => {
-          if (!socket.destroyed) socket.write(data);
+          if (socket.destroyed) return;
+          // Results pile up only when the client stopped reading: cut it off, do not buffer.
+          if (socket.writableLength > MAX_UNREAD_OUTPUT) return end(errors.clientTooSlow());
+          socket.write(data);
         },
         end,
+        drained: () => {
+          if (socket.isPaused()) socket.resume();
+        },
       },
     });
+    session = current;
     lease.onTerminate(() => end(errors.shuttingDown()));
-    const key = deps.cancelKeys.register(() => undefined);
+    const key = deps.cancelKeys.register(() => current.cancel());
     void closed.then(() => deps.cancelKeys.unregister(key.processId));
 
     const reported: Record<string, string> = { ...database.parameters, session_authorization: user };
@@ -142,13 +158,14 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     const framer = new MessageFramer(() => deps.maxMessageSize);
     const onData = (chunk: Buffer) => {
       try {
-        session?.push(framer.push(chunk));
+        current.push(framer.push(chunk));
+        if (current.queuedBytes > MAX_QUEUED_INPUT) socket.pause();
       } catch (err) {
         fail(err);
       }
     };
     socket.on('data', onData);
-    if (draining) session.drainThen(end);
+    if (draining) current.drainThen(end);
   };
 
   void closed.then(async () => {

@@ -48,6 +48,7 @@ describe('lazy databases', () => {
 
   it('rolls back what a disconnected client left open, so the next client starts clean', async () => {
     const pw = await t.createDatabase('rollback');
+    await t.server.catalog.updateDatabase('rollback', { poolMode: 'session' });
     await withClient(t.pgConfig('rollback', pw), (c) => c.query('create table t (v int)'));
     const a = new pg.Client(t.pgConfig('rollback', pw));
     a.on('error', () => undefined);
@@ -69,7 +70,8 @@ describe('lazy databases', () => {
   it('fails a client that waits longer than QUERY_WAIT_TIMEOUT with 57014', async () => {
     const pw = await t.createDatabase('busy');
     await withClient(t.pgConfig('busy', pw), async (holder) => {
-      await holder.query('select 1');
+      // An open transaction keeps the database pinned to this client.
+      await holder.query('begin');
       const code = await sqlstateOf(withClient(t.pgConfig('busy', pw), (c) => c.query('select 1')));
       expect(code).toBe('57014');
     });

@@ -1,0 +1,53 @@
+import { Frontend } from '../gateway/protocol.js';
+
+/**
+ * COPY FROM STDIN data collected from a client. PGlite must receive the statement, all of its
+ * CopyData and the CopyDone/CopyFail in one call, so the data is buffered (bounded) until the end.
+ */
+export class CopyIn {
+  private readonly chunks: Buffer[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly statement: Buffer,
+    private readonly maxBytes: number,
+  ) {}
+
+  static fail(reason: string): Buffer {
+    const text = Buffer.from(`${reason}\0`);
+    const out = Buffer.allocUnsafe(5 + text.length);
+    out[0] = Frontend.CopyFail;
+    out.writeUInt32BE(4 + text.length, 1);
+    text.copy(out, 5);
+    return out;
+  }
+
+  /**
+   * Takes the next client message. 'more' while the COPY goes on; otherwise the messages to run
+   * (statement + data + end), and whether the message was not part of the COPY (to requeue).
+   */
+  accept(message: Buffer): 'more' | { messages: Buffer; unconsumed: boolean } {
+    switch (message[0]) {
+      case Frontend.CopyData:
+        this.chunks.push(message);
+        this.bytes += message.length;
+        if (this.bytes <= this.maxBytes) return 'more';
+        return this.abort(`COPY data exceeds the gateway limit of ${this.maxBytes} bytes`, false);
+      case Frontend.CopyDone:
+        return { messages: Buffer.concat([this.statement, ...this.chunks, message]), unconsumed: false };
+      case Frontend.CopyFail:
+        return { messages: Buffer.concat([this.statement, message]), unconsumed: false };
+      case Frontend.Flush:
+      case Frontend.Sync:
+        // Postgres ignores these during COPY; so do we.
+        return 'more';
+      default:
+        return this.abort('unexpected message type during COPY from stdin', true);
+    }
+  }
+
+  private abort(reason: string, unconsumed: boolean) {
+    this.chunks.length = 0;
+    return { messages: Buffer.concat([this.statement, CopyIn.fail(reason)]), unconsumed };
+  }
+}

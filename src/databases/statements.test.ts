@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { Frontend } from '../gateway/protocol.js';
+import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
+
+const msg = (code: number, body: string) => {
+  const b = Buffer.from(body, 'latin1');
+  const out = Buffer.alloc(5 + b.length);
+  out[0] = code;
+  out.writeUInt32BE(4 + b.length, 1);
+  b.copy(out, 5);
+  return out;
+};
+
+describe('StatementNames', () => {
+  it('gives two clients different backend names for the same statement name', () => {
+    const a = new StatementNames(1, 10);
+    const b = new StatementNames(2, 10);
+    expect(a.define('P_0')).not.toBe(b.define('P_0'));
+    expect(a.use('P_0')).toBe(a.define('P_0'));
+  });
+
+  it('keeps backend names short whatever the client name', () => {
+    const a = new StatementNames(12345, 10);
+    expect(a.define('x'.repeat(200)).length).toBeLessThan(20);
+  });
+
+  it('evicts the least recently used statement past the cap', () => {
+    const a = new StatementNames(1, 2);
+    const s1 = a.define('s1');
+    const s2 = a.define('s2');
+    a.use('s1');
+    a.define('s3');
+    expect(a.size).toBe(2);
+    expect(a.takeEvicted()).toEqual([s2]);
+    expect(a.use('s1')).toBe(s1);
+  });
+
+  it('maps unknown names to a missing statement and restores them in messages', () => {
+    const a = new StatementNames(7, 10);
+    const backend = a.use('nope');
+    expect(a.restore(`prepared statement "${backend}" does not exist`)).toBe(
+      'prepared statement "nope" does not exist',
+    );
+  });
+});
+
+describe('renameStatement', () => {
+  it('renames Parse, Bind, Describe and Close but not portals', () => {
+    const names = new StatementNames(3, 10);
+    const parse = renameStatement(msg(Frontend.Parse, 'P_0\0select 1\0\0\0'), names);
+    expect(parse.toString('latin1', 5)).toBe('_g3_0\0select 1\0\0\0');
+    expect(parse.readUInt32BE(1)).toBe(parse.length - 1);
+    const bind = renameStatement(msg(Frontend.Bind, 'portal\0P_0\0\0\0\0\0\0\0'), names);
+    expect(bind.toString('latin1', 5)).toBe('portal\0_g3_0\0\0\0\0\0\0\0');
+    expect(renameStatement(msg(Frontend.Describe, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
+    expect(renameStatement(msg(Frontend.Describe, 'Pportal\0'), names).toString('latin1', 5)).toBe(
+      'Pportal\0',
+    );
+    expect(renameStatement(msg(Frontend.Close, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
+    expect(names.size).toBe(0);
+  });
+
+  it('leaves the unnamed statement alone', () => {
+    const names = new StatementNames(3, 10);
+    const parse = msg(Frontend.Parse, '\0select 1\0\0\0');
+    expect(renameStatement(parse, names)).toBe(parse);
+  });
+
+  it('builds Close messages followed by Sync', () => {
+    const out = closeStatements(['_g1_0']);
+    expect(out.toString('latin1')).toContain('S_g1_0\0');
+    expect(out[out.length - 5]).toBe(Frontend.Sync);
+  });
+});
+
+describe('restoreNames', () => {
+  it('rewrites backend names inside error responses only', () => {
+    const names = new StatementNames(4, 10);
+    const backend = names.define('mine');
+    const error = msg(0x45, `SERROR\0C42P05\0Mprepared statement "${backend}" already exists\0\0`);
+    const ready = msg(0x5a, 'I');
+    const out = Buffer.from(restoreNames(Buffer.concat([error, ready]), names));
+    expect(out.toString('latin1')).toContain('prepared statement "mine" already exists');
+    const length = out.readUInt32BE(1);
+    expect(out[1 + length]).toBe(0x5a);
+  });
+});
