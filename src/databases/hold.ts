@@ -7,6 +7,10 @@ import { errors } from '../errors.js';
 export class DatabaseHold {
   private holder: symbol | undefined;
   private readonly waiters: { owner: symbol; grant: () => void }[] = [];
+  /** The holder sits inside an open, healthy transaction waiting for its client (not mid-unit). */
+  private parked = false;
+  /** Another client briefly uses the session while the holder is parked. */
+  private borrowing: Promise<void> | undefined;
 
   constructor(private readonly waitTimeoutMs: number) {}
 
@@ -54,6 +58,36 @@ export class DatabaseHold {
   release(owner: symbol): void {
     if (this.holder !== owner) return;
     this.holder = undefined;
+    this.parked = false;
     this.waiters.shift()?.grant();
+  }
+
+  /** The holder waits for its client inside a transaction; side-effect-free units may borrow. */
+  park(owner: symbol): void {
+    if (this.holder === owner) this.parked = true;
+  }
+
+  /** The holder resumes: waits for a borrower to finish first. */
+  async unpark(owner: symbol): Promise<void> {
+    if (this.holder !== owner) return;
+    this.parked = false;
+    await this.borrowing;
+  }
+
+  /**
+   * Runs `fn` on the session while its holder is parked, without taking the hold. Returns
+   * undefined (and runs nothing) when the session is not borrowable right now.
+   */
+  borrow<T>(fn: () => Promise<T>): Promise<T> | undefined {
+    if (!this.parked || this.borrowing) return undefined;
+    const run = fn();
+    this.borrowing = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    void this.borrowing.then(() => {
+      this.borrowing = undefined;
+    });
+    return run;
   }
 }

@@ -143,7 +143,16 @@ export class ClientSession {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0 && !this.closed) {
-        if (!(await this.take())) continue;
+        if (this.database.hold.isHeldBy(this.owner)) {
+          await this.database.hold.unpark(this.owner);
+        } else {
+          const borrowed = this.tryBorrow();
+          if (borrowed) {
+            await borrowed;
+            continue;
+          }
+          if (!(await this.take())) continue;
+        }
         await this.step();
         await this.afterStep();
       }
@@ -170,6 +179,30 @@ export class ClientSession {
     }
     await this.switchTo();
     return true;
+  }
+
+  /**
+   * Drivers prepare statements synchronously (pgbench -M prepared, PQprepare) and may block a
+   * thread that also serves the client holding the session: waiting would deadlock. A unit that
+   * only prepares (Parse/Describe/Close up to Sync) therefore runs while the holder is parked in
+   * its transaction, inside a savepoint so an error cannot abort the holder's transaction.
+   */
+  private tryBorrow(): Promise<void> | undefined {
+    if (this.opts.poolMode !== 'transaction' || this.status !== 'I' || this.inUnit) return undefined;
+    const length = prepareOnlyUnitLength(this.queue);
+    if (!length) return undefined;
+    const db = this.database;
+    if (switchSettingsSql(db.settings, this.wanted, db.defaults)) return undefined;
+    return db.hold.borrow(async () => {
+      const unit = this.queue.splice(0, length);
+      for (const m of unit) this.queueBytes -= m.length;
+      const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
+      await db.engine.exec(query('SAVEPOINT pglite_gateway_borrow'));
+      const response = await db.engine.exec(batch);
+      const undo = hasError(response) ? 'ROLLBACK TO SAVEPOINT pglite_gateway_borrow; ' : '';
+      await db.engine.exec(query(`${undo}RELEASE pglite_gateway_borrow`));
+      this.write(withReadyStatus(response, this.status));
+    });
   }
 
   /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
@@ -212,7 +245,11 @@ export class ClientSession {
   }
 
   private async afterStep(): Promise<void> {
-    if (this.closed || this.inUnit || this.copy || this.status !== 'I') return;
+    if (this.closed || this.inUnit || this.copy) return;
+    if (this.status === 'T' && this.opts.poolMode === 'transaction' && this.queue.length === 0) {
+      this.database.hold.park(this.owner);
+    }
+    if (this.status !== 'I') return;
     if (this.settingsDirty) await this.readBackSettings();
     const evicted = this.names.takeEvicted();
     if (evicted.length > 0) await this.exec(closeStatements(evicted));
@@ -378,6 +415,34 @@ export class ClientSession {
     this.database.settings = new Map(this.database.defaults);
     this.database.lastOwner = undefined;
   }
+}
+
+/** Messages up to and including Sync when they only prepare statements; 0 otherwise. */
+function prepareOnlyUnitLength(queue: readonly Buffer[]): number {
+  for (let i = 0; i < queue.length; i++) {
+    const m = queue[i] as Buffer;
+    switch (m[0]) {
+      case Frontend.Sync:
+        return i + 1;
+      case Frontend.Parse:
+      case Frontend.Flush:
+        break;
+      case Frontend.Describe:
+      case Frontend.Close:
+        if (m[5] !== 0x53) return 0; // portals belong to a transaction
+        break;
+      default:
+        return 0;
+    }
+  }
+  return 0;
+}
+
+/** The response with its ReadyForQuery status replaced (a borrowed unit reports the client's). */
+function withReadyStatus(response: Uint8Array, status: TransactionStatus): Uint8Array {
+  const out = Buffer.from(response);
+  for (const m of backendMessages(out)) if (m.code === 0x5a) out[m.start + 5] = status.charCodeAt(0);
+  return out;
 }
 
 function replaceParseText(message: Buffer, nameEnd: number, sql: string): Buffer {
