@@ -132,7 +132,9 @@ export function loadConfig(
   env: Record<string, string | undefined> = process.env,
   isTty = Boolean(process.stdout.isTTY),
 ): Config {
-  const parsed = EnvSchema.safeParse(env);
+  // An empty variable (PORT=) means "unset": fall back to the default rather than 0 or "".
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(present);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);

@@ -40,7 +40,7 @@ export const errors = {
     fatal(
       '08004',
       'no_database_id',
-      'no database id: connect to <id>.' + domain + ' (TLS SNI) or pass options=endpoint=<id> or dbname=<id>',
+      `no database id: connect to <id>.${domain} (TLS SNI) or pass options=endpoint=<id> or dbname=<id>`,
       `e.g. psql "host=<id>.${domain} sslmode=verify-full" or psql "host=127.0.0.1 options=endpoint=<id>"`,
     ),
   invalidDatabaseId: () =>

@@ -4,15 +4,21 @@ import {
   Frontend,
   parameterStatus,
   query,
-  readErrorFields,
   readyForQuery,
   type TransactionStatus,
 } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
-import { backendMessages, lastReadyStatus, splitCopyIn } from './backend-scan.js';
+import { lastReadyStatus, splitCopyIn } from './backend-scan.js';
 import { CopyIn } from './copy-in.js';
 import { firstRow, hasError, readSettingsSql, switchSettingsSql } from './parameters.js';
 import type { Database } from './registry.js';
+import {
+  commandComplete,
+  findError,
+  prepareOnlyUnitLength,
+  replaceParseText,
+  withReadyStatus,
+} from './session-messages.js';
 import { COPY_REFUSAL_SQL, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
@@ -415,70 +421,4 @@ export class ClientSession {
     this.database.settings = new Map(this.database.defaults);
     this.database.lastOwner = undefined;
   }
-}
-
-/** Messages up to and including Sync when they only prepare statements; 0 otherwise. */
-function prepareOnlyUnitLength(queue: readonly Buffer[]): number {
-  for (let i = 0; i < queue.length; i++) {
-    const m = queue[i] as Buffer;
-    switch (m[0]) {
-      case Frontend.Sync:
-        return i + 1;
-      case Frontend.Parse:
-      case Frontend.Flush:
-        break;
-      case Frontend.Describe:
-      case Frontend.Close:
-        if (m[5] !== 0x53) return 0; // portals belong to a transaction
-        break;
-      default:
-        return 0;
-    }
-  }
-  return 0;
-}
-
-/** The response with its ReadyForQuery status replaced (a borrowed unit reports the client's). */
-function withReadyStatus(response: Uint8Array, status: TransactionStatus): Uint8Array {
-  const out = Buffer.from(response);
-  for (const m of backendMessages(out)) if (m.code === 0x5a) out[m.start + 5] = status.charCodeAt(0);
-  return out;
-}
-
-function replaceParseText(message: Buffer, nameEnd: number, sql: string): Buffer {
-  const body = Buffer.concat([
-    message.subarray(5, nameEnd + 1),
-    Buffer.from(`${sql}\0`),
-    Buffer.from([0, 0]),
-  ]);
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = Frontend.Parse;
-  out.writeUInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
-
-function commandComplete(tag: string): Buffer {
-  const body = Buffer.from(`${tag}\0`);
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = 0x43; // 'C' CommandComplete
-  out.writeUInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
-
-/** The first ErrorResponse of a response, as a FATAL for the client (startup settings). */
-function findError(response: Uint8Array): GatewayError | undefined {
-  if (!hasError(response)) return undefined;
-  for (const m of backendMessages(response)) {
-    if (m.code !== 0x45) continue;
-    const fields = readErrorFields(response.subarray(m.start, m.end));
-    return new GatewayError(
-      fields.get('C') ?? 'XX000',
-      'FATAL',
-      fields.get('M') ?? 'invalid startup setting',
-      'startup_setting',
-    );
-  }
-  return undefined;
 }

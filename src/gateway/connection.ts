@@ -11,7 +11,13 @@ import type { Logger } from '../log.js';
 import type { ScramLookup } from './auth.js';
 import type { CancelKeys } from './cancel.js';
 import { MessageFramer } from './framer.js';
-import { backendKeyData, errorResponse, parameterStatus, readyForQuery } from './protocol.js';
+import {
+  backendKeyData,
+  errorResponse,
+  negotiateProtocolVersion,
+  parameterStatus,
+  readyForQuery,
+} from './protocol.js';
 import { type Route, routeConnection } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
@@ -101,6 +107,7 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     }
     socket = outcome.socket;
     socket.on('error', (err) => log.debug({ err }, 'tls socket error'));
+    if (outcome.negotiate) socket.write(negotiateProtocolVersion(outcome.negotiate));
     const params = outcome.params;
     const { route, user } = await authenticate(socket, outcome.message, outcome.serverName, deps, (child) => {
       log = log.child(child);

@@ -81,6 +81,14 @@ export function backendKeyData(processId: number, secretKey: number): Buffer {
   return tagged(Backend.BackendKeyData, body);
 }
 
+/** NegotiateProtocolVersion ('v'): we support minor version 0 and none of the named options. */
+export function negotiateProtocolVersion(unsupportedOptions: string[]): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeInt32BE(0, 0);
+  head.writeInt32BE(unsupportedOptions.length, 4);
+  return tagged(0x76, Buffer.concat([head, cstrings(...unsupportedOptions)]));
+}
+
 export function readyForQuery(status: TransactionStatus): Buffer {
   return tagged(Backend.ReadyForQuery, Buffer.from(status, 'latin1'));
 }

@@ -20,6 +20,8 @@ export type StartupOutcome =
       serverName: string | undefined;
       message: Buffer;
       params: Record<string, string>;
+      /** Set when the client asked for more than 3.0: the options we do not support. */
+      negotiate: string[] | undefined;
     }
   | { kind: 'cancel'; processId: number; secretKey: number };
 
@@ -131,7 +133,13 @@ async function negotiate(current: { socket: Socket }, opts: StartupOptions): Pro
         if (!params) throw errors.protocolViolation('invalid startup packet layout');
         if (!params.user)
           throw errors.protocolViolation('no PostgreSQL user name specified in startup packet');
-        return { kind: 'startup', socket, tls, serverName, message, params };
+        // We speak 3.0: a newer minor version or protocol options (_pq_.*) are answered with
+        // NegotiateProtocolVersion, and the packet goes on as a 3.0 one.
+        const unsupported = Object.keys(params).filter((k) => k.startsWith('_pq_.'));
+        for (const k of unsupported) delete params[k];
+        const negotiate = (code & 0xffff) !== 0 || unsupported.length > 0 ? unsupported : undefined;
+        if (negotiate) message.writeUInt32BE(StartupCode.Protocol30, 4);
+        return { kind: 'startup', socket, tls, serverName, message, params, negotiate };
       }
     }
   }

@@ -93,3 +93,16 @@ describe('before authentication', () => {
     expect(errorFields(data)?.S).toBe('FATAL');
   });
 });
+
+describe('protocol version', () => {
+  it('answers a 3.2 startup with NegotiateProtocolVersion and goes on with 3.0', async () => {
+    const socket = await tlsConnect(t.port, t.ca, 'safe.db.example.com');
+    socket.write(untagged((3 << 16) | 2, Buffer.from('user\0postgres\0_pq_.test\0x\0\0')));
+    const first = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+    socket.destroy();
+    expect(String.fromCharCode(first[0] as number)).toBe('v');
+    expect(first.readInt32BE(5)).toBe(0); // newest minor version we support
+    expect(first.readInt32BE(9)).toBe(1);
+    expect(first.toString('utf8', 13, 13 + '_pq_.test'.length)).toBe('_pq_.test');
+  });
+});

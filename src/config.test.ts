@@ -1,0 +1,49 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.js';
+
+describe('loadConfig', () => {
+  it('defaults to the embedded single node', () => {
+    const c = loadConfig({}, false);
+    expect(c.port).toBe(5432);
+    expect(c.tls.mode).toBe('require');
+    expect(c.dataDir).toBe(path.resolve('dbs'));
+    expect(c.templateDir).toBe(path.resolve('dbs/_template'));
+    expect(c.catalogUrl).toBeUndefined();
+    expect(c.poolMode).toBe('transaction');
+    expect(c.tls.generateIfMissing).toBe(true);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('parses durations and sizes with units', () => {
+    const c = loadConfig(
+      { LOGIN_TIMEOUT: '500ms', QUERY_WAIT_TIMEOUT: '2m', MAX_MESSAGE_SIZE: '64KiB' },
+      false,
+    );
+    expect(c.loginTimeoutMs).toBe(500);
+    expect(c.queryWaitTimeoutMs).toBe(120_000);
+    expect(c.maxMessageSize).toBe(65_536);
+    expect(loadConfig({ IDLE_IN_TRANSACTION_TIMEOUT: '30' }, false).idleInTransactionTimeoutMs).toBe(30_000);
+  });
+
+  it('treats empty variables as unset', () => {
+    expect(loadConfig({ PORT: '', CATALOG_URL: '' }, false).port).toBe(5432);
+  });
+
+  it('names every invalid variable', () => {
+    expect(() => loadConfig({ TLS_MODE: 'maybe', PORT: 'x', LOGIN_TIMEOUT: 'soon' }, false)).toThrowError(
+      ConfigError,
+    );
+    try {
+      loadConfig({ TLS_MODE: 'maybe', PORT: 'x' }, false);
+    } catch (err) {
+      expect(String(err)).toMatch(/TLS_MODE/);
+      expect(String(err)).toMatch(/PORT/);
+    }
+  });
+
+  it('never generates certificates in production or with explicit paths', () => {
+    expect(loadConfig({ NODE_ENV: 'production' }, false).tls.generateIfMissing).toBe(false);
+    expect(loadConfig({ TLS_CERT: '/c.pem', TLS_KEY: '/k.pem' }, false).tls.generateIfMissing).toBe(false);
+  });
+});
