@@ -14,6 +14,10 @@ export interface DbOps {
   ): Promise<CreatedDatabaseJson>;
   list(): Promise<DatabaseJson[]>;
   delete(id: string): Promise<void>;
+  update(
+    id: string,
+    patch: { readOnly?: boolean; poolMode?: 'session' | 'transaction' | null },
+  ): Promise<DatabaseJson>;
   passwd(id: string, opts: { username?: string; password?: string }): Promise<PasswordJson>;
   close(): Promise<void>;
 }
@@ -114,6 +118,7 @@ export function remoteOps(socketPath: string, holderPid: number): DbOps {
       await call<undefined>('DELETE', db(id));
     },
     passwd: (id, opts) => call<PasswordJson>('POST', `${db(id)}/password`, opts),
+    update: (id, patch) => call<DatabaseJson>('PATCH', db(id), patch),
     close: async () => {},
   };
 }

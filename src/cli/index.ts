@@ -21,6 +21,8 @@ commands:
                                           create a database; prints how to connect (password shown once)
   db list                                 list databases
   db delete <id>                          delete a database and its data
+  db set <id> [--read-only|--writable] [--pool-mode session|transaction|default]
+                                          change a database's flags (its clients are disconnected)
   db passwd <id> [--user U] [--password P]
                                           set a user's password (generated when --password is omitted)
   certs [--force]                         generate dev TLS certificates into TLS_DIR for *.WILDCARD_DOMAIN
@@ -44,6 +46,14 @@ const COMMANDS = {
   'db create': { options: { 'read-only': { type: 'boolean' }, ...credentials }, args: ['id'] },
   'db list': { options: {}, args: [] },
   'db delete': { options: {}, args: ['id'] },
+  'db set': {
+    options: {
+      'read-only': { type: 'boolean' },
+      writable: { type: 'boolean' },
+      'pool-mode': { type: 'string' },
+    },
+    args: ['id'],
+  },
   'db passwd': { options: credentials, args: ['id'] },
   certs: { options: { force: { type: 'boolean' } }, args: [] },
 } as const satisfies Record<string, { options: Options; args: readonly string[] }>;
@@ -66,7 +76,7 @@ function parseCommandLine(argv: string[]): Parsed {
   if (!Object.hasOwn(COMMANDS, name)) {
     if (first !== 'db') throw new UsageError(`unknown command "${first}"`);
     throw new UsageError(
-      `${second ? `unknown db command "${second}"` : 'db needs a command'}: create, list, delete, passwd`,
+      `${second ? `unknown db command "${second}"` : 'db needs a command'}: create, list, delete, set, passwd`,
     );
   }
   const command = name as Command;
@@ -158,6 +168,15 @@ async function runDb(command: Command, values: Parsed['values'], id: string | un
         await ops.delete(id as string);
         console.log(`deleted database "${id}"`);
         break;
+      case 'db set': {
+        const patch = dbSetPatch(values);
+        const updated = await ops.update(id as string, patch);
+        const mode = updated.poolMode ?? 'server default';
+        console.log(
+          `database "${updated.id}": ${updated.readOnly ? 'read-only' : 'writable'}, pool mode ${mode}`,
+        );
+        break;
+      }
       case 'db passwd': {
         const changed = await ops.passwd(id as string, creds);
         console.log(`new password for user "${changed.username}" of database "${id}"`);
@@ -170,6 +189,24 @@ async function runDb(command: Command, values: Parsed['values'], id: string | un
   } finally {
     await ops.close();
   }
+}
+
+function dbSetPatch(values: Parsed['values']) {
+  if (values['read-only'] && values.writable)
+    throw new UsageError('--read-only and --writable exclude each other');
+  const patch: { readOnly?: boolean; poolMode?: 'session' | 'transaction' | null } = {};
+  if (values['read-only']) patch.readOnly = true;
+  if (values.writable) patch.readOnly = false;
+  const mode = values['pool-mode'];
+  if (mode !== undefined) {
+    if (mode !== 'session' && mode !== 'transaction' && mode !== 'default') {
+      throw new UsageError('--pool-mode takes session, transaction or default');
+    }
+    patch.poolMode = mode === 'default' ? null : mode;
+  }
+  if (Object.keys(patch).length === 0)
+    throw new UsageError('db set needs --read-only, --writable or --pool-mode');
+  return patch;
 }
 
 async function runCerts(force: boolean): Promise<void> {
@@ -203,7 +240,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     console.error(`error: ${(err as Error).message}`);
-    return 1;
+    return err instanceof UsageError ? 2 : 1;
   }
 }
 

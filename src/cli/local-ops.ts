@@ -47,6 +47,7 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
       },
       list: async () => (await manager.list()).map(databaseJson),
       delete: (id) => manager.delete(id),
+      update: async (id, patch) => databaseJson(await manager.update(id, patch)),
       passwd: async (id, opts) => {
         const { username, password } = await manager.passwd(id, opts);
         return { username, password, ...info(id, username, password) };

@@ -82,6 +82,21 @@ export class DatabaseManager {
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
   }
 
+  /**
+   * Changes a database's flags. An open database is closed (its clients disconnected) so the next
+   * open runs with the new identity and pool mode.
+   */
+  async update(
+    id: string,
+    patch: { readOnly?: boolean; poolMode?: PoolMode | null },
+  ): Promise<DatabaseRecord> {
+    await this.get(id);
+    await this.deps.registry?.close(id);
+    const updated = await this.deps.catalog.updateDatabase(id, patch);
+    if (!updated) throw new NotFoundError(`database "${id}" does not exist`);
+    return updated;
+  }
+
   /** Sets a new password (generated when not given) for a user of the database. */
   async passwd(id: string, opts: { username?: string; password?: string } = {}) {
     await this.get(id);

@@ -66,6 +66,11 @@ const CreateBody = z.strictObject({
   poolMode: z.enum(['session', 'transaction']).nullable().optional(),
 });
 
+const UpdateBody = z.strictObject({
+  readOnly: z.boolean().optional(),
+  poolMode: z.enum(['session', 'transaction']).nullable().optional(),
+});
+
 const PasswordBody = z.strictObject({
   username: z.string().optional(),
   password: z.string().min(1).max(1024).optional(),
@@ -187,6 +192,11 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
   v1.delete('/databases/:id', async (c) => {
     await manager.delete(c.req.param('id'));
     return c.body(null, 204);
+  });
+
+  v1.patch('/databases/:id', async (c) => {
+    const body = await parseBody(c.req, UpdateBody);
+    return c.json(databaseJson(await manager.update(c.req.param('id'), body)));
   });
 
   v1.post('/databases/:id/password', async (c) => {
