@@ -70,3 +70,10 @@ export function findError(response: Uint8Array): GatewayError | undefined {
   }
   return undefined;
 }
+
+/** Offset of a response's closing ReadyForQuery, if it ends with one. */
+export function finalReady(response: Uint8Array): number | undefined {
+  let last: { code: number; start: number } | undefined;
+  for (const m of backendMessages(response)) last = m;
+  return last?.code === 0x5a ? last.start : undefined;
+}

@@ -14,6 +14,7 @@ import { firstRow, hasError, readSettingsSql, switchSettingsSql } from './parame
 import type { Database } from './registry.js';
 import {
   commandComplete,
+  finalReady,
   findError,
   prepareOnlyUnitLength,
   replaceParseText,
@@ -256,15 +257,27 @@ export class ClientSession {
       this.database.hold.park(this.owner);
     }
     if (this.status !== 'I') return;
-    if (this.settingsDirty) await this.readBackSettings();
     const evicted = this.names.takeEvicted();
     if (evicted.length > 0) await this.exec(closeStatements(evicted));
     if (this.opts.poolMode === 'transaction') this.database.hold.release(this.owner);
   }
 
+  /**
+   * Writes a unit's response. After a statement that may have changed settings, they are read
+   * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
+   * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
+   */
+  private async deliver(response: Uint8Array): Promise<void> {
+    const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
+    if (!this.settingsDirty || ready === undefined) return this.write(response);
+    this.write(response.subarray(0, ready));
+    await this.readBackSettings();
+    this.write(response.subarray(ready));
+  }
+
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
   private async readBackSettings(): Promise<void> {
-    this.settingsDirty = false;
+    this.settingsDirty = this.status !== 'I';
     const names = [...new Set([...this.database.defaults.keys(), ...this.wanted.keys()])];
     const values = firstRow(await this.exec(query(readSettingsSql(names))));
     if (!values) return;
@@ -309,7 +322,7 @@ export class ClientSession {
       if (code === Frontend.Sync) break;
       message = this.shift();
     }
-    if (batch.length > 0) this.write(await this.exec(Buffer.concat(batch)));
+    if (batch.length > 0) await this.deliver(await this.exec(Buffer.concat(batch)));
   }
 
   /** Renames statements and guards what a Parse may run. */
@@ -331,12 +344,12 @@ export class ClientSession {
     const sql = message.toString('utf8', 5, message.length - 1);
     if (mayChangeSettings(sql)) this.settingsDirty = true;
     const verdict = judgeStatement(sql, this.database);
-    if (verdict.kind === 'refuse') return this.write(await this.exec(query(verdict.sql)));
+    if (verdict.kind === 'refuse') return this.deliver(await this.exec(query(verdict.sql)));
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
     if (/^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i.test(sql) && this.status === 'I') {
       return this.forgetStatements(message);
     }
-    this.write(await this.exec(message));
+    await this.deliver(await this.exec(message));
   }
 
   /** DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. */
@@ -350,7 +363,7 @@ export class ClientSession {
       this.settingsDirty = true;
     }
     const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
-    this.write(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
+    await this.deliver(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
   }
 
   /**
@@ -365,7 +378,7 @@ export class ClientSession {
       await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
     }
     const { copyIn } = splitCopyIn(response);
-    if (!copyIn) return this.write(response);
+    if (!copyIn) return this.deliver(response);
     this.copy = new CopyIn(message, this.opts.maxCopyBytes);
     this.inUnit = true;
     this.write(copyIn);
@@ -381,7 +394,7 @@ export class ClientSession {
       }
       this.copy = undefined;
       const response = await this.exec(outcome.messages);
-      this.write(splitCopyIn(response).rest);
+      await this.deliver(splitCopyIn(response).rest);
       return;
     }
   }

@@ -12,7 +12,11 @@ interface PgInternals {
     parse(query: { name: string; text: string; types?: unknown[] }): void;
     flush(): void;
     once(event: 'parseComplete', listener: () => void): void;
-    on(event: 'parameterStatus', listener: (m: { parameterName: string; parameterValue: string }) => void): void;
+    on(
+      event: 'parameterStatus',
+      listener: (m: { parameterName: string; parameterValue: string }) => void,
+    ): void;
+    on(event: 'readyForQuery' | 'parseComplete', listener: () => void): void;
   };
   processID: number;
   secretKey: number;
@@ -41,7 +45,12 @@ export function postgresJs(t: TestServer, id: string, password: string, max = 10
 }
 
 /** Sends a CancelRequest over TLS (as libpq does with sslmode=require) and waits for the close. */
-export async function sendCancel(t: TestServer, id: string, processId: number, secretKey: number): Promise<void> {
+export async function sendCancel(
+  t: TestServer,
+  id: string,
+  processId: number,
+  secretKey: number,
+): Promise<void> {
   const socket = await tlsConnect(t.port, t.ca, `${id}.db.example.com`);
   const body = Buffer.alloc(8);
   body.writeInt32BE(processId, 0);
@@ -54,10 +63,13 @@ export async function sendCancel(t: TestServer, id: string, processId: number, s
 export async function stillPending(promise: Promise<unknown>, ms: number): Promise<boolean> {
   const pending = Symbol('pending');
   const timer = new Promise((resolve) => setTimeout(() => resolve(pending), ms));
-  const outcome = await Promise.race([promise.then(
-    () => 'settled',
-    () => 'settled',
-  ), timer]);
+  const outcome = await Promise.race([
+    promise.then(
+      () => 'settled',
+      () => 'settled',
+    ),
+    timer,
+  ]);
   return outcome === pending;
 }
 
