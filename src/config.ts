@@ -82,6 +82,8 @@ const EnvSchema = z.object({
   POOL_MODE: z.enum(['transaction', 'session']).default('transaction'),
   /** Named prepared statements kept per client (least recently used closed beyond). */
   MAX_PREPARED_STATEMENTS: int(200, 1),
+  /** A statement running longer is interrupted (57014) by restarting its database's engine; 0 disables. */
+  STATEMENT_TIMEOUT: duration('0'),
   /** A client idle inside a transaction for this long is terminated (25P03); 0 disables. */
   IDLE_IN_TRANSACTION_TIMEOUT: duration('60s'),
   /** A database without clients for this long is closed (its memory freed). */
@@ -119,6 +121,7 @@ export type Config = Readonly<{
   poolMode: 'transaction' | 'session';
   maxPreparedStatements: number;
   idleInTransactionTimeoutMs: number;
+  statementTimeoutMs: number;
   drainTimeoutMs: number;
   idleTimeoutMs: number;
   nodeId: string;
@@ -169,6 +172,7 @@ export function loadConfig(
     poolMode: e.POOL_MODE,
     maxPreparedStatements: e.MAX_PREPARED_STATEMENTS,
     idleInTransactionTimeoutMs: e.IDLE_IN_TRANSACTION_TIMEOUT,
+    statementTimeoutMs: e.STATEMENT_TIMEOUT,
     drainTimeoutMs: e.DRAIN_TIMEOUT,
     idleTimeoutMs: e.IDLE_TIMEOUT,
     nodeId: e.NODE_ID,

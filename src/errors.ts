@@ -70,6 +70,12 @@ export const errors = {
     ),
   clientTooSlow: () =>
     fatal('08006', 'client_too_slow', 'terminating connection: the client is not reading its results'),
+  databaseRestarted: () =>
+    fatal(
+      '57P02',
+      'database_restarted',
+      'terminating connection: the database was restarted while this session was in a transaction',
+    ),
   shuttingDown: () => fatal('57P01', 'admin_shutdown', 'terminating connection due to server shutdown'),
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),

@@ -70,6 +70,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         poolMode: config.poolMode,
         maxPreparedStatements: config.maxPreparedStatements,
         idleInTransactionTimeoutMs: config.idleInTransactionTimeoutMs,
+        statementTimeoutMs: config.statementTimeoutMs,
         catalog,
         scram: new ScramLookup(catalog),
         registry,

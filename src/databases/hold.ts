@@ -11,6 +11,7 @@ export class DatabaseHold {
   private parked = false;
   /** Another client briefly uses the session while the holder is parked. */
   private borrowing: Promise<void> | undefined;
+  private readonly parkListeners = new Set<() => void>();
 
   constructor(private readonly waitTimeoutMs: number) {}
 
@@ -62,9 +63,22 @@ export class DatabaseHold {
     this.waiters.shift()?.grant();
   }
 
+  /** Whether borrow() would run now. */
+  get borrowable(): boolean {
+    return this.parked && !this.borrowing;
+  }
+
   /** The holder waits for its client inside a transaction; side-effect-free units may borrow. */
   park(owner: symbol): void {
-    if (this.holder === owner) this.parked = true;
+    if (this.holder !== owner) return;
+    this.parked = true;
+    for (const listener of [...this.parkListeners]) listener();
+  }
+
+  /** Calls `fn` whenever the holder parks; returns the unsubscribe function. */
+  onPark(fn: () => void): () => void {
+    this.parkListeners.add(fn);
+    return () => this.parkListeners.delete(fn);
   }
 
   /** The holder resumes: waits for a borrower to finish first. */
@@ -87,6 +101,8 @@ export class DatabaseHold {
     );
     void this.borrowing.then(() => {
       this.borrowing = undefined;
+      // The next queued prepare may borrow now.
+      if (this.parked) for (const listener of [...this.parkListeners]) listener();
     });
     return run;
   }

@@ -3,9 +3,8 @@ import type { DatabaseRecord } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
 import { databasePath } from '../gateway/routing.js';
 import type { Logger } from '../log.js';
-import { type Engine, openEngine } from './engine.js';
-import { DatabaseHold } from './hold.js';
-import { TRACKED_SETTINGS } from './parameters.js';
+import { Database } from './database.js';
+import { openEngine } from './engine.js';
 
 /**
  * Open databases of this process: at most one PGlite per database, ever. Opening is single-flight
@@ -21,40 +20,6 @@ export interface RegistryOptions {
   logger: Logger;
   /** Replaceable for tests of the registry itself. */
   openEngine?: typeof openEngine;
-}
-
-export class Database {
-  readonly hold: DatabaseHold;
-  private clientIds = 0;
-  /** The client whose settings the shared session currently has. */
-  lastOwner: symbol | undefined;
-  /** Tracked settings as the shared session has them now. */
-  settings: Map<string, string>;
-  /** Tracked settings as the session starts, restored for clients that did not change them. */
-  readonly defaults: ReadonlyMap<string, string>;
-  /** Names clients hear about in ParameterStatus. */
-  readonly reported: ReadonlySet<string>;
-
-  constructor(
-    readonly id: string,
-    readonly engine: Engine,
-    readonly readOnly: boolean,
-    /** Parameter values reported to clients at startup. */
-    readonly parameters: Readonly<Record<string, string>>,
-    queryWaitTimeoutMs: number,
-  ) {
-    this.hold = new DatabaseHold(queryWaitTimeoutMs);
-    this.defaults = new Map(
-      TRACKED_SETTINGS.filter((n) => parameters[n] !== undefined).map((n) => [n, parameters[n] as string]),
-    );
-    this.settings = new Map(this.defaults);
-    this.reported = new Set(Object.keys(parameters));
-  }
-
-  /** Short per-database client numbers, used in renamed statement names. */
-  nextClientId(): number {
-    return ++this.clientIds;
-  }
 }
 
 export interface Lease {
@@ -86,6 +51,8 @@ class LeaseImpl implements Lease {
     this.done(this);
   }
 }
+
+export { Database };
 
 export class DatabaseRegistry {
   private readonly entries = new Map<string, Entry>();
@@ -137,13 +104,20 @@ export class DatabaseRegistry {
     if (!exists) throw errors.databaseNotFound(record.id);
     const started = performance.now();
     this.stats.opens++;
-    const engine = await (this.opts.openEngine ?? openEngine)(dir, { readOnly: record.readOnly });
-    const parameters = await engine.reportedParameters();
+    const open = () => (this.opts.openEngine ?? openEngine)(dir, { readOnly: record.readOnly });
+    const engine = await open();
     this.opts.logger.info(
       { db: record.id, ms: Math.round(performance.now() - started), readOnly: record.readOnly },
       'database opened',
     );
-    return new Database(record.id, engine, record.readOnly, parameters, this.opts.queryWaitTimeoutMs);
+    return new Database(
+      record.id,
+      engine,
+      open,
+      record.readOnly,
+      this.opts.queryWaitTimeoutMs,
+      this.opts.logger,
+    );
   }
 
   private leave(id: string, lease: LeaseImpl): void {
@@ -164,7 +138,7 @@ export class DatabaseRegistry {
     for (const lease of entry.clients) lease.terminate?.();
     const database = await entry.opening.catch(() => undefined);
     if (!database) return;
-    await database.engine.close();
+    await database.close();
     this.stats.closes++;
     this.opts.logger.info({ db: id }, 'database closed');
   }

@@ -5,16 +5,20 @@ import { hasError } from './parameters.js';
 
 /** Small builders and inspectors of protocol messages used by the client session. */
 
-/** Messages up to and including Sync when they only prepare statements; 0 otherwise. */
-export function prepareOnlyUnitLength(queue: readonly Buffer[]): number {
+/**
+ * Messages up to and including Sync when they only prepare statements; 0 otherwise; 'incomplete'
+ * when they only prepare so far but the Sync has not arrived (a Flush makes it a request to answer).
+ */
+export function prepareOnlyUnitLength(queue: readonly Buffer[]): number | 'incomplete' {
   for (let i = 0; i < queue.length; i++) {
     const m = queue[i] as Buffer;
     switch (m[0]) {
       case Frontend.Sync:
         return i + 1;
       case Frontend.Parse:
-      case Frontend.Flush:
         break;
+      case Frontend.Flush:
+        return 0;
       case Frontend.Describe:
       case Frontend.Close:
         if (m[5] !== 0x53) return 0; // portals belong to a transaction
@@ -23,7 +27,7 @@ export function prepareOnlyUnitLength(queue: readonly Buffer[]): number {
         return 0;
     }
   }
-  return 0;
+  return queue.length > 0 ? 'incomplete' : 0;
 }
 
 /** The response with its ReadyForQuery status replaced (a borrowed unit reports the client's). */

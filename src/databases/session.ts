@@ -10,6 +10,7 @@ import {
 import type { Logger } from '../log.js';
 import { lastReadyStatus, splitCopyIn } from './backend-scan.js';
 import { CopyIn } from './copy-in.js';
+import { EngineKilledError } from './engine.js';
 import { firstRow, hasError, readSettingsSql, switchSettingsSql } from './parameters.js';
 import type { Database } from './registry.js';
 import {
@@ -53,6 +54,8 @@ export interface SessionOptions {
   maxCopyBytes: number;
   maxPreparedStatements: number;
   idleInTransactionTimeoutMs: number;
+  /** A statement running longer is interrupted (57014); 0 disables. */
+  statementTimeoutMs: number;
 }
 
 /** Startup packet keys that are protocol-level rather than GUCs. */
@@ -66,6 +69,12 @@ export function startupSettings(params: Record<string, string>, fromOptions: Rec
 
 class Cancelled extends Error {}
 
+/** The holder parked while we queued for a unit that could borrow: try borrowing instead. */
+class Retry extends Error {}
+
+/** This client's running statement was interrupted (cancel, statement timeout). */
+class Interrupted extends Error {}
+
 export class ClientSession {
   private readonly owner = Symbol('client');
   private readonly queue: Buffer[] = [];
@@ -78,8 +87,19 @@ export class ClientSession {
   private copy: CopyIn | undefined;
   /** A statement since the last read-back may have changed settings. */
   private settingsDirty = true;
+  /** Settings were read inside a transaction: read them again when it ends (ROLLBACK undoes SET). */
+  private settingsRecheck = false;
   private closed = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** The database generation this client's statements and state belong to. */
+  private generation: number;
+  /** Why this client's running statement is being interrupted, when it is. */
+  private interrupting: string | undefined;
+  private execInFlight = false;
+  /** The batch being executed ends a unit (Query or Sync), so an error answer ends with ReadyForQuery. */
+  private batchEndsUnit = true;
+  /** After an interrupted extended unit, the rest of it up to Sync is skipped, as Postgres does. */
+  private skipUntilSync = false;
   private readonly names: StatementNames;
   /** The settings this client wants; the shared session is switched to them. */
   private readonly wanted: Map<string, string>;
@@ -89,6 +109,7 @@ export class ClientSession {
   constructor(private readonly opts: SessionOptions) {
     this.names = new StatementNames(opts.database.nextClientId(), opts.maxPreparedStatements);
     this.wanted = new Map(Object.entries(opts.settings));
+    this.generation = opts.database.generation;
   }
 
   get queuedBytes(): number {
@@ -116,16 +137,25 @@ export class ClientSession {
       this.queue.push(m);
       this.queueBytes += m.length;
     }
-    this.running ??= this.drain().finally(() => {
+    this.running ??= this.drain().then((awaitingInput) => {
       this.running = undefined;
-      if (this.queue.length > 0 && !this.closed) this.push([]);
+      if (this.queue.length > 0 && !this.closed && !awaitingInput) this.push([]);
       else this.afterDrain();
     });
   }
 
-  /** CancelRequest: a client waiting for the database stops waiting (57014). */
+  /**
+   * CancelRequest: a client waiting for the database stops waiting; a running statement is
+   * interrupted by restarting the database's engine (57014 either way).
+   */
   cancel(): void {
-    this.waiting?.abort(new Cancelled());
+    if (this.waiting) this.waiting.abort(new Cancelled());
+    else if (this.execInFlight) this.interruptRunning('canceling statement due to user request');
+  }
+
+  private interruptRunning(reason: string): void {
+    this.interrupting ??= reason;
+    void this.database.interrupt(reason).catch((err) => this.opts.logger.error({ err }, 'restart failed'));
   }
 
   private afterDrain(): void {
@@ -147,41 +177,57 @@ export class ClientSession {
     return message;
   }
 
-  private async drain(): Promise<void> {
+  /** Runs queued units; true when it stopped to wait for the rest of a unit from the client. */
+  private async drain(): Promise<boolean> {
     try {
       while (this.queue.length > 0 && !this.closed) {
         if (this.database.hold.isHeldBy(this.owner)) {
           await this.database.hold.unpark(this.owner);
         } else {
           const borrowed = this.tryBorrow();
+          if (borrowed === 'wait') return true;
           if (borrowed) {
             await borrowed;
             continue;
           }
           if (!(await this.take())) continue;
         }
-        await this.step();
-        await this.afterStep();
+        try {
+          await this.step();
+          await this.afterStep();
+        } catch (err) {
+          if (!(err instanceof Interrupted)) throw err;
+          await this.answerInterrupted(err.message);
+        }
       }
     } catch (err) {
-      if (this.closed) return;
+      if (this.closed) return false;
       if (!(err instanceof GatewayError)) this.opts.logger.error({ err }, 'session failed');
       this.queue.length = 0;
       this.opts.port.end(toClientError(err, this.opts.sessionId));
     }
+    return false;
   }
 
   /** Takes the shared session, waiting in FIFO order; false when a cancel ended the wait. */
   private async take(): Promise<boolean> {
     if (this.database.hold.isHeldBy(this.owner)) return true;
-    this.waiting = new AbortController();
+    const waiting = new AbortController();
+    this.waiting = waiting;
+    // A prepare-only unit that queued while the holder was busy may borrow once it parks.
+    const stopListening =
+      typeof prepareOnlyUnitLength(this.queue) === 'number' && prepareOnlyUnitLength(this.queue) !== 0
+        ? this.database.hold.onPark(() => waiting.abort(new Retry()))
+        : undefined;
     try {
-      await this.database.hold.acquire(this.owner, this.waiting.signal);
+      await this.database.hold.acquire(this.owner, waiting.signal);
     } catch (err) {
+      if (err instanceof Retry) return false;
       if (!(err instanceof Cancelled)) throw err;
       this.answerCancelled();
       return false;
     } finally {
+      stopListening?.();
       this.waiting = undefined;
     }
     await this.switchTo();
@@ -194,11 +240,14 @@ export class ClientSession {
    * only prepares (Parse/Describe/Close up to Sync) therefore runs while the holder is parked in
    * its transaction, inside a savepoint so an error cannot abort the holder's transaction.
    */
-  private tryBorrow(): Promise<void> | undefined {
+  private tryBorrow(): Promise<void> | 'wait' | undefined {
     if (this.opts.poolMode !== 'transaction' || this.status !== 'I' || this.inUnit) return undefined;
-    const length = prepareOnlyUnitLength(this.queue);
-    if (!length) return undefined;
     const db = this.database;
+    if (!db.hold.borrowable) return undefined;
+    const length = prepareOnlyUnitLength(this.queue);
+    // The unit's first messages may arrive before its Sync: wait for the rest rather than queue.
+    if (length === 'incomplete') return 'wait';
+    if (!length) return undefined;
     if (switchSettingsSql(db.settings, this.wanted, db.defaults)) return undefined;
     return db.hold.borrow(async () => {
       const unit = this.queue.splice(0, length);
@@ -236,7 +285,26 @@ export class ClientSession {
   }
 
   private async exec(messages: Uint8Array): Promise<Uint8Array> {
-    const response = await this.database.engine.exec(messages);
+    const db = this.database;
+    await db.ready();
+    if (this.generation !== db.generation) await this.afterRestart();
+    const timeout = this.opts.statementTimeoutMs;
+    const timer =
+      timeout > 0
+        ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
+        : undefined;
+    this.execInFlight = true;
+    let response: Uint8Array;
+    try {
+      response = await db.engine.exec(messages);
+    } catch (err) {
+      if (!(err instanceof EngineKilledError)) throw err;
+      await db.ready();
+      throw new Interrupted(this.interrupting ?? 'terminating statement: the database was restarted');
+    } finally {
+      clearTimeout(timer);
+      this.execInFlight = false;
+    }
     const status = lastReadyStatus(response);
     if (status) {
       this.status = status;
@@ -245,6 +313,38 @@ export class ClientSession {
       this.inUnit = true;
     }
     return response;
+  }
+
+  /**
+   * First use of the database after it restarted: a transaction this client had is gone, which
+   * must not go unnoticed (57P02, as when a Postgres backend crashes); otherwise its prepared
+   * statements are created again so it carries on unaware.
+   */
+  private async afterRestart(): Promise<void> {
+    const db = this.database;
+    this.generation = db.generation;
+    if (this.status !== 'I' && this.interrupting === undefined) throw errors.databaseRestarted();
+    const parses = this.names.parseMessages();
+    if (parses.length > 0) await db.engine.exec(Buffer.concat([...parses, closeStatements([])]));
+  }
+
+  /** Answers an interrupted statement like Postgres: 57014, and a failed transaction if one was open. */
+  private async answerInterrupted(reason: string): Promise<void> {
+    const wasInTransaction = this.status !== 'I';
+    this.interrupting = undefined;
+    this.copy = undefined;
+    this.inUnit = false;
+    this.status = 'I';
+    if (this.generation !== this.database.generation) await this.afterRestart();
+    if (wasInTransaction) await this.exec(query('BEGIN; SELECT pg_catalog."statement interrupted"()'));
+    const error = new GatewayError('57014', 'ERROR', reason, 'interrupted');
+    this.skipUntilSync = !this.batchEndsUnit;
+    this.write(
+      this.skipUntilSync
+        ? errorResponse(error)
+        : Buffer.concat([errorResponse(error), readyForQuery(this.status)]),
+    );
+    if (this.opts.poolMode === 'transaction' && this.status === 'I') this.database.hold.release(this.owner);
   }
 
   private write(response: Uint8Array): void {
@@ -269,7 +369,8 @@ export class ClientSession {
    */
   private async deliver(response: Uint8Array): Promise<void> {
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
-    if (!this.settingsDirty || ready === undefined) return this.write(response);
+    const due = this.settingsDirty || (this.settingsRecheck && this.status === 'I');
+    if (!due || ready === undefined) return this.write(response);
     this.write(response.subarray(0, ready));
     await this.readBackSettings();
     this.write(response.subarray(ready));
@@ -277,7 +378,8 @@ export class ClientSession {
 
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
   private async readBackSettings(): Promise<void> {
-    this.settingsDirty = this.status !== 'I';
+    this.settingsDirty = false;
+    this.settingsRecheck = this.status !== 'I';
     const names = [...new Set([...this.database.defaults.keys(), ...this.wanted.keys()])];
     const values = firstRow(await this.exec(query(readSettingsSql(names))));
     if (!values) return;
@@ -297,6 +399,7 @@ export class ClientSession {
 
   private async step(): Promise<void> {
     if (this.copy) return this.stepCopy(this.copy);
+    if (this.skipUntilSync) return this.skipToSync();
     const batch: Buffer[] = [];
     let message = this.shift();
     while (message) {
@@ -322,7 +425,19 @@ export class ClientSession {
       if (code === Frontend.Sync) break;
       message = this.shift();
     }
-    if (batch.length > 0) await this.deliver(await this.exec(Buffer.concat(batch)));
+    if (batch.length === 0) return;
+    this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
+    await this.deliver(await this.exec(Buffer.concat(batch)));
+    this.batchEndsUnit = true;
+  }
+
+  private skipToSync(): void {
+    for (let message = this.shift(); message; message = this.shift()) {
+      if (message[0] !== Frontend.Sync) continue;
+      this.skipUntilSync = false;
+      this.write(readyForQuery(this.status));
+      return;
+    }
   }
 
   /** Renames statements and guards what a Parse may run. */

@@ -10,6 +10,8 @@ export class StatementNames {
   private readonly toBackend = new Map<string, string>();
   private readonly toClient = new Map<string, string>();
   private readonly evicted: string[] = [];
+  /** The renamed Parse of each statement, to create them again after the database restarted. */
+  private readonly parses = new Map<string, Buffer>();
   private sequence = 0;
   private readonly prefix: string;
   private readonly missing: string;
@@ -39,6 +41,16 @@ export class StatementNames {
   forgetAll(): void {
     this.toBackend.clear();
     this.toClient.clear();
+    this.parses.clear();
+  }
+
+  recordParse(backend: string, parse: Buffer): void {
+    if (this.toClient.has(backend)) this.parses.set(backend, parse);
+  }
+
+  /** Parse messages that re-create every statement this client has. */
+  parseMessages(): Buffer[] {
+    return [...this.parses.values()];
   }
 
   /** A name being defined by Parse: allocates a backend name (reusing an existing one). */
@@ -93,6 +105,7 @@ export class StatementNames {
     if (backend === undefined) return;
     this.toBackend.delete(name);
     this.toClient.delete(backend);
+    this.parses.delete(backend);
     if (evict) this.evicted.push(backend);
   }
 }
@@ -118,7 +131,10 @@ export function renameStatement(message: Buffer, names: StatementNames): Buffer 
     case Frontend.Parse: {
       const name = cstring(message, 5);
       if (name.value === '') return message;
-      return build(Frontend.Parse, [`${names.define(name.value)}\0`, message.subarray(name.end + 1)]);
+      const backend = names.define(name.value);
+      const renamed = build(Frontend.Parse, [`${backend}\0`, message.subarray(name.end + 1)]);
+      names.recordParse(backend, renamed);
+      return renamed;
     }
     case Frontend.Bind: {
       const portal = cstring(message, 5);

@@ -38,6 +38,7 @@ export interface ConnectionDeps {
   poolMode: 'transaction' | 'session';
   maxPreparedStatements: number;
   idleInTransactionTimeoutMs: number;
+  statementTimeoutMs: number;
   catalog: Pick<Catalog, 'getDatabase'>;
   scram: ScramLookup;
   registry: DatabaseRegistry;
@@ -137,6 +138,7 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
       maxCopyBytes: deps.maxMessageSize,
       maxPreparedStatements: deps.maxPreparedStatements,
       idleInTransactionTimeoutMs: deps.idleInTransactionTimeoutMs,
+      statementTimeoutMs: deps.statementTimeoutMs,
       port: {
         write: (data) => {
           if (socket.destroyed) return;

@@ -1,0 +1,88 @@
+import type { Logger } from '../log.js';
+import type { Engine } from './engine.js';
+import { DatabaseHold } from './hold.js';
+import { TRACKED_SETTINGS } from './parameters.js';
+
+/**
+ * One open database: its engine (a PGlite in a worker), the hold that serialises its clients, and
+ * what the shared session currently looks like. A running statement is interrupted by ending the
+ * worker and opening the database again; its clients see a fresh session (generation + 1).
+ */
+export class Database {
+  readonly hold: DatabaseHold;
+  private clientIds = 0;
+  private restarting: Promise<void> | undefined;
+  /** Bumped by every restart: sessions re-create their prepared statements when it changes. */
+  generation = 0;
+  /** The client whose settings the shared session currently has. */
+  lastOwner: symbol | undefined;
+  /** Tracked settings as the shared session has them now. */
+  settings: Map<string, string>;
+  /** Tracked settings as the session starts, restored for clients that did not change them. */
+  readonly defaults: ReadonlyMap<string, string>;
+  /** Names clients hear about in ParameterStatus. */
+  readonly reported: ReadonlySet<string>;
+  /** Parameter values reported to clients at startup. */
+  readonly parameters: Readonly<Record<string, string>>;
+
+  constructor(
+    readonly id: string,
+    private current: Engine,
+    private readonly reopen: () => Promise<Engine>,
+    readonly readOnly: boolean,
+    queryWaitTimeoutMs: number,
+    private readonly logger: Logger,
+  ) {
+    this.hold = new DatabaseHold(queryWaitTimeoutMs);
+    this.parameters = current.parameters;
+    this.defaults = new Map(
+      TRACKED_SETTINGS.filter((n) => this.parameters[n] !== undefined).map((n) => [
+        n,
+        this.parameters[n] as string,
+      ]),
+    );
+    this.settings = new Map(this.defaults);
+    this.reported = new Set(Object.keys(this.parameters));
+  }
+
+  get engine(): Engine {
+    return this.current;
+  }
+
+  /** Short per-database client numbers, used in renamed statement names. */
+  nextClientId(): number {
+    return ++this.clientIds;
+  }
+
+  /** Resolves once no restart is under way. */
+  async ready(): Promise<void> {
+    while (this.restarting) await this.restarting;
+  }
+
+  /**
+   * Stops whatever runs (the request in flight fails with EngineKilledError) and reopens the
+   * database from disk, as after a crash: committed data stays, the session state is new.
+   */
+  interrupt(reason: string): Promise<void> {
+    this.restarting ??= (async () => {
+      const started = performance.now();
+      await this.current.kill();
+      this.current = await this.reopen();
+      this.generation++;
+      this.settings = new Map(this.defaults);
+      this.lastOwner = undefined;
+      this.logger.warn(
+        { db: this.id, reason, ms: Math.round(performance.now() - started) },
+        'database restarted',
+      );
+    })().finally(() => {
+      this.restarting = undefined;
+    });
+    return this.restarting;
+  }
+
+  async close(): Promise<void> {
+    await this.ready().catch(() => undefined);
+    await this.current.close();
+  }
+}
