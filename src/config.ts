@@ -1,4 +1,4 @@
-import { hostname } from 'node:os';
+import { hostname, totalmem } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseBytes, parseDurationMs } from './units.js';
@@ -88,6 +88,10 @@ const EnvSchema = z.object({
   IDLE_IN_TRANSACTION_TIMEOUT: duration('60s'),
   /** A database without clients for this long is closed (its memory freed). */
   IDLE_TIMEOUT: duration('5m'),
+  /** Databases open at once; beyond it the least recently used idle one is closed. */
+  MAX_OPEN_DATABASES: int(100, 1),
+  /** Process memory (RSS) above which idle databases are closed before another opens; 0 = no limit. */
+  MAX_MEMORY: bytes(String(Math.floor(totalmem() * 0.8))),
   /** How long shutdown waits for running transactions before closing connections. */
   DRAIN_TIMEOUT: duration('30s'),
   /** Identifies this node in logs and locks. */
@@ -124,6 +128,8 @@ export type Config = Readonly<{
   statementTimeoutMs: number;
   drainTimeoutMs: number;
   idleTimeoutMs: number;
+  maxOpenDatabases: number;
+  maxMemoryBytes: number;
   nodeId: string;
   log: Readonly<{ level: string; pretty: boolean }>;
   production: boolean;
@@ -175,6 +181,8 @@ export function loadConfig(
     statementTimeoutMs: e.STATEMENT_TIMEOUT,
     drainTimeoutMs: e.DRAIN_TIMEOUT,
     idleTimeoutMs: e.IDLE_TIMEOUT,
+    maxOpenDatabases: e.MAX_OPEN_DATABASES,
+    maxMemoryBytes: e.MAX_MEMORY,
     nodeId: e.NODE_ID,
     log: Object.freeze({
       level: e.LOG_LEVEL,

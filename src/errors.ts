@@ -60,6 +60,12 @@ export const errors = {
   authFailed: (user: string) =>
     fatal('28P01', 'auth_failed', `password authentication failed for user "${user}"`),
   tooManyClients: (id: string) => fatal('53300', 'too_many_clients', `too many clients for database "${id}"`),
+  tooManyOpenDatabases: () =>
+    fatal(
+      '53300',
+      'too_many_open_databases',
+      'too many databases are open on this server; try again shortly',
+    ),
   queueTimeout: () =>
     fatal('57014', 'queue_timeout', 'canceling connection: timed out waiting for the database'),
   idleInTransactionTimeout: () =>

@@ -51,6 +51,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       maxClientsPerDb: config.maxClientsPerDb,
       queryWaitTimeoutMs: config.queryWaitTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
+      maxOpenDatabases: config.maxOpenDatabases,
+      maxMemoryBytes: config.maxMemoryBytes,
       logger,
     });
     cleanups.push(() => registry.closeAll());

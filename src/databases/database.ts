@@ -1,7 +1,10 @@
+import { query } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
 import type { Engine } from './engine.js';
 import { DatabaseHold } from './hold.js';
 import { TRACKED_SETTINGS } from './parameters.js';
+
+const CHECKPOINT = query('CHECKPOINT');
 
 /**
  * One open database: its engine (a PGlite in a worker), the hold that serialises its clients, and
@@ -81,8 +84,10 @@ export class Database {
     return this.restarting;
   }
 
+  /** Checkpoints (so the files on disk are complete without WAL replay) and closes. */
   async close(): Promise<void> {
     await this.ready().catch(() => undefined);
+    await this.current.exec(CHECKPOINT).catch(() => undefined);
     await this.current.close();
   }
 }

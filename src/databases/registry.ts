@@ -17,7 +17,13 @@ export interface RegistryOptions {
   maxClientsPerDb: number;
   queryWaitTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Open databases kept at most; the least recently used one without clients is evicted. */
+  maxOpenDatabases: number;
+  /** Process RSS above which idle databases are evicted before another opens; 0 = no limit. */
+  maxMemoryBytes: number;
   logger: Logger;
+  /** Runs after a database closed (snapshot to the archive, for instance). */
+  afterClose?: (id: string) => Promise<void>;
   /** Replaceable for tests of the registry itself. */
   openEngine?: typeof openEngine;
 }
@@ -33,7 +39,16 @@ interface Entry {
   opening: Promise<Database>;
   clients: Set<LeaseImpl>;
   idleTimer: NodeJS.Timeout | undefined;
+  /** When a client last arrived or left: the LRU order for eviction. */
+  lastUsed: number;
+  openedAt: number;
 }
+
+/**
+ * A database opened this recently is not evicted to make room (hysteresis): under pressure from
+ * more active databases than the cap, newcomers get 53300 rather than everyone thrashing.
+ */
+const MIN_RESIDENCY_MS = 2_000;
 
 class LeaseImpl implements Lease {
   terminate: (() => void) | undefined;
@@ -74,7 +89,18 @@ export class DatabaseRegistry {
     if (this.closing) throw errors.shuttingDown();
     let entry = this.entries.get(record.id);
     if (!entry) {
-      entry = { opening: this.open(record), clients: new Set(), idleTimer: undefined };
+      await this.makeRoom();
+      entry = this.entries.get(record.id);
+    }
+    if (!entry) {
+      const now = Date.now();
+      entry = {
+        opening: this.open(record),
+        clients: new Set(),
+        idleTimer: undefined,
+        lastUsed: now,
+        openedAt: now,
+      };
       const created = entry;
       this.entries.set(record.id, created);
       created.opening.catch(() => {
@@ -85,6 +111,7 @@ export class DatabaseRegistry {
     // The lease takes its slot before the open is awaited so concurrent arrivals are counted.
     const lease = new LeaseImpl(this.pending, (l) => this.leave(record.id, l));
     entry.clients.add(lease);
+    entry.lastUsed = Date.now();
     clearTimeout(entry.idleTimer);
     try {
       lease.database = await entry.opening;
@@ -124,9 +151,31 @@ export class DatabaseRegistry {
     const entry = this.entries.get(id);
     if (!entry) return;
     entry.clients.delete(lease);
+    entry.lastUsed = Date.now();
     if (entry.clients.size > 0 || this.closing) return;
     entry.idleTimer = setTimeout(() => void this.close(id), this.opts.idleTimeoutMs);
     entry.idleTimer.unref();
+  }
+
+  private overCapacity(): boolean {
+    if (this.entries.size >= this.opts.maxOpenDatabases) return true;
+    return this.opts.maxMemoryBytes > 0 && process.memoryUsage.rss() >= this.opts.maxMemoryBytes;
+  }
+
+  /**
+   * Before another database opens: evict least recently used databases that have no clients
+   * until under both caps. When nothing can be evicted the newcomer fails at once with 53300.
+   */
+  private async makeRoom(): Promise<void> {
+    while (this.overCapacity()) {
+      const now = Date.now();
+      const victim = [...this.entries.entries()]
+        .filter(([, e]) => e.clients.size === 0 && now - e.openedAt >= MIN_RESIDENCY_MS)
+        .sort(([, a], [, b]) => a.lastUsed - b.lastUsed)[0];
+      if (!victim) throw errors.tooManyOpenDatabases();
+      this.opts.logger.info({ db: victim[0] }, 'evicting database to make room');
+      await this.close(victim[0]);
+    }
   }
 
   /** Terminates the database's clients and closes it (delete, restore, shutdown). */
@@ -141,6 +190,9 @@ export class DatabaseRegistry {
     await database.close();
     this.stats.closes++;
     this.opts.logger.info({ db: id }, 'database closed');
+    await this.opts
+      .afterClose?.(id)
+      .catch((err) => this.opts.logger.error({ err, db: id }, 'after-close step failed'));
   }
 
   /** Stops accepting clients and closes every database. */

@@ -42,6 +42,8 @@ beforeAll(async () => {
     maxClientsPerDb: 10,
     queryWaitTimeoutMs: 10_000,
     idleTimeoutMs: 60_000,
+    maxOpenDatabases: 10,
+    maxMemoryBytes: 0,
     logger,
   });
   const manager = new DatabaseManager({ catalog, registry, dataDir, templateDir });
