@@ -41,14 +41,10 @@ interface Entry {
   idleTimer: NodeJS.Timeout | undefined;
   /** When a client last arrived or left: the LRU order for eviction. */
   lastUsed: number;
-  openedAt: number;
 }
 
-/**
- * A database opened this recently is not evicted to make room (hysteresis): under pressure from
- * more active databases than the cap, newcomers get 53300 rather than everyone thrashing.
- */
-const MIN_RESIDENCY_MS = 2_000;
+/** How much longer a database may stay idle for each time it came back soon after an idle close. */
+const MAX_IDLE_STRETCH = 4;
 
 class LeaseImpl implements Lease {
   terminate: (() => void) | undefined;
@@ -71,6 +67,11 @@ export { Database };
 
 export class DatabaseRegistry {
   private readonly entries = new Map<string, Entry>();
+  /**
+   * Hysteresis for idle closes: a database reopened soon after its idle close gets a longer idle
+   * timeout next time, so a database used every few minutes is not closed and reopened each time.
+   */
+  private readonly idleStretch = new Map<string, { closedAt: number; factor: number }>();
   private closing = false;
   /** Stands in for the database while a lease waits for the open. */
   private readonly pending = undefined as unknown as Database;
@@ -94,12 +95,17 @@ export class DatabaseRegistry {
     }
     if (!entry) {
       const now = Date.now();
+      const stretch = this.idleStretch.get(record.id);
+      if (stretch && now - stretch.closedAt < this.opts.idleTimeoutMs * stretch.factor) {
+        stretch.factor = Math.min(stretch.factor * 2, MAX_IDLE_STRETCH);
+      } else {
+        this.idleStretch.delete(record.id);
+      }
       entry = {
         opening: this.open(record),
         clients: new Set(),
         idleTimer: undefined,
         lastUsed: now,
-        openedAt: now,
       };
       const created = entry;
       this.entries.set(record.id, created);
@@ -153,8 +159,18 @@ export class DatabaseRegistry {
     entry.clients.delete(lease);
     entry.lastUsed = Date.now();
     if (entry.clients.size > 0 || this.closing) return;
-    entry.idleTimer = setTimeout(() => void this.close(id), this.opts.idleTimeoutMs);
+    const factor = this.idleStretch.get(id)?.factor ?? 1;
+    entry.idleTimer = setTimeout(() => void this.closeIdle(id, factor), this.opts.idleTimeoutMs * factor);
     entry.idleTimer.unref();
+  }
+
+  private async closeIdle(id: string, factor: number): Promise<void> {
+    this.idleStretch.delete(id);
+    this.idleStretch.set(id, { closedAt: Date.now(), factor });
+    // Bounded memory: forget the oldest entries.
+    if (this.idleStretch.size > 10_000)
+      this.idleStretch.delete(this.idleStretch.keys().next().value as string);
+    await this.close(id);
   }
 
   private overCapacity(): boolean {
@@ -168,9 +184,8 @@ export class DatabaseRegistry {
    */
   private async makeRoom(): Promise<void> {
     while (this.overCapacity()) {
-      const now = Date.now();
       const victim = [...this.entries.entries()]
-        .filter(([, e]) => e.clients.size === 0 && now - e.openedAt >= MIN_RESIDENCY_MS)
+        .filter(([, e]) => e.clients.size === 0)
         .sort(([, a], [, b]) => a.lastUsed - b.lastUsed)[0];
       if (!victim) throw errors.tooManyOpenDatabases();
       this.opts.logger.info({ db: victim[0] }, 'evicting database to make room');
