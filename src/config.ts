@@ -88,6 +88,8 @@ const EnvSchema = z.object({
   IDLE_IN_TRANSACTION_TIMEOUT: duration('60s'),
   /** A database without clients for this long is closed (its memory freed). */
   IDLE_TIMEOUT: duration('5m'),
+  /** Ready-made copies of the template kept in DATA_DIR/_spare so creating a database is instant. */
+  SPARE_DATABASES: int(2),
   /** Databases open at once; beyond it the least recently used idle one is closed. */
   MAX_OPEN_DATABASES: int(100, 1),
   /** Process memory (RSS) above which idle databases are closed before another opens; 0 = no limit. */
@@ -129,6 +131,7 @@ export type Config = Readonly<{
   drainTimeoutMs: number;
   idleTimeoutMs: number;
   maxOpenDatabases: number;
+  spareDatabases: number;
   maxMemoryBytes: number;
   nodeId: string;
   log: Readonly<{ level: string; pretty: boolean }>;
@@ -182,6 +185,7 @@ export function loadConfig(
     drainTimeoutMs: e.DRAIN_TIMEOUT,
     idleTimeoutMs: e.IDLE_TIMEOUT,
     maxOpenDatabases: e.MAX_OPEN_DATABASES,
+    spareDatabases: e.SPARE_DATABASES,
     maxMemoryBytes: e.MAX_MEMORY,
     nodeId: e.NODE_ID,
     log: Object.freeze({

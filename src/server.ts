@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import { acquireDataDirLock } from './databases/dir-lock.js';
 import { DatabaseManager } from './databases/manager.js';
 import { DatabaseRegistry } from './databases/registry.js';
+import { TemplateSpares } from './databases/spares.js';
 import { ensureTemplate } from './databases/template.js';
 import { ScramLookup } from './gateway/auth.js';
 import { CancelKeys } from './gateway/cancel.js';
@@ -56,9 +57,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       logger,
     });
     cleanups.push(() => registry.closeAll());
+    const spares = new TemplateSpares(
+      config.templateDir,
+      path.join(config.dataDir, '_spare'),
+      config.spareDatabases,
+      logger,
+    );
+    await spares.start();
+    cleanups.push(() => spares.idle());
     const manager = new DatabaseManager({
       catalog,
       registry,
+      spares,
       dataDir: config.dataDir,
       templateDir: config.templateDir,
     });

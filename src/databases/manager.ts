@@ -5,6 +5,7 @@ import type { Catalog, DatabaseRecord, PoolMode } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
 import { databasePath, isValidDatabaseId } from '../gateway/routing.js';
 import type { DatabaseRegistry } from './registry.js';
+import type { TemplateSpares } from './spares.js';
 import { createFromTemplate } from './template.js';
 
 /**
@@ -36,6 +37,8 @@ export class DatabaseManager {
       templateDir: string;
       /** Absent when the CLI works on a stopped server's data directory. */
       registry?: DatabaseRegistry;
+      /** Ready-made template copies that make create instant; absent = copy each time. */
+      spares?: TemplateSpares;
     },
   ) {}
 
@@ -56,7 +59,9 @@ export class DatabaseManager {
       scram,
     });
     try {
-      await createFromTemplate(this.deps.templateDir, databasePath(this.deps.dataDir, id));
+      const dest = databasePath(this.deps.dataDir, id);
+      if (this.deps.spares) await this.deps.spares.take(dest);
+      else await createFromTemplate(this.deps.templateDir, dest);
     } catch (err) {
       await this.deps.catalog.deleteDatabase(id);
       throw err;
