@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './engine-worker.js';
-import type { PgliteArtifacts } from './pglite-open.js';
+import type { PgliteArtifacts, WasmModule } from './pglite-open.js';
 
 export { READ_ONLY_ROLE, REPORTED_PARAMETERS } from './pglite-open.js';
 
@@ -55,9 +55,8 @@ function workerUrl(): URL {
 }
 
 /** Node's types lack WebAssembly as a value outside the DOM lib. */
-const wasm = (
-  globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WebAssembly.Module> } }
-).WebAssembly;
+const wasm = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WasmModule> } })
+  .WebAssembly;
 
 class WorkerEngine implements Engine {
   private nextId = 1;

@@ -1,13 +1,16 @@
-import { PGlite } from '@electric-sql/pglite';
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 
 /**
  * Opening one PGlite with the gateway's settings. Runs inside a database's worker thread; the
  * compiled WASM modules and the FS bundle come from the parent so they are built once per process.
  */
 
+/** A compiled WebAssembly.Module, typed through PGlite's options (Node's types lack the namespace). */
+export type WasmModule = NonNullable<PGliteOptions['pgliteWasmModule']>;
+
 export interface PgliteArtifacts {
-  pgliteWasmModule: WebAssembly.Module;
-  initdbWasmModule: WebAssembly.Module;
+  pgliteWasmModule: WasmModule;
+  initdbWasmModule: WasmModule;
   fsBundle: Blob;
 }
 
