@@ -30,6 +30,28 @@ export interface CreateDatabaseInput {
   scram: ScramSha256Data;
 }
 
+/**
+ * One archived snapshot of a database: the immutable object `<id>/<version>.tar.gz` in the archive
+ * store. Recorded only after the upload completed and was verified.
+ */
+export interface VersionRecord {
+  databaseId: string;
+  /** Sortable, unique: `YYYYMMDDTHHMMSSmmmZ-<8 hex>` (see `storage/snapshots.ts`). */
+  version: string;
+  /** Hex sha256 of the archived bytes (the .tar.gz as stored). */
+  sha256: string;
+  /** Size in bytes of the archived object. */
+  sizeBytes: number;
+  createdAt: Date;
+}
+
+export interface AddVersionInput {
+  databaseId: string;
+  version: string;
+  sha256: string;
+  sizeBytes: number;
+}
+
 export interface Catalog {
   /** Creates the schema if needed; idempotent and safe for several nodes at once. */
   migrate(): Promise<void>;
@@ -46,6 +68,16 @@ export interface Catalog {
   getCredential(databaseId: string, username: string): Promise<CredentialRecord | undefined>;
   /** Inserts or replaces the verifier for (database, user); false when the database does not exist. */
   setCredential(databaseId: string, username: string, scram: ScramSha256Data): Promise<boolean>;
+  /**
+   * Records an archived version. Returns undefined when the database does not exist; throws
+   * `CatalogConflictError` when (database, version) is already recorded.
+   */
+  addVersion(input: AddVersionInput): Promise<VersionRecord | undefined>;
+  /** The database's versions, newest first. */
+  listVersions(databaseId: string): Promise<VersionRecord[]>;
+  getVersion(databaseId: string, version: string): Promise<VersionRecord | undefined>;
+  /** Returns false when there was no such version. */
+  deleteVersion(databaseId: string, version: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

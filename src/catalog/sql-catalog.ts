@@ -1,5 +1,6 @@
 import type { ScramSha256Data } from 'pg-gateway';
 import {
+  type AddVersionInput,
   type Catalog,
   CatalogConflictError,
   type CreateDatabaseInput,
@@ -7,6 +8,7 @@ import {
   type DatabaseRecord,
   type PoolMode,
   type SqlClient,
+  type VersionRecord,
 } from './catalog.js';
 
 /**
@@ -32,6 +34,17 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
       server_key text not null,
       updated_at timestamptz not null default now(),
       primary key (database_id, username)
+    )`,
+  ],
+  [
+    // Archived snapshots (storage/snapshots.ts): one row per immutable object <id>/<version>.tar.gz.
+    `create table if not exists gateway_versions (
+      database_id text not null references gateway_databases (id) on delete cascade,
+      version text not null,
+      sha256 text not null,
+      size_bytes bigint not null,
+      created_at timestamptz not null default now(),
+      primary key (database_id, version)
     )`,
   ],
 ];
@@ -70,8 +83,17 @@ interface CredentialRow {
   server_key: string;
 }
 
+interface VersionRow {
+  database_id: string;
+  version: string;
+  sha256: string;
+  size_bytes: number | string | bigint;
+  created_at: Date | string;
+}
+
 const DATABASE_COLUMNS = 'id, read_only, pool_mode, created_at';
 const CREDENTIAL_COLUMNS = 'database_id, username, salt, iterations, stored_key, server_key';
+const VERSION_COLUMNS = 'database_id, version, sha256, size_bytes, created_at';
 
 function toDatabase(row: DatabaseRow): DatabaseRecord {
   return {
@@ -92,6 +114,17 @@ function toCredential(row: CredentialRow): CredentialRecord {
       storedKey: row.stored_key,
       serverKey: row.server_key,
     },
+  };
+}
+
+function toVersion(row: VersionRow): VersionRecord {
+  return {
+    databaseId: row.database_id,
+    version: row.version,
+    sha256: row.sha256,
+    // bigint: `pg` returns it as a string, PGlite as a number or BigInt.
+    sizeBytes: Number(row.size_bytes),
+    createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
   };
 }
 
@@ -224,6 +257,50 @@ export class SqlCatalog implements Catalog {
       if (sqlState(err) === SQLSTATE_FOREIGN_KEY_VIOLATION) return false;
       throw err;
     }
+  }
+
+  async addVersion(input: AddVersionInput): Promise<VersionRecord | undefined> {
+    try {
+      const { rows } = await this.sql.query<VersionRow>(
+        `insert into gateway_versions (database_id, version, sha256, size_bytes)
+         select $1::text, $2::text, $3::text, $4::bigint
+         where exists (select 1 from gateway_databases where id = $1)
+         returning ${VERSION_COLUMNS}`,
+        [input.databaseId, input.version, input.sha256, input.sizeBytes],
+      );
+      return rows[0] && toVersion(rows[0]);
+    } catch (err) {
+      if (sqlState(err) === SQLSTATE_FOREIGN_KEY_VIOLATION) return undefined;
+      if (sqlState(err) === SQLSTATE_UNIQUE_VIOLATION) {
+        throw new CatalogConflictError(`version "${input.version}" of "${input.databaseId}" already exists`);
+      }
+      throw err;
+    }
+  }
+
+  async listVersions(databaseId: string): Promise<VersionRecord[]> {
+    const { rows } = await this.sql.query<VersionRow>(
+      `select ${VERSION_COLUMNS} from gateway_versions where database_id = $1
+       order by created_at desc, version desc`,
+      [databaseId],
+    );
+    return rows.map(toVersion);
+  }
+
+  async getVersion(databaseId: string, version: string): Promise<VersionRecord | undefined> {
+    const { rows } = await this.sql.query<VersionRow>(
+      `select ${VERSION_COLUMNS} from gateway_versions where database_id = $1 and version = $2`,
+      [databaseId, version],
+    );
+    return rows[0] && toVersion(rows[0]);
+  }
+
+  async deleteVersion(databaseId: string, version: string): Promise<boolean> {
+    const { rows } = await this.sql.query(
+      'delete from gateway_versions where database_id = $1 and version = $2 returning version',
+      [databaseId, version],
+    );
+    return rows.length > 0;
   }
 
   close(): Promise<void> {

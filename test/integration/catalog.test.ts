@@ -73,6 +73,7 @@ async function dumpTables(client: SqlClient): Promise<string> {
     'gateway_credentials',
     'gateway_databases',
     'gateway_schema_version',
+    'gateway_versions',
   ]);
   const dumps = await Promise.all(tables.map((t) => client.query(`select * from ${t.name}`)));
   return JSON.stringify(dumps.map((d) => d.rows));
@@ -220,6 +221,71 @@ describe.each([embedded(), external()])('$name catalog', (backend) => {
     expect(invalid).toMatchObject({ code: '23514' });
     // PGlite attaches bound parameters to errors; the embedded client scrubs them (verifiers).
     expect((invalid as { params?: unknown }).params).toBeUndefined();
+  });
+
+  describe('versions', () => {
+    const sha = (c: string) => c.repeat(64);
+
+    it('adds, gets, lists newest first and deletes versions', async () => {
+      await catalog.createDatabase({
+        id: 'ver',
+        username: 'u',
+        scram: await createScramSha256Data(PASSWORD),
+      });
+      expect(await catalog.listVersions('ver')).toEqual([]);
+      const a = await catalog.addVersion({
+        databaseId: 'ver',
+        version: '20260101T000000000Z-aaaaaaaa',
+        sha256: sha('a'),
+        sizeBytes: 4_500_000,
+      });
+      expect(a).toEqual({
+        databaseId: 'ver',
+        version: '20260101T000000000Z-aaaaaaaa',
+        sha256: sha('a'),
+        sizeBytes: 4_500_000,
+        createdAt: expect.any(Date),
+      });
+      // Larger than 2^32: bigint survives the round trip as a number.
+      const b = await catalog.addVersion({
+        databaseId: 'ver',
+        version: '20260101T000001000Z-bbbbbbbb',
+        sha256: sha('b'),
+        sizeBytes: 6_000_000_000,
+      });
+      expect(b?.sizeBytes).toBe(6_000_000_000);
+      expect(await catalog.getVersion('ver', a?.version ?? '')).toEqual(a);
+      expect(await catalog.getVersion('ver', 'nope')).toBeUndefined();
+      expect((await catalog.listVersions('ver')).map((v) => v.version)).toEqual([b?.version, a?.version]);
+
+      expect(await catalog.deleteVersion('ver', a?.version ?? '')).toBe(true);
+      expect(await catalog.deleteVersion('ver', a?.version ?? '')).toBe(false);
+      expect(await catalog.listVersions('ver')).toEqual([b]);
+    });
+
+    it('refuses duplicates and unknown databases, and cascades on delete', async () => {
+      await catalog.createDatabase({
+        id: 'ver2',
+        username: 'u',
+        scram: await createScramSha256Data(PASSWORD),
+      });
+      const input = {
+        databaseId: 'ver2',
+        version: '20260101T000000000Z-cccccccc',
+        sha256: sha('c'),
+        sizeBytes: 1,
+      };
+      await catalog.addVersion(input);
+      await expect(catalog.addVersion({ ...input, sha256: sha('d') })).rejects.toBeInstanceOf(
+        CatalogConflictError,
+      );
+      expect((await catalog.getVersion('ver2', input.version))?.sha256).toBe(sha('c'));
+      expect(await catalog.addVersion({ ...input, databaseId: 'no-such-db' })).toBeUndefined();
+
+      expect(await catalog.deleteDatabase('ver2')).toBe(true);
+      const { rows } = await client.query('select * from gateway_versions where database_id = $1', ['ver2']);
+      expect(rows).toEqual([]);
+    });
   });
 
   it('keeps data across close and reopen', async () => {

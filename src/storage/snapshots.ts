@@ -1,0 +1,551 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { cp, lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Catalog, VersionRecord } from '../catalog/catalog.js';
+import type { Logger } from '../log.js';
+import {
+  ArchiveKeyExistsError,
+  ArchiveNotFoundError,
+  type ArchiveStore,
+  backoffMs,
+  sleep,
+  withRetries,
+} from './archive.js';
+import {
+  ChecksumMismatchError,
+  Digest,
+  installDir,
+  type PgDataIdentity,
+  packToFile,
+  type StagedDir,
+  stageTarball,
+  writeAll,
+} from './tarball.js';
+
+/**
+ * Versions of databases in the archive. Every snapshot is a new immutable object
+ * `<id>/<version>.tar.gz`, recorded in the catalog (with its sha256 and size) only after the upload
+ * completed and was verified; the previous good version is never touched, so a failed or
+ * truncated upload cannot make things worse than they were.
+ *
+ * Transfers are spooled through a file in `workDir` (never held in memory): a snapshot is packed
+ * to a file (hashing as it goes), then uploaded from that file, so a dropped upload can be retried
+ * from the start; a download is written to a file and checked against the catalog's sha256 before a
+ * single byte is extracted, so a truncated or corrupted download never reaches the data directory.
+ */
+
+export const DEFAULT_KEEP_VERSIONS = 10;
+
+/** Versions sort by time: `YYYYMMDDTHHMMSSmmmZ-<8 hex>`. */
+export const VERSION_PATTERN = /^\d{8}T\d{9}Z-[0-9a-f]{8}$/;
+
+export function newVersionId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:.]/g, '');
+  return `${stamp}-${randomBytes(4).toString('hex')}`;
+}
+
+export function versionKey(databaseId: string, version: string): string {
+  return `${databaseId}/${version}.tar.gz`;
+}
+
+export class VersionNotFoundError extends Error {
+  override readonly name = 'VersionNotFoundError';
+}
+
+/** The uploaded object does not match what was sent (size or checksum); the version is not recorded. */
+export class VerificationError extends Error {
+  override readonly name = 'VerificationError';
+}
+
+/** The database vanished from the catalog while its snapshot was being stored. */
+export class DatabaseGoneError extends Error {
+  override readonly name = 'DatabaseGoneError';
+}
+
+export interface SnapshotsOptions {
+  archive: ArchiveStore;
+  catalog: Pick<Catalog, 'addVersion' | 'listVersions' | 'getVersion' | 'deleteVersion'>;
+  /** Spool files live here: local disk (not tmpfs), e.g. `DATA_DIR/.storage`. Created on demand. */
+  workDir: string;
+  logger: Logger;
+  /** Versions kept per database (KEEP_VERSIONS); older ones are deleted. Default 10, minimum 1. */
+  keepVersions?: number;
+  /** PGDATA identity of this PGlite (`readPgDataIdentity(templateDir)`); fetched and uploaded data must match. */
+  expect?: PgDataIdentity;
+  /** Attempts of a whole upload (with verification) or download (with checksum). Default 3. */
+  attempts?: number;
+  /** First delay between attempts; doubles each time. Default 500 ms. */
+  retryBaseMs?: number;
+  /** After an upload, objects up to this size are downloaded again and their sha256 compared. Default 16 MiB. */
+  readbackMaxBytes?: number;
+  /** gzip level for snapshots. Default 6. */
+  gzipLevel?: number;
+  /** fsync extracted files before their directory is renamed into place. Default true. */
+  fsync?: boolean;
+}
+
+export interface SnapshotOptions {
+  /**
+   * For a database that is open: called first, must make the directory consistent and stable
+   * (hold the session, CHECKPOINT) and return the function that releases it. The directory is
+   * copied while frozen and packed after the release, so clients wait only for the copy.
+   */
+  freeze?: () => Promise<() => void | Promise<void>>;
+  /**
+   * When the packed bytes equal the latest version's (sha256 and size), store nothing and return
+   * that version. Packing is deterministic for unchanged files, but opening a database with
+   * PGlite rewrites some (pg_control, WAL), so this only saves uploads of data nobody opened.
+   */
+  skipIfUnchanged?: boolean;
+}
+
+export interface UploadOptions {
+  /** Largest uncompressed tarball accepted (MAX_UPLOAD_BYTES). */
+  maxBytes: number;
+  /** Also install the uploaded data as the local copy at this path. */
+  destDir?: string;
+  /** With `destDir`: replace an existing local copy. Default false (then `destDir` must not exist). */
+  replace?: boolean;
+}
+
+/** Names `siblingTemp()` gives the temporary directories of extraction and replacement. */
+const TEMPORARY_SIBLING = /^\.[a-z0-9][a-z0-9-]*\.(extract|old)-[0-9a-f]{12}$/;
+
+/** A size beyond any real PGDATA: fetched data is trusted by checksum, not by size. */
+const NO_SIZE_LIMIT = Number.MAX_SAFE_INTEGER;
+
+export class Snapshots {
+  private readonly archive: ArchiveStore;
+  private readonly catalog: SnapshotsOptions['catalog'];
+  private readonly logger: Logger;
+  private readonly keepVersions: number;
+  private readonly attempts: number;
+  private readonly retryBaseMs: number;
+  private readonly readbackMaxBytes: number;
+  /** In-flight fetches, keyed by database and destination: concurrent callers share one. */
+  private readonly fetching = new Map<string, Promise<VersionRecord>>();
+  /** Per-database chain serialising writes (snapshot, restore, upload, clone target). */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly opts: SnapshotsOptions) {
+    this.archive = opts.archive;
+    this.catalog = opts.catalog;
+    this.logger = opts.logger;
+    this.keepVersions = Math.max(1, opts.keepVersions ?? DEFAULT_KEEP_VERSIONS);
+    this.attempts = Math.max(1, opts.attempts ?? 3);
+    this.retryBaseMs = opts.retryBaseMs ?? 500;
+    this.readbackMaxBytes = opts.readbackMaxBytes ?? 16 * 1024 * 1024;
+  }
+
+  describe(): string {
+    return this.archive.describe();
+  }
+
+  /** The database's versions, newest first. */
+  list(id: string): Promise<VersionRecord[]> {
+    return this.catalog.listVersions(id);
+  }
+
+  async latest(id: string): Promise<VersionRecord | undefined> {
+    return (await this.catalog.listVersions(id))[0];
+  }
+
+  /**
+   * Makes sure `dataDir` holds the database: 'present' when it already does, 'fetched' after
+   * downloading the latest version, 'absent' when the archive has no version of it either.
+   */
+  async ensureLocal(id: string, dataDir: string): Promise<'present' | 'fetched' | 'absent'> {
+    if (await exists(path.join(dataDir, 'PG_VERSION'))) return 'present';
+    if (!(await this.latest(id))) return 'absent';
+    await this.fetch(id, dataDir);
+    return 'fetched';
+  }
+
+  /** Packs `dataDir` and stores it as a new version. The directory must not change meanwhile (see `freeze`). */
+  snapshot(id: string, dataDir: string, opts: SnapshotOptions = {}): Promise<VersionRecord> {
+    return this.exclusive(id, async () => {
+      const started = performance.now();
+      await mkdir(this.opts.workDir, { recursive: true });
+      let source = dataDir;
+      let staged: string | undefined;
+      if (opts.freeze) {
+        staged = this.spoolPath(id, 'stage');
+        const release = await opts.freeze();
+        try {
+          await cp(dataDir, staged, { recursive: true });
+        } catch (err) {
+          await rm(staged, { recursive: true, force: true });
+          throw err;
+        } finally {
+          await release();
+        }
+        source = staged;
+      }
+      const spool = this.spoolPath(id, 'up.tar.gz');
+      try {
+        const packed = await packToFile(source, spool, { gzipLevel: this.opts.gzipLevel ?? 6 });
+        if (opts.skipIfUnchanged) {
+          const latest = await this.latest(id);
+          if (latest && latest.sha256 === packed.sha256 && latest.sizeBytes === packed.size) {
+            this.logger.debug({ db: id, version: latest.version }, 'snapshot unchanged; not stored');
+            return latest;
+          }
+        }
+        const record = await this.store(id, spool, packed);
+        this.logger.info(
+          {
+            db: id,
+            version: record.version,
+            bytes: record.sizeBytes,
+            ms: Math.round(performance.now() - started),
+          },
+          'snapshot stored',
+        );
+        return record;
+      } finally {
+        await rm(spool, { force: true });
+        if (staged) await rm(staged, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /**
+   * Downloads a version (the latest by default), verifies it against the catalog's sha256 and
+   * extracts it to `destDir`, which must not exist. Concurrent calls for the same database and
+   * destination share one download. On any failure nothing is left at `destDir`.
+   */
+  fetch(id: string, destDir: string, version?: string): Promise<VersionRecord> {
+    const key = `${id}\0${destDir}\0${version ?? ''}`;
+    const inflight = this.fetching.get(key);
+    if (inflight) return inflight;
+    const run = (async () => {
+      const started = performance.now();
+      const record = await this.resolve(id, version);
+      await this.withStagedVersion(record, destDir, (staged) => installDir(staged.dir, destDir));
+      this.logger.info(
+        {
+          db: id,
+          version: record.version,
+          bytes: record.sizeBytes,
+          ms: Math.round(performance.now() - started),
+        },
+        'database fetched from archive',
+      );
+      return record;
+    })();
+    this.fetching.set(key, run);
+    const forget = () => {
+      if (this.fetching.get(key) === run) this.fetching.delete(key);
+    };
+    run.then(forget, forget);
+    return run;
+  }
+
+  /**
+   * Replaces the local copy at `destDir` with `version` and makes that content the database's
+   * newest version (a copy of the object under a new version id), so the restore survives losing
+   * the local disk. The database must be closed. Returns the new version.
+   */
+  restoreInto(id: string, version: string, destDir: string): Promise<VersionRecord> {
+    return this.exclusive(id, async () => {
+      const record = await this.resolve(id, version);
+      const promoted = await this.withStagedVersion(record, destDir, async (staged, spool) => {
+        const stored = await this.store(id, spool, { sha256: record.sha256, size: record.sizeBytes });
+        await installDir(staged.dir, destDir, { replace: true });
+        return stored;
+      });
+      this.logger.info({ db: id, from: version, version: promoted.version }, 'database restored');
+      return promoted;
+    });
+  }
+
+  /**
+   * Copies a version of `sourceId` (latest when `version` is undefined) into the new database
+   * `newId`: stored as `newId`'s first version and extracted to `destDir` (must not exist).
+   * `newId` must already exist in the catalog.
+   */
+  cloneTo(
+    sourceId: string,
+    version: string | undefined,
+    newId: string,
+    destDir: string,
+  ): Promise<VersionRecord> {
+    return this.exclusive(newId, async () => {
+      if (await exists(destDir)) throw new Error(`destination already exists: ${destDir}`);
+      const record = await this.resolve(sourceId, version);
+      const cloned = await this.withStagedVersion(record, destDir, async (staged, spool) => {
+        const stored = await this.store(newId, spool, { sha256: record.sha256, size: record.sizeBytes });
+        await installDir(staged.dir, destDir);
+        return stored;
+      });
+      this.logger.info({ db: newId, from: sourceId, sourceVersion: record.version }, 'database cloned');
+      return cloned;
+    });
+  }
+
+  /**
+   * Accepts a PGDATA tarball (PGlite `dumpDataDir()` output, gzip or plain, or one of ours),
+   * validates it by extracting it (see `stageTarball`), and stores it, repacked, as a new version.
+   * With `destDir` the extracted data also becomes the local copy.
+   */
+  upload(id: string, body: Readable, opts: UploadOptions): Promise<VersionRecord> {
+    return this.exclusive(id, async () => {
+      const { destDir } = opts;
+      if (destDir && !opts.replace && (await exists(destDir))) {
+        body.destroy();
+        throw new Error(`destination already exists: ${destDir}`);
+      }
+      await mkdir(this.opts.workDir, { recursive: true });
+      const target = destDir ?? path.join(this.opts.workDir, id);
+      const staged = await stageTarball(body, target, {
+        maxBytes: opts.maxBytes,
+        ...this.extractOptions(),
+      });
+      const spool = this.spoolPath(id, 'upload.tar.gz');
+      try {
+        const packed = await packToFile(staged.dir, spool, { gzipLevel: this.opts.gzipLevel ?? 6 });
+        const record = await this.store(id, spool, packed);
+        if (destDir) await installDir(staged.dir, destDir, { replace: opts.replace ?? false });
+        this.logger.info({ db: id, version: record.version, bytes: record.sizeBytes }, 'tarball uploaded');
+        return record;
+      } finally {
+        await rm(spool, { force: true });
+        await rm(staged.dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /**
+   * Removes what an interrupted run left behind: spool files in `workDir`, and the hidden
+   * temporary directories (`.<id>.extract-*`, `.<id>.old-*`) next to the databases in `dataDir`.
+   * Call at startup, while holding the data directory lock, before any fetch or snapshot.
+   */
+  async cleanup(dataDir: string): Promise<number> {
+    let removed = 0;
+    for (const name of await readdir(this.opts.workDir).catch(() => [] as string[])) {
+      await rm(path.join(this.opts.workDir, name), { recursive: true, force: true });
+      removed++;
+    }
+    for (const name of await readdir(dataDir).catch(() => [] as string[])) {
+      if (!TEMPORARY_SIBLING.test(name)) continue;
+      await rm(path.join(dataDir, name), { recursive: true, force: true });
+      removed++;
+    }
+    if (removed > 0) this.logger.info({ removed }, 'removed leftovers of interrupted storage operations');
+    return removed;
+  }
+
+  /** Deletes every archived object of the database (call when the database is deleted). */
+  async purge(id: string): Promise<number> {
+    const objects = await this.archive.list(`${id}/`);
+    for (const object of objects) await this.archive.delete(object.key);
+    return objects.length;
+  }
+
+  // --- internals -------------------------------------------------------------------------------
+
+  private extractOptions() {
+    return {
+      ...(this.opts.expect ? { expect: this.opts.expect } : {}),
+      fsync: this.opts.fsync ?? true,
+    };
+  }
+
+  private spoolPath(id: string, what: string): string {
+    return path.join(this.opts.workDir, `${id}.${randomBytes(6).toString('hex')}.${what}`);
+  }
+
+  private async resolve(id: string, version: string | undefined): Promise<VersionRecord> {
+    if (version !== undefined && !VERSION_PATTERN.test(version)) {
+      throw new VersionNotFoundError(`invalid version id ${JSON.stringify(version)}`);
+    }
+    const record = version ? await this.catalog.getVersion(id, version) : await this.latest(id);
+    if (!record) {
+      throw new VersionNotFoundError(
+        version ? `database "${id}" has no version ${version}` : `database "${id}" has no archived version`,
+      );
+    }
+    return record;
+  }
+
+  private async exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(id, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    }
+  }
+
+  /**
+   * Uploads the spooled archive as a new version, verifies it, records it, applies retention.
+   * Each attempt writes a fresh key; a failed attempt's object is deleted (best effort) and never
+   * recorded, so the latest recorded version stays the last good one.
+   */
+  private async store(
+    id: string,
+    spool: string,
+    packed: { sha256: string; size: number },
+  ): Promise<VersionRecord> {
+    const version = await withRetries(
+      async () => {
+        const candidate = newVersionId();
+        const key = versionKey(id, candidate);
+        try {
+          await this.archive.put(key, () => createReadStream(spool), packed.size);
+          await this.verify(key, packed);
+        } catch (err) {
+          // Only our own (partial or wrong) object can be at this fresh key, unless put refused it.
+          if (!(err instanceof ArchiveKeyExistsError)) await this.archive.delete(key).catch(() => undefined);
+          throw err;
+        }
+        return candidate;
+      },
+      {
+        retries: this.attempts - 1,
+        baseMs: this.retryBaseMs,
+        retryable: (err) => !(err instanceof ArchiveKeyExistsError),
+        onRetry: (err, attempt) =>
+          this.logger.warn(
+            { db: id, attempt: attempt + 1, err: describeError(err) },
+            'snapshot upload failed; retrying',
+          ),
+      },
+    );
+    const record = await this.catalog.addVersion({
+      databaseId: id,
+      version,
+      sha256: packed.sha256,
+      sizeBytes: packed.size,
+    });
+    if (!record) {
+      await this.archive.delete(versionKey(id, version)).catch(() => undefined);
+      throw new DatabaseGoneError(`database "${id}" no longer exists; its snapshot was discarded`);
+    }
+    await this.applyRetention(id);
+    return record;
+  }
+
+  /** Checks the stored object's size, and for small objects its sha256 by reading it back. */
+  private async verify(key: string, expected: { sha256: string; size: number }): Promise<void> {
+    const stored = await this.archive.head(key);
+    if (!stored) throw new VerificationError(`uploaded object ${key} is missing`);
+    if (stored.size !== expected.size) {
+      throw new VerificationError(
+        `uploaded object ${key} has ${stored.size} bytes, expected ${expected.size}`,
+      );
+    }
+    if (expected.size > this.readbackMaxBytes) return;
+    const digest = new Digest();
+    const body = await this.archive.get(key);
+    for await (const chunk of body) digest.update(chunk as Buffer);
+    if (digest.bytes !== expected.size || digest.sha256() !== expected.sha256) {
+      throw new VerificationError(`uploaded object ${key} does not read back as written`);
+    }
+  }
+
+  /** Keeps the newest `keepVersions`; removes the rest from the catalog first, then the archive. */
+  private async applyRetention(id: string): Promise<void> {
+    try {
+      const versions = await this.catalog.listVersions(id);
+      for (const old of versions.slice(this.keepVersions)) {
+        await this.catalog.deleteVersion(id, old.version);
+        // An object whose delete fails is unreferenced, never wrong: it only costs space.
+        await this.archive.delete(versionKey(id, old.version)).catch((err: unknown) => {
+          this.logger.warn(
+            { db: id, version: old.version, err: describeError(err) },
+            'could not delete old version',
+          );
+        });
+      }
+    } catch (err) {
+      this.logger.warn({ db: id, err: describeError(err) }, 'retention failed');
+    }
+  }
+
+  /**
+   * Downloads the version into a spool file (retrying drops, truncation and checksum mismatches)
+   * and returns its path. The file's bytes match the catalog's sha256 and size.
+   */
+  private async download(record: VersionRecord): Promise<string> {
+    await mkdir(this.opts.workDir, { recursive: true });
+    const key = versionKey(record.databaseId, record.version);
+    for (let attempt = 0; ; attempt++) {
+      const spool = this.spoolPath(record.databaseId, 'down.tar.gz');
+      try {
+        const body = await this.archive.get(key);
+        const digest = new Digest();
+        const handle = await open(spool, 'wx', 0o600);
+        try {
+          await writeAll(hashInto(body, digest), handle);
+        } finally {
+          await handle.close();
+        }
+        if (digest.bytes !== record.sizeBytes || digest.sha256() !== record.sha256) {
+          throw new ChecksumMismatchError(
+            `downloaded ${key}: ${digest.bytes} bytes with sha256 ${digest.sha256()}, expected ${record.sizeBytes} bytes with ${record.sha256}`,
+          );
+        }
+        return spool;
+      } catch (err) {
+        await rm(spool, { force: true });
+        if (attempt + 1 >= this.attempts || err instanceof ArchiveNotFoundError) throw err;
+        this.logger.warn(
+          { db: record.databaseId, version: record.version, attempt: attempt + 1, err: describeError(err) },
+          'download failed; retrying',
+        );
+        await sleep(backoffMs(attempt, this.retryBaseMs));
+      }
+    }
+  }
+
+  /** Runs `fn` with the version downloaded (spool) and extracted (staged); cleans both up after. */
+  private async withStagedVersion<T>(
+    record: VersionRecord,
+    target: string,
+    fn: (staged: StagedDir, spool: string) => Promise<T>,
+  ): Promise<T> {
+    const spool = await this.download(record);
+    try {
+      const staged = await stageTarball(createReadStream(spool), target, {
+        maxBytes: NO_SIZE_LIMIT,
+        sha256: record.sha256,
+        ...this.extractOptions(),
+      });
+      try {
+        return await fn(staged, spool);
+      } finally {
+        await rm(staged.dir, { recursive: true, force: true });
+      }
+    } finally {
+      await rm(spool, { force: true });
+    }
+  }
+}
+
+async function* hashInto(body: Readable, digest: Digest): AsyncGenerator<Buffer> {
+  for await (const chunk of body) {
+    const buffer = chunk as Buffer;
+    digest.update(buffer);
+    yield buffer;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A log-safe summary of an error (SDK errors carry large request metadata). */
+export function describeError(err: unknown): { name?: string; message: string; code?: string } {
+  if (!(err instanceof Error)) return { message: String(err) };
+  const code = (err as NodeJS.ErrnoException).code;
+  return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+}
