@@ -1,6 +1,7 @@
 import { hostname, totalmem } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { S3Settings } from './storage/archive.js';
 import { parseBytes, parseDurationMs } from './units.js';
 
 /**
@@ -64,6 +65,22 @@ const EnvSchema = z.object({
   TEMPLATE_DIR: optionalString,
   /** postgres:// URL of an external catalog; unset = embedded PGlite catalog in `DATA_DIR/_catalog`. */
   CATALOG_URL: optionalString,
+  /** Durable copies of databases: unset (local only), file:///dir, or s3://bucket/prefix. */
+  ARCHIVE_URL: optionalString,
+  /** An open database written to is snapshotted to the archive this often; 0 = only on close. */
+  SNAPSHOT_INTERVAL: duration('60s'),
+  /** Snapshot versions kept per database in the archive. */
+  KEEP_VERSIONS: int(10, 1),
+  /** Largest uploaded tarball (uncompressed) accepted by upload. */
+  MAX_UPLOAD_BYTES: bytes('100MB'),
+  /** S3 endpoint for MinIO/Tigris/s3rver (path-style is then used); unset = AWS. */
+  AWS_ENDPOINT_URL_S3: optionalString,
+  AWS_ENDPOINT_URL: optionalString,
+  AWS_REGION: optionalString,
+  AWS_DEFAULT_REGION: optionalString,
+  AWS_ACCESS_KEY_ID: optionalString,
+  AWS_SECRET_ACCESS_KEY: optionalString,
+  AWS_SESSION_TOKEN: optionalString,
   /** Local admin HTTP API port (db commands, /healthz, /metrics); 0 picks a free port. */
   ADMIN_PORT: int(5480),
   /** Address the admin HTTP API binds; keep it on loopback unless ADMIN_TOKEN is set. */
@@ -119,6 +136,13 @@ export type Config = Readonly<{
   dataDir: string;
   templateDir: string;
   catalogUrl: string | undefined;
+  archive: Readonly<{
+    url: string | undefined;
+    s3: Readonly<S3Settings>;
+    snapshotIntervalMs: number;
+    keepVersions: number;
+    maxUploadBytes: number;
+  }>;
   admin: Readonly<{ port: number; host: string; token: string | undefined; socketPath: string }>;
   loginTimeoutMs: number;
   maxMessageSize: number;
@@ -168,6 +192,19 @@ export function loadConfig(
     dataDir,
     templateDir: path.resolve(e.TEMPLATE_DIR ?? path.join(dataDir, '_template')),
     catalogUrl: e.CATALOG_URL,
+    archive: Object.freeze({
+      url: e.ARCHIVE_URL,
+      s3: Object.freeze({
+        endpoint: e.AWS_ENDPOINT_URL_S3 ?? e.AWS_ENDPOINT_URL,
+        region: e.AWS_REGION ?? e.AWS_DEFAULT_REGION ?? 'us-east-1',
+        accessKeyId: e.AWS_ACCESS_KEY_ID,
+        secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
+        sessionToken: e.AWS_SESSION_TOKEN,
+      }),
+      snapshotIntervalMs: e.SNAPSHOT_INTERVAL,
+      keepVersions: e.KEEP_VERSIONS,
+      maxUploadBytes: e.MAX_UPLOAD_BYTES,
+    }),
     admin: Object.freeze({
       port: e.ADMIN_PORT,
       host: e.ADMIN_HOST,

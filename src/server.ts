@@ -4,6 +4,7 @@ import { Registry } from 'prom-client';
 import { type Catalog, openCatalog } from './catalog/index.js';
 import { connectionDefaults } from './cli/connection-info.js';
 import type { Config } from './config.js';
+import { Archiving } from './databases/archiving.js';
 import { acquireDataDirLock } from './databases/dir-lock.js';
 import { DatabaseManager } from './databases/manager.js';
 import { DatabaseRegistry } from './databases/registry.js';
@@ -12,10 +13,14 @@ import { ensureTemplate } from './databases/template.js';
 import { ScramLookup } from './gateway/auth.js';
 import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
+import { databasePath } from './gateway/routing.js';
 import { loadSecureContext } from './gateway/tls.js';
 import { createAdminApp } from './http/app.js';
 import { startAdmin } from './http/server.js';
 import type { Logger } from './log.js';
+import { openArchive } from './storage/archive.js';
+import { Snapshots } from './storage/snapshots.js';
+import { readPgDataIdentity } from './storage/tarball.js';
 
 /** A running node: the Postgres listener plus what it needs. Used by `serve` and by tests. */
 export interface RunningServer {
@@ -47,6 +52,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       onError: (err) => logger.error({ err }, 'catalog connection error'),
     });
     cleanups.push(() => catalog.close());
+    const archiving = await openArchiving(config, catalog, logger);
+    if (archiving) cleanups.push(() => archiving.close());
     const registry = new DatabaseRegistry({
       dataDir: config.dataDir,
       maxClientsPerDb: config.maxClientsPerDb,
@@ -55,8 +62,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       maxOpenDatabases: config.maxOpenDatabases,
       maxMemoryBytes: config.maxMemoryBytes,
       logger,
+      ...(archiving
+        ? { materialize: archiving.archiving.materialize, afterClose: archiving.archiving.afterClose }
+        : {}),
     });
     cleanups.push(() => registry.closeAll());
+    archiving?.archiving.start(registry);
+    if (archiving) cleanups.push(() => archiving.archiving.stop());
     const spares = new TemplateSpares(
       config.templateDir,
       path.join(config.dataDir, '_spare'),
@@ -69,6 +81,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       catalog,
       registry,
       spares,
+      ...(archiving ? { snapshots: archiving.snapshots } : {}),
       dataDir: config.dataDir,
       templateDir: config.templateDir,
     });
@@ -126,4 +139,27 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** The archive (ARCHIVE_URL) and write-back of databases to it; undefined when local only. */
+async function openArchiving(config: Config, catalog: Catalog, logger: Logger) {
+  const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
+  if (!archive) return undefined;
+  const snapshots = new Snapshots({
+    archive,
+    catalog,
+    workDir: path.join(config.dataDir, '.storage'),
+    logger: logger.child({ mod: 'storage' }),
+    keepVersions: config.archive.keepVersions,
+    expect: await readPgDataIdentity(config.templateDir),
+  });
+  await snapshots.cleanup(config.dataDir);
+  const archiving = new Archiving({
+    snapshots,
+    dataDirOf: (id) => databasePath(config.dataDir, id),
+    intervalMs: config.archive.snapshotIntervalMs,
+    logger,
+  });
+  logger.info({ archive: archive.describe() }, 'archive enabled');
+  return { snapshots, archiving, close: () => archive.close() };
 }

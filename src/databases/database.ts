@@ -2,9 +2,10 @@ import { query } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
 import type { Engine } from './engine.js';
 import { DatabaseHold } from './hold.js';
-import { TRACKED_SETTINGS } from './parameters.js';
+import { firstRow, TRACKED_SETTINGS } from './parameters.js';
 
 const CHECKPOINT = query('CHECKPOINT');
+const WAL_LSN = query('SELECT pg_catalog.pg_current_wal_lsn()::text');
 
 /**
  * One open database: its engine (a PGlite in a worker), the hold that serialises its clients, and
@@ -84,10 +85,28 @@ export class Database {
     return this.restarting;
   }
 
-  /** Checkpoints (so the files on disk are complete without WAL replay) and closes. */
-  async close(): Promise<void> {
+  /**
+   * The WAL position the archive copy corresponds to: set at open (the local copy came from the
+   * archive or was already there) and at each snapshot. A database whose WAL has not moved past
+   * it has nothing new to archive.
+   */
+  archivedLsn: string | undefined;
+
+  /** The current WAL insert position. Call only while holding the session (or with no clients). */
+  async walLsn(): Promise<string | undefined> {
+    const row = firstRow(await this.current.exec(WAL_LSN).catch(() => new Uint8Array()));
+    return row?.[0] ?? undefined;
+  }
+
+  /**
+   * Checkpoints (so the files on disk are complete without WAL replay) and closes. Returns whether
+   * anything was written since the archived position.
+   */
+  async close(): Promise<{ written: boolean }> {
     await this.ready().catch(() => undefined);
+    const lsn = await this.walLsn();
     await this.current.exec(CHECKPOINT).catch(() => undefined);
     await this.current.close();
+    return { written: lsn === undefined || lsn !== this.archivedLsn };
   }
 }

@@ -4,6 +4,7 @@ import { createScramSha256Data } from 'pg-gateway';
 import type { Catalog, DatabaseRecord, PoolMode } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
 import { databasePath, isValidDatabaseId } from '../gateway/routing.js';
+import type { Snapshots } from '../storage/snapshots.js';
 import type { DatabaseRegistry } from './registry.js';
 import type { TemplateSpares } from './spares.js';
 import { createFromTemplate } from './template.js';
@@ -39,6 +40,8 @@ export class DatabaseManager {
       registry?: DatabaseRegistry;
       /** Ready-made template copies that make create instant; absent = copy each time. */
       spares?: TemplateSpares;
+      /** The archive's versions, when ARCHIVE_URL is set. */
+      snapshots?: Snapshots;
     },
   ) {}
 
@@ -62,8 +65,12 @@ export class DatabaseManager {
       const dest = databasePath(this.deps.dataDir, id);
       if (this.deps.spares) await this.deps.spares.take(dest);
       else await createFromTemplate(this.deps.templateDir, dest);
+      // Archive it at once, so another node never takes a missing archive for an empty database.
+      await this.deps.snapshots?.snapshot(id, dest);
     } catch (err) {
+      // Nothing half-made stays behind: no catalog entry, no directory.
       await this.deps.catalog.deleteDatabase(id);
+      await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
       throw err;
     }
     return { database, username, password };
@@ -83,6 +90,7 @@ export class DatabaseManager {
   async delete(id: string): Promise<void> {
     await this.get(id);
     await this.deps.registry?.close(id);
+    await this.deps.snapshots?.purge(id);
     await this.deps.catalog.deleteDatabase(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
   }

@@ -22,8 +22,10 @@ export interface RegistryOptions {
   /** Process RSS above which idle databases are evicted before another opens; 0 = no limit. */
   maxMemoryBytes: number;
   logger: Logger;
-  /** Runs after a database closed (snapshot to the archive, for instance). */
-  afterClose?: (id: string) => Promise<void>;
+  /** Makes sure the PGDATA is local before an open (fetch from the archive); 'absent' = none anywhere. */
+  materialize?: (id: string, dir: string) => Promise<'present' | 'fetched' | 'absent'>;
+  /** Runs after a database closed, before it may open again (snapshot to the archive). */
+  afterClose?: (id: string, dir: string, written: boolean) => Promise<void>;
   /** Replaceable for tests of the registry itself. */
   openEngine?: typeof openEngine;
 }
@@ -72,7 +74,9 @@ export class DatabaseRegistry {
    * timeout next time, so a database used every few minutes is not closed and reopened each time.
    */
   private readonly idleStretch = new Map<string, { closedAt: number; factor: number }>();
-  private closing = false;
+  private shuttingDown = false;
+  /** Databases closing (and being snapshotted): a new open waits so no one writes mid-tarball. */
+  private readonly closing = new Map<string, Promise<void>>();
   /** Stands in for the database while a lease waits for the open. */
   private readonly pending = undefined as unknown as Database;
 
@@ -87,7 +91,8 @@ export class DatabaseRegistry {
 
   /** Reserves a client slot and returns the (possibly just opened) database. */
   async connect(record: DatabaseRecord): Promise<Lease> {
-    if (this.closing) throw errors.shuttingDown();
+    if (this.shuttingDown) throw errors.shuttingDown();
+    await this.closing.get(record.id);
     let entry = this.entries.get(record.id);
     if (!entry) {
       await this.makeRoom();
@@ -130,6 +135,7 @@ export class DatabaseRegistry {
 
   private async open(record: DatabaseRecord): Promise<Database> {
     const dir = databasePath(this.opts.dataDir, record.id);
+    await this.opts.materialize?.(record.id, dir);
     const exists = await stat(`${dir}/PG_VERSION`).then(
       () => true,
       () => false,
@@ -143,7 +149,7 @@ export class DatabaseRegistry {
       { db: record.id, ms: Math.round(performance.now() - started), readOnly: record.readOnly },
       'database opened',
     );
-    return new Database(
+    const database = new Database(
       record.id,
       engine,
       open,
@@ -151,6 +157,8 @@ export class DatabaseRegistry {
       this.opts.queryWaitTimeoutMs,
       this.opts.logger,
     );
+    database.archivedLsn = await database.walLsn();
+    return database;
   }
 
   private leave(id: string, lease: LeaseImpl): void {
@@ -158,7 +166,7 @@ export class DatabaseRegistry {
     if (!entry) return;
     entry.clients.delete(lease);
     entry.lastUsed = Date.now();
-    if (entry.clients.size > 0 || this.closing) return;
+    if (entry.clients.size > 0 || this.shuttingDown) return;
     const factor = this.idleStretch.get(id)?.factor ?? 1;
     entry.idleTimer = setTimeout(() => void this.closeIdle(id, factor), this.opts.idleTimeoutMs * factor);
     entry.idleTimer.unref();
@@ -194,25 +202,37 @@ export class DatabaseRegistry {
   }
 
   /** Terminates the database's clients and closes it (delete, restore, shutdown). */
-  async close(id: string): Promise<void> {
+  close(id: string): Promise<void> {
     const entry = this.entries.get(id);
-    if (!entry) return;
+    if (!entry) return this.closing.get(id) ?? Promise.resolve();
     this.entries.delete(id);
+    const done = this.closeEntry(id, entry).finally(() => this.closing.delete(id));
+    this.closing.set(id, done);
+    return done;
+  }
+
+  /** The open databases, for periodic snapshots. */
+  async openDatabases(): Promise<Database[]> {
+    const all = await Promise.all([...this.entries.values()].map((e) => e.opening.catch(() => undefined)));
+    return all.filter((d): d is Database => d !== undefined);
+  }
+
+  private async closeEntry(id: string, entry: Entry): Promise<void> {
     clearTimeout(entry.idleTimer);
     for (const lease of entry.clients) lease.terminate?.();
     const database = await entry.opening.catch(() => undefined);
     if (!database) return;
-    await database.close();
+    const { written } = await database.close();
     this.stats.closes++;
     this.opts.logger.info({ db: id }, 'database closed');
     await this.opts
-      .afterClose?.(id)
+      .afterClose?.(id, databasePath(this.opts.dataDir, id), written)
       .catch((err) => this.opts.logger.error({ err, db: id }, 'after-close step failed'));
   }
 
   /** Stops accepting clients and closes every database. */
   async closeAll(): Promise<void> {
-    this.closing = true;
+    this.shuttingDown = true;
     await Promise.all([...this.entries.keys()].map((id) => this.close(id)));
   }
 }
