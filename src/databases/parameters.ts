@@ -1,4 +1,4 @@
-import { Backend } from '../gateway/protocol.js';
+import { Backend, parameterStatus } from '../gateway/protocol.js';
 import { backendMessages } from './backend-scan.js';
 
 /**
@@ -68,4 +68,73 @@ export function switchSettingsSql(
     else if (current.get(name) !== want) statements.push(`SET ${ident(name)} TO ${literal(want)}`);
   }
   return statements.length > 0 ? statements.join('; ') : undefined;
+}
+
+/** The parts of a database the settings of its clients are tracked against. */
+interface SharedSettings {
+  settings: Map<string, string>;
+  readonly defaults: ReadonlyMap<string, string>;
+  readonly reported: ReadonlySet<string>;
+}
+
+/**
+ * One client's settings: what it asked for, and whether a statement since the last read-back may
+ * have changed them (inside a transaction they are read again when it ends: ROLLBACK undoes SET).
+ */
+export class ClientSettings {
+  private readonly wanted: Map<string, string>;
+  private dirty = true;
+  private recheck = false;
+
+  constructor(initial: Readonly<Record<string, string>>) {
+    this.wanted = new Map(Object.entries(initial));
+  }
+
+  /** SQL that gives the shared session this client's settings, if any differ. */
+  switchSql(db: SharedSettings): string | undefined {
+    return switchSettingsSql(db.settings, this.wanted, db.defaults);
+  }
+
+  /** After switchSql ran: the session now has this client's settings (read back to normalise). */
+  switched(db: SharedSettings): void {
+    db.settings = new Map(db.defaults);
+    for (const [k, v] of this.wanted) db.settings.set(k, v);
+    this.dirty = true;
+  }
+
+  noteStatement(changes: boolean): void {
+    if (changes) this.dirty = true;
+  }
+
+  /** DISCARD ALL: back to the defaults. */
+  reset(): void {
+    this.wanted.clear();
+    this.dirty = true;
+  }
+
+  due(status: 'I' | 'T' | 'E'): boolean {
+    return this.dirty || (this.recheck && status === 'I');
+  }
+
+  /** The names to read back and the query doing it. */
+  readBack(db: SharedSettings, status: 'I' | 'T' | 'E'): { names: string[]; sql: string } {
+    this.dirty = false;
+    this.recheck = status !== 'I';
+    const names = [...new Set([...db.defaults.keys(), ...this.wanted.keys()])];
+    return { names, sql: readSettingsSql(names) };
+  }
+
+  /** Records read-back values; returns ParameterStatus messages for reported values that changed. */
+  apply(db: SharedSettings, names: string[], values: (string | null)[]): Buffer[] {
+    const reports: Buffer[] = [];
+    names.forEach((name, i) => {
+      const value = values[i];
+      if (value === null || value === undefined) return;
+      const before = this.wanted.get(name) ?? db.defaults.get(name);
+      db.settings.set(name, value);
+      if (value !== db.defaults.get(name) || this.wanted.has(name)) this.wanted.set(name, value);
+      if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
+    });
+    return reports;
+  }
 }

@@ -2,7 +2,6 @@ import { errors, GatewayError, toClientError } from '../errors.js';
 import {
   errorResponse,
   Frontend,
-  parameterStatus,
   query,
   readyForQuery,
   type TransactionStatus,
@@ -11,7 +10,7 @@ import type { Logger } from '../log.js';
 import { lastReadyStatus, splitCopyIn } from './backend-scan.js';
 import { CopyIn } from './copy-in.js';
 import { EngineKilledError } from './engine.js';
-import { firstRow, hasError, readSettingsSql, switchSettingsSql } from './parameters.js';
+import { ClientSettings, firstRow, hasError } from './parameters.js';
 import type { Database } from './registry.js';
 import {
   commandComplete,
@@ -85,10 +84,6 @@ export class ClientSession {
   /** Messages were sent since the last ReadyForQuery (an extended-protocol unit is open). */
   private inUnit = false;
   private copy: CopyIn | undefined;
-  /** A statement since the last read-back may have changed settings. */
-  private settingsDirty = true;
-  /** Settings were read inside a transaction: read them again when it ends (ROLLBACK undoes SET). */
-  private settingsRecheck = false;
   private closed = false;
   private idleTimer: NodeJS.Timeout | undefined;
   /** The database generation this client's statements and state belong to. */
@@ -102,13 +97,13 @@ export class ClientSession {
   private skipUntilSync = false;
   private readonly names: StatementNames;
   /** The settings this client wants; the shared session is switched to them. */
-  private readonly wanted: Map<string, string>;
+  private readonly settings: ClientSettings;
   /** Set by shutdown: end the client as soon as it is between transactions. */
   private onIdle: ((err: GatewayError) => void) | undefined;
 
   constructor(private readonly opts: SessionOptions) {
     this.names = new StatementNames(opts.database.nextClientId(), opts.maxPreparedStatements);
-    this.wanted = new Map(Object.entries(opts.settings));
+    this.settings = new ClientSettings(opts.settings);
     this.generation = opts.database.generation;
   }
 
@@ -248,7 +243,7 @@ export class ClientSession {
     // The unit's first messages may arrive before its Sync: wait for the rest rather than queue.
     if (length === 'incomplete') return 'wait';
     if (!length) return undefined;
-    if (switchSettingsSql(db.settings, this.wanted, db.defaults)) return undefined;
+    if (this.settings.switchSql(db)) return undefined;
     return db.hold.borrow(async () => {
       const unit = this.queue.splice(0, length);
       for (const m of unit) this.queueBytes -= m.length;
@@ -274,14 +269,11 @@ export class ClientSession {
     const db = this.database;
     if (db.lastOwner === this.owner) return;
     db.lastOwner = this.owner;
-    const sql = switchSettingsSql(db.settings, this.wanted, db.defaults);
+    const sql = this.settings.switchSql(db);
     if (!sql) return;
-    const response = await this.exec(query(sql));
-    const error = findError(response);
+    const error = findError(await this.exec(query(sql)));
     if (error) throw error;
-    db.settings = new Map(db.defaults);
-    for (const [k, v] of this.wanted) db.settings.set(k, v);
-    this.settingsDirty = true;
+    this.settings.switched(db);
   }
 
   private async exec(messages: Uint8Array): Promise<Uint8Array> {
@@ -369,8 +361,7 @@ export class ClientSession {
    */
   private async deliver(response: Uint8Array): Promise<void> {
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
-    const due = this.settingsDirty || (this.settingsRecheck && this.status === 'I');
-    if (!due || ready === undefined) return this.write(response);
+    if (!this.settings.due(this.status) || ready === undefined) return this.write(response);
     this.write(response.subarray(0, ready));
     await this.readBackSettings();
     this.write(response.subarray(ready));
@@ -378,22 +369,10 @@ export class ClientSession {
 
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
   private async readBackSettings(): Promise<void> {
-    this.settingsDirty = false;
-    this.settingsRecheck = this.status !== 'I';
-    const names = [...new Set([...this.database.defaults.keys(), ...this.wanted.keys()])];
-    const values = firstRow(await this.exec(query(readSettingsSql(names))));
+    const { names, sql } = this.settings.readBack(this.database, this.status);
+    const values = firstRow(await this.exec(query(sql)));
     if (!values) return;
-    const reports: Buffer[] = [];
-    names.forEach((name, i) => {
-      const value = values[i];
-      if (value === null || value === undefined) return;
-      const before = this.wanted.get(name) ?? this.database.defaults.get(name);
-      this.database.settings.set(name, value);
-      if (value !== (this.database.defaults.get(name) ?? undefined) || this.wanted.has(name)) {
-        this.wanted.set(name, value);
-      }
-      if (before !== value && this.database.reported.has(name)) reports.push(parameterStatus(name, value));
-    });
+    const reports = this.settings.apply(this.database, names, values);
     if (reports.length > 0) this.opts.port.write(Buffer.concat(reports));
   }
 
@@ -446,7 +425,7 @@ export class ClientSession {
       const nameEnd = message.indexOf(0, 5);
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
-      if (mayChangeSettings(sql)) this.settingsDirty = true;
+      this.settings.noteStatement(mayChangeSettings(sql));
       const verdict = judgeStatement(sql, this.database);
       const replacement =
         verdict.kind === 'copy-in' ? COPY_REFUSAL_SQL : verdict.kind === 'refuse' ? verdict.sql : '';
@@ -457,7 +436,7 @@ export class ClientSession {
 
   private async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
-    if (mayChangeSettings(sql)) this.settingsDirty = true;
+    this.settings.noteStatement(mayChangeSettings(sql));
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.deliver(await this.exec(query(verdict.sql)));
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
@@ -474,8 +453,7 @@ export class ClientSession {
     if (names.length > 0) await this.exec(closeStatements(names));
     const isDiscard = /discard/i.test(message.toString('utf8', 5));
     if (isDiscard) {
-      this.wanted.clear();
-      this.settingsDirty = true;
+      this.settings.reset();
     }
     const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
     await this.deliver(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
