@@ -117,6 +117,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         logger,
         metrics: new Registry(),
         token: config.admin.token,
+        maxUploadBytes: config.archive.maxUploadBytes,
         connection: connectionDefaults(config, port),
       }),
       host: config.admin.host,

@@ -1,5 +1,8 @@
-import { request } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { type ClientRequest, request } from 'node:http';
 import type { CreatedDatabaseJson, DatabaseJson, PasswordJson } from '../http/app.js';
+import type { ClonedJson, RestoredJson, UploadedJson, VersionJson } from '../http/versions.js';
 
 /**
  * The `db` commands' operations, and their remote implementation: the admin API of the running
@@ -19,12 +22,31 @@ export interface DbOps {
     patch: { readOnly?: boolean; poolMode?: 'session' | 'transaction' | null },
   ): Promise<DatabaseJson>;
   passwd(id: string, opts: { username?: string; password?: string }): Promise<PasswordJson>;
+  versions(id: string): Promise<VersionJson[]>;
+  restore(id: string, version: string): Promise<RestoredJson>;
+  clone(
+    source: string,
+    id: string,
+    opts: { version?: string; username?: string; password?: string },
+  ): Promise<ClonedJson>;
+  /** Sends the tarball at `file`; `onProgress` hears bytes sent so far and the file's size. */
+  upload(
+    id: string,
+    file: string,
+    opts: { create?: boolean; username?: string },
+    onProgress?: (sent: number, total: number) => void,
+  ): Promise<UploadedJson>;
   close(): Promise<void>;
 }
+
+/** Called while a request body is sent, with the bytes sent so far. */
+export type Progress = (sent: number, total: number) => void;
 
 /** Bounds a reply from the socket; the API's answers are small. */
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 const TIMEOUT_MS = 120_000;
+/** Restore, clone and upload move whole databases through the archive: allow them much longer. */
+const LONG_TIMEOUT_MS = 60 * 60_000;
 
 export class AdminRequestError extends Error {
   constructor(
@@ -41,26 +63,74 @@ export function adminRequest<T>(
   method: string,
   path: string,
   body?: unknown,
+  timeoutMs = TIMEOUT_MS,
 ): Promise<T> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return exchange<T>(
+    { socketPath, method, path, timeoutMs },
+    payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+    (req) => req.end(payload),
+  );
+}
+
+/**
+ * A request whose body is the file at `file`, streamed (never read into memory), with
+ * `onProgress` called as it is sent. A server that answers before reading it all (a rejected
+ * upload) is heard: its answer wins over the broken pipe that follows.
+ */
+export async function adminUpload<T>(
+  socketPath: string,
+  method: string,
+  path: string,
+  file: string,
+  onProgress?: Progress,
+): Promise<T> {
+  const total = (await stat(file)).size;
+  const source = createReadStream(file);
+  // Fail before connecting when the file cannot be read.
+  await new Promise<void>((resolve, reject) => {
+    source.once('open', () => resolve());
+    source.once('error', reject);
+  });
+  let sent = 0;
+  return exchange<T>(
+    { socketPath, method, path, timeoutMs: LONG_TIMEOUT_MS },
+    { 'content-type': 'application/octet-stream', 'content-length': total },
+    (req) => {
+      source.on('data', (chunk) => {
+        sent += chunk.length;
+        onProgress?.(sent, total);
+      });
+      source.on('error', (err) => req.destroy(err));
+      req.once('response', () => source.destroy());
+      req.once('close', () => source.destroy());
+      source.pipe(req);
+    },
+  );
+}
+
+function exchange<T>(
+  target: { socketPath: string; method: string; path: string; timeoutMs: number },
+  headers: Record<string, string | number>,
+  send: (req: ClientRequest) => void,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
+    let answered = false;
     const req = request(
       {
-        socketPath,
-        method,
-        path,
-        timeout: TIMEOUT_MS,
-        headers: {
-          accept: 'application/json',
-          ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
-        },
+        socketPath: target.socketPath,
+        method: target.method,
+        path: target.path,
+        timeout: target.timeoutMs,
+        headers: { accept: 'application/json', ...headers },
       },
       (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
-          if (size > MAX_RESPONSE_BYTES) req.destroy(new Error('admin API response too large'));
+          if (size > MAX_RESPONSE_BYTES) res.destroy(new Error('admin API response too large'));
           else chunks.push(chunk);
         });
         res.on('error', reject);
@@ -88,20 +158,27 @@ export function adminRequest<T>(
         });
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`admin API did not answer within ${TIMEOUT_MS / 1000}s`)));
-    req.on('error', reject);
-    req.end(payload);
+    req.on('timeout', () =>
+      req.destroy(new Error(`admin API did not answer within ${target.timeoutMs / 1000}s`)),
+    );
+    req.on('error', (err) => {
+      // Writing the rest of a body the server refused fails (EPIPE); its answer is what counts.
+      if (!answered) reject(err);
+    });
+    send(req);
   });
 }
 
 /** Talks to the server that holds the data directory (`holderPid` only improves messages). */
 export function remoteOps(socketPath: string, holderPid: number): DbOps {
-  const call = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+  const call = <T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> =>
+    reach(() => adminRequest<T>(socketPath, method, path, body, timeoutMs));
+  const reach = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
-      return await adminRequest<T>(socketPath, method, path, body);
+      return await fn();
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ECONNREFUSED') {
+      const { code, syscall } = err as NodeJS.ErrnoException;
+      if (syscall === 'connect' && (code === 'ENOENT' || code === 'ECONNREFUSED')) {
         throw new Error(
           `the data directory is in use by process ${holderPid}, but its admin socket ${socketPath} ` +
             'is not answering (another CLI command running, or a server without the admin API?)',
@@ -119,6 +196,19 @@ export function remoteOps(socketPath: string, holderPid: number): DbOps {
     },
     passwd: (id, opts) => call<PasswordJson>('POST', `${db(id)}/password`, opts),
     update: (id, patch) => call<DatabaseJson>('PATCH', db(id), patch),
+    versions: async (id) => (await call<{ versions: VersionJson[] }>('GET', `${db(id)}/versions`)).versions,
+    restore: (id, version) => call<RestoredJson>('POST', `${db(id)}/restore`, { version }, LONG_TIMEOUT_MS),
+    clone: (source, id, opts) =>
+      call<ClonedJson>('POST', `${db(source)}/clone`, { id, ...opts }, LONG_TIMEOUT_MS),
+    upload: (id, file, opts, onProgress) => {
+      const query = new URLSearchParams();
+      if (opts.create) query.set('create', '1');
+      if (opts.username !== undefined) query.set('user', opts.username);
+      const qs = query.size > 0 ? `?${query}` : '';
+      return reach(() =>
+        adminUpload<UploadedJson>(socketPath, 'PUT', `${db(id)}/upload${qs}`, file, onProgress),
+      );
+    },
     close: async () => {},
   };
 }

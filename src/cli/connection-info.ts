@@ -9,7 +9,8 @@ import type { Config } from '../config.js';
 export interface ConnectionInfoInput {
   id: string;
   username: string;
-  password: string;
+  /** Undefined when it is not known (an existing database's credentials): left out of both forms. */
+  password: string | undefined;
   /** Wildcard domain; the host is `<id>.<domain>` so TLS SNI routes to the database. */
   domain: string;
   port: number;
@@ -47,8 +48,9 @@ export function shellQuote(v: string): string {
 export function connectionInfo(input: ConnectionInfoInput): ConnectionInfo {
   const host = `${input.id}.${input.domain}`;
   const rootCert = input.caPath ?? 'system';
+  const secret = input.password === undefined ? '' : `:${encodeURIComponent(input.password)}`;
   const connectionString =
-    `postgres://${encodeURIComponent(input.username)}:${encodeURIComponent(input.password)}` +
+    `postgres://${encodeURIComponent(input.username)}${secret}` +
     `@${host}:${input.port}/postgres?sslmode=verify-full&sslrootcert=${encodeQueryValue(rootCert)}`;
   const params: [string, string | undefined][] = [
     ['host', host],

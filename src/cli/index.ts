@@ -1,11 +1,13 @@
 #!/usr/bin/env node
+import { stat } from 'node:fs/promises';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { type Config, loadConfig } from '../config.js';
 import { DataDirLockedError, readLockHolder } from '../databases/dir-lock.js';
 import { errors } from '../errors.js';
 import { isValidDatabaseId } from '../gateway/routing.js';
 import type { CreatedDatabaseJson, PasswordJson } from '../http/app.js';
-import { type DbOps, remoteOps } from './admin-client.js';
+import type { UploadedJson } from '../http/versions.js';
+import { type DbOps, type Progress, remoteOps } from './admin-client.js';
 
 /**
  * `pglite-gateway <command>`. Configuration comes from the environment only (see config.ts).
@@ -25,14 +27,25 @@ commands:
                                           change a database's flags (its clients are disconnected)
   db passwd <id> [--user U] [--password P]
                                           set a user's password (generated when --password is omitted)
+  db versions <id>                        list a database's archived versions, newest first
+  db restore <id> <version>               replace a database with one of its versions (its clients are
+                                          disconnected; the restored state becomes the newest version)
+  db clone <src> <new> [--version V] [--user U] [--password P]
+                                          a new database from a version of <src> (default: its latest)
+  upload <id> <file> [--create] [--user U]
+                                          install a PGDATA tarball (PGlite dumpDataDir(), .tar.gz or
+                                          .tar) as the database; --create makes a new database with a
+                                          generated password, otherwise its credentials stay
   certs [--force]                         generate dev TLS certificates into TLS_DIR for *.WILDCARD_DOMAIN
 
 options:
   -h, --help                              show this help
 
 The db commands go through the running server's admin socket (DATA_DIR/admin.sock) when a server
-holds DATA_DIR, and open DATA_DIR directly otherwise. Configuration is read from the environment:
-DATA_DIR, TEMPLATE_DIR, CATALOG_URL, WILDCARD_DOMAIN, PORT, TLS_DIR, ...`;
+holds DATA_DIR, and open DATA_DIR directly otherwise. versions, restore and clone need an archive
+(ARCHIVE_URL); upload works without one (MAX_UPLOAD_BYTES caps the uncompressed tarball).
+Configuration is read from the environment: DATA_DIR, TEMPLATE_DIR, CATALOG_URL, WILDCARD_DOMAIN,
+PORT, TLS_DIR, ARCHIVE_URL, ...`;
 
 class UsageError extends Error {}
 
@@ -55,6 +68,10 @@ const COMMANDS = {
     args: ['id'],
   },
   'db passwd': { options: credentials, args: ['id'] },
+  'db versions': { options: {}, args: ['id'] },
+  'db restore': { options: {}, args: ['id', 'version'] },
+  'db clone': { options: { version: { type: 'string' }, ...credentials }, args: ['src', 'new'] },
+  upload: { options: { create: { type: 'boolean' }, user: { type: 'string' } }, args: ['id', 'file'] },
   certs: { options: { force: { type: 'boolean' } }, args: [] },
 } as const satisfies Record<string, { options: Options; args: readonly string[] }>;
 type Command = keyof typeof COMMANDS;
@@ -76,7 +93,8 @@ function parseCommandLine(argv: string[]): Parsed {
   if (!Object.hasOwn(COMMANDS, name)) {
     if (first !== 'db') throw new UsageError(`unknown command "${first}"`);
     throw new UsageError(
-      `${second ? `unknown db command "${second}"` : 'db needs a command'}: create, list, delete, set, passwd`,
+      `${second ? `unknown db command "${second}"` : 'db needs a command'}: ` +
+        'create, list, delete, set, passwd, versions, restore, clone',
     );
   }
   const command = name as Command;
@@ -115,9 +133,10 @@ async function openOps(config: Config): Promise<DbOps> {
   }
 }
 
-function printConnection(info: CreatedDatabaseJson | PasswordJson): void {
+function printConnection(info: CreatedDatabaseJson | PasswordJson | UploadedJson): void {
   console.log(`user:      ${info.username}`);
-  console.log(`password:  ${info.password}   (shown once; only a SCRAM verifier is stored)`);
+  if (info.password === undefined) console.log('password:  (unchanged)');
+  else console.log(`password:  ${info.password}   (shown once; only a SCRAM verifier is stored)`);
   console.log('');
   console.log('connection string:');
   console.log(`  ${info.connectionString}`);
@@ -136,9 +155,55 @@ function printTable(rows: string[][]): void {
     );
 }
 
-async function runDb(command: Command, values: Parsed['values'], id: string | undefined): Promise<void> {
-  if (id !== undefined && !isValidDatabaseId(id)) {
-    throw new Error(`invalid database id "${id}": ${errors.invalidDatabaseId().hint}`);
+function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let value = n;
+  let unit = 'B';
+  for (const u of units) {
+    if (value < 1000) break;
+    value /= 1000;
+    unit = u;
+  }
+  return `${value.toFixed(1)} ${unit}`;
+}
+
+/**
+ * Upload progress on stderr: on a terminal one line rewritten at most 5 times a second, otherwise
+ * a line at most every 2 s. The last line (everything sent) is always printed.
+ */
+function progressReporter(): { progress: Progress; done(): void } {
+  const tty = process.stderr.isTTY === true;
+  const interval = tty ? 200 : 2000;
+  let last = 0;
+  let shown = false;
+  return {
+    progress: (sent, total) => {
+      const now = Date.now();
+      if (sent < total && now - last < interval) return;
+      last = now;
+      const pct = total > 0 ? Math.floor((sent / total) * 100) : 100;
+      const line = `sent ${formatBytes(sent)} / ${formatBytes(total)} (${pct}%)`;
+      process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
+      shown = true;
+    },
+    done: () => {
+      if (shown && tty) process.stderr.write('\n');
+    },
+  };
+}
+
+async function runDb(command: Command, values: Parsed['values'], positionals: string[]): Promise<void> {
+  const [id, second] = positionals;
+  const ids = command === 'db clone' ? [id, second] : [id];
+  for (const each of ids) {
+    if (each !== undefined && !isValidDatabaseId(each)) {
+      throw new Error(`invalid database id "${each}": ${errors.invalidDatabaseId().hint}`);
+    }
+  }
+  if (command === 'upload') {
+    const info = await stat(second as string).catch(() => undefined);
+    if (!info?.isFile()) throw new Error(`${second} is not a readable file`);
   }
   const str = (k: string) => values[k] as string | undefined;
   const creds = {
@@ -181,6 +246,61 @@ async function runDb(command: Command, values: Parsed['values'], id: string | un
         const changed = await ops.passwd(id as string, creds);
         console.log(`new password for user "${changed.username}" of database "${id}"`);
         printConnection(changed);
+        break;
+      }
+      case 'db versions': {
+        const versions = await ops.versions(id as string);
+        if (versions.length === 0) console.log(`database "${id}" has no archived versions`);
+        else
+          printTable([
+            ['VERSION', 'SIZE', 'CREATED'],
+            ...versions.map((v) => [v.version, formatBytes(v.sizeBytes), v.createdAt]),
+          ]);
+        break;
+      }
+      case 'db restore': {
+        const restored = await ops.restore(id as string, second as string);
+        console.log(
+          `restored database "${id}" to version ${restored.restoredFrom} (now version ${restored.version.version})`,
+        );
+        break;
+      }
+      case 'db clone': {
+        const version = str('version');
+        const cloned = await ops.clone(id as string, second as string, {
+          ...(version !== undefined ? { version } : {}),
+          ...creds,
+        });
+        console.log(
+          `created database "${cloned.id}" from "${cloned.source}"` +
+            `${version !== undefined ? ` version ${version}` : ''} (version ${cloned.version.version})`,
+        );
+        printConnection(cloned);
+        break;
+      }
+      case 'upload': {
+        const reporter = progressReporter();
+        let uploaded: UploadedJson;
+        try {
+          uploaded = await ops.upload(
+            id as string,
+            second as string,
+            {
+              create: values.create === true,
+              ...(creds.username !== undefined ? { username: creds.username } : {}),
+            },
+            reporter.progress,
+          );
+        } finally {
+          reporter.done();
+        }
+        const stored = uploaded.version
+          ? ` as version ${uploaded.version.version}`
+          : ' (no archive: local only)';
+        console.log(
+          `${uploaded.created ? 'created' : 'replaced'} database "${uploaded.id}" from ${second}${stored}`,
+        );
+        printConnection(uploaded);
         break;
       }
       default:
@@ -236,7 +356,7 @@ async function main(argv: string[]): Promise<number> {
     if (command === 'help') console.log(USAGE);
     else if (command === 'serve') await (await import('../main.js')).serve();
     else if (command === 'certs') await runCerts(values.force === true);
-    else await runDb(command, values, positionals[0]);
+    else await runDb(command, values, positionals);
     return 0;
   } catch (err) {
     console.error(`error: ${(err as Error).message}`);

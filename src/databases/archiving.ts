@@ -76,6 +76,9 @@ export class Archiving {
             lsn = await db.walLsn();
             if (lsn !== undefined && lsn === db.archivedLsn) throw new NothingToDo();
             await db.engine.exec(CHECKPOINT);
+            // CHECKPOINT writes a WAL record: the copy corresponds to the position after it.
+            // (Taken before it, every later tick would see the WAL moved and snapshot again.)
+            lsn = await db.walLsn();
           } catch (err) {
             db.hold.release(this.owner);
             throw err;

@@ -1,10 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { createScramSha256Data } from 'pg-gateway';
-import type { Catalog, DatabaseRecord, PoolMode } from '../catalog/catalog.js';
+import type { Catalog, DatabaseRecord, PoolMode, VersionRecord } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
 import { databasePath, isValidDatabaseId } from '../gateway/routing.js';
-import type { Snapshots } from '../storage/snapshots.js';
+import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
+import {
+  extractTarball,
+  type PgDataIdentity,
+  readPgDataIdentity,
+  TarballRejectedError,
+} from '../storage/tarball.js';
 import type { DatabaseRegistry } from './registry.js';
 import type { TemplateSpares } from './spares.js';
 import { createFromTemplate } from './template.js';
@@ -23,14 +30,41 @@ export interface CreatedDatabase {
   password: string;
 }
 
+export interface UploadedDatabase {
+  database: DatabaseRecord;
+  /** True when the upload created the database. */
+  created: boolean;
+  username: string;
+  /** Only for a database the upload created (shown once); an existing one keeps its credentials. */
+  password?: string;
+  /** The version the upload was stored as; undefined without an archive. */
+  version?: VersionRecord;
+}
+
 export class InvalidRequestError extends Error {}
 export class NotFoundError extends Error {}
+/** An upload larger than MAX_UPLOAD_BYTES. */
+export class PayloadTooLargeError extends Error {}
+
+export const NO_ARCHIVE_MESSAGE = 'no archive configured (set ARCHIVE_URL)';
+
+/** Storage errors a client caused, as the errors the API maps to 4xx; anything else unchanged. */
+function clientError(err: unknown): unknown {
+  if (err instanceof TarballRejectedError) {
+    const message = `upload rejected: ${err.message}`;
+    return err.problem === 'too-large' ? new PayloadTooLargeError(message) : new InvalidRequestError(message);
+  }
+  if (err instanceof VersionNotFoundError) return new NotFoundError(err.message);
+  return err;
+}
 
 export function generatePassword(): string {
   return randomBytes(18).toString('base64url');
 }
 
 export class DatabaseManager {
+  private identity: Promise<PgDataIdentity> | undefined;
+
   constructor(
     private readonly deps: {
       catalog: Catalog;
@@ -49,18 +83,7 @@ export class DatabaseManager {
     id: string,
     opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null } = {},
   ): Promise<CreatedDatabase> {
-    if (!isValidDatabaseId(id)) throw new InvalidRequestError(errors.invalidDatabaseId().hint);
-    const username = opts.username ?? DEFAULT_USER;
-    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) throw new InvalidRequestError('invalid user name');
-    const password = opts.password ?? generatePassword();
-    const scram = await createScramSha256Data(password);
-    const database = await this.deps.catalog.createDatabase({
-      id,
-      readOnly: opts.readOnly ?? false,
-      poolMode: opts.poolMode ?? null,
-      username,
-      scram,
-    });
+    const created = await this.register(id, opts);
     try {
       const dest = databasePath(this.deps.dataDir, id);
       if (this.deps.spares) await this.deps.spares.take(dest);
@@ -68,12 +91,10 @@ export class DatabaseManager {
       // Archive it at once, so another node never takes a missing archive for an empty database.
       await this.deps.snapshots?.snapshot(id, dest);
     } catch (err) {
-      // Nothing half-made stays behind: no catalog entry, no directory.
-      await this.deps.catalog.deleteDatabase(id);
-      await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
+      await this.discard(id);
       throw err;
     }
-    return { database, username, password };
+    return created;
   }
 
   list(): Promise<DatabaseRecord[]> {
@@ -117,5 +138,148 @@ export class DatabaseManager {
     const password = opts.password ?? generatePassword();
     await this.deps.catalog.setCredential(id, username, await createScramSha256Data(password));
     return { username, password };
+  }
+
+  /** The database's archived versions, newest first. */
+  async versions(id: string): Promise<VersionRecord[]> {
+    const snapshots = this.archive();
+    await this.get(id);
+    return snapshots.list(id);
+  }
+
+  /**
+   * Replaces the database with one of its versions: its clients are disconnected, it is closed
+   * (and snapshotted if written, so nothing is lost for good), its local copy replaced, and the
+   * restored content recorded as the newest version. Clients that reconnect see the restored state.
+   */
+  async restore(id: string, version: string): Promise<VersionRecord> {
+    const snapshots = this.archive();
+    await this.get(id);
+    await this.requireVersion(id, version);
+    const dest = databasePath(this.deps.dataDir, id);
+    try {
+      return await this.whileClosed(id, () => snapshots.restoreInto(id, version, dest));
+    } catch (err) {
+      throw clientError(err);
+    }
+  }
+
+  /**
+   * A new database `newId` (new credentials, writable, default pool mode) holding a version of
+   * `sourceId`: `version`, or the latest archived one (an open database's last snapshot).
+   */
+  async clone(
+    sourceId: string,
+    newId: string,
+    opts: { version?: string; username?: string; password?: string } = {},
+  ): Promise<CreatedDatabase & { version: VersionRecord }> {
+    const snapshots = this.archive();
+    await this.get(sourceId);
+    if (opts.version !== undefined) await this.requireVersion(sourceId, opts.version);
+    else if (!(await snapshots.latest(sourceId))) {
+      throw new NotFoundError(`database "${sourceId}" has no archived version`);
+    }
+    const created = await this.register(newId, opts);
+    try {
+      const version = await this.whileClosed(newId, () =>
+        snapshots.cloneTo(sourceId, opts.version, newId, databasePath(this.deps.dataDir, newId)),
+      );
+      return { ...created, version };
+    } catch (err) {
+      await this.discard(newId);
+      throw clientError(err);
+    }
+  }
+
+  /**
+   * Installs a PGDATA tarball (PGlite `dumpDataDir()` output, gzip or plain) as the database:
+   * validated while it streams in (at most `maxBytes` uncompressed), stored as a new version when
+   * there is an archive, and made the local copy. With `create` the database is created (with a
+   * generated password unless given); otherwise it must exist, its clients are disconnected and
+   * its credentials stay. A rejected tarball changes nothing.
+   */
+  async upload(
+    id: string,
+    body: Readable,
+    opts: { create?: boolean; maxBytes: number; username?: string; password?: string },
+  ): Promise<UploadedDatabase> {
+    try {
+      if (opts.create) {
+        const created = await this.register(id, opts);
+        try {
+          const version = await this.whileClosed(id, () => this.install(id, body, opts.maxBytes));
+          return { ...created, created: true, ...(version ? { version } : {}) };
+        } catch (err) {
+          await this.discard(id);
+          throw err;
+        }
+      }
+      const database = await this.get(id);
+      const version = await this.whileClosed(id, () => this.install(id, body, opts.maxBytes));
+      return {
+        database,
+        created: false,
+        username: opts.username ?? DEFAULT_USER,
+        ...(version ? { version } : {}),
+      };
+    } catch (err) {
+      body.destroy();
+      throw clientError(err);
+    }
+  }
+
+  // --- internals -------------------------------------------------------------------------------
+
+  /** Validates the id and user name and records the database with new credentials. */
+  private async register(
+    id: string,
+    opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null },
+  ): Promise<CreatedDatabase> {
+    if (!isValidDatabaseId(id)) throw new InvalidRequestError(errors.invalidDatabaseId().hint);
+    const username = opts.username ?? DEFAULT_USER;
+    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) throw new InvalidRequestError('invalid user name');
+    const password = opts.password ?? generatePassword();
+    const scram = await createScramSha256Data(password);
+    const database = await this.deps.catalog.createDatabase({
+      id,
+      readOnly: opts.readOnly ?? false,
+      poolMode: opts.poolMode ?? null,
+      username,
+      scram,
+    });
+    return { database, username, password };
+  }
+
+  /** Undoes a half-made database: no catalog entry, no directory, no archived objects stay. */
+  private async discard(id: string): Promise<void> {
+    await this.deps.catalog.deleteDatabase(id);
+    await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
+    await this.deps.snapshots?.purge(id).catch(() => undefined);
+  }
+
+  private archive(): Snapshots {
+    if (!this.deps.snapshots) throw new InvalidRequestError(NO_ARCHIVE_MESSAGE);
+    return this.deps.snapshots;
+  }
+
+  private async requireVersion(id: string, version: string): Promise<void> {
+    const found = VERSION_PATTERN.test(version) && (await this.deps.catalog.getVersion(id, version));
+    if (!found) throw new NotFoundError(`database "${id}" has no version ${JSON.stringify(version)}`);
+  }
+
+  /** Runs `fn` while the database is closed and its clients wait (see `DatabaseRegistry.closeWhile`). */
+  private whileClosed<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.deps.registry ? this.deps.registry.closeWhile(id, fn) : fn();
+  }
+
+  /** Stages, validates and installs the tarball as the local copy; stores it as a version when archived. */
+  private async install(id: string, body: Readable, maxBytes: number): Promise<VersionRecord | undefined> {
+    const dest = databasePath(this.deps.dataDir, id);
+    if (this.deps.snapshots) {
+      return this.deps.snapshots.upload(id, body, { maxBytes, destDir: dest, replace: true });
+    }
+    this.identity ??= readPgDataIdentity(this.deps.templateDir);
+    await extractTarball(body, dest, { maxBytes, expect: await this.identity, replace: true });
+    return undefined;
   }
 }

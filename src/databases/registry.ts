@@ -77,6 +77,8 @@ export class DatabaseRegistry {
   private shuttingDown = false;
   /** Databases closing (and being snapshotted): a new open waits so no one writes mid-tarball. */
   private readonly closing = new Map<string, Promise<void>>();
+  /** Databases kept closed while their directory is replaced (restore, upload, clone): opens wait. */
+  private readonly held = new Map<string, Promise<unknown>>();
   /** Stands in for the database while a lease waits for the open. */
   private readonly pending = undefined as unknown as Database;
 
@@ -92,11 +94,15 @@ export class DatabaseRegistry {
   /** Reserves a client slot and returns the (possibly just opened) database. */
   async connect(record: DatabaseRecord): Promise<Lease> {
     if (this.shuttingDown) throw errors.shuttingDown();
-    await this.closing.get(record.id);
-    let entry = this.entries.get(record.id);
-    if (!entry) {
+    let entry: Entry | undefined;
+    for (;;) {
+      await this.waitUntilOpenable(record.id);
+      entry = this.entries.get(record.id);
+      if (entry) break;
       await this.makeRoom();
       entry = this.entries.get(record.id);
+      // Closed and held meanwhile (restore, upload): wait for that again.
+      if (entry || (!this.closing.has(record.id) && !this.held.has(record.id))) break;
     }
     if (!entry) {
       const now = Date.now();
@@ -209,6 +215,38 @@ export class DatabaseRegistry {
     const done = this.closeEntry(id, entry).finally(() => this.closing.delete(id));
     this.closing.set(id, done);
     return done;
+  }
+
+  /**
+   * Closes the database like `close()` and keeps it closed while `fn` runs (its directory is being
+   * replaced): clients arriving meanwhile wait, then open what `fn` left. Calls for the same
+   * database run one after another.
+   */
+  async closeWhile<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.held.get(id);
+    const run = (async () => {
+      await previous?.catch(() => undefined);
+      await this.close(id);
+      return fn();
+    })();
+    const settled = run.catch(() => undefined);
+    this.held.set(id, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.held.get(id) === settled) this.held.delete(id);
+    }
+  }
+
+  /** Waits while the database is closing (a failed close fails the caller) or held closed. */
+  private async waitUntilOpenable(id: string): Promise<void> {
+    for (;;) {
+      const closing = this.closing.get(id);
+      if (closing) await closing;
+      const held = this.held.get(id);
+      if (held) await held;
+      if (!closing && !held) return;
+    }
   }
 
   /** The open databases, for periodic snapshots. */

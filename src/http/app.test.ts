@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -6,8 +6,9 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Catalog } from '../catalog/catalog.js';
 import { openEmbeddedCatalog } from '../catalog/embedded.js';
-import { DatabaseManager } from '../databases/manager.js';
+import { DatabaseManager, NO_ARCHIVE_MESSAGE } from '../databases/manager.js';
 import { DatabaseRegistry } from '../databases/registry.js';
+import { packDataDir } from '../storage/tarball.js';
 import {
   type AdminAppDeps,
   type CreatedDatabaseJson,
@@ -17,6 +18,7 @@ import {
   METRIC_OPEN_DATABASES,
   type PasswordJson,
 } from './app.js';
+import type { UploadedJson } from './versions.js';
 
 let root = '';
 let dataDir = '';
@@ -203,6 +205,76 @@ describe('admin app', () => {
     expect(text).toContain('process_cpu_user_seconds_total');
     (deps.listener as { connectionCount: number }).connectionCount = 5;
     expect(await (await app.request('/metrics')).text()).toContain(`${METRIC_CONNECTED_CLIENTS} 5`);
+  });
+});
+
+describe('archive routes without an archive', () => {
+  it('answers versions, restore and clone with 400', async () => {
+    for (const [url, init] of [
+      ['/v1/databases/alpha/versions', {}],
+      ['/v1/databases/alpha/restore', json({ version: '20250101T000000000Z-00000000' })],
+      ['/v1/databases/alpha/clone', json({ id: 'alpha2' })],
+    ] as const) {
+      const res = await app.request(url, init);
+      expect(res.status, url).toBe(400);
+      expect(await res.json()).toEqual({ error: NO_ARCHIVE_MESSAGE });
+    }
+  });
+
+  it('installs an uploaded tarball locally, streamed past the JSON body limit', async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of packDataDir(inject('templateDir'))) chunks.push(chunk as Buffer);
+    const tarball = Buffer.concat(chunks);
+    expect(tarball.length).toBeGreaterThan(64 * 1024);
+    const res = await app.request('/v1/databases/uploaded/upload?create=1', { method: 'PUT', body: tarball });
+    expect(res.status).toBe(201);
+    const body = (await res.json()) as UploadedJson;
+    expect(body).toMatchObject({ id: 'uploaded', created: true, username: 'postgres', version: null });
+    expect(body.connectionString).toContain(`postgres:${body.password}@uploaded.db.test:6543/`);
+    expect((await stat(path.join(dataDir, 'uploaded', 'PG_VERSION'))).isFile()).toBe(true);
+
+    const again = await app.request('/v1/databases/uploaded/upload', { method: 'PUT', body: tarball });
+    expect(again.status).toBe(200);
+    const replaced = (await again.json()) as UploadedJson;
+    expect(replaced).toMatchObject({ created: false, version: null });
+    expect(replaced.password).toBeUndefined();
+    expect(replaced.connectionString).toContain('postgres://postgres@uploaded.db.test:6543/');
+  });
+
+  it('rejects bad uploads and leaves nothing behind', async () => {
+    const junk = Buffer.alloc(100 * 1024, 1);
+    const cases: [string, RequestInit, number][] = [
+      ['/v1/databases/junk/upload?create=1', { method: 'PUT', body: junk }, 400],
+      ['/v1/databases/junk/upload?create=1', { method: 'PUT' }, 400],
+      ['/v1/databases/junk/upload?create=maybe', { method: 'PUT', body: junk }, 400],
+      ['/v1/databases/junk/upload', { method: 'PUT', body: junk }, 404],
+      ['/v1/databases/Junk/upload?create=1', { method: 'PUT', body: junk }, 400],
+      ['/v1/databases/alpha/upload?create=1', { method: 'PUT', body: junk }, 409],
+    ];
+    for (const [url, init, status] of cases) {
+      const res = await app.request(url, init);
+      expect(res.status, url).toBe(status);
+      expect(Object.keys((await res.json()) as object)).toEqual(['error']);
+    }
+    expect(await catalog.getDatabase('junk')).toBeUndefined();
+    expect((await readdir(dataDir)).filter((n) => n.includes('junk'))).toEqual([]);
+
+    const small = createAdminApp({ ...deps, maxUploadBytes: 10 * 1024 });
+    const tooLarge = await small.request('/v1/databases/junk/upload?create=1', {
+      method: 'PUT',
+      body: junk,
+      headers: { 'content-length': String(junk.length) },
+    });
+    expect(tooLarge.status).toBe(413);
+    // Without a length up front, the limit applies to the contents as they stream in.
+    const streamed = await small.request('/v1/databases/junk/upload?create=1', {
+      method: 'PUT',
+      body: packDataDir(inject('templateDir')) as unknown as RequestInit['body'],
+      duplex: 'half',
+    } as RequestInit);
+    expect(streamed.status).toBe(413);
+    expect(await streamed.json()).toEqual({ error: expect.stringMatching(/^upload rejected: .*exceed/) });
+    expect(await catalog.getDatabase('junk')).toBeUndefined();
   });
 });
 

@@ -5,9 +5,16 @@ import { collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { CatalogConflictError, type DatabaseRecord } from '../catalog/catalog.js';
 import { type ConnectionInfoInput, connectionInfo } from '../cli/connection-info.js';
-import { type DatabaseManager, InvalidRequestError, NotFoundError } from '../databases/manager.js';
+import {
+  type DatabaseManager,
+  InvalidRequestError,
+  NotFoundError,
+  PayloadTooLargeError,
+} from '../databases/manager.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
 import type { Logger } from '../log.js';
+import { parseBody } from './body.js';
+import { DEFAULT_MAX_UPLOAD_BYTES, registerArchiveRoutes, registerUploadRoute } from './versions.js';
 
 /**
  * The admin HTTP API: database lifecycle under /v1, /metrics for Prometheus, /healthz for probes.
@@ -27,6 +34,8 @@ export interface AdminAppDeps {
   metrics: Registry;
   /** Where clients reach a database: domain, port, CA, hostaddr (see `connectionDefaults`). */
   connection: Omit<ConnectionInfoInput, 'id' | 'username' | 'password'>;
+  /** Largest uploaded tarball, uncompressed (MAX_UPLOAD_BYTES). Default 100 MB. */
+  maxUploadBytes?: number | undefined;
   /** Receives unexpected (500) errors; they never reach the client. */
   logger?: Logger | undefined;
 }
@@ -93,24 +102,6 @@ function tokenMatches(header: string | undefined, token: string): boolean {
   return timingSafeEqual(sha256(match?.[1] ?? ''), sha256(token)) && match !== null;
 }
 
-async function parseBody<T>(req: { text(): Promise<string> }, schema: z.ZodType<T>): Promise<T> {
-  const text = await req.text();
-  let raw: unknown = {};
-  if (text.trim() !== '') {
-    try {
-      raw = JSON.parse(text);
-    } catch {
-      throw new InvalidRequestError('request body is not valid JSON');
-    }
-  }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ` : '') + i.message);
-    throw new InvalidRequestError(issues.join('; '));
-  }
-  return parsed.data;
-}
-
 function registerMetrics(deps: AdminAppDeps): void {
   const { metrics } = deps;
   if (metrics.getSingleMetric(METRIC_OPEN_DATABASES)) return;
@@ -132,14 +123,16 @@ function registerMetrics(deps: AdminAppDeps): void {
 export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
   registerMetrics(deps);
   const { manager } = deps;
-  const info = (id: string, username: string, password: string) =>
+  const info = (id: string, username: string, password: string | undefined) =>
     connectionInfo({ ...deps.connection, id, username, password });
+  const archiveDeps = { manager, info, maxUploadBytes: deps.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES };
 
   const app = new Hono<AdminEnv>();
 
   app.onError((err, c) => {
     if (err instanceof InvalidRequestError) return c.json({ error: err.message }, 400);
     if (err instanceof NotFoundError) return c.json({ error: err.message }, 404);
+    if (err instanceof PayloadTooLargeError) return c.json({ error: err.message }, 413);
     if (err instanceof CatalogConflictError) return c.json({ error: err.message }, 409);
     deps.logger?.error({ err, method: c.req.method, path: c.req.path }, 'admin request failed');
     return c.json({ error: 'internal error' }, 500);
@@ -161,6 +154,9 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
     const body = await deps.metrics.metrics();
     return c.body(body, 200, { 'Content-Type': deps.metrics.contentType });
   });
+
+  // Streams its body; registered before /v1 so the JSON body limit below does not apply.
+  registerUploadRoute(app, archiveDeps);
 
   const v1 = new Hono<AdminEnv>();
   v1.use(
@@ -206,6 +202,8 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
     const json: PasswordJson = { username, password, ...info(id, username, password) };
     return c.json(json);
   });
+
+  registerArchiveRoutes(v1, archiveDeps);
 
   app.route('/v1', v1);
   return app;

@@ -1,0 +1,111 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../../src/config.js';
+import { ensureTemplate, pgliteVersion } from '../../src/databases/template.js';
+import { generateDevCertificates } from '../../src/gateway/certs.js';
+import { createLogger } from '../../src/log.js';
+import { type RunningServer, startServer } from '../../src/server.js';
+import type { SystemUnderTest, Target } from './types.js';
+
+/**
+ * This project's gateway, in this process, exactly as `serve` wires it: TLS (dev CA, SNI routing
+ * with `sslmode=verify-full`), SCRAM-SHA-256, transaction pool mode, logs off. Its own temp
+ * DATA_DIR and TLS_DIR; the PGlite template is cached under the OS temp dir between runs.
+ */
+
+/** Where benchmarks keep a PGlite template between runs, keyed by the PGlite version. */
+export function cachedTemplateDir(): string {
+  return path.join(tmpdir(), `pglite-gateway-bench-template-${pgliteVersion()}`);
+}
+
+/** A template for this PGlite version: the given one, or the cached one (built if needed). */
+export async function benchTemplate(templateDir?: string): Promise<string> {
+  return ensureTemplate(templateDir ?? cachedTemplateDir());
+}
+
+export interface GatewaySystem extends SystemUnderTest {
+  readonly server: RunningServer;
+  readonly caPath: string;
+  readonly ca: Buffer;
+  readonly port: number;
+}
+
+export interface GatewayOptions {
+  templateDir?: string;
+  /** Extra gateway environment (e.g. IDLE_TIMEOUT). */
+  env?: Record<string, string>;
+}
+
+export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySystem> {
+  const root = await mkdtemp(path.join(tmpdir(), 'bench-gateway-'));
+  try {
+    const tlsDir = path.join(root, 'tls');
+    const { caPath } = await generateDevCertificates({ dir: tlsDir, domain: 'db.example.com' });
+    const ca = await readFile(caPath);
+    const env: Record<string, string> = {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      ADMIN_PORT: '0',
+      DATA_DIR: path.join(root, 'data'),
+      TLS_DIR: tlsDir,
+      TEMPLATE_DIR: await benchTemplate(opts.templateDir),
+      // Databases stay open for the whole run, as they would under steady load.
+      IDLE_TIMEOUT: '1h',
+      LOG_LEVEL: 'silent',
+      LOG_PRETTY: 'false',
+      NODE_ENV: 'development',
+      ...opts.env,
+    };
+    const server = await startServer(loadConfig(env), createLogger({ level: 'silent', pretty: false }));
+    const port = server.port;
+    let stopping: Promise<void> | undefined;
+    return {
+      kind: 'gateway',
+      description:
+        'this gateway, in-process: TLS (verify-full, SNI routing) + SCRAM-SHA-256, transaction pool mode',
+      server,
+      caPath,
+      ca,
+      port,
+      async createDatabase(name: string): Promise<Target> {
+        const password = `bench-${randomBytes(9).toString('base64url')}`;
+        await server.manager.create(name, { password });
+        return {
+          name,
+          conninfo: [
+            `host=${name}.db.example.com`,
+            'hostaddr=127.0.0.1',
+            `port=${port}`,
+            'user=postgres',
+            'dbname=postgres',
+            'sslmode=verify-full',
+            `sslrootcert=${caPath}`,
+          ].join(' '),
+          env: { PGPASSWORD: password },
+          pgConfig: {
+            host: '127.0.0.1',
+            port,
+            user: 'postgres',
+            password,
+            database: 'postgres',
+            ssl: { ca, servername: `${name}.db.example.com` },
+            connectionTimeoutMillis: 30_000,
+          },
+        };
+      },
+      async recover(target: Target): Promise<void> {
+        // Closing disconnects leftover clients; the next client reopens the database.
+        await server.registry.close(target.name);
+      },
+      stop() {
+        stopping ??= server.close().finally(() => rm(root, { recursive: true, force: true }));
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,172 @@
+import { Readable } from 'node:stream';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
+import type { Hono } from 'hono';
+import { z } from 'zod';
+import type { VersionRecord } from '../catalog/catalog.js';
+import type { ConnectionInfo } from '../cli/connection-info.js';
+import {
+  type CreatedDatabase,
+  type DatabaseManager,
+  InvalidRequestError,
+  PayloadTooLargeError,
+  type UploadedDatabase,
+} from '../databases/manager.js';
+import type { AdminEnv, CreatedDatabaseJson } from './app.js';
+import { parseBody } from './body.js';
+
+/**
+ * The archive routes of the admin API: versions, restore, clone (JSON, under /v1 and its body
+ * limit) and upload (a streamed tarball body, registered outside that limit).
+ */
+
+export interface VersionJson {
+  version: string;
+  sha256: string;
+  sizeBytes: number;
+  createdAt: string;
+}
+
+export interface RestoredJson {
+  id: string;
+  /** The version asked for. */
+  restoredFrom: string;
+  /** Its content, recorded again as the newest version. */
+  version: VersionJson;
+}
+
+export interface ClonedJson extends CreatedDatabaseJson {
+  source: string;
+  /** The clone's own first version. */
+  version: VersionJson;
+}
+
+export interface UploadedJson {
+  id: string;
+  /** True when the upload created the database (then `password` is set, shown once). */
+  created: boolean;
+  readOnly: boolean;
+  username: string;
+  password?: string;
+  /** Without `password` for an existing database: its credentials did not change. */
+  connectionString: string;
+  psql: string;
+  /** The version the upload was stored as; null without an archive. */
+  version: VersionJson | null;
+}
+
+export const DEFAULT_MAX_UPLOAD_BYTES = 100 * 1000 * 1000;
+
+/** Compressed bytes can exceed the uncompressed size a little (incompressible data). */
+const compressedAllowance = (maxBytes: number) => Math.ceil(maxBytes * 1.01) + 64 * 1024;
+
+export const versionJson = (v: VersionRecord): VersionJson => ({
+  version: v.version,
+  sha256: v.sha256,
+  sizeBytes: v.sizeBytes,
+  createdAt: v.createdAt.toISOString(),
+});
+
+type Info = (id: string, username: string, password: string | undefined) => ConnectionInfo;
+
+export function clonedJson(
+  cloned: CreatedDatabase & { version: VersionRecord },
+  source: string,
+  info: Info,
+): ClonedJson {
+  return {
+    id: cloned.database.id,
+    readOnly: cloned.database.readOnly,
+    username: cloned.username,
+    password: cloned.password,
+    ...info(cloned.database.id, cloned.username, cloned.password),
+    source,
+    version: versionJson(cloned.version),
+  };
+}
+
+export function uploadedJson(uploaded: UploadedDatabase, info: Info): UploadedJson {
+  return {
+    id: uploaded.database.id,
+    created: uploaded.created,
+    readOnly: uploaded.database.readOnly,
+    username: uploaded.username,
+    ...(uploaded.password !== undefined ? { password: uploaded.password } : {}),
+    ...info(uploaded.database.id, uploaded.username, uploaded.password),
+    version: uploaded.version ? versionJson(uploaded.version) : null,
+  };
+}
+
+const RestoreBody = z.strictObject({ version: z.string().min(1).max(200) });
+
+const CloneBody = z.strictObject({
+  id: z.string(),
+  version: z.string().min(1).max(200).optional(),
+  username: z.string().optional(),
+  password: z.string().min(1).max(1024).optional(),
+});
+
+export interface ArchiveRoutesDeps {
+  manager: DatabaseManager;
+  info: Info;
+  /** Largest uploaded tarball, uncompressed (MAX_UPLOAD_BYTES). */
+  maxUploadBytes: number;
+}
+
+function flag(value: string | undefined, name: string): boolean {
+  if (value === undefined || value === '0' || value === 'false') return false;
+  if (value === '' || value === '1' || value === 'true') return true;
+  throw new InvalidRequestError(`${name} takes 1 or 0`);
+}
+
+/** GET versions, POST restore, POST clone: on the /v1 app, whose JSON body limit applies. */
+export function registerArchiveRoutes(v1: Hono<AdminEnv>, deps: ArchiveRoutesDeps): void {
+  const { manager, info } = deps;
+
+  v1.get('/databases/:id/versions', async (c) => {
+    const versions = await manager.versions(c.req.param('id'));
+    return c.json({ versions: versions.map(versionJson) });
+  });
+
+  v1.post('/databases/:id/restore', async (c) => {
+    const id = c.req.param('id');
+    const { version } = await parseBody(c.req, RestoreBody);
+    const restored = await manager.restore(id, version);
+    const json: RestoredJson = { id, restoredFrom: version, version: versionJson(restored) };
+    return c.json(json);
+  });
+
+  v1.post('/databases/:id/clone', async (c) => {
+    const source = c.req.param('id');
+    const { id, ...opts } = await parseBody(c.req, CloneBody);
+    const cloned = await manager.clone(source, id, opts);
+    return c.json(clonedJson(cloned, source, info), 201);
+  });
+}
+
+/**
+ * PUT /v1/databases/:id/upload[?create=1][&user=U]: the raw tarball (gzip or plain) as the body,
+ * streamed to the manager. Registered on the root app so the JSON body limit does not apply.
+ */
+export function registerUploadRoute(app: Hono<AdminEnv>, deps: ArchiveRoutesDeps): void {
+  const { manager, info, maxUploadBytes } = deps;
+  app.put('/v1/databases/:id/upload', async (c) => {
+    const id = c.req.param('id');
+    const create = flag(c.req.query('create'), 'create');
+    const user = c.req.query('user');
+    const length = Number(c.req.header('content-length'));
+    if (Number.isFinite(length) && length > compressedAllowance(maxUploadBytes)) {
+      throw new PayloadTooLargeError(
+        `upload rejected: larger than MAX_UPLOAD_BYTES (${maxUploadBytes} bytes)`,
+      );
+    }
+    const raw = c.req.raw.body;
+    if (!raw || length === 0) throw new InvalidRequestError('send the tarball as the request body');
+    const body = Readable.fromWeb(raw as unknown as NodeReadableStream<Uint8Array>);
+    const uploaded = await manager.upload(id, body, {
+      create,
+      maxBytes: maxUploadBytes,
+      ...(user !== undefined ? { username: user } : {}),
+    });
+    return c.json(uploadedJson(uploaded, info), uploaded.created ? 201 : 200);
+  });
+}

@@ -1,0 +1,101 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runBenchmarks } from '../../bench/harness.js';
+import { renderReport, writeBenchmarksMd, writeJson } from '../../bench/report.js';
+import type { BenchResults } from '../../bench/types.js';
+
+/**
+ * Runs `npm run bench -- --quick` in-process once. It proves the harness produces numbers for
+ * every benchmark and cleans up after itself; it never asserts what the numbers are.
+ */
+
+const isNumber = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+
+async function benchTempDirs(): Promise<string[]> {
+  return (await readdir(tmpdir())).filter((name) => name.startsWith('bench-'));
+}
+
+let results: BenchResults;
+let progress = '';
+let before: string[];
+
+beforeAll(async () => {
+  before = await benchTempDirs();
+  const lines: string[] = [];
+  results = await runBenchmarks({
+    quick: true,
+    templateDir: inject('templateDir'),
+    log: (line) => lines.push(line),
+  });
+  progress = `${lines.join('\n')}\n${JSON.stringify(results.errors)}`;
+}, 180_000);
+
+describe('benchmark harness (--quick)', () => {
+  it('runs pgbench against every system and measures the gateway and postgres', () => {
+    for (const system of ['gateway', 'pglite-socket', 'postgres'] as const) {
+      expect(results.pgbench.filter((r) => r.system === system).length, progress).toBeGreaterThan(0);
+    }
+    for (const row of results.pgbench.filter((r) => r.system !== 'pglite-socket')) {
+      const context = `${JSON.stringify(row)}\n${progress}`;
+      expect(row.status, context).toBe('ok');
+      expect(isNumber(row.tps), context).toBe(true);
+      expect(isNumber(row.latencyAvgMs), context).toBe(true);
+      expect(isNumber(row.latencyP99Ms), context).toBe(true);
+      expect(isNumber(row.failedTransactions), context).toBe(true);
+    }
+  });
+
+  it('measures open cost and memory', () => {
+    for (const kase of ['new database', 'existing closed database'] as const) {
+      for (const subject of ['gateway', 'pglite', 'postgres'] as const) {
+        const row = results.openCost.find((r) => r.subject === subject && r.case === kase);
+        expect(row?.status, progress).toBe('ok');
+        expect(isNumber(row?.p50Ms) && isNumber(row?.p95Ms), JSON.stringify(row)).toBe(true);
+      }
+    }
+    for (const subject of ['gateway', 'pglite'] as const) {
+      const rows = results.rss.filter((r) => r.subject === subject);
+      expect(rows.length, progress).toBeGreaterThan(0);
+      for (const row of rows) expect(isNumber(row.perDatabaseMiB), JSON.stringify(row)).toBe(true);
+    }
+  });
+
+  it('measures isolation and scale-out', () => {
+    for (const system of ['gateway', 'postgres'] as const) {
+      const iso = results.isolation.find((r) => r.system === system);
+      expect(iso?.status, `${JSON.stringify(iso)}\n${progress}`).toBe('ok');
+      expect(
+        isNumber(iso?.p50Ms) && isNumber(iso?.p99Ms) && isNumber(iso?.issuedDuring),
+        JSON.stringify(iso),
+      ).toBe(true);
+      const scale = results.scale.find((r) => r.system === system);
+      expect(scale?.status, `${JSON.stringify(scale)}\n${progress}`).toBe('ok');
+      expect(isNumber(scale?.oneDbTps) && isNumber(scale?.twoDbTps), JSON.stringify(scale)).toBe(true);
+    }
+    expect(results.isolation.map((r) => r.system)).toContain('pglite-socket');
+    expect(results.scale.map((r) => r.system)).toContain('pglite-socket');
+  });
+
+  it('renders tables and writes the JSON and markdown reports', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'bench-report-test-'));
+    try {
+      const report = renderReport(results);
+      expect(report).toContain('| gateway |');
+      expect(report).toContain('gateway / postgres');
+      const json = JSON.parse(await readFile(await writeJson(results, dir), 'utf8')) as BenchResults;
+      expect(json.pgbench.length).toBe(results.pgbench.length);
+      const md = await readFile(await writeBenchmarksMd(results, path.join(dir, 'BENCHMARKS.md')), 'utf8');
+      expect(md).toContain('## How to rerun');
+      expect(md).toContain('| gateway |');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  afterAll(async () => {
+    // Every server was stopped and every temp directory removed.
+    expect((await benchTempDirs()).filter((d) => !before.includes(d))).toEqual([]);
+  });
+});
