@@ -128,7 +128,13 @@ describe('kill -9', () => {
           // the crash cuts every writer off mid-flight: expected
         }
       });
-      await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
+      // Let the load really run (the databases open first, slowly on a busy machine), then crash.
+      const total = () => [...acked.values()].reduce((n, set) => n + set.size, 0);
+      const before = total();
+      for (let waited = 0; total() < before + 16 && waited < 30_000; waited += 50) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await new Promise((r) => setTimeout(r, Math.random() * 500));
       server.child.kill('SIGKILL');
       stop = true;
       await server.exited;
