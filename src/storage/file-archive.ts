@@ -47,10 +47,12 @@ export class FileArchive implements ArchiveStore {
     const dir = path.dirname(file);
     await mkdir(dir, { recursive: true });
     const tmp = path.join(dir, `.${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`);
-    const stream: Readable = typeof body === 'function' ? body() : body;
+    let stream: Readable | undefined = typeof body === 'function' ? undefined : body;
     try {
       const handle = await open(tmp, 'wx', 0o644);
       try {
+        // Made only now, so it is read at once: an error it emits always has a listener.
+        stream ??= (body as () => Readable)();
         const written = await writeAll(stream, handle);
         if (size !== undefined && written !== size) {
           throw new Error(`archive put ${key}: wrote ${written} bytes, expected ${size}`);
@@ -62,7 +64,7 @@ export class FileArchive implements ArchiveStore {
       await publish(tmp, file, key);
       await syncDir(dir);
     } catch (err) {
-      stream.destroy();
+      stream?.destroy();
       throw err;
     } finally {
       await rm(tmp, { force: true });
