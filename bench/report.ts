@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { SYSTEM_KINDS, type SystemKind } from './systems/types.js';
 import { projectRoot } from './tools.js';
-import type { BenchResults, PgbenchRow, QueryMode, RowStatus, Workload } from './types.js';
+import type { BenchResults, PgbenchRow, QueryMode, RowStatus, RssRow, Workload } from './types.js';
 
 /** Markdown tables with ratios, the JSON results file, and BENCHMARKS.md. */
 
@@ -190,12 +190,12 @@ function openCostTables(results: BenchResults): string {
           'status',
         ],
         ['l', 'r', 'r', 'r', 'r', 'r', 'l'],
-        results.rss.map((r) => [
+        results.rss.map((r, i) => [
           r.subject,
           String(r.open),
           num(r.rssDeltaMiB, 0),
           num(r.perDatabaseMiB, 1),
-          num(r.marginalMiB, 1),
+          num(r.marginalMiB ?? marginal(r, results.rss[i - 1]), 1),
           num(r.otherCpuCores, 2),
           statusText(r.status, r.error),
         ]),
@@ -204,6 +204,14 @@ function openCostTables(results: BenchResults): string {
     out.push('');
   }
   return out.join('\n');
+}
+
+/** RSS per added database since the previous row of the same subject (for results files without it). */
+function marginal(row: RssRow, previous: RssRow | undefined): number | undefined {
+  if (row.rssDeltaMiB === undefined) return undefined;
+  const prev = previous?.subject === row.subject ? previous : undefined;
+  if (prev && prev.rssDeltaMiB === undefined) return undefined;
+  return (row.rssDeltaMiB - (prev?.rssDeltaMiB ?? 0)) / (row.open - (prev?.open ?? 0));
 }
 
 function isolationTable(results: BenchResults): string {
@@ -364,6 +372,7 @@ npm run bench -- --write-md            # everything, 20 s pgbench runs (about 20
 npm run bench                          # the same without touching this file
 npm run bench -- --quick               # a few seconds per benchmark: checks the harness
 npm run bench -- --only pgbench,scale --seconds 10 --systems gateway,postgres
+npm run bench -- --from-json bench/results/<file>.json --write-md   # re-render a saved run
 \`\`\`
 
 Every run prints the tables and writes the raw results to \`bench/results/<timestamp>.json\`

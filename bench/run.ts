@@ -1,13 +1,14 @@
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { runBenchmarks } from './harness.js';
 import { renderReport, writeBenchmarksMd, writeJson } from './report.js';
 import { SYSTEM_KINDS, type SystemKind } from './systems/types.js';
 import { stopEverything } from './tools.js';
-import { BENCHMARK_NAMES, type BenchmarkName } from './types.js';
+import { BENCHMARK_NAMES, type BenchmarkName, type BenchResults } from './types.js';
 
 /**
  * npm run bench -- [--quick] [--only pgbench,open,isolation,scale] [--seconds N]
- *                  [--systems gateway,pglite-socket,postgres] [--write-md]
+ *                  [--systems gateway,pglite-socket,postgres] [--write-md] [--from-json FILE]
  *
  * Prints markdown tables, writes bench/results/<timestamp>.json, and with --write-md rewrites
  * BENCHMARKS.md. Exits non-zero only when the harness itself breaks; systems that fail are results.
@@ -19,6 +20,7 @@ const USAGE = `usage: npm run bench -- [options]
   --seconds N            seconds per pgbench run (default 20, --quick 1)
   --systems LIST         comma-separated subset of: ${SYSTEM_KINDS.join(', ')}
   --write-md             also rewrite BENCHMARKS.md with these results
+  --from-json FILE       measure nothing: print (and with --write-md, write) a saved results file
   --help`;
 
 function list<T extends string>(
@@ -51,10 +53,16 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const results = await runBenchmarks(parsed.options);
-  console.log(`\n${renderReport(results)}`);
-  const json = await writeJson(results);
-  console.error(`\nresults: ${json}`);
+  let results: BenchResults;
+  if (parsed.fromJson) {
+    // Re-render a saved run (e.g. after the report format changed) without measuring again.
+    results = JSON.parse(await readFile(parsed.fromJson, 'utf8')) as BenchResults;
+    console.log(`\n${renderReport(results)}`);
+  } else {
+    results = await runBenchmarks(parsed.options);
+    console.log(`\n${renderReport(results)}`);
+    console.error(`\nresults: ${await writeJson(results)}`);
+  }
   if (parsed.writeMd) console.error(`updated ${await writeBenchmarksMd(results)}`);
   return 0;
 }
@@ -67,6 +75,7 @@ function parse() {
       seconds: { type: 'string' },
       systems: { type: 'string' },
       'write-md': { type: 'boolean', default: false },
+      'from-json': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -82,6 +91,7 @@ function parse() {
   const systems = list<SystemKind>(values.systems, SYSTEM_KINDS, '--systems');
   return {
     help: values.help,
+    fromJson: values['from-json'],
     writeMd: values['write-md'],
     options: {
       quick: values.quick,
