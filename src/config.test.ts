@@ -26,6 +26,17 @@ describe('loadConfig', () => {
     expect(loadConfig({ IDLE_IN_TRANSACTION_TIMEOUT: '30' }, false).idleInTransactionTimeoutMs).toBe(30_000);
   });
 
+  it('sizes the engines: warm workers and shared buffers', () => {
+    const c = loadConfig({}, false);
+    expect(c.warmEngines).toBe(2);
+    expect(c.sharedBuffersBytes).toBe(2 * 1024 * 1024);
+    expect(loadConfig({ SHARED_BUFFERS: '16MiB', WARM_ENGINES: '0' }, false)).toMatchObject({
+      sharedBuffersBytes: 16 * 1024 * 1024,
+      warmEngines: 0,
+    });
+    expect(() => loadConfig({ SHARED_BUFFERS: '64KiB' }, false)).toThrowError(/SHARED_BUFFERS/);
+  });
+
   it('treats empty variables as unset', () => {
     expect(loadConfig({ PORT: '', CATALOG_URL: '' }, false).port).toBe(5432);
   });

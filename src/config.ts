@@ -109,6 +109,10 @@ const EnvSchema = z.object({
   SPARE_DATABASES: int(2),
   /** Databases open at once; beyond it the least recently used idle one is closed. */
   MAX_OPEN_DATABASES: int(100, 1),
+  /** Database workers kept prepared (PGlite loaded, Postgres not yet started) so an open is fast. */
+  WARM_ENGINES: int(2),
+  /** Postgres shared_buffers of each open database: resident memory per open database. */
+  SHARED_BUFFERS: bytes('2MiB').refine((v) => v >= 128 * 1024, 'must be at least 128KiB'),
   /** Process memory (RSS) above which idle databases are closed before another opens; 0 = no limit. */
   MAX_MEMORY: bytes(String(Math.floor(totalmem() * 0.8))),
   /** How long shutdown waits for running transactions before closing connections. */
@@ -155,6 +159,8 @@ export type Config = Readonly<{
   drainTimeoutMs: number;
   idleTimeoutMs: number;
   maxOpenDatabases: number;
+  warmEngines: number;
+  sharedBuffersBytes: number;
   spareDatabases: number;
   maxMemoryBytes: number;
   nodeId: string;
@@ -222,6 +228,8 @@ export function loadConfig(
     drainTimeoutMs: e.DRAIN_TIMEOUT,
     idleTimeoutMs: e.IDLE_TIMEOUT,
     maxOpenDatabases: e.MAX_OPEN_DATABASES,
+    warmEngines: e.WARM_ENGINES,
+    sharedBuffersBytes: e.SHARED_BUFFERS,
     spareDatabases: e.SPARE_DATABASES,
     maxMemoryBytes: e.MAX_MEMORY,
     nodeId: e.NODE_ID,

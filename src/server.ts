@@ -6,6 +6,7 @@ import { connectionDefaults } from './cli/connection-info.js';
 import type { Config } from './config.js';
 import { Archiving } from './databases/archiving.js';
 import { acquireDataDirLock } from './databases/dir-lock.js';
+import { EngineHost, postgresSettings } from './databases/engine.js';
 import { DatabaseManager } from './databases/manager.js';
 import { DatabaseRegistry } from './databases/registry.js';
 import { TemplateSpares } from './databases/spares.js';
@@ -54,7 +55,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     cleanups.push(() => catalog.close());
     const archiving = await openArchiving(config, catalog, logger);
     if (archiving) cleanups.push(() => archiving.close());
+    const engines = new EngineHost({
+      warm: config.warmEngines,
+      settings: postgresSettings(config.sharedBuffersBytes),
+      logger,
+    });
+    engines.start();
+    cleanups.push(() => engines.close());
     const registry = new DatabaseRegistry({
+      engines,
       dataDir: config.dataDir,
       maxClientsPerDb: config.maxClientsPerDb,
       queryWaitTimeoutMs: config.queryWaitTimeoutMs,

@@ -2,10 +2,13 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import type { Logger } from '../log.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './engine-worker.js';
 import type { PgliteArtifacts, WasmModule } from './pglite-open.js';
+import { shareBundle } from './shared-bundle.js';
+import { workerUrl } from './worker-entry.js';
 
-export { READ_ONLY_ROLE, REPORTED_PARAMETERS } from './pglite-open.js';
+export { postgresSettings, READ_ONLY_ROLE, REPORTED_PARAMETERS } from './pglite-open.js';
 
 /**
  * One open database: the single Postgres session behind it, spoken to in raw protocol bytes.
@@ -26,11 +29,10 @@ export interface Engine {
 /** The engine was killed (cancel, statement timeout) while a request was running. */
 export class EngineKilledError extends Error {}
 
-type Artifacts = Omit<PgliteArtifacts, 'fsBundle'> & { fsBundle: ArrayBuffer };
-let artifacts: Promise<Artifacts> | undefined;
+let artifacts: Promise<PgliteArtifacts> | undefined;
 
 /** Compiles PGlite's WASM once per process; every worker gets the compiled modules. */
-function loadArtifacts(): Promise<Artifacts> {
+function loadArtifacts(): Promise<PgliteArtifacts> {
   artifacts ??= (async () => {
     const require = createRequire(import.meta.url);
     const dist = path.dirname(require.resolve('@electric-sql/pglite'));
@@ -42,21 +44,50 @@ function loadArtifacts(): Promise<Artifacts> {
     return {
       pgliteWasmModule: await wasm.compile(pglite),
       initdbWasmModule: await wasm.compile(initdb),
-      fsBundle: bundle.buffer.slice(bundle.byteOffset, bundle.byteOffset + bundle.byteLength) as ArrayBuffer,
+      fsBundle: shareBundle(bundle),
     };
   })();
   return artifacts;
 }
 
-/** In development and tests the worker is TypeScript, loaded through tsx; built code is plain JS. */
-function workerUrl(): URL {
-  const ts = import.meta.url.endsWith('.ts');
-  return new URL(ts ? './engine-worker-dev.mjs' : './engine-worker.js', import.meta.url);
-}
-
 /** Node's types lack WebAssembly as a value outside the DOM lib. */
 const wasm = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<WasmModule> } })
   .WebAssembly;
+
+type ReplyOf<T extends WorkerReply['type']> = Extract<WorkerReply, { type: T }>;
+
+/** The next reply of one of `types`; rejects when the worker fails or exits first. */
+function nextReply<T extends WorkerReply['type']>(worker: Worker, types: readonly T[]): Promise<ReplyOf<T>> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (reply: WorkerReply) => {
+      if (!(types as readonly string[]).includes(reply.type)) return;
+      cleanup();
+      resolve(reply as ReplyOf<T>);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onExit = (code: number) => {
+      cleanup();
+      reject(new Error(`database worker exited with code ${code}`));
+    };
+    const cleanup = () => {
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+    };
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+  });
+}
+
+/** A worker thread and how many databases it has served. */
+interface HostWorker {
+  readonly worker: Worker;
+  uses: number;
+}
 
 class WorkerEngine implements Engine {
   private nextId = 1;
@@ -65,17 +96,23 @@ class WorkerEngine implements Engine {
     { resolve: (d: Uint8Array) => void; reject: (e: Error) => void }
   >();
   private dead: Error | undefined;
-  baselineSql = '';
-  parameters: Record<string, string> = {};
+  private readonly onMessage = (reply: WorkerReply) => this.onReply(reply);
+  private readonly onError = (err: Error) => this.fail(err);
+  private readonly onExit = () => this.fail(new EngineKilledError('database engine stopped'));
 
-  constructor(private readonly worker: Worker) {
-    worker.on('message', (reply: WorkerReply) => this.onReply(reply));
-    worker.on('error', (err) => this.fail(err));
-    worker.on('exit', () => this.fail(new EngineKilledError('database engine stopped')));
+  constructor(
+    private readonly host: HostWorker,
+    private readonly pool: EngineHost,
+    readonly baselineSql: string,
+    readonly parameters: Record<string, string>,
+  ) {
+    host.worker.on('message', this.onMessage);
+    host.worker.on('error', this.onError);
+    host.worker.on('exit', this.onExit);
   }
 
   private onReply(reply: WorkerReply): void {
-    if (reply.type === 'opened' || reply.type === 'open-failed') return;
+    if (reply.type !== 'result' && reply.type !== 'failed' && reply.type !== 'closed') return;
     const waiter = this.pending.get(reply.id);
     if (!waiter) return;
     this.pending.delete(reply.id);
@@ -90,12 +127,18 @@ class WorkerEngine implements Engine {
     this.pending.clear();
   }
 
+  private detach(): void {
+    this.host.worker.off('message', this.onMessage);
+    this.host.worker.off('error', this.onError);
+    this.host.worker.off('exit', this.onExit);
+  }
+
   private request(make: (id: number) => WorkerRequest, transfer: ArrayBuffer[] = []): Promise<Uint8Array> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage(make(id), transfer);
+      this.host.worker.postMessage(make(id), transfer);
     });
   }
 
@@ -107,34 +150,187 @@ class WorkerEngine implements Engine {
 
   async kill(): Promise<void> {
     this.fail(new EngineKilledError('statement interrupted'));
-    await this.worker.terminate();
+    this.detach();
+    await this.host.worker.terminate();
   }
 
   async close(): Promise<void> {
-    if (!this.dead) await this.request((id) => ({ type: 'close', id })).catch(() => undefined);
+    let park = false;
+    if (!this.dead) {
+      park = this.pool.wantsBack(this.host);
+      park = await this.request((id) => ({ type: 'close', id, park })).then(
+        () => park,
+        () => false,
+      );
+    }
     this.dead ??= new EngineKilledError('database closed');
-    await this.worker.terminate();
+    this.detach();
+    if (park) this.pool.takeBack(this.host);
+    else await this.host.worker.terminate();
   }
 }
 
-/** Opens the database at `dataDir` in a new worker thread. */
-export async function openEngine(dataDir: string, opts: { readOnly: boolean }): Promise<Engine> {
-  const init: WorkerInit = { dataDir, readOnly: opts.readOnly, artifacts: await loadArtifacts() };
-  const worker = new Worker(workerUrl(), { workerData: init });
-  const engine = new WorkerEngine(worker);
-  const opened = await new Promise<Extract<WorkerReply, { type: 'opened' }>>((resolve, reject) => {
-    const onMessage = (reply: WorkerReply) => {
-      if (reply.type === 'opened') resolve(reply);
-      if (reply.type === 'open-failed') reject(new Error(reply.message));
-    };
-    worker.on('message', onMessage);
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`database worker exited with code ${code}`)));
-  }).catch(async (err: unknown) => {
-    await worker.terminate();
-    throw err;
-  });
-  engine.baselineSql = opened.baselineSql;
-  engine.parameters = opened.parameters;
-  return engine;
+const REFILL_DELAY_MS = 250;
+
+export interface EngineHostOptions {
+  /** Workers kept parked (a PGlite prepared up to Postgres' start), so an open skips that part. */
+  warm: number;
+  /** Postgres `-c` settings for every database (see postgresSettings). */
+  settings: string[];
+  /** Databases one worker serves before it is replaced, bounding whatever a worker accumulates. */
+  maxUses?: number;
+  logger?: Logger;
+}
+
+/**
+ * Starts database engines: one worker thread per open database, taken from a small pool of
+ * parked workers when one is ready. A worker whose database closed cleanly parks again and goes
+ * back to the pool; an interrupted one is terminated.
+ */
+export class EngineHost {
+  private readonly ready: HostWorker[] = [];
+  /** Workers on their way to the pool: spawning, or parking again after their database closed. */
+  private preparing = 0;
+  /** Of those, the ones parking again (~0.1 s; a new worker takes ~0.5 s). */
+  private recycling = 0;
+  /** Opens waiting for one of those workers (cheaper than spawning yet another). */
+  private readonly waiting: { resolve: (h: HostWorker) => void; reject: (e: unknown) => void }[] = [];
+  private refillScheduled = false;
+  private closed = false;
+  /** Workers started, and workers that parked again after their database closed. */
+  readonly stats = { spawned: 0, recycled: 0 };
+  private readonly maxUses: number;
+
+  constructor(private readonly opts: EngineHostOptions) {
+    this.maxUses = opts.maxUses ?? 50;
+  }
+
+  /** Fills the pool in the background. */
+  start(): void {
+    this.refill();
+  }
+
+  /** Opens the database at `dataDir` in a worker of its own. */
+  async open(dataDir: string, opts: { readOnly: boolean }): Promise<Engine> {
+    if (this.closed) throw new Error('engine host closed');
+    const host = await this.acquire();
+    host.worker.ref();
+    host.uses++;
+    try {
+      const reply = nextReply(host.worker, ['opened', 'open-failed']);
+      host.worker.postMessage({ type: 'open', dataDir, readOnly: opts.readOnly } satisfies WorkerRequest);
+      const opened = await reply.catch(async (err: unknown) => {
+        await host.worker.terminate();
+        throw err;
+      });
+      if (opened.type === 'open-failed') {
+        await host.worker.terminate();
+        throw new Error(opened.message);
+      }
+      return new WorkerEngine(host, this, opened.baselineSql, opened.parameters);
+    } finally {
+      this.scheduleRefill();
+    }
+  }
+
+  /** Whether a worker whose database is closing should park again for the pool. */
+  wantsBack(host: HostWorker): boolean {
+    if (this.closed || host.uses >= this.maxUses) return false;
+    // Counting only recycled workers: parking again beats a spawn that may still be starting.
+    return this.waiting.length > 0 || this.ready.length + this.recycling < this.opts.warm;
+  }
+
+  /** Adds a worker that was told to park again, once it has. */
+  takeBack(host: HostWorker): void {
+    this.recycling++;
+    this.stats.recycled++;
+    const parked = nextReply(host.worker, ['parked']).finally(() => this.recycling--);
+    this.prepare(
+      parked.then(() => host),
+      host,
+    );
+  }
+
+  /** Terminates the parked workers; engines in use close on their own. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const waiter of this.waiting.splice(0)) waiter.reject(new Error('engine host closed'));
+    await Promise.all(this.ready.splice(0).map((h) => h.worker.terminate()));
+  }
+
+  /** A parked worker: a ready one, the next one to get ready, or a new one. */
+  private acquire(): Promise<HostWorker> {
+    const host = this.ready.shift();
+    if (host) return Promise.resolve(host);
+    if (this.preparing > this.waiting.length) {
+      return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
+    }
+    return this.spawn();
+  }
+
+  private prepare(coming: Promise<HostWorker>, existing?: HostWorker): void {
+    this.preparing++;
+    coming.then(
+      (host) => {
+        this.preparing--;
+        this.keep(host);
+      },
+      (err: unknown) => {
+        this.preparing--;
+        if (existing) void existing.worker.terminate();
+        else this.opts.logger?.warn({ err }, 'could not prepare a database worker');
+        // Whoever waited for this worker gets a new one of their own.
+        const waiter = this.waiting.shift();
+        if (waiter) this.spawn().then(waiter.resolve, waiter.reject);
+      },
+    );
+  }
+
+  private keep(host: HostWorker): void {
+    const waiter = this.waiting.shift();
+    if (waiter) {
+      waiter.resolve(host);
+      return;
+    }
+    if (this.closed || this.ready.length >= this.opts.warm) {
+      void host.worker.terminate();
+      return;
+    }
+    // A parked worker alone must not keep the process alive.
+    host.worker.unref();
+    this.ready.push(host);
+  }
+
+  /**
+   * Replaces used workers a little later: a spawn right away would compete with the open that
+   * just happened for the cores, and a database closing meanwhile refills the pool more cheaply.
+   */
+  private scheduleRefill(): void {
+    if (this.refillScheduled) return;
+    this.refillScheduled = true;
+    setTimeout(() => {
+      this.refillScheduled = false;
+      this.refill();
+    }, REFILL_DELAY_MS).unref();
+  }
+
+  private refill(): void {
+    while (!this.closed && this.ready.length + this.preparing < this.opts.warm) this.prepare(this.spawn());
+  }
+
+  private async spawn(): Promise<HostWorker> {
+    const init: WorkerInit = { artifacts: await loadArtifacts(), settings: this.opts.settings };
+    this.stats.spawned++;
+    const worker = new Worker(await workerUrl(), {
+      workerData: init,
+      // A small young generation: the worker allocates little per request, and every MB it keeps
+      // committed is resident memory for as long as its database is open.
+      resourceLimits: { maxYoungGenerationSizeMb: 4 },
+    });
+    await nextReply(worker, ['parked']).catch(async (err: unknown) => {
+      await worker.terminate();
+      throw err;
+    });
+    return { worker, uses: 0 };
+  }
 }

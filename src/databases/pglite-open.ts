@@ -1,8 +1,14 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
+import { DeferredNodeFS } from './deferred-fs.js';
+import { bundleSource, copyBundleFilesOnWrite } from './shared-bundle.js';
 
 /**
- * Opening one PGlite with the gateway's settings. Runs inside a database's worker thread; the
- * compiled WASM modules and the FS bundle come from the parent so they are built once per process.
+ * Opening one PGlite with the gateway's settings, in two steps: `parkPglite` does everything that
+ * does not depend on the database ahead of time, `openParked` starts Postgres on a data directory.
+ * Runs inside a database's worker thread; the compiled WASM modules and the FS bundle come from
+ * the parent so they are built once per process.
  */
 
 /** A compiled WebAssembly.Module, typed through PGlite's options (Node's types lack the namespace). */
@@ -11,15 +17,28 @@ export type WasmModule = NonNullable<PGliteOptions['pgliteWasmModule']>;
 export interface PgliteArtifacts {
   pgliteWasmModule: WasmModule;
   initdbWasmModule: WasmModule;
-  fsBundle: Blob;
+  /** The FS bundle, shared by all workers (see shared-bundle.ts). */
+  fsBundle: SharedArrayBuffer;
 }
 
 /**
- * Memory: an idle default PGlite costs ~165 MB RSS, mostly shared_buffers (128 MB) touched by
- * startup. 16 MB of shared buffers is plenty for small databases and brings an idle instance
- * down to tens of MB; larger working sets read through the OS page cache instead.
+ * Memory: an idle default PGlite costs ~165 MB RSS. Postgres zeroes its whole shared memory at
+ * startup, so every MB of shared memory is a MB of RSS for as long as the database is open:
+ * shared_buffers (128 MB by default) dominates, then WAL buffers (1/32 of it) and the lock and
+ * process tables sized by max_connections. The gateway runs one session per database, so those
+ * tables are sized for a few backends; shared_buffers is configurable (SHARED_BUFFERS), and pages
+ * beyond it are read through the OS page cache.
  */
-export const MEMORY_SETTINGS = ['shared_buffers=16MB', 'wal_buffers=1MB', 'work_mem=4MB', 'temp_buffers=4MB'];
+export function postgresSettings(sharedBuffersBytes: number): string[] {
+  return [
+    `shared_buffers=${Math.floor(sharedBuffersBytes / 8192) * 8}kB`,
+    'max_connections=10',
+    'max_wal_senders=0',
+    'autovacuum_worker_slots=1',
+    'work_mem=4MB',
+    'temp_buffers=4MB',
+  ];
+}
 
 export const READ_ONLY_ROLE = 'gateway_readonly';
 
@@ -64,26 +83,54 @@ export const REPORTED_PARAMETERS = [
   'search_path',
 ] as const;
 
-export async function openPglite(
+/** One row, a column per reported parameter; current_setting is far cheaper than pg_settings. */
+const SETTINGS_SQL = `SELECT ${REPORTED_PARAMETERS.map((n) => `pg_catalog.current_setting('${n}', true) AS "${n}"`).join(', ')}`;
+
+/** A PGlite with everything but Postgres started, waiting for its data directory. */
+export interface ParkedPglite {
+  readonly pg: PGlite;
+  readonly fs: DeferredNodeFS;
+}
+
+export async function parkPglite(artifacts: PgliteArtifacts, settings: string[]): Promise<ParkedPglite> {
+  const defaults = (PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams;
+  const fs = new DeferredNodeFS(copyBundleFilesOnWrite);
+  const pg = new PGlite({
+    fs,
+    startParams: [...defaults, ...settings.flatMap((s) => ['-c', s])],
+    pgliteWasmModule: artifacts.pgliteWasmModule,
+    initdbWasmModule: artifacts.initdbWasmModule,
+    fsBundle: bundleSource(artifacts.fsBundle),
+  });
+  // PGlite fetches array types after start for its JS type parsers; the gateway relays raw
+  // protocol and never uses them, and the query costs ~20 ms of every open.
+  (pg as unknown as { _initArrayTypes: () => Promise<void> })._initArrayTypes = async () => undefined;
+  // waitReady only settles before parking when the preparation failed.
+  await Promise.race([fs.parked, pg.waitReady]);
+  return { pg, fs };
+}
+
+/** Starts Postgres of a parked PGlite on `dataDir` (an existing PGDATA) and reads its settings. */
+export async function openParked(
+  { pg, fs }: ParkedPglite,
   dataDir: string,
   readOnly: boolean,
-  artifacts?: PgliteArtifacts,
-): Promise<{ pg: PGlite; baselineSql: string; parameters: Record<string, string> }> {
-  const defaults = (PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams;
-  const startParams = [...defaults, ...MEMORY_SETTINGS.flatMap((s) => ['-c', s])];
-  const pg = new PGlite({ dataDir, startParams, ...(artifacts ?? {}) });
+): Promise<{ baselineSql: string; parameters: Record<string, string> }> {
+  // PGlite runs initdb into a directory without PG_VERSION; a missing database must stay missing.
+  // (Checked before mounting: a parked PGlite cannot be closed until it has started.)
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) throw new Error(`no database at ${dataDir}`);
   try {
+    fs.mount(dataDir);
     await pg.waitReady;
     if (readOnly) {
       await pg.exec(READ_ONLY_SETUP_SQL);
       await pg.exec(READ_ONLY_BASELINE_SQL);
     }
-    const { rows } = await pg.query<{ name: string; value: string }>(
-      'SELECT name, pg_catalog.current_setting(name) AS value FROM pg_catalog.pg_settings WHERE name = ANY($1)',
-      [REPORTED_PARAMETERS],
+    const [row] = (await pg.query<Record<string, string | null>>(SETTINGS_SQL)).rows;
+    const parameters = Object.fromEntries(
+      Object.entries(row ?? {}).filter((e): e is [string, string] => e[1] !== null),
     );
-    const parameters = Object.fromEntries(rows.map((r) => [r.name, r.value]));
-    return { pg, baselineSql: readOnly ? READ_ONLY_BASELINE_SQL : '', parameters };
+    return { baselineSql: readOnly ? READ_ONLY_BASELINE_SQL : '', parameters };
   } catch (err) {
     await pg.close().catch(() => undefined);
     throw err;

@@ -4,7 +4,7 @@ import { errors } from '../errors.js';
 import { databasePath } from '../gateway/routing.js';
 import type { Logger } from '../log.js';
 import { Database } from './database.js';
-import { openEngine } from './engine.js';
+import type { Engine } from './engine.js';
 
 /**
  * Open databases of this process: at most one PGlite per database, ever. Opening is single-flight
@@ -26,8 +26,8 @@ export interface RegistryOptions {
   materialize?: (id: string, dir: string) => Promise<'present' | 'fetched' | 'absent'>;
   /** Runs after a database closed, before it may open again (snapshot to the archive). */
   afterClose?: (id: string, dir: string, written: boolean) => Promise<void>;
-  /** Replaceable for tests of the registry itself. */
-  openEngine?: typeof openEngine;
+  /** Starts a database's engine (an EngineHost). */
+  engines: { open(dataDir: string, opts: { readOnly: boolean }): Promise<Engine> };
 }
 
 export interface Lease {
@@ -149,7 +149,7 @@ export class DatabaseRegistry {
     if (!exists) throw errors.databaseNotFound(record.id);
     const started = performance.now();
     this.stats.opens++;
-    const open = () => (this.opts.openEngine ?? openEngine)(dir, { readOnly: record.readOnly });
+    const open = () => this.opts.engines.open(dir, { readOnly: record.readOnly });
     const engine = await open();
     this.opts.logger.info(
       { db: record.id, ms: Math.round(performance.now() - started), readOnly: record.readOnly },

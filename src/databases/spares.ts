@@ -6,7 +6,7 @@ import { createFromTemplate } from './template.js';
 
 /**
  * Ready-made copies of the template, so creating a database is a rename (milliseconds) rather
- * than a copy of ~1000 files (~1 s). Spares are refilled in the background after each use and
+ * than a copy of ~1000 files (~0.1 s, more on a busy disk). Spares are refilled in the background after each use and
  * rebuilt at startup, so they always match the current template.
  */
 export class TemplateSpares {

@@ -6,6 +6,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Catalog } from '../catalog/catalog.js';
 import { openEmbeddedCatalog } from '../catalog/embedded.js';
+import { EngineHost, postgresSettings } from '../databases/engine.js';
 import { DatabaseManager, NO_ARCHIVE_MESSAGE } from '../databases/manager.js';
 import { DatabaseRegistry } from '../databases/registry.js';
 import { packDataDir } from '../storage/tarball.js';
@@ -40,6 +41,7 @@ beforeAll(async () => {
   catalog = await openEmbeddedCatalog({ dir: path.join(dataDir, '_catalog'), templateDir });
   const logger = pino({ level: 'silent' });
   const registry = new DatabaseRegistry({
+    engines: new EngineHost({ warm: 0, settings: postgresSettings(8 * 1024 * 1024) }),
     dataDir,
     maxClientsPerDb: 10,
     queryWaitTimeoutMs: 10_000,

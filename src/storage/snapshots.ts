@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { cp, lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Catalog, VersionRecord } from '../catalog/catalog.js';
@@ -13,6 +13,7 @@ import {
   sleep,
   withRetries,
 } from './archive.js';
+import { copyTree } from './copy-tree.js';
 import {
   ChecksumMismatchError,
   Digest,
@@ -174,7 +175,7 @@ export class Snapshots {
         staged = this.spoolPath(id, 'stage');
         const release = await opts.freeze();
         try {
-          await cp(dataDir, staged, { recursive: true });
+          await copyTree(dataDir, staged);
         } catch (err) {
           await rm(staged, { recursive: true, force: true });
           throw err;

@@ -45,6 +45,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     LOG_PRETTY: 'false',
     SPARE_DATABASES: '1',
+    WARM_ENGINES: '1',
     ...env,
   };
   const logger = createLogger({ level: fullEnv.LOG_LEVEL as string, pretty: false });

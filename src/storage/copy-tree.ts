@@ -1,0 +1,43 @@
+import { copyFile, lstat, mkdir, readdir, readlink, symlink } from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * Copies a directory tree (a PGDATA: ~1000 mostly small files). `fs.cp` walks it one file at a
+ * time with a stat and a chmod each and takes ~1 s; listing first and copying many files at once
+ * through the libuv pool takes ~0.1 s, like `cp -r`. File modes come along with copyFile.
+ */
+
+/** Files copied at once: enough to keep the libuv pool busy, few enough not to exhaust fds. */
+const CONCURRENCY = 16;
+
+export async function copyTree(
+  src: string,
+  dest: string,
+  skip: (name: string) => boolean = () => false,
+): Promise<void> {
+  const files: [string, string][] = [];
+  const links: [string, string][] = [];
+  const walk = async (from: string, to: string): Promise<void> => {
+    const { mode } = await lstat(from);
+    await mkdir(to, { mode: mode & 0o7777 });
+    const subdirs: Promise<void>[] = [];
+    for (const entry of await readdir(from, { withFileTypes: true })) {
+      if (skip(entry.name)) continue;
+      const pair: [string, string] = [path.join(from, entry.name), path.join(to, entry.name)];
+      if (entry.isDirectory()) subdirs.push(walk(...pair));
+      else if (entry.isFile()) files.push(pair);
+      else if (entry.isSymbolicLink()) links.push(pair);
+    }
+    await Promise.all(subdirs);
+  };
+  await walk(src, dest);
+  let next = 0;
+  const copier = async (): Promise<void> => {
+    while (next < files.length) {
+      const [from, to] = files[next++] as [string, string];
+      await copyFile(from, to);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, copier));
+  for (const [from, to] of links) await symlink(await readlink(from), to);
+}
