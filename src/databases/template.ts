@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -34,10 +34,12 @@ async function exists(p: string): Promise<boolean> {
  * instead of ~39 MB, most of it a freshly zeroed WAL segment, so creating one copies less.
  */
 const INITDB_ARGS = ['--wal-segsize=1'];
+/** Changes whenever the template's making changes, so older templates are rebuilt. */
+const RECIPE = 'trimmed-wal';
 
 /** Ensures `templateDir` holds a PGDATA made by this PGlite version; returns its path. */
 export async function ensureTemplate(templateDir: string): Promise<string> {
-  const version = `${pgliteVersion()} ${INITDB_ARGS.join(' ')}`;
+  const version = `${pgliteVersion()} ${INITDB_ARGS.join(' ')} ${RECIPE}`;
   const stamp = await readFile(path.join(templateDir, STAMP), 'utf8').catch(() => undefined);
   if (stamp?.trim() === version && (await exists(path.join(templateDir, 'PG_VERSION')))) return templateDir;
 
@@ -46,7 +48,12 @@ export async function ensureTemplate(templateDir: string): Promise<string> {
   try {
     const pg = new PGlite({ dataDir: tmp, initDbStartParams: INITDB_ARGS });
     await pg.waitReady;
+    const { rows } = await pg.query<{ file_name: string; file_offset: number }>(
+      'SELECT file_name, file_offset FROM pg_catalog.pg_walfile_name_offset(pg_catalog.pg_current_wal_lsn())',
+    );
     await pg.close();
+    const current = rows[0];
+    if (current) await dropRecycledWal(tmp, current.file_name, current.file_offset);
     await writeFile(path.join(tmp, STAMP), `${version}\n`);
     // Another process may have raced us; whichever rename lands first wins, both are equivalent.
     await rm(templateDir, { recursive: true, force: true });
@@ -57,6 +64,21 @@ export async function ensureTemplate(templateDir: string): Promise<string> {
     await rm(tmp, { recursive: true, force: true });
   }
   return templateDir;
+}
+
+/**
+ * initdb leaves WAL segments past the current one: old segments renamed for reuse, holding
+ * stale bytes. A new database does not need them (Postgres creates segments as it goes), and
+ * each is 1 MB to copy for every new database. Only done when the shutdown checkpoint written
+ * after `current` surely fits in the same segment.
+ */
+async function dropRecycledWal(dataDir: string, current: string, offset: number): Promise<void> {
+  if (offset > 1024 * 1024 - 64 * 1024) return;
+  const walDir = path.join(dataDir, 'pg_wal');
+  const segment = /^[0-9A-F]{24}$/;
+  for (const name of await readdir(walDir)) {
+    if (segment.test(name) && name > current) await rm(path.join(walDir, name));
+  }
 }
 
 /**
