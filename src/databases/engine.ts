@@ -83,10 +83,46 @@ function nextReply<T extends WorkerReply['type']>(worker: Worker, types: readonl
   });
 }
 
-/** A worker thread and how many databases it has served. */
-interface HostWorker {
-  readonly worker: Worker;
-  uses: number;
+/**
+ * A worker thread, how many databases it has served, and whether it is parked. Its own listener
+ * notes every `parked` reply, so one that arrives before anyone waits for it is not lost.
+ */
+class HostWorker {
+  uses = 0;
+  private parked = false;
+  private gone: Error | undefined;
+  private waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
+
+  constructor(readonly worker: Worker) {
+    worker.on('message', (reply: WorkerReply) => {
+      if (reply.type !== 'parked') return;
+      this.parked = true;
+      this.waiter?.resolve();
+      this.waiter = undefined;
+    });
+    worker.on('error', (err) => this.end(err));
+    worker.on('exit', (code) => this.end(new Error(`database worker exited with code ${code}`)));
+  }
+
+  /** Resolves once the worker is parked (at once if it already is); rejects if it ends first. */
+  whenParked(): Promise<void> {
+    if (this.parked) return Promise.resolve();
+    if (this.gone) return Promise.reject(this.gone);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** Its parked PGlite is about to open a database. */
+  unpark(): void {
+    this.parked = false;
+  }
+
+  private end(err: Error): void {
+    this.gone ??= err;
+    this.waiter?.reject(err);
+    this.waiter = undefined;
+  }
 }
 
 class WorkerEngine implements Engine {
@@ -215,6 +251,7 @@ export class EngineHost {
     if (this.closed) throw new Error('engine host closed');
     const host = await this.acquire();
     host.worker.ref();
+    host.unpark();
     host.uses++;
     try {
       const reply = nextReply(host.worker, ['opened', 'open-failed']);
@@ -244,7 +281,7 @@ export class EngineHost {
   takeBack(host: HostWorker): void {
     this.recycling++;
     this.stats.recycled++;
-    const parked = nextReply(host.worker, ['parked']).finally(() => this.recycling--);
+    const parked = host.whenParked().finally(() => this.recycling--);
     this.prepare(
       parked.then(() => host),
       host,
@@ -327,10 +364,11 @@ export class EngineHost {
       // committed is resident memory for as long as its database is open.
       resourceLimits: { maxYoungGenerationSizeMb: 4 },
     });
-    await nextReply(worker, ['parked']).catch(async (err: unknown) => {
+    const host = new HostWorker(worker);
+    await host.whenParked().catch(async (err: unknown) => {
       await worker.terminate();
       throw err;
     });
-    return { worker, uses: 0 };
+    return host;
   }
 }

@@ -5,13 +5,9 @@ import { createScramSha256Data } from 'pg-gateway';
 import type { Catalog, DatabaseRecord, PoolMode, VersionRecord } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
 import { databasePath, isValidDatabaseId } from '../gateway/routing.js';
+import { extractTarball } from '../storage/extract.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
-import {
-  extractTarball,
-  type PgDataIdentity,
-  readPgDataIdentity,
-  TarballRejectedError,
-} from '../storage/tarball.js';
+import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../storage/tarball.js';
 import type { DatabaseRegistry } from './registry.js';
 import type { TemplateSpares } from './spares.js';
 import { createFromTemplate } from './template.js';

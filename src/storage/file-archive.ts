@@ -12,7 +12,8 @@ import {
   assertValidKey,
   type BodySource,
 } from './archive.js';
-import { syncDir, writeAll } from './tarball.js';
+import { syncDir } from './extract.js';
+import { writeAll } from './tarball.js';
 
 /**
  * An archive in a directory (`file:///mnt/s3/dbs`): local disk, NFS, or an s3fs-style mount of a

@@ -11,6 +11,7 @@ export {
   openArchive,
   type S3Settings,
 } from './archive.js';
+export { extractTarball } from './extract.js';
 export {
   DatabaseGoneError,
   DEFAULT_KEEP_VERSIONS,
@@ -26,7 +27,6 @@ export {
 } from './snapshots.js';
 export {
   ChecksumMismatchError,
-  extractTarball,
   type PgDataIdentity,
   packDataDir,
   readPgDataIdentity,

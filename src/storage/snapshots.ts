@@ -1,29 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Catalog, VersionRecord } from '../catalog/catalog.js';
 import type { Logger } from '../log.js';
-import {
-  ArchiveKeyExistsError,
-  ArchiveNotFoundError,
-  type ArchiveStore,
-  backoffMs,
-  sleep,
-  withRetries,
-} from './archive.js';
+import type { ArchiveStore } from './archive.js';
 import { copyTree } from './copy-tree.js';
+import { installDir, type StagedDir, stageTarball } from './extract.js';
+import { type PgDataIdentity, packToFile } from './tarball.js';
 import {
-  ChecksumMismatchError,
-  Digest,
-  installDir,
-  type PgDataIdentity,
-  packToFile,
-  type StagedDir,
-  stageTarball,
-  writeAll,
-} from './tarball.js';
+  DatabaseGoneError,
+  DEFAULT_KEEP_VERSIONS,
+  describeError,
+  VERSION_PATTERN,
+  VersionNotFoundError,
+  VersionObjects,
+  versionKey,
+} from './version-objects.js';
 
 /**
  * Versions of databases in the archive. Every snapshot is a new immutable object
@@ -37,33 +31,16 @@ import {
  * single byte is extracted, so a truncated or corrupted download never reaches the data directory.
  */
 
-export const DEFAULT_KEEP_VERSIONS = 10;
-
-/** Versions sort by time: `YYYYMMDDTHHMMSSmmmZ-<8 hex>`. */
-export const VERSION_PATTERN = /^\d{8}T\d{9}Z-[0-9a-f]{8}$/;
-
-export function newVersionId(now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:.]/g, '');
-  return `${stamp}-${randomBytes(4).toString('hex')}`;
-}
-
-export function versionKey(databaseId: string, version: string): string {
-  return `${databaseId}/${version}.tar.gz`;
-}
-
-export class VersionNotFoundError extends Error {
-  override readonly name = 'VersionNotFoundError';
-}
-
-/** The uploaded object does not match what was sent (size or checksum); the version is not recorded. */
-export class VerificationError extends Error {
-  override readonly name = 'VerificationError';
-}
-
-/** The database vanished from the catalog while its snapshot was being stored. */
-export class DatabaseGoneError extends Error {
-  override readonly name = 'DatabaseGoneError';
-}
+export {
+  DatabaseGoneError,
+  DEFAULT_KEEP_VERSIONS,
+  describeError,
+  newVersionId,
+  VERSION_PATTERN,
+  VerificationError,
+  VersionNotFoundError,
+  versionKey,
+} from './version-objects.js';
 
 export interface SnapshotsOptions {
   archive: ArchiveStore;
@@ -122,22 +99,25 @@ export class Snapshots {
   private readonly catalog: SnapshotsOptions['catalog'];
   private readonly logger: Logger;
   private readonly keepVersions: number;
-  private readonly attempts: number;
-  private readonly retryBaseMs: number;
-  private readonly readbackMaxBytes: number;
   /** In-flight fetches, keyed by database and destination: concurrent callers share one. */
   private readonly fetching = new Map<string, Promise<VersionRecord>>();
   /** Per-database chain serialising writes (snapshot, restore, upload, clone target). */
   private readonly locks = new Map<string, Promise<unknown>>();
+
+  private readonly objects: VersionObjects;
 
   constructor(private readonly opts: SnapshotsOptions) {
     this.archive = opts.archive;
     this.catalog = opts.catalog;
     this.logger = opts.logger;
     this.keepVersions = Math.max(1, opts.keepVersions ?? DEFAULT_KEEP_VERSIONS);
-    this.attempts = Math.max(1, opts.attempts ?? 3);
-    this.retryBaseMs = opts.retryBaseMs ?? 500;
-    this.readbackMaxBytes = opts.readbackMaxBytes ?? 16 * 1024 * 1024;
+    this.objects = new VersionObjects({
+      archive: opts.archive,
+      logger: opts.logger,
+      attempts: Math.max(1, opts.attempts ?? 3),
+      retryBaseMs: opts.retryBaseMs ?? 500,
+      readbackMaxBytes: opts.readbackMaxBytes ?? 16 * 1024 * 1024,
+    });
   }
 
   describe(): string {
@@ -393,31 +373,7 @@ export class Snapshots {
     spool: string,
     packed: { sha256: string; size: number },
   ): Promise<VersionRecord> {
-    const version = await withRetries(
-      async () => {
-        const candidate = newVersionId();
-        const key = versionKey(id, candidate);
-        try {
-          await this.archive.put(key, () => createReadStream(spool), packed.size);
-          await this.verify(key, packed);
-        } catch (err) {
-          // Only our own (partial or wrong) object can be at this fresh key, unless put refused it.
-          if (!(err instanceof ArchiveKeyExistsError)) await this.archive.delete(key).catch(() => undefined);
-          throw err;
-        }
-        return candidate;
-      },
-      {
-        retries: this.attempts - 1,
-        baseMs: this.retryBaseMs,
-        retryable: (err) => !(err instanceof ArchiveKeyExistsError),
-        onRetry: (err, attempt) =>
-          this.logger.warn(
-            { db: id, attempt: attempt + 1, err: describeError(err) },
-            'snapshot upload failed; retrying',
-          ),
-      },
-    );
+    const version = await this.objects.upload(id, spool, packed);
     const record = await this.catalog.addVersion({
       databaseId: id,
       version,
@@ -430,24 +386,6 @@ export class Snapshots {
     }
     await this.applyRetention(id);
     return record;
-  }
-
-  /** Checks the stored object's size, and for small objects its sha256 by reading it back. */
-  private async verify(key: string, expected: { sha256: string; size: number }): Promise<void> {
-    const stored = await this.archive.head(key);
-    if (!stored) throw new VerificationError(`uploaded object ${key} is missing`);
-    if (stored.size !== expected.size) {
-      throw new VerificationError(
-        `uploaded object ${key} has ${stored.size} bytes, expected ${expected.size}`,
-      );
-    }
-    if (expected.size > this.readbackMaxBytes) return;
-    const digest = new Digest();
-    const body = await this.archive.get(key);
-    for await (const chunk of body) digest.update(chunk as Buffer);
-    if (digest.bytes !== expected.size || digest.sha256() !== expected.sha256) {
-      throw new VerificationError(`uploaded object ${key} does not read back as written`);
-    }
   }
 
   /** Keeps the newest `keepVersions`; removes the rest from the catalog first, then the archive. */
@@ -469,49 +407,13 @@ export class Snapshots {
     }
   }
 
-  /**
-   * Downloads the version into a spool file (retrying drops, truncation and checksum mismatches)
-   * and returns its path. The file's bytes match the catalog's sha256 and size.
-   */
-  private async download(record: VersionRecord): Promise<string> {
-    await mkdir(this.opts.workDir, { recursive: true });
-    const key = versionKey(record.databaseId, record.version);
-    for (let attempt = 0; ; attempt++) {
-      const spool = this.spoolPath(record.databaseId, 'down.tar.gz');
-      try {
-        const body = await this.archive.get(key);
-        const digest = new Digest();
-        const handle = await open(spool, 'wx', 0o600);
-        try {
-          await writeAll(hashInto(body, digest), handle);
-        } finally {
-          await handle.close();
-        }
-        if (digest.bytes !== record.sizeBytes || digest.sha256() !== record.sha256) {
-          throw new ChecksumMismatchError(
-            `downloaded ${key}: ${digest.bytes} bytes with sha256 ${digest.sha256()}, expected ${record.sizeBytes} bytes with ${record.sha256}`,
-          );
-        }
-        return spool;
-      } catch (err) {
-        await rm(spool, { force: true });
-        if (attempt + 1 >= this.attempts || err instanceof ArchiveNotFoundError) throw err;
-        this.logger.warn(
-          { db: record.databaseId, version: record.version, attempt: attempt + 1, err: describeError(err) },
-          'download failed; retrying',
-        );
-        await sleep(backoffMs(attempt, this.retryBaseMs));
-      }
-    }
-  }
-
   /** Runs `fn` with the version downloaded (spool) and extracted (staged); cleans both up after. */
   private async withStagedVersion<T>(
     record: VersionRecord,
     target: string,
     fn: (staged: StagedDir, spool: string) => Promise<T>,
   ): Promise<T> {
-    const spool = await this.download(record);
+    const spool = await this.objects.download(record, this.spoolPath(record.databaseId, 'down.tar.gz'));
     try {
       const staged = await stageTarball(createReadStream(spool), target, {
         maxBytes: NO_SIZE_LIMIT,
@@ -529,24 +431,9 @@ export class Snapshots {
   }
 }
 
-async function* hashInto(body: Readable, digest: Digest): AsyncGenerator<Buffer> {
-  for await (const chunk of body) {
-    const buffer = chunk as Buffer;
-    digest.update(buffer);
-    yield buffer;
-  }
-}
-
 async function exists(p: string): Promise<boolean> {
   return lstat(p).then(
     () => true,
     () => false,
   );
-}
-
-/** A log-safe summary of an error (SDK errors carry large request metadata). */
-export function describeError(err: unknown): { name?: string; message: string; code?: string } {
-  if (!(err instanceof Error)) return { message: String(err) };
-  const code = (err as NodeJS.ErrnoException).code;
-  return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
 }

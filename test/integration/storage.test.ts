@@ -19,13 +19,9 @@ import {
   type ArchiveStore,
   openArchive,
 } from '../../src/storage/archive.js';
+import { safeMemberPath } from '../../src/storage/extract.js';
 import { Snapshots, versionKey } from '../../src/storage/snapshots.js';
-import {
-  type PgDataIdentity,
-  readPgDataIdentity,
-  safeMemberPath,
-  TarballRejectedError,
-} from '../../src/storage/tarball.js';
+import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../../src/storage/tarball.js';
 import { FaultyArchive, OBJECT_PATH, startS3, type TestS3 } from '../helpers/s3.js';
 
 /**

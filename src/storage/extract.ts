@@ -1,0 +1,392 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { Parser, type ReadEntry } from 'tar';
+import {
+  ChecksumMismatchError,
+  DEFAULT_MAX_ENTRIES,
+  Digest,
+  hashed,
+  NOT_ARCHIVED,
+  type PgDataIdentity,
+  TarballRejectedError,
+  validatePgData,
+  writeAll,
+} from './tarball.js';
+
+/**
+ * Unpacking PGDATA tarballs. Accepts our own tarballs and PGlite's `dumpDataDir()` output
+ * (absolute member names such as `/PG_VERSION`, gzip or plain tar, told apart by the gzip magic
+ * bytes), and treats every tarball as hostile: it writes only regular files and directories, into
+ * a fresh temporary directory next to the destination, and refuses anything else. Only a
+ * complete, valid PGDATA is renamed into place; a failed extraction removes its temporary
+ * directory and leaves the destination untouched.
+ */
+
+export interface ExtractOptions {
+  /** Largest uncompressed tar stream accepted; extraction stops as soon as it is passed. */
+  maxBytes: number;
+  /** Largest number of members accepted. Default `DEFAULT_MAX_ENTRIES`. */
+  maxEntries?: number;
+  /** The PGDATA must match this (major version, control and catalog version). */
+  expect?: PgDataIdentity;
+  /** Expected sha256 (hex) of the archive bytes as read; a mismatch rejects the result. */
+  sha256?: string;
+  /** fsync every extracted file before the directory is renamed into place. Default true. */
+  fsync?: boolean;
+}
+
+export interface StagedDir {
+  /** The extracted, validated PGDATA: a temporary directory the caller installs or removes. */
+  dir: string;
+  /** sha256 (hex) and size of the archive bytes read (compressed, as stored). */
+  sha256: string;
+  size: number;
+}
+
+/** A fresh, hidden (never a valid database id) path next to `target`. */
+export function siblingTemp(target: string, purpose: string): string {
+  return path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.${purpose}-${randomBytes(6).toString('hex')}`,
+  );
+}
+
+/**
+ * Extracts `input` into a new temporary directory next to `target` (same file system, so it can be
+ * renamed there), then checks the checksum and that the result is a PGDATA. On any failure the
+ * temporary directory is removed and the error rethrown; `target` is never touched.
+ */
+export async function stageTarball(
+  input: Readable,
+  target: string,
+  opts: ExtractOptions,
+): Promise<StagedDir> {
+  await mkdir(path.dirname(target), { recursive: true });
+  const dir = siblingTemp(target, 'extract');
+  await mkdir(dir, { mode: 0o700 });
+  try {
+    const digest = new Digest();
+    await unpack(input, dir, digest, opts);
+    const sha256 = digest.sha256();
+    if (opts.sha256 !== undefined && sha256 !== opts.sha256) {
+      throw new ChecksumMismatchError(`archive checksum mismatch: got ${sha256}, expected ${opts.sha256}`);
+    }
+    await validatePgData(dir, opts.expect);
+    return { dir, sha256, size: digest.bytes };
+  } catch (err) {
+    input.destroy();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/**
+ * Moves the directory `staged` to `dest` atomically. Without `replace`, `dest` must not exist.
+ * With `replace`, an existing `dest` is renamed aside, the new one renamed in, and the old one
+ * removed: at every instant `dest` is either the complete old or the complete new directory
+ * (or, for the moment between the two renames, absent).
+ */
+export async function installDir(
+  staged: string,
+  dest: string,
+  opts: { replace?: boolean } = {},
+): Promise<void> {
+  const existing = await lstat(dest).catch(() => undefined);
+  if (!existing) {
+    await rename(staged, dest);
+    await syncDir(path.dirname(dest));
+    return;
+  }
+  if (!opts.replace) throw new Error(`destination already exists: ${dest}`);
+  const aside = siblingTemp(dest, 'old');
+  await rename(dest, aside);
+  try {
+    await rename(staged, dest);
+  } catch (err) {
+    await rename(aside, dest).catch(() => undefined);
+    throw err;
+  }
+  await syncDir(path.dirname(dest));
+  await rm(aside, { recursive: true, force: true });
+}
+
+/** fsyncs a directory so renames in it survive a crash; best effort (not every file system can). */
+export async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY).catch(() => undefined);
+  if (!handle) return;
+  try {
+    await handle.sync();
+  } catch {
+    // EINVAL/EISDIR on file systems without directory fsync (some FUSE mounts).
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Stages and installs in one step; returns the archive's sha256 and size. */
+export async function extractTarball(
+  input: Readable,
+  destDir: string,
+  opts: ExtractOptions & { replace?: boolean },
+): Promise<{ sha256: string; size: number }> {
+  const staged = await stageTarball(input, destDir, opts);
+  try {
+    await installDir(staged.dir, destDir, { replace: opts.replace ?? false });
+  } catch (err) {
+    await rm(staged.dir, { recursive: true, force: true });
+    throw err;
+  }
+  return { sha256: staged.sha256, size: staged.size };
+}
+
+const GZIP_MAGIC = [0x1f, 0x8b] as const;
+const isGzip = (b: Buffer) => b[0] === GZIP_MAGIC[0] && b[1] === GZIP_MAGIC[1];
+
+/** The plain tar stream: gunzipped when the archive starts with the gzip magic bytes. */
+async function* plainTar(source: AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+  let head = Buffer.alloc(0);
+  let ended = false;
+  while (head.length < 2) {
+    const next = await source.next();
+    if (next.done) {
+      ended = true;
+      break;
+    }
+    head = Buffer.concat([head, next.value]);
+  }
+  async function* rest(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    if (!ended) yield* source;
+  }
+  if (!isGzip(head)) {
+    yield* rest();
+    return;
+  }
+  const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+  const done = pipeline(rest, gunzip);
+  done.catch(() => undefined);
+  try {
+    for await (const chunk of gunzip) yield chunk as Buffer;
+    await done;
+  } catch (err) {
+    // zlib errors (Z_DATA_ERROR, Z_BUF_ERROR for a truncated stream) mean a bad archive; anything
+    // else (the source failing) is passed on as it is.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && code.startsWith('Z_')) {
+      throw new TarballRejectedError('corrupt', `corrupt gzip stream: ${(err as Error).message}`);
+    }
+    throw err;
+  } finally {
+    gunzip.destroy();
+  }
+}
+
+interface Planned {
+  /** 'skip': read and discarded (files describing a running server, e.g. postmaster.pid). */
+  kind: 'file' | 'directory' | 'skip';
+  /** Normalised relative path; '' for the root directory entry itself. */
+  relative: string;
+}
+
+const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+
+/**
+ * Maps a member name to a path relative to the extraction root, or throws. A leading '/' is
+ * re-rooted (PGlite's dumpDataDir writes `/PG_VERSION`), so an absolute name can never leave the
+ * root; any `..` component is refused outright, as are NUL bytes and backslashes.
+ */
+export function safeMemberPath(name: string): string {
+  if (name.includes('\0') || name.includes('\\')) {
+    throw new TarballRejectedError('unsafe-path', `unsafe member name ${JSON.stringify(name)}`);
+  }
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) {
+    throw new TarballRejectedError(
+      'unsafe-path',
+      `member name escapes the directory: ${JSON.stringify(name)}`,
+    );
+  }
+  return parts.join('/');
+}
+
+/**
+ * Names a PGDATA has at its top level. Anything else is refused: it would be junk at best, and
+ * this is what turns an absolute name outside the data directory (`/etc/cron.d/x`, re-rooted to
+ * `etc/cron.d/x`) into a rejection rather than a stray file.
+ */
+const PGDATA_TOP_LEVEL =
+  /^(PG_VERSION|base|global|pg_[a-z_]+|pg_hba\.conf|pg_ident\.conf|postgresql\.conf|postgresql\.auto\.conf|postmaster\.pid|postmaster\.opts|current_logfiles|log|backup_label|backup_manifest|tablespace_map|standby\.signal|recovery\.signal|\.pglite-version)$/;
+
+function plan(entry: ReadEntry): Planned {
+  const relative = safeMemberPath(entry.path);
+  const top = relative.split('/')[0] ?? '';
+  if (relative !== '' && !PGDATA_TOP_LEVEL.test(top)) {
+    throw new TarballRejectedError(
+      'unsafe-path',
+      `member ${JSON.stringify(entry.path)} is not part of a PGDATA`,
+    );
+  }
+  if (entry.type === 'Directory') return { kind: 'directory', relative };
+  if (FILE_TYPES.has(entry.type)) {
+    if (relative === '') throw new TarballRejectedError('unsafe-path', 'file member without a name');
+    return { kind: NOT_ARCHIVED.has(relative) ? 'skip' : 'file', relative };
+  }
+  if (entry.type === 'SymbolicLink' || entry.type === 'Link') {
+    throw new TarballRejectedError(
+      'link',
+      `link member ${JSON.stringify(entry.path)} -> ${JSON.stringify(entry.linkpath ?? '')}: a PGDATA has no links`,
+    );
+  }
+  throw new TarballRejectedError(
+    'special-file',
+    `member ${JSON.stringify(entry.path)} has unsupported type ${entry.type}`,
+  );
+}
+
+async function writeMember(
+  root: string,
+  entry: ReadEntry,
+  planned: Planned,
+  fsync: boolean,
+  made: Set<string>,
+): Promise<void> {
+  if (planned.kind === 'skip') {
+    entry.resume();
+    return;
+  }
+  const target = path.join(root, planned.relative);
+  const ensureDir = async (dir: string) => {
+    if (made.has(dir)) return;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    made.add(dir);
+  };
+  if (planned.kind === 'directory') {
+    entry.resume();
+    await ensureDir(target);
+    return;
+  }
+  await ensureDir(path.dirname(target));
+  // O_NOFOLLOW: belt and braces, since nothing here ever creates a symlink.
+  const handle = await open(
+    target,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    await writeAll(entry, handle);
+    if (fsync) await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * A member that collides with an earlier one (a file where a directory is, or the reverse) is a
+ * malformed tarball, not a server fault.
+ */
+function asConflict(err: unknown, member: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EISDIR' || code === 'ENOTDIR' || code === 'EEXIST' || code === 'ELOOP') {
+    return new TarballRejectedError(
+      'corrupt',
+      `member ${JSON.stringify(member)} conflicts with another member`,
+    );
+  }
+  return err;
+}
+
+async function unpack(input: Readable, root: string, digest: Digest, opts: ExtractOptions): Promise<void> {
+  const maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
+  const parser = new Parser({ strict: true, zstd: false, brotli: false });
+  let failure: unknown;
+  let signalFailure: () => void = () => undefined;
+  const failed = new Promise<void>((resolve) => {
+    signalFailure = resolve;
+  });
+  /** The member whose body is being written; destroyed on failure so its write ends. */
+  let current: ReadEntry | undefined;
+  const fail = (err: unknown) => {
+    if (failure !== undefined) return;
+    failure = err;
+    signalFailure();
+    current?.destroy(err instanceof Error ? err : new Error(String(err)));
+  };
+  let declared = 0;
+  let entries = 0;
+  /** Directories known to exist (created here; nothing but this code writes under `root`). */
+  const made = new Set<string>([root]);
+  // Members are written one after another; the parser waits for each to be consumed.
+  let chain = Promise.resolve();
+  parser.on('entry', (entry: ReadEntry) => {
+    let planned: Planned;
+    try {
+      if (failure !== undefined) throw failure;
+      if (++entries > maxEntries) {
+        throw new TarballRejectedError('too-many-entries', `more than ${maxEntries} members`);
+      }
+      planned = plan(entry);
+      declared += entry.size;
+      if (declared > opts.maxBytes) {
+        throw new TarballRejectedError('too-large', `contents exceed ${opts.maxBytes} bytes`);
+      }
+    } catch (err) {
+      fail(err);
+      entry.resume();
+      return;
+    }
+    chain = chain.then(async () => {
+      if (failure !== undefined) {
+        entry.resume();
+        return;
+      }
+      current = entry;
+      await writeMember(root, entry, planned, opts.fsync ?? true, made).catch((err: unknown) => {
+        fail(asConflict(err, entry.path));
+        entry.resume();
+      });
+      current = undefined;
+    });
+  });
+  parser.on('error', (err: Error) =>
+    fail(new TarballRejectedError('corrupt', `corrupt tar stream: ${err.message}`)),
+  );
+  const ended = new Promise<void>((resolve) => parser.on('end', () => resolve()));
+
+  const tar = plainTar(hashed(input, digest));
+  let total = 0;
+  try {
+    for await (const chunk of tar) {
+      if (failure !== undefined) break;
+      if (total === 0 && isGzip(chunk)) {
+        fail(new TarballRejectedError('corrupt', 'nested compression is not accepted'));
+        break;
+      }
+      total += chunk.length;
+      if (total > opts.maxBytes) {
+        fail(new TarballRejectedError('too-large', `tarball exceeds ${opts.maxBytes} bytes uncompressed`));
+        break;
+      }
+      if (!parser.write(chunk)) {
+        await Promise.race([new Promise((resolve) => parser.once('drain', resolve)), failed]);
+      }
+    }
+  } catch (err) {
+    fail(err);
+  }
+  if (failure === undefined) {
+    parser.end();
+    await Promise.race([ended, failed]);
+  }
+  await chain;
+  if (failure !== undefined) {
+    input.destroy();
+    throw failure;
+  }
+  // A tar stream that ends without members is not an error to the parser; it is not a PGDATA either.
+  if (entries === 0) throw new TarballRejectedError('not-pgdata', 'the tarball has no members');
+}
