@@ -3,20 +3,30 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { openParked, type ParkedPglite, type PgliteArtifacts, parkPglite } from './pglite-open.js';
+import { ResponseBatcher } from './response-batcher.js';
 
 /**
  * Worker thread hosting one database's PGlite at a time, so a long statement in one database
  * never blocks the gateway's event loop or another database, and busy databases use several
  * cores. It prepares a PGlite ahead of time and waits (parked) for a database to open; after a
  * clean close it may park again and serve another. Requests and responses cross as transferred
- * ArrayBuffers (no copy).
+ * ArrayBuffers (no copy). A large result streams out in batches while its statement runs; when the
+ * client reads slower than Postgres writes, the worker blocks (as a Postgres backend blocks on a
+ * full socket) until the gateway has passed enough of it on.
  */
 
 export interface WorkerInit {
   artifacts: PgliteArtifacts;
   /** Postgres `-c` settings. */
   settings: string[];
+  /** One Int32: bytes of output posted and not yet passed on to the client (see OUTPUT_WINDOW). */
+  unacked: SharedArrayBuffer;
 }
+
+/** Output bytes in a batch before it is posted while the statement still runs. */
+export const BATCH_BYTES = 256 * 1024;
+/** Output bytes the gateway may hold unacknowledged before the worker waits for the client. */
+export const OUTPUT_WINDOW = 4 * 1024 * 1024;
 
 export type WorkerRequest =
   | { type: 'open'; dataDir: string; readOnly: boolean }
@@ -28,7 +38,10 @@ export type WorkerReply =
   | { type: 'parked' }
   | { type: 'opened'; baselineSql: string; parameters: Record<string, string> }
   | { type: 'open-failed'; message: string }
-  | { type: 'result'; id: number; data: ArrayBuffer }
+  /** Part of a running request's output: whole messages, `length` bytes at the start of `data`. */
+  | { type: 'chunk'; id: number; data: ArrayBuffer; length: number }
+  /** The rest of the output; it holds the last message the request produced. */
+  | { type: 'result'; id: number; data: ArrayBuffer; length: number }
   | { type: 'failed'; id: number; message: string }
   | { type: 'closed'; id: number };
 
@@ -64,6 +77,28 @@ async function park(): Promise<ParkedPglite | Error> {
   }
 }
 
+const unacked = new Int32Array(init.unacked);
+const batcher = new ResponseBatcher(BATCH_BYTES);
+
+/** Blocks the (synchronously running) statement while the client is behind. */
+function waitForClient(): void {
+  for (let n = Atomics.load(unacked, 0); n > OUTPUT_WINDOW; n = Atomics.load(unacked, 0)) {
+    // Bounded waits: a terminate (cancel, timeout) takes effect between them at the latest.
+    Atomics.wait(unacked, 0, n, 100);
+  }
+}
+
+async function exec(pg: ParkedPglite['pg'], id: number, data: ArrayBuffer): Promise<void> {
+  Atomics.store(unacked, 0, 0);
+  const post = (batch: ArrayBuffer, length: number) => {
+    reply({ type: 'chunk', id, data: batch, length }, [batch]);
+    if (Atomics.add(unacked, 0, length) + length > OUTPUT_WINDOW) waitForClient();
+  };
+  await pg.execProtocolRawStream(new Uint8Array(data), { onRawData: (bytes) => batcher.append(bytes, post) });
+  const rest = batcher.finish();
+  reply({ type: 'result', id, ...rest }, [rest.data]);
+}
+
 let parked = await park();
 reply({ type: 'parked' });
 let open: ParkedPglite | undefined;
@@ -90,14 +125,9 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
     reply({ type: 'parked' });
   } else if (open) {
     try {
-      const result = await open.pg.execProtocolRaw(new Uint8Array(request.data));
-      // Own the bytes before transferring: the result may be a view into WASM memory.
-      const data =
-        result.byteOffset === 0 && result.byteLength === result.buffer.byteLength
-          ? (result.buffer as ArrayBuffer)
-          : result.slice().buffer;
-      reply({ type: 'result', id: request.id, data }, [data]);
+      await exec(open.pg, request.id, request.data);
     } catch (err) {
+      batcher.finish();
       reply({ type: 'failed', id: request.id, message: messageText(err) });
     }
     collectWhenIdle();

@@ -15,8 +15,13 @@ export { postgresSettings, READ_ONLY_ROLE, REPORTED_PARAMETERS } from './pglite-
  * Each engine is a PGlite in its own worker thread.
  */
 export interface Engine {
-  /** Executes raw frontend messages and returns the raw backend response. */
-  exec(messages: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Executes raw frontend messages and returns the raw backend response. With `onChunk`, a large
+   * response is passed on in parts (whole messages) while the statement runs, and only the rest,
+   * which holds the last message, is returned; the statement waits while the promises `onChunk`
+   * returns (the client is behind) hold more than a few MB. Without it, the parts are joined.
+   */
+  exec(messages: Uint8Array, onChunk?: OnChunk): Promise<Uint8Array>;
   /** SQL that restores the session's baseline identity after it was reset; empty when none. */
   readonly baselineSql: string;
   /** Values of the parameters a real server reports in ParameterStatus at startup. */
@@ -25,6 +30,9 @@ export interface Engine {
   kill(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** Takes part of a response; a returned promise settles once the client has taken it in. */
+export type OnChunk = (chunk: Uint8Array) => Promise<void> | undefined;
 
 /** The engine was killed (cancel, statement timeout) while a request was running. */
 export class EngineKilledError extends Error {}
@@ -93,7 +101,14 @@ class HostWorker {
   private gone: Error | undefined;
   private waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
 
-  constructor(readonly worker: Worker) {
+  /** Output bytes the worker posted that the client has not taken in (shared with the worker). */
+  readonly unacked: Int32Array;
+
+  constructor(
+    readonly worker: Worker,
+    unacked: SharedArrayBuffer,
+  ) {
+    this.unacked = new Int32Array(unacked);
     worker.on('message', (reply: WorkerReply) => {
       if (reply.type !== 'parked') return;
       this.parked = true;
@@ -125,12 +140,17 @@ class HostWorker {
   }
 }
 
+interface Pending {
+  resolve: (d: Uint8Array) => void;
+  reject: (e: Error) => void;
+  onChunk?: OnChunk;
+  /** Parts received for a request without `onChunk`. */
+  parts?: Uint8Array[];
+}
+
 class WorkerEngine implements Engine {
   private nextId = 1;
-  private readonly pending = new Map<
-    number,
-    { resolve: (d: Uint8Array) => void; reject: (e: Error) => void }
-  >();
+  private readonly pending = new Map<number, Pending>();
   private dead: Error | undefined;
   private readonly onMessage = (reply: WorkerReply) => this.onReply(reply);
   private readonly onError = (err: Error) => this.fail(err);
@@ -148,13 +168,35 @@ class WorkerEngine implements Engine {
   }
 
   private onReply(reply: WorkerReply): void {
+    if (reply.type === 'chunk') {
+      this.onChunk(reply.id, new Uint8Array(reply.data, 0, reply.length));
+      return;
+    }
     if (reply.type !== 'result' && reply.type !== 'failed' && reply.type !== 'closed') return;
     const waiter = this.pending.get(reply.id);
     if (!waiter) return;
     this.pending.delete(reply.id);
-    if (reply.type === 'result') waiter.resolve(new Uint8Array(reply.data));
-    else if (reply.type === 'failed') waiter.reject(new Error(reply.message));
+    if (reply.type === 'result') {
+      const rest = new Uint8Array(reply.data, 0, reply.length);
+      waiter.resolve(waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest);
+    } else if (reply.type === 'failed') waiter.reject(new Error(reply.message));
     else waiter.resolve(new Uint8Array());
+  }
+
+  private onChunk(id: number, chunk: Uint8Array): void {
+    const waiter = this.pending.get(id);
+    const taken = waiter?.onChunk ? waiter.onChunk(chunk) : undefined;
+    if (waiter && !waiter.onChunk) {
+      waiter.parts ??= [];
+      waiter.parts.push(chunk);
+    }
+    const ack = () => {
+      // The worker zeroes the count when a request starts; a late ack only widens its window.
+      Atomics.sub(this.host.unacked, 0, chunk.length);
+      Atomics.notify(this.host.unacked, 0);
+    };
+    if (taken) void taken.then(ack, ack);
+    else ack();
   }
 
   private fail(err: Error): void {
@@ -169,19 +211,23 @@ class WorkerEngine implements Engine {
     this.host.worker.off('exit', this.onExit);
   }
 
-  private request(make: (id: number) => WorkerRequest, transfer: ArrayBuffer[] = []): Promise<Uint8Array> {
+  private request(
+    make: (id: number) => WorkerRequest,
+    transfer: ArrayBuffer[] = [],
+    onChunk?: OnChunk,
+  ): Promise<Uint8Array> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onChunk });
       this.host.worker.postMessage(make(id), transfer);
     });
   }
 
-  exec(messages: Uint8Array): Promise<Uint8Array> {
+  exec(messages: Uint8Array, onChunk?: OnChunk): Promise<Uint8Array> {
     // Copy into a buffer of our own that can be transferred (the input may share a pool slab).
     const data = new Uint8Array(messages).buffer as ArrayBuffer;
-    return this.request((id) => ({ type: 'exec', id, data }), [data]);
+    return this.request((id) => ({ type: 'exec', id, data }), [data], onChunk);
   }
 
   async kill(): Promise<void> {
@@ -356,7 +402,8 @@ export class EngineHost {
   }
 
   private async spawn(): Promise<HostWorker> {
-    const init: WorkerInit = { artifacts: await loadArtifacts(), settings: this.opts.settings };
+    const unacked = new SharedArrayBuffer(4);
+    const init: WorkerInit = { artifacts: await loadArtifacts(), settings: this.opts.settings, unacked };
     this.stats.spawned++;
     const worker = new Worker(await workerUrl(), {
       workerData: init,
@@ -364,7 +411,7 @@ export class EngineHost {
       // committed is resident memory for as long as its database is open.
       resourceLimits: { maxYoungGenerationSizeMb: 4 },
     });
-    const host = new HostWorker(worker);
+    const host = new HostWorker(worker, unacked);
     await host.whenParked().catch(async (err: unknown) => {
       await worker.terminate();
       throw err;

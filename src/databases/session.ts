@@ -34,7 +34,8 @@ import { closeStatements, renameStatement, restoreNames, StatementNames } from '
  */
 
 export interface ClientPort {
-  write(data: Uint8Array): void;
+  /** Sends to the client; a promise when the client is behind, settling once it caught up (or left). */
+  write(data: Uint8Array): Promise<void> | undefined;
   /** Sends a FATAL error (if given) and closes the client connection. */
   end(err?: GatewayError): void;
   /** The input queue drained: reading from the client may resume. */
@@ -276,7 +277,11 @@ export class ClientSession {
     this.settings.switched(db);
   }
 
-  private async exec(messages: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Runs messages on the shared session. `stream`: the response goes to the client as it is
+   * produced, and only its last part (with the final ReadyForQuery) is returned.
+   */
+  private async exec(messages: Uint8Array, stream = false): Promise<Uint8Array> {
     const db = this.database;
     await db.ready();
     if (this.generation !== db.generation) await this.afterRestart();
@@ -288,7 +293,7 @@ export class ClientSession {
     this.execInFlight = true;
     let response: Uint8Array;
     try {
-      response = await db.engine.exec(messages);
+      response = await db.engine.exec(messages, stream ? (chunk) => this.write(chunk) : undefined);
     } catch (err) {
       if (!(err instanceof EngineKilledError)) throw err;
       await db.ready();
@@ -339,8 +344,8 @@ export class ClientSession {
     if (this.opts.poolMode === 'transaction' && this.status === 'I') this.database.hold.release(this.owner);
   }
 
-  private write(response: Uint8Array): void {
-    this.opts.port.write(restoreNames(response, this.names));
+  private write(response: Uint8Array): Promise<void> | undefined {
+    return this.opts.port.write(restoreNames(response, this.names));
   }
 
   private async afterStep(): Promise<void> {
@@ -361,7 +366,10 @@ export class ClientSession {
    */
   private async deliver(response: Uint8Array): Promise<void> {
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
-    if (!this.settings.due(this.status) || ready === undefined) return this.write(response);
+    if (!this.settings.due(this.status) || ready === undefined) {
+      this.write(response);
+      return;
+    }
     this.write(response.subarray(0, ready));
     await this.readBackSettings();
     this.write(response.subarray(ready));
@@ -406,7 +414,7 @@ export class ClientSession {
     }
     if (batch.length === 0) return;
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
-    await this.deliver(await this.exec(Buffer.concat(batch)));
+    await this.deliver(await this.exec(Buffer.concat(batch), true));
     this.batchEndsUnit = true;
   }
 
@@ -443,7 +451,7 @@ export class ClientSession {
     if (/^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i.test(sql) && this.status === 'I') {
       return this.forgetStatements(message);
     }
-    await this.deliver(await this.exec(message));
+    await this.deliver(await this.exec(message, true));
   }
 
   /** DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. */

@@ -128,6 +128,20 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     lease = await deps.registry.connect(record);
     if (ended) return lease.release();
     const database = lease.database;
+    // One waiter for all the writes made while the client is behind (a listener each would pile up).
+    let drained: Promise<void> | undefined;
+    const whenDrained = () => {
+      drained ??= new Promise<void>((resolve) => {
+        const done = () => {
+          socket.off('drain', done);
+          drained = undefined;
+          resolve();
+        };
+        socket.once('drain', done);
+        void closed.then(done);
+      });
+      return drained;
+    };
     const settings = startupSettings(params, route.options.settings);
     const current = new ClientSession({
       database,
@@ -141,10 +155,13 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
       statementTimeoutMs: deps.statementTimeoutMs,
       port: {
         write: (data) => {
-          if (socket.destroyed) return;
+          if (socket.destroyed) return undefined;
           // Results pile up only when the client stopped reading: cut it off, do not buffer.
-          if (socket.writableLength > MAX_UNREAD_OUTPUT) return end(errors.clientTooSlow());
-          socket.write(data);
+          if (socket.writableLength > MAX_UNREAD_OUTPUT) {
+            end(errors.clientTooSlow());
+            return undefined;
+          }
+          return socket.write(data) ? undefined : whenDrained();
         },
         end,
         drained: () => {

@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { ResponseBatcher } from './response-batcher.js';
+
+/** A backend message: code, length, body of `size` bytes filled with `fill`. */
+function message(code: number, size: number, fill: number): Buffer {
+  const m = Buffer.alloc(5 + size, fill);
+  m[0] = code;
+  m.writeUInt32BE(4 + size, 1);
+  return m;
+}
+
+/** Splits `bytes` into writes of varying sizes, as PGlite's output callback delivers them. */
+function writes(bytes: Buffer, sizes: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0, k = 0; i < bytes.length; k++) {
+    const n = sizes[k % sizes.length] as number;
+    out.push(bytes.subarray(i, i + n));
+    i += n;
+  }
+  return out;
+}
+
+/** Whether `bytes` is a sequence of whole messages. */
+function wholeMessages(bytes: Buffer): boolean {
+  let i = 0;
+  while (i + 5 <= bytes.length) i += 1 + bytes.readUInt32BE(i + 1);
+  return i === bytes.length;
+}
+
+function run(batcher: ResponseBatcher, input: Buffer[]) {
+  const posted: Buffer[] = [];
+  for (const w of input) {
+    // The source is reused after each write, as WASM memory is.
+    const scratch = Buffer.from(w);
+    batcher.append(scratch, (data, length) => posted.push(Buffer.from(data, 0, length)));
+    scratch.fill(0xee);
+  }
+  const rest = batcher.finish();
+  return { posted, rest: Buffer.from(rest.data, 0, rest.length) };
+}
+
+describe('ResponseBatcher', () => {
+  const rows = Array.from({ length: 400 }, (_, i) => message(0x44, 100 + (i % 37) * 13, i % 251));
+  const ready = message(0x5a, 1, 0x49);
+  const response = Buffer.concat([...rows, ready]);
+
+  it('posts whole messages once past the threshold and keeps the last write for the end', () => {
+    for (const sizes of [[3, 1, 500], [7, 8192, 3], [4096], [response.length]]) {
+      const { posted, rest } = run(new ResponseBatcher(16 * 1024), writes(response, sizes));
+      // Buffer.equals: a deep toEqual over ~100 KB takes seconds.
+      expect(Buffer.concat([...posted, rest]).equals(response)).toBe(true);
+      for (const p of posted) {
+        expect(wholeMessages(p)).toBe(true);
+        expect(p.length).toBeGreaterThanOrEqual(16 * 1024);
+      }
+      expect(rest.subarray(rest.length - ready.length).equals(ready)).toBe(true);
+      if (sizes[0] !== response.length) expect(posted.length).toBeGreaterThan(1);
+    }
+  });
+
+  it('keeps a small response whole and is reusable afterwards', () => {
+    const batcher = new ResponseBatcher(16 * 1024);
+    const small = Buffer.concat([message(0x43, 8, 1), ready]);
+    for (let i = 0; i < 3; i++) {
+      const { posted, rest } = run(batcher, writes(small, [3]));
+      expect(posted).toEqual([]);
+      expect(rest).toEqual(small);
+    }
+    const { rest } = run(batcher, [response]);
+    expect(rest.equals(response)).toBe(true);
+    expect(run(batcher, [small]).rest).toEqual(small);
+  });
+
+  it('holds a message larger than the threshold until it is complete', () => {
+    const big = message(0x44, 100_000, 7);
+    const input = [...writes(Buffer.concat([big, big]), [5000]), ready];
+    const { posted, rest } = run(new ResponseBatcher(1024), input);
+    expect(posted.map((p) => p.length)).toEqual([big.length, big.length]);
+    expect(rest).toEqual(ready);
+  });
+});

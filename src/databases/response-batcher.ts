@@ -1,0 +1,82 @@
+/**
+ * Gathers the backend bytes PGlite writes during one request into transferable batches of whole
+ * messages, so a large result leaves the worker while the statement still runs and each byte is
+ * copied once on its way out of WASM memory.
+ *
+ * A batch is handed off (`post`) only when more output arrives after it reached `flushBytes`, so
+ * the last write of a request (which carries the final ReadyForQuery) always ends up in
+ * `finish()`: callers read the transaction status from the final part alone.
+ */
+
+const INITIAL_BYTES = 16 * 1024;
+
+export type PostBatch = (data: ArrayBuffer, length: number) => void;
+
+export class ResponseBatcher {
+  private buf = new Uint8Array(INITIAL_BYTES);
+  private view = new DataView(this.buf.buffer);
+  private used = 0;
+  /** Bytes at the start of `buf` that form whole messages. */
+  private whole = 0;
+
+  constructor(private readonly flushBytes: number) {}
+
+  /** Adds output (a view that may be reused afterwards, e.g. into WASM memory). */
+  append(data: Uint8Array, post: PostBatch): void {
+    if (data.length === 0) return;
+    if (this.whole >= this.flushBytes) this.flush(post);
+    this.reserve(data.length);
+    this.buf.set(data, this.used);
+    this.used += data.length;
+    this.scan();
+  }
+
+  /** Everything not yet posted; the batcher is empty and reusable afterwards. */
+  finish(): { data: ArrayBuffer; length: number } {
+    const length = this.used;
+    this.used = 0;
+    this.whole = 0;
+    // A small answer is copied out so the buffer serves the next request; a big one is handed over.
+    if (length * 4 <= this.buf.length && this.buf.length === INITIAL_BYTES) {
+      return { data: this.buf.slice(0, length).buffer, length };
+    }
+    const data = this.buf.buffer;
+    this.replace(new Uint8Array(INITIAL_BYTES));
+    return { data, length };
+  }
+
+  private flush(post: PostBatch): void {
+    const full = this.buf;
+    const length = this.whole;
+    const tail = full.subarray(length, this.used);
+    // A request that filled one batch is likely to fill more: size the next to avoid regrowing.
+    const next = new Uint8Array(Math.max(this.flushBytes + (this.flushBytes >> 1), tail.length * 2));
+    next.set(tail);
+    this.used = tail.length;
+    this.whole = 0;
+    this.replace(next);
+    this.scan();
+    post(full.buffer, length);
+  }
+
+  private reserve(more: number): void {
+    const needed = this.used + more;
+    if (needed <= this.buf.length) return;
+    const next = new Uint8Array(Math.max(this.buf.length * 2, needed));
+    next.set(this.buf.subarray(0, this.used));
+    this.replace(next);
+  }
+
+  private replace(buf: Uint8Array<ArrayBuffer>): void {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer);
+  }
+
+  private scan(): void {
+    while (this.whole + 5 <= this.used) {
+      const end = this.whole + 1 + this.view.getUint32(this.whole + 1);
+      if (end > this.used) return;
+      this.whole = end;
+    }
+  }
+}
