@@ -6,10 +6,10 @@ import {
   readyForQuery,
   type TransactionStatus,
 } from '../gateway/protocol.js';
-import type { Logger } from '../log.js';
 import { lastReadyStatus, splitCopyIn } from './backend-scan.js';
 import { CopyIn } from './copy-in.js';
 import { EngineKilledError } from './engine.js';
+import { InputQueue } from './input-queue.js';
 import { ClientSettings, firstRow, hasError } from './parameters.js';
 import type { Database } from './registry.js';
 import {
@@ -20,6 +20,7 @@ import {
   replaceParseText,
   withReadyStatus,
 } from './session-messages.js';
+import type { SessionOptions } from './session-options.js';
 import { COPY_REFUSAL_SQL, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
@@ -33,40 +34,6 @@ import { closeStatements, renameStatement, restoreNames, StatementNames } from '
  * Either way, a departing client leaves the session clean.
  */
 
-export interface ClientPort {
-  /** Sends to the client; a promise when the client is behind, settling once it caught up (or left). */
-  write(data: Uint8Array): Promise<void> | undefined;
-  /** Sends a FATAL error (if given) and closes the client connection. */
-  end(err?: GatewayError): void;
-  /** The input queue drained: reading from the client may resume. */
-  drained(): void;
-}
-
-export interface SessionOptions {
-  database: Database;
-  poolMode: 'session' | 'transaction';
-  /** GUCs from the startup packet and `options -c`, applied to this client's session. */
-  settings: Readonly<Record<string, string>>;
-  port: ClientPort;
-  logger: Logger;
-  sessionId: string;
-  /** Upper bound on COPY FROM STDIN data buffered for one statement. */
-  maxCopyBytes: number;
-  maxPreparedStatements: number;
-  idleInTransactionTimeoutMs: number;
-  /** A statement running longer is interrupted (57014); 0 disables. */
-  statementTimeoutMs: number;
-}
-
-/** Startup packet keys that are protocol-level rather than GUCs. */
-const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
-
-export function startupSettings(params: Record<string, string>, fromOptions: Record<string, string>) {
-  const settings: Record<string, string> = {};
-  for (const [k, v] of Object.entries(params)) if (!NOT_SETTINGS.has(k)) settings[k] = v;
-  return { ...settings, ...fromOptions };
-}
-
 class Cancelled extends Error {}
 
 /** The holder parked while we queued for a unit that could borrow: try borrowing instead. */
@@ -77,8 +44,7 @@ class Interrupted extends Error {}
 
 export class ClientSession {
   private readonly owner = Symbol('client');
-  private readonly queue: Buffer[] = [];
-  private queueBytes = 0;
+  private readonly queue = new InputQueue();
   private running: Promise<void> | undefined;
   private waiting: AbortController | undefined;
   private status: TransactionStatus = 'I';
@@ -109,7 +75,7 @@ export class ClientSession {
   }
 
   get queuedBytes(): number {
-    return this.queueBytes;
+    return this.queue.bytes;
   }
 
   private get database(): Database {
@@ -129,10 +95,7 @@ export class ClientSession {
   push(messages: Buffer[]): void {
     if (this.closed) return;
     clearTimeout(this.idleTimer);
-    for (const m of messages) {
-      this.queue.push(m);
-      this.queueBytes += m.length;
-    }
+    this.queue.push(messages);
     this.running ??= this.drain().then((awaitingInput) => {
       this.running = undefined;
       if (this.queue.length > 0 && !this.closed && !awaitingInput) this.push([]);
@@ -167,12 +130,6 @@ export class ClientSession {
     }
   }
 
-  private shift(): Buffer | undefined {
-    const message = this.queue.shift();
-    if (message) this.queueBytes -= message.length;
-    return message;
-  }
-
   /** Runs queued units; true when it stopped to wait for the rest of a unit from the client. */
   private async drain(): Promise<boolean> {
     try {
@@ -199,7 +156,7 @@ export class ClientSession {
     } catch (err) {
       if (this.closed) return false;
       if (!(err instanceof GatewayError)) this.opts.logger.error({ err }, 'session failed');
-      this.queue.length = 0;
+      this.queue.clear();
       this.opts.port.end(toClientError(err, this.opts.sessionId));
     }
     return false;
@@ -212,7 +169,8 @@ export class ClientSession {
     this.waiting = waiting;
     // A prepare-only unit that queued while the holder was busy may borrow once it parks.
     const stopListening =
-      typeof prepareOnlyUnitLength(this.queue) === 'number' && prepareOnlyUnitLength(this.queue) !== 0
+      typeof prepareOnlyUnitLength(this.queue.messages) === 'number' &&
+      prepareOnlyUnitLength(this.queue.messages) !== 0
         ? this.database.hold.onPark(() => waiting.abort(new Retry()))
         : undefined;
     try {
@@ -240,14 +198,13 @@ export class ClientSession {
     if (this.opts.poolMode !== 'transaction' || this.status !== 'I' || this.inUnit) return undefined;
     const db = this.database;
     if (!db.hold.borrowable) return undefined;
-    const length = prepareOnlyUnitLength(this.queue);
+    const length = prepareOnlyUnitLength(this.queue.messages);
     // The unit's first messages may arrive before its Sync: wait for the rest rather than queue.
     if (length === 'incomplete') return 'wait';
     if (!length) return undefined;
     if (this.settings.switchSql(db)) return undefined;
     return db.hold.borrow(async () => {
-      const unit = this.queue.splice(0, length);
-      for (const m of unit) this.queueBytes -= m.length;
+      const unit = this.queue.take(length);
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
       await db.engine.exec(query('SAVEPOINT pglite_gateway_borrow'));
       const response = await db.engine.exec(batch);
@@ -259,8 +216,9 @@ export class ClientSession {
 
   /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
   private answerCancelled(): void {
-    let message = this.shift();
-    while (message && message[0] !== Frontend.Sync && message[0] !== Frontend.Query) message = this.shift();
+    let message = this.queue.shift();
+    while (message && message[0] !== Frontend.Sync && message[0] !== Frontend.Query)
+      message = this.queue.shift();
     const error = new GatewayError('57014', 'ERROR', 'canceling statement due to user request', 'cancelled');
     this.opts.port.write(Buffer.concat([errorResponse(error), readyForQuery(this.status)]));
   }
@@ -388,29 +346,28 @@ export class ClientSession {
     if (this.copy) return this.stepCopy(this.copy);
     if (this.skipUntilSync) return this.skipToSync();
     const batch: Buffer[] = [];
-    let message = this.shift();
+    let message = this.queue.shift();
     while (message) {
       const code = message[0];
       if (code === Frontend.Terminate) {
         // The connection's close handler runs close(); awaiting it here would wait on ourselves.
-        this.queue.length = 0;
+        this.queue.clear();
         this.opts.port.end();
         return;
       }
       // Outside COPY, Postgres ignores stray copy messages; PGlite must never see them.
       if (code === Frontend.CopyData || code === Frontend.CopyDone || code === Frontend.CopyFail) {
-        message = this.shift();
+        message = this.queue.shift();
         continue;
       }
       if (code === Frontend.Query) {
         if (batch.length === 0) return this.runQuery(message);
-        this.queue.unshift(message);
-        this.queueBytes += message.length;
+        this.queue.putBack(message);
         break;
       }
       batch.push(this.prepareExtended(message));
       if (code === Frontend.Sync) break;
-      message = this.shift();
+      message = this.queue.shift();
     }
     if (batch.length === 0) return;
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
@@ -419,7 +376,7 @@ export class ClientSession {
   }
 
   private skipToSync(): void {
-    for (let message = this.shift(); message; message = this.shift()) {
+    for (let message = this.queue.shift(); message; message = this.queue.shift()) {
       if (message[0] !== Frontend.Sync) continue;
       this.skipUntilSync = false;
       this.write(readyForQuery(this.status));
@@ -486,12 +443,11 @@ export class ClientSession {
   }
 
   private async stepCopy(copy: CopyIn): Promise<void> {
-    for (let message = this.shift(); message; message = this.shift()) {
+    for (let message = this.queue.shift(); message; message = this.queue.shift()) {
       const outcome = copy.accept(message);
       if (outcome === 'more') continue;
       if (outcome.unconsumed) {
-        this.queue.unshift(message);
-        this.queueBytes += message.length;
+        this.queue.putBack(message);
       }
       this.copy = undefined;
       const response = await this.exec(outcome.messages);
@@ -508,7 +464,7 @@ export class ClientSession {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.idleTimer);
-    this.queue.length = 0;
+    this.queue.clear();
     this.copy = undefined;
     this.waiting?.abort(errors.shuttingDown());
     await this.running?.catch(() => undefined);

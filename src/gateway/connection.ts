@@ -5,7 +5,8 @@ import { BackendError, type PostgresConnection, verifyScramSha256Password } from
 import { fromDuplexStream } from 'pg-gateway/node';
 import type { Catalog } from '../catalog/catalog.js';
 import type { DatabaseRegistry, Lease } from '../databases/registry.js';
-import { ClientSession, startupSettings } from '../databases/session.js';
+import { ClientSession } from '../databases/session.js';
+import { startupSettings } from '../databases/session-options.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ScramLookup } from './auth.js';

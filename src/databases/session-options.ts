@@ -1,0 +1,39 @@
+import type { GatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Database } from './registry.js';
+
+/** What a client session is given: its database, its connection, and the limits it enforces. */
+
+export interface ClientPort {
+  /** Sends to the client; a promise when the client is behind, settling once it caught up (or left). */
+  write(data: Uint8Array): Promise<void> | undefined;
+  /** Sends a FATAL error (if given) and closes the client connection. */
+  end(err?: GatewayError): void;
+  /** The input queue drained: reading from the client may resume. */
+  drained(): void;
+}
+
+export interface SessionOptions {
+  database: Database;
+  poolMode: 'session' | 'transaction';
+  /** GUCs from the startup packet and `options -c`, applied to this client's session. */
+  settings: Readonly<Record<string, string>>;
+  port: ClientPort;
+  logger: Logger;
+  sessionId: string;
+  /** Upper bound on COPY FROM STDIN data buffered for one statement. */
+  maxCopyBytes: number;
+  maxPreparedStatements: number;
+  idleInTransactionTimeoutMs: number;
+  /** A statement running longer is interrupted (57014); 0 disables. */
+  statementTimeoutMs: number;
+}
+
+/** Startup packet keys that are protocol-level rather than GUCs. */
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
+
+export function startupSettings(params: Record<string, string>, fromOptions: Record<string, string>) {
+  const settings: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) if (!NOT_SETTINGS.has(k)) settings[k] = v;
+  return { ...settings, ...fromOptions };
+}
