@@ -5,13 +5,26 @@ import { startTestServer, type TestServer, withClient } from '../helpers/server.
 
 /** Issue 5: large results stream from the database's worker to the client, with backpressure. */
 let t: TestServer;
+let timed: TestServer;
 
 beforeAll(async () => {
-  t = await startTestServer();
+  [t, timed] = await Promise.all([startTestServer(), startTestServer({ STATEMENT_TIMEOUT: '2s' })]);
 });
 afterAll(async () => {
-  await t?.close();
+  await Promise.all([t?.close(), timed?.close()]);
 });
+
+/** Pauses the client's socket at its 10th row, for `ms`. */
+function pauseAtTenthRow(client: pg.Client, ms: number) {
+  const socket = (internals(client).connection as unknown as { stream: NodeJS.ReadableStream }).stream;
+  let paused = false;
+  return (rows: number) => {
+    if (paused || rows < 10) return;
+    paused = true;
+    socket.pause();
+    setTimeout(() => socket.resume(), ms);
+  };
+}
 
 interface Streamed {
   rows: number;
@@ -67,17 +80,10 @@ describe('streaming results', () => {
       // ~130 MB: more than the gateway lets pile up for a client that does not read (64 MiB).
       // It arrives whole only if the statement waits for the client instead of running ahead.
       const rows = 125_000;
-      const socket = (internals(c).connection as unknown as { stream: NodeJS.ReadableStream }).stream;
-      let paused = false;
       const outcome = await stream(
         c,
         `select i, repeat(chr(65 + i % 26), 1000) as pad from generate_series(1, ${rows}) i`,
-        (n) => {
-          if (paused || n < 10) return;
-          paused = true;
-          socket.pause();
-          setTimeout(() => socket.resume(), 3000);
-        },
+        pauseAtTenthRow(c, 3000),
       );
       expect(outcome.error).toBeUndefined();
       expect(outcome.rows).toBe(rows);
@@ -88,6 +94,22 @@ describe('streaming results', () => {
       await withClient(t.pgConfig('stream-slow', pw), async (other) => {
         expect((await other.query('select 3 as three')).rows[0].three).toBe(3);
       });
+    });
+  }, 60_000);
+
+  it('STATEMENT_TIMEOUT still interrupts a statement waiting for a client that stopped reading', async () => {
+    const pw = await timed.createDatabase('stream-stuck');
+    await withClient(timed.pgConfig('stream-stuck', pw), async (c) => {
+      // The statement outlives the 2 s timeout only because it waits for the client (paused 5 s).
+      const outcome = await stream(
+        c,
+        `select i, repeat('y', 1000) as pad from generate_series(1, 125000) i`,
+        pauseAtTenthRow(c, 5000),
+      );
+      expect(outcome.error?.code).toBe('57014');
+      expect(outcome.rows).toBeGreaterThan(0);
+      expect(outcome.rows).toBeLessThan(125_000);
+      expect((await c.query('select 4 as four')).rows[0].four).toBe(4);
     });
   }, 60_000);
 });
