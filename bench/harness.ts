@@ -83,7 +83,7 @@ export async function runBenchmarks(options: BenchOptions = {}): Promise<BenchRe
         results.pgbench.push(...(await runPgbenchRows(system, { pgbench, database, seconds, quick, log })));
       }
       if (only.includes('scale')) {
-        results.scale.push(await runScale(system, { pgbench, database, seconds, log }));
+        results.scale.push(await runScale(system, { pgbench, database, seconds, quick, log }));
       }
       if (only.includes('isolation')) {
         results.isolation.push(await runIsolation(system, { pgbench, database, longQuerySeconds, log }));

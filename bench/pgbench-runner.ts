@@ -18,6 +18,17 @@ export interface Transaction {
   endUs: number;
 }
 
+/** Transactions per client in --quick runs (checks the harness; numbers are not meaningful). */
+export const QUICK_TRANSACTIONS = 20;
+
+/**
+ * How long pgbench runs: `-T seconds`, or in --quick mode a fixed number of transactions, so
+ * that a loaded machine (a test run) still completes some instead of timing out with none.
+ */
+export function runLength(quick: boolean, seconds: number): string[] {
+  return quick ? ['-t', String(QUICK_TRANSACTIONS)] : ['-T', String(seconds)];
+}
+
 export interface PgbenchRun {
   code: number;
   stdout: string;

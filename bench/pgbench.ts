@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { type PgbenchRun, runPgbench } from './pgbench-runner.js';
+import { type PgbenchRun, runLength, runPgbench } from './pgbench-runner.js';
 import type { DatabaseSource, SystemKind, SystemUnderTest, Target } from './systems/index.js';
 import { cpuSnapshot, errorMessage, type Log, mean, otherCpuCores, percentile, round } from './tools.js';
 import type { PgbenchRow, QueryMode, Workload } from './types.js';
@@ -53,10 +53,11 @@ export function rowFromRun(
   run: PgbenchRun,
 ): Omit<PgbenchRow, 'system' | 'workload' | 'mode' | 'clients' | 'threads' | 'seconds'> {
   const latencies = run.transactions.map((t) => t.latencyUs / 1000);
-  const ok = run.code === 0 && !run.aborted && !run.timedOut;
+  const ran = run.code === 0 && !run.aborted && !run.timedOut;
+  const ok = ran && (run.processed ?? 0) > 0;
   return {
     status: ok ? 'ok' : 'failed',
-    ...(ok ? {} : { error: run.error ?? 'failed' }),
+    ...(ok ? {} : { error: ran ? 'no transaction completed' : (run.error ?? 'failed') }),
     tps: round(run.tps, 1),
     latencyAvgMs: round(mean(latencies) ?? run.latencyAvgMs, 3),
     latencyP99Ms: round(percentile(latencies, 99), 3),
@@ -95,7 +96,8 @@ export async function runPgbenchRows(
     const args = [
       '-n',
       ...['-c', String(item.clients), '-j', String(threadsFor(item.clients))],
-      ...['-T', String(ctx.seconds), '-M', item.mode],
+      ...runLength(ctx.quick, ctx.seconds),
+      ...['-M', item.mode],
       ...(item.workload === 'select-only' ? ['-S'] : []),
       target.conninfo,
     ];

@@ -15,9 +15,10 @@ import { BENCHMARK_NAMES, type BenchmarkName, type BenchResults } from './types.
  */
 
 const USAGE = `usage: npm run bench -- [options]
-  --quick                a few seconds per benchmark (checks the harness; numbers are not meaningful)
+  --quick                a few seconds per benchmark, 20 transactions per pgbench client
+                         (checks the harness; numbers are not meaningful)
   --only LIST            comma-separated subset of: ${BENCHMARK_NAMES.join(', ')}
-  --seconds N            seconds per pgbench run (default 20, --quick 1)
+  --seconds N            seconds per pgbench run (default 20; --quick counts transactions instead)
   --systems LIST         comma-separated subset of: ${SYSTEM_KINDS.join(', ')}
   --write-md             also rewrite BENCHMARKS.md with these results
   --from-json FILE       measure nothing: print (and with --write-md, write) a saved results file

@@ -1,5 +1,5 @@
 import { threadsFor } from './pgbench.js';
-import { type PgbenchRun, runPgbench } from './pgbench-runner.js';
+import { type PgbenchRun, runLength, runPgbench } from './pgbench-runner.js';
 import type { DatabaseSource, SystemUnderTest, Target } from './systems/index.js';
 import { cpuSnapshot, errorMessage, type Log, otherCpuCores, round } from './tools.js';
 import type { ScaleRow } from './types.js';
@@ -18,7 +18,7 @@ function ok(run: PgbenchRun): boolean {
 
 export async function runScale(
   system: SystemUnderTest,
-  ctx: { pgbench: string; database: DatabaseSource; seconds: number; log: Log },
+  ctx: { pgbench: string; database: DatabaseSource; seconds: number; quick: boolean; log: Log },
 ): Promise<ScaleRow> {
   const base = { system: system.kind, clientsPerDb: CLIENTS_PER_DB, seconds: ctx.seconds };
   const bench = (target: Target) =>
@@ -27,7 +27,8 @@ export async function runScale(
       [
         '-n',
         ...['-c', String(CLIENTS_PER_DB), '-j', String(threadsFor(CLIENTS_PER_DB))],
-        ...['-T', String(ctx.seconds), '-M', 'simple', target.conninfo],
+        ...runLength(ctx.quick, ctx.seconds),
+        ...['-M', 'simple', target.conninfo],
       ],
       { env: target.env, timeoutMs: (ctx.seconds + 60) * 1000 },
     );

@@ -103,10 +103,22 @@ export class Database {
    * anything was written since the archived position.
    */
   async close(): Promise<{ written: boolean }> {
-    await this.ready().catch(() => undefined);
-    const lsn = await this.walLsn();
-    await this.current.exec(CHECKPOINT).catch(() => undefined);
-    await this.current.close();
-    return { written: lsn === undefined || lsn !== this.archivedLsn };
+    // Whoever holds the session finishes first: a snapshot copying the directory must not see
+    // the shutdown checkpoint half-written, nor a departing client's reset hit a closed engine.
+    // A holder that outlasts QUERY_WAIT_TIMEOUT does not keep the database open.
+    const owner = Symbol('close');
+    const held = await this.hold.acquire(owner).then(
+      () => true,
+      () => false,
+    );
+    try {
+      await this.ready().catch(() => undefined);
+      const lsn = await this.walLsn();
+      await this.current.exec(CHECKPOINT).catch(() => undefined);
+      await this.current.close();
+      return { written: lsn === undefined || lsn !== this.archivedLsn };
+    } finally {
+      if (held) this.hold.release(owner);
+    }
   }
 }

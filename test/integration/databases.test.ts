@@ -1,5 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { firstRow } from '../../src/databases/parameters.js';
+import { query } from '../../src/gateway/protocol.js';
+import { stillPending } from '../helpers/clients.js';
 import { psql, sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 let t: TestServer;
@@ -95,6 +98,24 @@ describe('lazy databases', () => {
     await rm(`${t.dataDir}/vanished`, { recursive: true });
     const code = await sqlstateOf(withClient(t.pgConfig('vanished', pw), (c) => c.query('select 1')));
     expect(code).toBe('3D000');
+  });
+});
+
+describe('closing', () => {
+  it('waits for whoever holds the session (a snapshot copying the directory) before closing', async () => {
+    const pw = await t.createDatabase('held-close');
+    await withClient(t.pgConfig('held-close', pw), (c) => c.query('create table kept (v int)'));
+    const db = (await t.server.registry.openDatabases()).find((d) => d.id === 'held-close');
+    if (!db) throw new Error('held-close is not open');
+    const snapshot = Symbol('snapshot');
+    await db.hold.acquire(snapshot);
+    const closing = t.server.registry.close('held-close');
+    expect(await stillPending(closing, 500)).toBe(true);
+    // The engine is still there for the holder.
+    expect(firstRow(await db.engine.exec(query('select count(*) from kept')))).toEqual(['0']);
+    db.hold.release(snapshot);
+    await closing;
+    expect((await t.server.registry.openDatabases()).map((d) => d.id)).not.toContain('held-close');
   });
 });
 
