@@ -19,7 +19,7 @@ export interface Transaction {
 }
 
 /** Transactions per client in --quick runs (checks the harness; numbers are not meaningful). */
-export const QUICK_TRANSACTIONS = 20;
+const QUICK_TRANSACTIONS = 20;
 
 /**
  * How long pgbench runs: `-T seconds`, or in --quick mode a fixed number of transactions, so

@@ -24,9 +24,9 @@ export interface WorkerInit {
 }
 
 /** Output bytes in a batch before it is posted while the statement still runs. */
-export const BATCH_BYTES = 256 * 1024;
+const BATCH_BYTES = 256 * 1024;
 /** Output bytes the gateway may hold unacknowledged before the worker waits for the client. */
-export const OUTPUT_WINDOW = 4 * 1024 * 1024;
+const OUTPUT_WINDOW = 4 * 1024 * 1024;
 
 export type WorkerRequest =
   | { type: 'open'; dataDir: string; readOnly: boolean }
@@ -127,7 +127,7 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
     try {
       await exec(open.pg, request.id, request.data);
     } catch (err) {
-      batcher.finish();
+      batcher.finish(); // drops what the failed request left, so the next starts empty
       reply({ type: 'failed', id: request.id, message: messageText(err) });
     }
     collectWhenIdle();

@@ -168,9 +168,9 @@ export class ClientSession {
     const waiting = new AbortController();
     this.waiting = waiting;
     // A prepare-only unit that queued while the holder was busy may borrow once it parks.
+    const unitLength = prepareOnlyUnitLength(this.queue.messages);
     const stopListening =
-      typeof prepareOnlyUnitLength(this.queue.messages) === 'number' &&
-      prepareOnlyUnitLength(this.queue.messages) !== 0
+      typeof unitLength === 'number' && unitLength !== 0
         ? this.database.hold.onPark(() => waiting.abort(new Retry()))
         : undefined;
     try {

@@ -135,11 +135,12 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
       drained ??= new Promise<void>((resolve) => {
         const done = () => {
           socket.off('drain', done);
+          socket.off('close', done);
           drained = undefined;
           resolve();
         };
         socket.once('drain', done);
-        void closed.then(done);
+        socket.once('close', done);
       });
       return drained;
     };
