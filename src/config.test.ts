@@ -37,6 +37,26 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ SHARED_BUFFERS: '64KiB' }, false)).toThrowError(/SHARED_BUFFERS/);
   });
 
+  it('throttles logins and sets a minimum password length', () => {
+    const c = loadConfig({}, false);
+    expect(c.auth).toEqual({ failThreshold: 5, failWindowMs: 300_000, baseDelayMs: 250, maxDelayMs: 10_000 });
+    expect(c.minPasswordLength).toBe(12);
+    const set = loadConfig(
+      {
+        AUTH_FAIL_THRESHOLD: '3',
+        AUTH_FAIL_WINDOW: '2s',
+        AUTH_BASE_DELAY: '50ms',
+        AUTH_MAX_DELAY: '0',
+        MIN_PASSWORD_LENGTH: '20',
+      },
+      false,
+    );
+    expect(set.auth).toEqual({ failThreshold: 3, failWindowMs: 2000, baseDelayMs: 50, maxDelayMs: 0 });
+    expect(set.minPasswordLength).toBe(20);
+    expect(() => loadConfig({ AUTH_FAIL_THRESHOLD: '0' }, false)).toThrowError(/AUTH_FAIL_THRESHOLD/);
+    expect(() => loadConfig({ MIN_PASSWORD_LENGTH: '0' }, false)).toThrowError(/MIN_PASSWORD_LENGTH/);
+  });
+
   it('treats empty variables as unset', () => {
     expect(loadConfig({ PORT: '', CATALOG_URL: '' }, false).port).toBe(5432);
   });

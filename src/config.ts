@@ -89,6 +89,16 @@ const EnvSchema = z.object({
   ADMIN_TOKEN: optionalString,
   /** Seconds (or 500ms/2m) a connection may take to authenticate. */
   LOGIN_TIMEOUT: duration('60s'),
+  /** Failed logins from one address, or against one database, before further attempts are delayed. */
+  AUTH_FAIL_THRESHOLD: int(5, 1),
+  /** Failed logins are forgotten once this long passes without another. */
+  AUTH_FAIL_WINDOW: duration('5m'),
+  /** Delay of the first throttled login attempt; it doubles with each further failure. */
+  AUTH_BASE_DELAY: duration('250ms'),
+  /** Longest delay of one throttled login attempt; 0 turns login throttling off. */
+  AUTH_MAX_DELAY: duration('10s'),
+  /** Shortest password accepted when one is set; generated passwords are at least this long. */
+  MIN_PASSWORD_LENGTH: z.coerce.number().int().min(1).max(1024).default(12),
   /** Largest client message accepted after authentication. */
   MAX_MESSAGE_SIZE: bytes('1GiB'),
   /** Clients (active + queued) allowed per database; more get 53300. */
@@ -149,6 +159,9 @@ export type Config = Readonly<{
   }>;
   admin: Readonly<{ port: number; host: string; token: string | undefined; socketPath: string }>;
   loginTimeoutMs: number;
+  /** Login throttling (AUTH_*): see `gateway/auth-throttle.ts`. */
+  auth: Readonly<{ failThreshold: number; failWindowMs: number; baseDelayMs: number; maxDelayMs: number }>;
+  minPasswordLength: number;
   maxMessageSize: number;
   maxClientsPerDb: number;
   queryWaitTimeoutMs: number;
@@ -218,6 +231,13 @@ export function loadConfig(
       socketPath: path.join(dataDir, 'admin.sock'),
     }),
     loginTimeoutMs: e.LOGIN_TIMEOUT,
+    auth: Object.freeze({
+      failThreshold: e.AUTH_FAIL_THRESHOLD,
+      failWindowMs: e.AUTH_FAIL_WINDOW,
+      baseDelayMs: e.AUTH_BASE_DELAY,
+      maxDelayMs: e.AUTH_MAX_DELAY,
+    }),
+    minPasswordLength: e.MIN_PASSWORD_LENGTH,
     maxMessageSize: e.MAX_MESSAGE_SIZE,
     maxClientsPerDb: e.MAX_CLIENTS_PER_DB,
     queryWaitTimeoutMs: e.QUERY_WAIT_TIMEOUT,

@@ -13,6 +13,7 @@ import { DatabaseRegistry } from './databases/registry.js';
 import { TemplateSpares } from './databases/spares.js';
 import { ensureTemplate } from './databases/template.js';
 import { ScramLookup } from './gateway/auth.js';
+import { AuthThrottle } from './gateway/auth-throttle.js';
 import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
 import { databasePath } from './gateway/routing.js';
@@ -94,6 +95,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ...(archiving ? { snapshots: archiving.snapshots } : {}),
       dataDir: config.dataDir,
       templateDir: config.templateDir,
+      minPasswordLength: config.minPasswordLength,
+    });
+    const authThrottle = new AuthThrottle({
+      threshold: config.auth.failThreshold,
+      windowMs: config.auth.failWindowMs,
+      baseDelayMs: config.auth.baseDelayMs,
+      maxDelayMs: config.auth.maxDelayMs,
+      queueMs: config.loginTimeoutMs,
     });
     const listener = new GatewayListener(
       {
@@ -108,6 +117,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         statementTimeoutMs: config.statementTimeoutMs,
         catalog,
         scram: new ScramLookup(catalog),
+        throttle: authThrottle,
         registry,
         cancelKeys: new CancelKeys(),
         logger,
@@ -124,6 +134,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         manager,
         registry,
         listener,
+        authThrottle,
         logger,
         metrics: new Registry(),
         token: config.admin.token,

@@ -57,6 +57,7 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
       catalog,
       dataDir: config.dataDir,
       templateDir: config.templateDir,
+      minPasswordLength: config.minPasswordLength,
       ...(archived ? { snapshots: archived.snapshots } : {}),
     });
     const where = connectionDefaults(config);

@@ -2,6 +2,7 @@ import { query } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
 import type { Engine } from './engine.js';
 import { DatabaseHold } from './hold.js';
+import { NotificationHub } from './notifications.js';
 import { firstRow, TRACKED_SETTINGS } from './parameters.js';
 
 const CHECKPOINT = query('CHECKPOINT');
@@ -14,6 +15,8 @@ const WAL_LSN = query('SELECT pg_catalog.pg_current_wal_lsn()::text');
  */
 export class Database {
   readonly hold: DatabaseHold;
+  /** Which clients listen to which channels; the session listens to their union. */
+  readonly notifications = new NotificationHub();
   private clientIds = 0;
   private restarting: Promise<void> | undefined;
   /** Bumped by every restart: sessions re-create their prepared statements when it changes. */
@@ -72,6 +75,9 @@ export class Database {
       const started = performance.now();
       await this.current.kill();
       this.current = await this.reopen();
+      // A new session listens to nothing: give it its clients' channels back.
+      const listen = this.notifications.listenAllSql();
+      if (listen) await this.current.exec(query(listen)).catch(() => undefined);
       this.generation++;
       this.settings = new Map(this.defaults);
       this.lastOwner = undefined;

@@ -43,6 +43,8 @@ export type WorkerReply =
   /** The rest of the output; it holds the last message the request produced. */
   | { type: 'result'; id: number; data: ArrayBuffer; length: number }
   | { type: 'failed'; id: number; message: string }
+  /** The engine's session broke (a FATAL): the output before it, and why. */
+  | { type: 'broken'; id: number; message: string; data: ArrayBuffer; length: number }
   | { type: 'closed'; id: number };
 
 const port = parentPort;
@@ -94,7 +96,20 @@ async function exec(pg: ParkedPglite['pg'], id: number, data: ArrayBuffer): Prom
     reply({ type: 'chunk', id, data: batch, length }, [batch]);
     if (Atomics.add(unacked, 0, length) + length > OUTPUT_WINDOW) waitForClient();
   };
-  await pg.execProtocolRawStream(new Uint8Array(data), { onRawData: (bytes) => batcher.append(bytes, post) });
+  let broken = false;
+  const onRawData = (bytes: Uint8Array) => {
+    if (broken) return;
+    batcher.append(bytes, post);
+    const fatal = batcher.fatal;
+    if (fatal === undefined) return;
+    // The session is lost; PGlite may go on repeating the error. Say so now: the gateway ends
+    // this worker and opens the database again.
+    broken = true;
+    const rest = batcher.finish();
+    reply({ type: 'broken', id, message: fatal, ...rest }, [rest.data]);
+  };
+  await pg.execProtocolRawStream(new Uint8Array(data), { onRawData });
+  if (broken) return;
   const rest = batcher.finish();
   reply({ type: 'result', id, ...rest }, [rest.data]);
 }
@@ -128,7 +143,7 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
       await exec(open.pg, request.id, request.data);
     } catch (err) {
       batcher.finish(); // drops what the failed request left, so the next starts empty
-      reply({ type: 'failed', id: request.id, message: messageText(err) });
+      reply({ type: 'broken', id: request.id, message: messageText(err), data: new ArrayBuffer(0), length: 0 });
     }
     collectWhenIdle();
   }

@@ -30,6 +30,50 @@ export type OnChunk = (chunk: Uint8Array) => Promise<void> | undefined;
 /** The engine was killed (cancel, statement timeout) while a request was running. */
 export class EngineKilledError extends Error {}
 
+/**
+ * The engine's answer shows its session is lost: a FATAL, an empty or malformed reply, or one
+ * without the ReadyForQuery its request must end with. The database must be restarted.
+ * `partial` is the output that came before the break (whole messages).
+ */
+export class EngineBrokenError extends Error {
+  constructor(
+    message: string,
+    readonly partial: Uint8Array = new Uint8Array(),
+  ) {
+    super(message);
+  }
+}
+
+/** Why a complete reply to `request` cannot be right, or undefined when it is well formed. */
+export function replyProblem(request: Uint8Array, reply: Uint8Array): string | undefined {
+  const expectsReady = endsUnit(request);
+  if (reply.length === 0) return expectsReady ? 'the engine returned an empty reply' : undefined;
+  const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+  let i = 0;
+  let last = -1;
+  while (i < reply.length) {
+    if (i + 5 > reply.length) return 'the engine returned a truncated message';
+    const length = view.getUint32(i + 1);
+    if (length < 4 || i + 1 + length > reply.length) return 'the engine returned a malformed message';
+    last = reply[i] as number;
+    i += 1 + length;
+  }
+  if (expectsReady && last !== 0x5a) return 'the engine reply lacks its ReadyForQuery';
+  return undefined;
+}
+
+/** Whether the last message of a request is a Query or a Sync (its reply ends with ReadyForQuery). */
+function endsUnit(request: Uint8Array): boolean {
+  const view = new DataView(request.buffer, request.byteOffset, request.byteLength);
+  let i = 0;
+  let last = -1;
+  while (i + 5 <= request.length) {
+    last = request[i] as number;
+    i += 1 + view.getUint32(i + 1);
+  }
+  return last === 0x51 || last === 0x53;
+}
+
 /** Where a worker goes when its database closes (the EngineHost). */
 export interface WorkerPool {
   /** Whether the worker should park again for reuse. */
@@ -91,6 +135,8 @@ interface Pending {
   resolve: (d: Uint8Array) => void;
   reject: (e: Error) => void;
   onChunk?: OnChunk;
+  /** The request's messages, to check the reply against (exec only). */
+  request?: Uint8Array;
   /** Parts received for a request without `onChunk`. */
   parts?: Uint8Array[];
 }
@@ -119,13 +165,22 @@ export class WorkerEngine implements Engine {
       this.onChunk(reply.id, new Uint8Array(reply.data, 0, reply.length));
       return;
     }
-    if (reply.type !== 'result' && reply.type !== 'failed' && reply.type !== 'closed') return;
+    if (reply.type !== 'result' && reply.type !== 'broken' && reply.type !== 'failed' && reply.type !== 'closed')
+      return;
     const waiter = this.pending.get(reply.id);
     if (!waiter) return;
     this.pending.delete(reply.id);
     if (reply.type === 'result') {
       const rest = new Uint8Array(reply.data, 0, reply.length);
-      waiter.resolve(waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest);
+      const whole = waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest;
+      // Streamed parts were cut at whole messages, and the last part always holds the last
+      // message (response-batcher.ts): checking it is enough.
+      const problem = waiter.request ? replyProblem(waiter.request, waiter.onChunk ? rest : whole) : undefined;
+      if (problem) waiter.reject(new EngineBrokenError(problem, whole));
+      else waiter.resolve(whole);
+    } else if (reply.type === 'broken') {
+      const rest = new Uint8Array(reply.data, 0, reply.length);
+      waiter.reject(new EngineBrokenError(reply.message, waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest));
     } else if (reply.type === 'failed') waiter.reject(new Error(reply.message));
     else waiter.resolve(new Uint8Array());
   }
@@ -162,11 +217,12 @@ export class WorkerEngine implements Engine {
     make: (id: number) => WorkerRequest,
     transfer: ArrayBuffer[] = [],
     onChunk?: OnChunk,
+    request?: Uint8Array,
   ): Promise<Uint8Array> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onChunk });
+      this.pending.set(id, { resolve, reject, onChunk, request });
       this.host.worker.postMessage(make(id), transfer);
     });
   }
@@ -174,7 +230,7 @@ export class WorkerEngine implements Engine {
   exec(messages: Uint8Array, onChunk?: OnChunk): Promise<Uint8Array> {
     // Copy into a buffer of our own that can be transferred (the input may share a pool slab).
     const data = new Uint8Array(messages).buffer as ArrayBuffer;
-    return this.request((id) => ({ type: 'exec', id, data }), [data], onChunk);
+    return this.request((id) => ({ type: 'exec', id, data }), [data], onChunk, messages);
   }
 
   async kill(): Promise<void> {

@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { createScramSha256Data } from 'pg-gateway';
 import type { Catalog, DatabaseRecord, PoolMode, VersionRecord } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
-import { databasePath, isValidDatabaseId } from '../gateway/routing.js';
+import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../gateway/routing.js';
 import { extractTarball } from '../storage/extract.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
 import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../storage/tarball.js';
@@ -54,8 +54,16 @@ function clientError(err: unknown): unknown {
   return err;
 }
 
-export function generatePassword(): string {
-  return randomBytes(18).toString('base64url');
+/** Shortest password accepted when one is given (MIN_PASSWORD_LENGTH). */
+const DEFAULT_MIN_PASSWORD_LENGTH = 12;
+/** Length of generated passwords, unless the minimum is longer. */
+const GENERATED_PASSWORD_LENGTH = 24;
+
+/** A random password of `length` base64url characters (24 = 144 bits by default). */
+export function generatePassword(length = GENERATED_PASSWORD_LENGTH): string {
+  return randomBytes(Math.ceil((length * 3) / 4))
+    .toString('base64url')
+    .slice(0, length);
 }
 
 export class DatabaseManager {
@@ -72,6 +80,8 @@ export class DatabaseManager {
       spares?: TemplateSpares;
       /** The archive's versions, when ARCHIVE_URL is set. */
       snapshots?: Snapshots;
+      /** Shortest password accepted (MIN_PASSWORD_LENGTH); default 12. */
+      minPasswordLength?: number;
     },
   ) {}
 
@@ -131,7 +141,7 @@ export class DatabaseManager {
   async passwd(id: string, opts: { username?: string; password?: string } = {}) {
     await this.get(id);
     const username = opts.username ?? DEFAULT_USER;
-    const password = opts.password ?? generatePassword();
+    const password = this.passwordFor(opts.password);
     await this.deps.catalog.setCredential(id, username, await createScramSha256Data(password));
     return { username, password };
   }
@@ -232,9 +242,11 @@ export class DatabaseManager {
     opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null },
   ): Promise<CreatedDatabase> {
     if (!isValidDatabaseId(id)) throw new InvalidRequestError(errors.invalidDatabaseId().hint);
+    // A dbname of `postgres` or a template names no database (routing), so such an id is unreachable.
+    if (isReservedDatabaseId(id)) throw new InvalidRequestError(`database id "${id}" is reserved`);
     const username = opts.username ?? DEFAULT_USER;
     if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) throw new InvalidRequestError('invalid user name');
-    const password = opts.password ?? generatePassword();
+    const password = this.passwordFor(opts.password);
     const scram = await createScramSha256Data(password);
     const database = await this.deps.catalog.createDatabase({
       id,
@@ -244,6 +256,20 @@ export class DatabaseManager {
       scram,
     });
     return { database, username, password };
+  }
+
+  /**
+   * The password to store: `given` when long enough (counted in characters), else a 400; a
+   * generated one, at least the minimum long, when none is given. The one check behind the admin
+   * API and the CLI (create, clone, upload --create, passwd).
+   */
+  private passwordFor(given: string | undefined): string {
+    const min = this.deps.minPasswordLength ?? DEFAULT_MIN_PASSWORD_LENGTH;
+    if (given === undefined) return generatePassword(Math.max(GENERATED_PASSWORD_LENGTH, min));
+    if ([...given].length < min) {
+      throw new InvalidRequestError(`password must be at least ${min} characters long`);
+    }
+    return given;
   }
 
   /** Undoes a half-made database: no catalog entry, no directory, no archived objects stay. */

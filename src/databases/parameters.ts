@@ -70,11 +70,41 @@ export function switchSettingsSql(
   return statements.length > 0 ? statements.join('; ') : undefined;
 }
 
+/**
+ * Identity settings, read back after every settings change and switched first. A read-only
+ * database's session authorization is fixed by its baseline (and refused to clients), so only
+ * the role is tracked there.
+ */
+const IDENTITY_SETTINGS = ['session_authorization', 'role'] as const;
+/** The value current_setting('role') shows when no role is set. */
+const NO_ROLE = 'none';
+
 /** The parts of a database the settings of its clients are tracked against. */
 interface SharedSettings {
   settings: Map<string, string>;
   readonly defaults: ReadonlyMap<string, string>;
   readonly reported: ReadonlySet<string>;
+  readonly readOnly?: boolean;
+  /** Values of the reported parameters at start (session_authorization's default). */
+  readonly parameters?: Readonly<Record<string, string>>;
+}
+
+const identityNames = (db: SharedSettings): string[] =>
+  db.readOnly ? ['role'] : [...IDENTITY_SETTINGS];
+
+/** The value an identity setting has when nobody changed it. */
+const identityDefault = (db: SharedSettings, name: string): string | undefined =>
+  name === 'role' ? NO_ROLE : db.parameters?.[name];
+
+/**
+ * SQL of one row: the current value of each name, then a JSON object of every other setting
+ * changed in this session (SET), so that settings the gateway does not know by name (say
+ * statement_timeout or work_mem) follow their client too instead of leaking to the next one.
+ */
+export function readBackSql(names: readonly string[]): string {
+  const known = names.map((n) => literal(n.toLowerCase())).join(', ');
+  const others = `(SELECT COALESCE(pg_catalog.json_object_agg(name, setting), '{}') FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'transaction\\_%' AND pg_catalog.lower(name) <> ALL (ARRAY[${known}]::text[]))`;
+  return `${readSettingsSql(names)}, ${others}`;
 }
 
 /**
@@ -85,6 +115,7 @@ export class ClientSettings {
   private readonly wanted: Map<string, string>;
   private dirty = true;
   private recheck = false;
+  private changed = false;
 
   constructor(initial: Readonly<Record<string, string>>) {
     this.wanted = new Map(Object.entries(initial));
@@ -92,7 +123,18 @@ export class ClientSettings {
 
   /** SQL that gives the shared session this client's settings, if any differ. */
   switchSql(db: SharedSettings): string | undefined {
-    return switchSettingsSql(db.settings, this.wanted, db.defaults);
+    // Identity first: SET SESSION AUTHORIZATION also resets the role.
+    const identity = identityNames(db);
+    const pick = (m: ReadonlyMap<string, string>, keep: boolean) =>
+      new Map([...m].filter(([k]) => identity.includes(k) === keep));
+    const first = switchSettingsSql(pick(db.settings, true), pick(this.wanted, true), new Map());
+    const rest = switchSettingsSql(pick(db.settings, false), pick(this.wanted, false), db.defaults);
+    return first && rest ? `${first}; ${rest}` : (first ?? rest);
+  }
+
+  /** Whether a statement of this client ever changed settings (its departure resets the session). */
+  get everChanged(): boolean {
+    return this.changed;
   }
 
   /** After switchSql ran: the session now has this client's settings (read back to normalise). */
@@ -103,12 +145,15 @@ export class ClientSettings {
   }
 
   noteStatement(changes: boolean): void {
-    if (changes) this.dirty = true;
+    if (!changes) return;
+    this.dirty = true;
+    this.changed = true;
   }
 
   /** DISCARD ALL: back to the defaults. */
   reset(): void {
     this.wanted.clear();
+    this.others.clear();
     this.dirty = true;
   }
 
@@ -120,21 +165,63 @@ export class ClientSettings {
   readBack(db: SharedSettings, status: 'I' | 'T' | 'E'): { names: string[]; sql: string } {
     this.dirty = false;
     this.recheck = status !== 'I';
-    const names = [...new Set([...db.defaults.keys(), ...this.wanted.keys()])];
-    return { names, sql: readSettingsSql(names) };
+    const identity = identityNames(db);
+    const names = [...new Set([...identity, ...db.defaults.keys(), ...this.wanted.keys()])].filter(
+      (n) => identity.includes(n) || db.defaults.has(n) || !this.others.has(n),
+    );
+    return { names, sql: readBackSql(names) };
   }
 
   /** Records read-back values; returns ParameterStatus messages for reported values that changed. */
   apply(db: SharedSettings, names: string[], values: (string | null)[]): Buffer[] {
     const reports: Buffer[] = [];
+    const identity = identityNames(db);
     names.forEach((name, i) => {
       const value = values[i];
       if (value === null || value === undefined) return;
+      if (identity.includes(name)) {
+        const unchanged = identityDefault(db, name);
+        const before = this.wanted.get(name) ?? unchanged;
+        if (value === unchanged) {
+          this.wanted.delete(name);
+          db.settings.delete(name);
+        } else {
+          this.wanted.set(name, value);
+          db.settings.set(name, value);
+        }
+        if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
+        return;
+      }
       const before = this.wanted.get(name) ?? db.defaults.get(name);
       db.settings.set(name, value);
       if (value !== db.defaults.get(name) || this.wanted.has(name)) this.wanted.set(name, value);
       if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
     });
+    this.applyOthers(db, values[names.length]);
     return reports;
+  }
+
+  /** Settings changed in the session that are not tracked by name: they follow this client. */
+  private readonly others = new Set<string>();
+
+  private applyOthers(db: SharedSettings, json: string | null | undefined): void {
+    let changed: Record<string, unknown> = {};
+    try {
+      changed = json ? (JSON.parse(json) as Record<string, unknown>) : {};
+    } catch {
+      return;
+    }
+    for (const name of this.others) {
+      if (name in changed) continue;
+      this.others.delete(name);
+      this.wanted.delete(name);
+      db.settings.delete(name);
+    }
+    for (const [name, value] of Object.entries(changed)) {
+      if (typeof value !== 'string') continue;
+      this.others.add(name);
+      this.wanted.set(name, value);
+      db.settings.set(name, value);
+    }
   }
 }

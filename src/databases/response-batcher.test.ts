@@ -79,3 +79,41 @@ describe('ResponseBatcher', () => {
     expect(rest).toEqual(ready);
   });
 });
+
+describe('a FATAL from the engine', () => {
+  const fatal = (text: string) => {
+    const body = Buffer.from(`SFATAL\0VFATAL\0C08P01\0M${text}\0\0`);
+    const m = Buffer.alloc(5 + body.length);
+    m[0] = 0x45;
+    m.writeUInt32BE(4 + body.length, 1);
+    body.copy(m, 5);
+    return m;
+  };
+
+  it('is noticed however the output is split, and cut off with everything after it', () => {
+    const before = message(0x44, 40, 1);
+    const all = Buffer.concat([before, fatal('invalid frontend message type 56'), fatal('lost sync'), before]);
+    for (let at = 1; at < all.length; at++) {
+      const batcher = new ResponseBatcher(1 << 20);
+      const posted: Buffer[] = [];
+      const post = (data: ArrayBuffer, length: number) => posted.push(Buffer.from(data, 0, length));
+      batcher.append(all.subarray(0, at), post);
+      batcher.append(all.subarray(at), post);
+      expect(batcher.fatal).toBe('08P01 invalid frontend message type 56');
+      const rest = batcher.finish();
+      expect(Buffer.concat([...posted, Buffer.from(rest.data, 0, rest.length)])).toEqual(before);
+      expect(batcher.fatal).toBeUndefined();
+    }
+  });
+
+  it('an ERROR is not a FATAL', () => {
+    const body = Buffer.from('SERROR\0C42P01\0Mnope\0\0');
+    const m = Buffer.alloc(5 + body.length);
+    m[0] = 0x45;
+    m.writeUInt32BE(4 + body.length, 1);
+    body.copy(m, 5);
+    const batcher = new ResponseBatcher(1 << 20);
+    batcher.append(m, () => undefined);
+    expect(batcher.fatal).toBeUndefined();
+  });
+});

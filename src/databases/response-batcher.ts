@@ -23,7 +23,7 @@ export class ResponseBatcher {
 
   /** Adds output (a view that may be reused afterwards, e.g. into WASM memory). */
   append(data: Uint8Array, post: PostBatch): void {
-    if (data.length === 0) return;
+    if (data.length === 0 || this.fatal !== undefined) return;
     if (this.whole >= this.flushBytes) this.flush(post);
     this.reserve(data.length);
     this.buf.set(data, this.used);
@@ -33,6 +33,7 @@ export class ResponseBatcher {
 
   /** Everything not yet posted; the batcher is empty and reusable afterwards. */
   finish(): { data: ArrayBuffer; length: number } {
+    this.fatal = undefined;
     const length = this.used;
     this.used = 0;
     this.whole = 0;
@@ -72,11 +73,42 @@ export class ResponseBatcher {
     this.view = new DataView(buf.buffer);
   }
 
+  /**
+   * The text of a FATAL/PANIC ErrorResponse seen in the output, if any. PGlite has one session:
+   * after a FATAL it is broken (it may repeat the error forever), so the output is cut just
+   * before it and the engine must be restarted. Cleared by `finish`.
+   */
+  fatal: string | undefined;
+
   private scan(): void {
-    while (this.whole + 5 <= this.used) {
-      const end = this.whole + 1 + this.view.getUint32(this.whole + 1);
-      if (end > this.used) return;
-      this.whole = end;
+    while (this.whole + 5 <= this.used && this.fatal === undefined) {
+      const length = this.view.getUint32(this.whole + 1);
+      const end = this.whole + 1 + length;
+      if (length < 4) {
+        this.fatal = `malformed backend message (length ${length})`;
+      } else if (end > this.used) {
+        return;
+      } else if (this.buf[this.whole] === 0x45 && isFatal(this.buf.subarray(this.whole + 5, end))) {
+        this.fatal = Buffer.from(this.buf.subarray(this.whole + 5, end - 1))
+          .toString('utf8')
+          .split('\0')
+          .filter((f) => f.startsWith('C') || f.startsWith('M'))
+          .map((f) => f.slice(1))
+          .join(' ');
+      } else {
+        this.whole = end;
+        continue;
+      }
+      this.used = this.whole; // drop the FATAL and whatever follows it
     }
   }
+}
+
+const SEVERITY_FATAL = Buffer.from('SFATAL\0');
+const SEVERITY_PANIC = Buffer.from('SPANIC\0');
+
+/** Whether an ErrorResponse body (fields) has severity FATAL or PANIC (always the first field). */
+function isFatal(fields: Uint8Array): boolean {
+  const head = Buffer.from(fields.buffer, fields.byteOffset, Math.min(fields.length, 7));
+  return head.equals(SEVERITY_FATAL) || head.equals(SEVERITY_PANIC);
 }

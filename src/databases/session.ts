@@ -2,26 +2,30 @@ import { errors, GatewayError, toClientError } from '../errors.js';
 import {
   errorResponse,
   Frontend,
+  flushMessage,
   query,
   readyForQuery,
   type TransactionStatus,
 } from '../gateway/protocol.js';
 import { lastReadyStatus, splitCopyIn } from './backend-scan.js';
 import { CopyIn } from './copy-in.js';
-import { EngineKilledError } from './engine.js';
+import { EngineBrokenError, EngineKilledError } from './engine.js';
 import { InputQueue } from './input-queue.js';
+import { type Listener, listenChanges } from './notifications.js';
 import { ClientSettings, firstRow, hasError } from './parameters.js';
 import type { Database } from './registry.js';
 import {
   commandComplete,
   finalReady,
   findError,
+  firstErrorMessage,
   prepareOnlyUnitLength,
   replaceParseText,
+  replaceRefusals,
   withReadyStatus,
 } from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
-import { COPY_REFUSAL_SQL, judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
 /**
@@ -39,8 +43,28 @@ class Cancelled extends Error {}
 /** The holder parked while we queued for a unit that could borrow: try borrowing instead. */
 class Retry extends Error {}
 
-/** This client's running statement was interrupted (cancel, statement timeout). */
-class Interrupted extends Error {}
+/** This client's running statement was interrupted (cancel, statement timeout, broken engine). */
+class Interrupted extends Error {
+  constructor(
+    message: string,
+    readonly code = '57014',
+  ) {
+    super(message);
+  }
+}
+
+const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+const COPY_IN_EXTENDED = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'COPY FROM STDIN is supported only in a simple Query of its own',
+    'copy_in_extended',
+  );
+
+const ENGINE_BROKE =
+  'the database stopped answering this statement correctly and was restarted; committed data is kept';
 
 export class ClientSession {
   private readonly owner = Symbol('client');
@@ -63,6 +87,13 @@ export class ClientSession {
   /** After an interrupted extended unit, the rest of it up to Sync is skipped, as Postgres does. */
   private skipUntilSync = false;
   private readonly names: StatementNames;
+  /** Gateway errors to raise in place of the engine's errors for refusal markers. */
+  private readonly refusals = new Map<string, GatewayError>();
+  private refusalCount = 0;
+  /** Receives notifications on the channels this client listens to, made by other clients. */
+  private readonly listener: Listener = { notify: (message) => void this.opts.port.write(message) };
+  /** An UNLISTEN ran: the session must listen again to the channels other clients want. */
+  private relisten = false;
   /** The settings this client wants; the shared session is switched to them. */
   private readonly settings: ClientSettings;
   /** Set by shutdown: end the client as soon as it is between transactions. */
@@ -150,7 +181,7 @@ export class ClientSession {
           await this.afterStep();
         } catch (err) {
           if (!(err instanceof Interrupted)) throw err;
-          await this.answerInterrupted(err.message);
+          await this.answerInterrupted(err.message, err.code);
         }
       }
     } catch (err) {
@@ -207,8 +238,11 @@ export class ClientSession {
       const unit = this.queue.take(length);
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
       await db.engine.exec(query('SAVEPOINT pglite_gateway_borrow'));
+      const parses = this.names.takeReprepares();
+      const prepared = parses.length > 0 ? await db.engine.exec(Buffer.concat([...parses, flushMessage()])) : undefined;
       const response = await db.engine.exec(batch);
-      const undo = hasError(response) ? 'ROLLBACK TO SAVEPOINT pglite_gateway_borrow; ' : '';
+      const failed = hasError(response) || (prepared !== undefined && hasError(prepared));
+      const undo = failed ? 'ROLLBACK TO SAVEPOINT pglite_gateway_borrow; ' : '';
       await db.engine.exec(query(`${undo}RELEASE pglite_gateway_borrow`));
       this.write(withReadyStatus(response, this.status));
     });
@@ -253,6 +287,14 @@ export class ClientSession {
     try {
       response = await db.engine.exec(messages, stream ? (chunk) => this.write(chunk) : undefined);
     } catch (err) {
+      if (err instanceof EngineBrokenError) {
+        // Only this client hears of it; the others find a fresh session (as after a cancel).
+        this.opts.logger.warn({ reason: err.message }, 'database engine broke; restarting it');
+        if (stream && err.partial.length > 0) this.write(err.partial);
+        this.interrupting = undefined;
+        await db.interrupt(`engine broke: ${err.message}`);
+        throw new Interrupted(ENGINE_BROKE, '58000');
+      }
       if (!(err instanceof EngineKilledError)) throw err;
       await db.ready();
       throw new Interrupted(this.interrupting ?? 'terminating statement: the database was restarted');
@@ -284,7 +326,7 @@ export class ClientSession {
   }
 
   /** Answers an interrupted statement like Postgres: 57014, and a failed transaction if one was open. */
-  private async answerInterrupted(reason: string): Promise<void> {
+  private async answerInterrupted(reason: string, code: string): Promise<void> {
     const wasInTransaction = this.status !== 'I';
     this.interrupting = undefined;
     this.copy = undefined;
@@ -292,7 +334,7 @@ export class ClientSession {
     this.status = 'I';
     if (this.generation !== this.database.generation) await this.afterRestart();
     if (wasInTransaction) await this.exec(query('BEGIN; SELECT pg_catalog."statement interrupted"()'));
-    const error = new GatewayError('57014', 'ERROR', reason, 'interrupted');
+    const error = new GatewayError(code, 'ERROR', reason, code === '57014' ? 'interrupted' : 'engine_broken');
     this.skipUntilSync = !this.batchEndsUnit;
     this.write(
       this.skipUntilSync
@@ -303,11 +345,32 @@ export class ClientSession {
   }
 
   private write(response: Uint8Array): Promise<void> | undefined {
-    return this.opts.port.write(restoreNames(response, this.names));
+    let out = restoreNames(response, this.names);
+    if (this.refusals.size > 0) out = replaceRefusals(out, this.refusals);
+    const hub = this.database.notifications;
+    if (hub.active) out = hub.route(out, this.listener);
+    return this.opts.port.write(out);
+  }
+
+  /** Tracks this client's LISTEN/UNLISTEN statements (before they run). */
+  private noteListen(sql: string): void {
+    for (const change of listenChanges(sql)) {
+      if (change.kind === 'listen') this.database.notifications.listen(this.listener, change.channel);
+      else {
+        this.database.notifications.unlisten(this.listener, change.channel);
+        this.relisten = true;
+      }
+    }
   }
 
   private async afterStep(): Promise<void> {
     if (this.closed || this.inUnit || this.copy) return;
+    this.refusals.clear(); // markers of statements skipped after an earlier error
+    if (this.relisten) {
+      this.relisten = false;
+      const listen = this.database.notifications.listenAllSql();
+      if (listen) await this.exec(query(listen));
+    }
     if (this.status === 'T' && this.opts.poolMode === 'transaction' && this.queue.length === 0) {
       this.database.hold.park(this.owner);
     }
@@ -371,8 +434,24 @@ export class ClientSession {
     }
     if (batch.length === 0) return;
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
+    await this.reprepare();
     await this.deliver(await this.exec(Buffer.concat(batch), true));
     this.batchEndsUnit = true;
+  }
+
+  /**
+   * Prepares again the client's statements that the session closed (cap) and that the batch about
+   * to run uses. Parse + Flush keeps the client's unit open; if a Parse fails, the client gets
+   * that error, and the session skips the client's messages up to its Sync, as if its own
+   * message had failed.
+   */
+  private async reprepare(): Promise<void> {
+    const parses = this.names.takeReprepares();
+    if (parses.length === 0) return;
+    const response = await this.exec(Buffer.concat([...parses, flushMessage()]));
+    if (!hasError(response)) return;
+    const error = firstErrorMessage(response);
+    if (error) this.write(error);
   }
 
   private skipToSync(): void {
@@ -391,10 +470,11 @@ export class ClientSession {
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
       this.settings.noteStatement(mayChangeSettings(sql));
+      this.noteListen(sql);
       const verdict = judgeStatement(sql, this.database);
-      const replacement =
-        verdict.kind === 'copy-in' ? COPY_REFUSAL_SQL : verdict.kind === 'refuse' ? verdict.sql : '';
-      if (replacement) message = replaceParseText(message, nameEnd, replacement);
+      const refusal = verdict.kind === 'copy-in' ? COPY_IN_EXTENDED() : verdict.kind === 'refuse' ? verdict.error : undefined;
+      // Failing inside the engine keeps the transaction state the client sees and the real one equal.
+      if (refusal) message = replaceParseText(message, nameEnd, this.refusalSql(refusal));
     }
     return renameStatement(message, this.names);
   }
@@ -402,13 +482,34 @@ export class ClientSession {
   private async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
     this.settings.noteStatement(mayChangeSettings(sql));
+    this.noteListen(sql);
     const verdict = judgeStatement(sql, this.database);
-    if (verdict.kind === 'refuse') return this.deliver(await this.exec(query(verdict.sql)));
+    if (verdict.kind === 'refuse') return this.raise(verdict.error);
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
     if (/^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i.test(sql) && this.status === 'I') {
       return this.forgetStatements(message);
     }
     await this.deliver(await this.exec(message, true));
+  }
+
+  /**
+   * Answers a simple Query with a gateway error as Postgres would answer its own: outside a
+   * transaction directly; inside one the engine runs a statement that fails, so the transaction
+   * is aborted there too, and its error is replaced by ours on the way out (replaceRefusals).
+   */
+  private async raise(error: GatewayError): Promise<void> {
+    if (this.status === 'I') {
+      this.write(Buffer.concat([errorResponse(error), readyForQuery('I')]));
+      return;
+    }
+    await this.deliver(await this.exec(query(this.refusalSql(error))));
+  }
+
+  /** SQL that fails in the engine with an error `write` replaces by `error`. */
+  private refusalSql(error: GatewayError): string {
+    const marker = `pglite_gateway_refusal_${++this.refusalCount}`;
+    this.refusals.set(marker, error);
+    return `SELECT pg_catalog.${marker}()`;
   }
 
   /** DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. */
@@ -419,6 +520,8 @@ export class ClientSession {
     const isDiscard = /discard/i.test(message.toString('utf8', 5));
     if (isDiscard) {
       this.settings.reset();
+      const unheard = this.database.notifications.unlisten(this.listener, '*');
+      if (unheard.length > 0) await this.exec(query(unheard.map((ch) => `UNLISTEN ${quoteIdent(ch)}`).join('; ')));
     }
     const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
     await this.deliver(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
@@ -470,13 +573,19 @@ export class ClientSession {
     await this.running?.catch(() => undefined);
     const hold = this.database.hold;
     const owned = this.names.backendNames();
-    if (!hold.isHeldBy(this.owner) && owned.length === 0) return;
+    const dirty = this.opts.poolMode === 'transaction' && this.settings.everChanged;
+    const unheard = this.database.notifications.unlisten(this.listener, '*');
+    if (!hold.isHeldBy(this.owner) && owned.length === 0 && !dirty && unheard.length === 0) return;
     try {
       await hold.acquire(this.owner);
       if (this.inUnit) await this.exec(closeStatements([]));
       if (this.status !== 'I') await this.exec(query('ROLLBACK'));
       if (this.opts.poolMode === 'session') await this.resetSession();
-      else if (owned.length > 0) await this.exec(closeStatements(owned));
+      else {
+        if (owned.length > 0) await this.exec(closeStatements(owned));
+        if (dirty && this.database.lastOwner === this.owner) await this.resetSettings();
+        if (unheard.length > 0) await this.exec(query(unheard.map((ch) => `UNLISTEN ${quoteIdent(ch)}`).join('; ')));
+      }
     } catch (err) {
       this.opts.logger.error({ err }, 'could not reset the session after a client left');
     } finally {
@@ -484,8 +593,23 @@ export class ClientSession {
     }
   }
 
+  /**
+   * Transaction mode: a departing client that changed settings (SET ROLE, statement_timeout…)
+   * leaves the shared session as it found it, without DISCARD ALL (other clients' prepared
+   * statements live in the same session).
+   */
+  private async resetSettings(): Promise<void> {
+    await this.exec(query('RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL'));
+    const baseline = this.database.engine.baselineSql;
+    if (baseline) await this.exec(query(baseline));
+    this.database.settings = new Map(this.database.defaults);
+    this.database.lastOwner = undefined;
+  }
+
   private async resetSession(): Promise<void> {
     await this.exec(query('DISCARD ALL'));
+    const listen = this.database.notifications.listenAllSql(); // DISCARD ALL ran UNLISTEN *
+    if (listen) await this.exec(query(listen));
     const baseline = this.database.engine.baselineSql;
     if (baseline) await this.exec(query(baseline));
     this.database.settings = new Map(this.database.defaults);

@@ -39,3 +39,32 @@ describe('mayChangeSettings', () => {
     expect(mayChangeSettings(sql)).toBe(expected);
   });
 });
+
+describe('judgeStatement refusals', () => {
+  const rw = { readOnly: false };
+  it.each([
+    ["copy t to program 'cat'", 'copy_program'],
+    ["COPY (select 1) TO PROGRAM 'x'", 'copy_program'],
+    ["copy t from program 'echo'", 'copy_program'],
+    ["create tablespace t location '/tmp'", 'tablespace'],
+    ['/* x */ CREATE   TABLESPACE t LOCATION $$/tmp$$', 'tablespace'],
+    ['select 1; copy t from stdin', 'copy_in_batch'],
+  ])('%s → %s', (sql, label) => {
+    const verdict = judgeStatement(sql, rw);
+    expect(verdict.kind).toBe('refuse');
+    if (verdict.kind === 'refuse') {
+      expect(verdict.error.label).toBe(label);
+      expect(verdict.error.code).toMatch(/^[0-9A-Z]{5}$/);
+      expect(verdict.error.code).not.toBe('XX000');
+    }
+  });
+
+  it.each([
+    "select 'copy t to program cat'",
+    'select 1 -- create tablespace',
+    "select 'how to discard all items'",
+    'select program from tablespaces',
+  ])('passes %s', (sql) => {
+    expect(judgeStatement(sql, { readOnly: true }).kind).toBe('pass');
+  });
+});

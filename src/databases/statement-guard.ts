@@ -1,3 +1,6 @@
+import { GatewayError } from '../errors.js';
+import { hasWords, leadingWords, statements, type Token } from './sql-lexer.js';
+
 /**
  * PGlite dies for good (exit(1), then a spinning hang) when it starts COPY FROM STDIN without the
  * data in the same call. So the gateway must recognise such statements before sending them.
@@ -61,36 +64,86 @@ export function skeleton(sql: string): string {
 /** 'single': the text is exactly one COPY ... FROM STDIN; 'embedded': it hides one among others. */
 export function detectCopyFromStdin(sql: string): CopyFromStdin {
   if (!/stdin/i.test(sql)) return 'none';
-  const text = skeleton(sql)
-    .trim()
-    .replace(/[\s;]+$/, '');
-  if (!/\bfrom\s+stdin\b/i.test(text)) return 'none';
-  if (/^copy\b[^;]*\bfrom\s+stdin\b[^;]*$/is.test(text)) return 'single';
-  return 'embedded';
+  return copyFromStdin(statements(sql));
+}
+
+function copyFromStdin(parsed: Token[][]): CopyFromStdin {
+  const index = parsed.findIndex((s) => leadingWords(s, 1)[0] === 'copy' && hasWords(s, 'from', 'stdin'));
+  if (index < 0) return 'none';
+  return parsed.length === 1 ? 'single' : 'embedded';
 }
 
 /**
- * Statements that fail inside Postgres with a message naming the limitation. Failing there (not
- * answering for the backend) keeps the transaction state the client sees and the real one equal.
+ * Statements the gateway answers with an error of its own instead of sending them on: PGlite
+ * cannot do them, or they would break the database for good. A real SQLSTATE each.
  */
-export const COPY_REFUSAL_SQL = 'SELECT pg_catalog."COPY FROM STDIN needs a lone simple Query"()';
-export const IDENTITY_REFUSAL_SQL = 'SELECT pg_catalog."read-only database: identity is fixed"()';
+const refusals = {
+  copyInBatch: () =>
+    new GatewayError(
+      '0A000',
+      'ERROR',
+      'COPY FROM STDIN must be sent as a query of its own',
+      'copy_in_batch',
+      'send the COPY statement alone (not together with other statements in one query string)',
+    ),
+  copyProgram: () =>
+    new GatewayError(
+      '0A000',
+      'ERROR',
+      'COPY TO/FROM PROGRAM is not supported',
+      'copy_program',
+      'use COPY ... FROM STDIN / TO STDOUT',
+    ),
+  tablespace: () =>
+    new GatewayError(
+      '0A000',
+      'ERROR',
+      'tablespaces are not supported: each database lives in one data directory',
+      'tablespace',
+    ),
+  identity: () =>
+    new GatewayError(
+      '42501',
+      'ERROR',
+      'permission denied to change the session identity of a read-only database',
+      'readonly_identity',
+    ),
+} as const;
 
-/**
- * In a read-only database the session runs under a restricted session authorization; these are
- * the statements that could change it back. Matched on the raw text, literals included, so they
- * cannot hide in dynamic SQL either (which read-only sessions cannot run anyway).
- */
-const IDENTITY_CHANGE = /session[\s_]+authorization|\bdiscard\s+all\b/i;
+export type StatementVerdict =
+  | { kind: 'pass' }
+  | { kind: 'copy-in' }
+  | { kind: 'refuse'; error: GatewayError };
 
-export type StatementVerdict = { kind: 'pass' } | { kind: 'copy-in' } | { kind: 'refuse'; sql: string };
+/** Only texts with one of these words are lexed; everything else passes at the cost of one regex. */
+const SUSPECT = /stdin|program|tablespace|authorization|discard/i;
 
 /** Decides how a client's SQL text may reach the database. */
 export function judgeStatement(sql: string, opts: { readOnly: boolean }): StatementVerdict {
-  if (opts.readOnly && IDENTITY_CHANGE.test(sql)) return { kind: 'refuse', sql: IDENTITY_REFUSAL_SQL };
-  const copy = detectCopyFromStdin(sql);
-  if (copy === 'embedded') return { kind: 'refuse', sql: COPY_REFUSAL_SQL };
+  if (!SUSPECT.test(sql)) return { kind: 'pass' };
+  const parsed = statements(sql);
+  for (const statement of parsed) {
+    const [first, second] = leadingWords(statement, 2);
+    if (first === 'copy' && (hasWords(statement, 'from', 'program') || hasWords(statement, 'to', 'program')))
+      return { kind: 'refuse', error: refusals.copyProgram() };
+    if (first === 'create' && second === 'tablespace') return { kind: 'refuse', error: refusals.tablespace() };
+    if (opts.readOnly && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
+  }
+  const copy = copyFromStdin(parsed);
+  if (copy === 'embedded') return { kind: 'refuse', error: refusals.copyInBatch() };
   return copy === 'single' ? { kind: 'copy-in' } : { kind: 'pass' };
+}
+
+/**
+ * In a read-only database the session runs under a restricted session authorization; these are
+ * the statements that could change it back (set_config and dynamic SQL are revoked there, so
+ * the GUC's name as a string only matters as set_config's argument, refused all the same).
+ */
+function changesIdentity(statement: readonly Token[]): boolean {
+  if (hasWords(statement, 'session', 'authorization') || hasWords(statement, 'discard', 'all')) return true;
+  return statement.some(
+    (t) => (t.kind === 'word' || t.kind === 'ident' || t.kind === 'string') && /^\s*session_authorization\s*$/i.test(t.text),
+  );
 }
 
 /** Whether a statement may change session settings (SET/RESET/DISCARD/set_config). */

@@ -35,6 +35,31 @@ describe('StatementNames', () => {
     expect(a.use('s1')).toBe(s1);
   });
 
+  it('prepares an evicted statement again when it is used, with its own text', () => {
+    const a = new StatementNames(1, 1);
+    const rest = Buffer.from('select 1\0\0\0', 'latin1');
+    a.define('s1', rest);
+    a.define('s2', Buffer.from('select 2\0\0\0', 'latin1'));
+    expect(a.defined).toBe(2);
+    const again = a.use('s1');
+    const [parse] = a.takeReprepares();
+    expect(parse?.toString('latin1', 5)).toBe(`${again}\0select 1\0\0\0`);
+    expect(a.takeReprepares()).toEqual([]);
+    expect(a.size).toBe(1);
+  });
+
+  it('forgets the oldest definitions past its bounds, and closed ones at once', () => {
+    const a = new StatementNames(1, 1, 2);
+    a.define('s1');
+    a.define('s2');
+    a.define('s3');
+    expect(a.defined).toBe(2);
+    a.close('s3');
+    expect(a.defined).toBe(1);
+    a.use('s1');
+    expect(a.takeReprepares()).toEqual([]);
+  });
+
   it('maps unknown names to a missing statement and restores them in messages', () => {
     const a = new StatementNames(7, 10);
     const backend = a.use('nope');

@@ -3,15 +3,23 @@ import { Frontend } from '../gateway/protocol.js';
 /**
  * Named prepared statements of one client, renamed so clients sharing one Postgres session can
  * all prepare "P_0". Backend names are short (`_g<client>_<n>`) so Postgres' 63-byte name limit
- * never makes two of them collide. Least recently used statements beyond the cap are closed, as
- * PgBouncer's max_prepared_statements does.
+ * never makes two of them collide.
+ *
+ * Two sets, as PgBouncer (1.21+) keeps them: every statement the client defined (its Parse,
+ * bounded by MAX_CLIENT_STATEMENTS and MAX_CLIENT_STATEMENT_BYTES), and those that exist in the
+ * Postgres session now (at most `cap`, least recently used closed beyond it). A statement the
+ * client still has but the session no longer does is prepared again before its next use.
  */
 export class StatementNames {
+  /** Server-resident statements, least recently used first. */
   private readonly toBackend = new Map<string, string>();
   private readonly toClient = new Map<string, string>();
   private readonly evicted: string[] = [];
-  /** The renamed Parse of each statement, to create them again after the database restarted. */
-  private readonly parses = new Map<string, Buffer>();
+  /** Every statement the client defined: the Parse body after its name, least recently used first. */
+  private readonly definitions = new Map<string, Buffer>();
+  private definitionBytes = 0;
+  /** Parse messages to send before the messages being renamed now. */
+  private readonly reprepares: Buffer[] = [];
   private sequence = 0;
   private readonly prefix: string;
   private readonly missing: string;
@@ -19,13 +27,21 @@ export class StatementNames {
   constructor(
     clientId: number,
     private readonly cap: number,
+    private readonly maxDefinitions = MAX_CLIENT_STATEMENTS,
+    private readonly maxDefinitionBytes = MAX_CLIENT_STATEMENT_BYTES,
   ) {
     this.prefix = `_g${clientId}_`;
     this.missing = `${this.prefix}missing`;
   }
 
+  /** Statements that exist in the Postgres session. */
   get size(): number {
     return this.toBackend.size;
+  }
+
+  /** Statements the client has defined (some may have to be prepared again). */
+  get defined(): number {
+    return this.definitions.size;
   }
 
   /** Backend names of every statement this client has (for closing them on disconnect). */
@@ -38,26 +54,80 @@ export class StatementNames {
     return this.evicted.splice(0);
   }
 
+  /** Parse messages that must reach the session before the messages renamed since the last call. */
+  takeReprepares(): Buffer[] {
+    return this.reprepares.splice(0);
+  }
+
   forgetAll(): void {
     this.toBackend.clear();
     this.toClient.clear();
-    this.parses.clear();
+    this.definitions.clear();
+    this.definitionBytes = 0;
+    this.reprepares.length = 0;
   }
 
-  recordParse(backend: string, parse: Buffer): void {
-    if (this.toClient.has(backend)) this.parses.set(backend, parse);
+  /** The session lost every statement (the engine restarted): they are prepared again on use. */
+  lostAll(): void {
+    this.toBackend.clear();
+    this.toClient.clear();
+    this.evicted.length = 0;
   }
 
-  /** Parse messages that re-create every statement this client has. */
-  parseMessages(): Buffer[] {
-    return [...this.parses.values()];
-  }
-
-  /** A name being defined by Parse: allocates a backend name (reusing an existing one). */
-  define(name: string): string {
+  /** A name being defined by Parse (`rest`: the message after the name): allocates a backend name. */
+  define(name: string, rest: Buffer = EMPTY_PARSE): string {
     if (name === '') return '';
+    this.remember(name, rest);
+    // An existing name keeps its backend name, so Postgres reports the duplicate as it should.
     const existing = this.touch(name);
     if (existing) return existing;
+    return this.allocate(name);
+  }
+
+  /** A name being used (Bind, Describe): unknown names map to a name that does not exist. */
+  use(name: string): string {
+    if (name === '') return '';
+    const backend = this.touch(name);
+    if (backend) return backend;
+    const rest = this.definitions.get(name);
+    if (rest) {
+      // Still the client's, but closed in the session: prepare it again first.
+      this.remember(name, rest);
+      const fresh = this.allocate(name);
+      this.reprepares.push(build(PARSE, [`${fresh}\0`, rest]));
+      return fresh;
+    }
+    this.toClient.set(this.missing, name);
+    return this.missing;
+  }
+
+  /** A name being closed: it is forgotten whether or not the Close succeeds (Postgres agrees). */
+  close(name: string): string {
+    if (name === '') return '';
+    this.forget(name);
+    const backend = this.toBackend.get(name);
+    if (backend === undefined) return this.missing;
+    this.drop(name, false);
+    return backend;
+  }
+
+  /** Replaces backend names in a text (error messages) by the client's own names. */
+  restore(text: string): string {
+    if (!text.includes(this.prefix)) return text;
+    return text.replace(new RegExp(`${this.prefix}(?:\\d+|missing)`, 'g'), (m) => this.toClient.get(m) ?? m);
+  }
+
+  /** Parse messages that re-create every statement now in the session (after a restart). */
+  parseMessages(): Buffer[] {
+    const out: Buffer[] = [];
+    for (const [name, backend] of this.toBackend) {
+      const rest = this.definitions.get(name);
+      if (rest) out.push(build(PARSE, [`${backend}\0`, rest]));
+    }
+    return out;
+  }
+
+  private allocate(name: string): string {
     const backend = `${this.prefix}${this.sequence++}`;
     this.toBackend.set(name, backend);
     this.toClient.set(backend, name);
@@ -68,27 +138,23 @@ export class StatementNames {
     return backend;
   }
 
-  /** A name being used (Bind, Describe): unknown names map to a name that does not exist. */
-  use(name: string): string {
-    if (name === '') return '';
-    const backend = this.touch(name);
-    if (backend) return backend;
-    this.toClient.set(this.missing, name);
-    return this.missing;
+  private remember(name: string, rest: Buffer): void {
+    this.forget(name);
+    this.definitions.set(name, rest);
+    this.definitionBytes += rest.length;
+    // Bounded memory: past the bounds the least recently used definitions are forgotten for good.
+    while (this.definitions.size > this.maxDefinitions || this.definitionBytes > this.maxDefinitionBytes) {
+      const [oldest] = this.definitions.keys();
+      if (oldest === undefined || oldest === name) break;
+      this.forget(oldest);
+    }
   }
 
-  /** A name being closed: it is forgotten whether or not the Close succeeds (Postgres agrees). */
-  close(name: string): string {
-    if (name === '') return '';
-    const backend = this.use(name);
-    if (backend !== this.missing) this.drop(name, false);
-    return backend;
-  }
-
-  /** Replaces backend names in a text (error messages) by the client's own names. */
-  restore(text: string): string {
-    if (!text.includes(this.prefix)) return text;
-    return text.replace(new RegExp(`${this.prefix}(?:\\d+|missing)`, 'g'), (m) => this.toClient.get(m) ?? m);
+  private forget(name: string): void {
+    const rest = this.definitions.get(name);
+    if (rest === undefined) return;
+    this.definitions.delete(name);
+    this.definitionBytes -= rest.length;
   }
 
   private touch(name: string): string | undefined {
@@ -97,6 +163,11 @@ export class StatementNames {
     // Map order is insertion order: re-inserting makes it the most recently used.
     this.toBackend.delete(name);
     this.toBackend.set(name, backend);
+    const rest = this.definitions.get(name);
+    if (rest) {
+      this.definitions.delete(name);
+      this.definitions.set(name, rest);
+    }
     return backend;
   }
 
@@ -105,10 +176,16 @@ export class StatementNames {
     if (backend === undefined) return;
     this.toBackend.delete(name);
     this.toClient.delete(backend);
-    this.parses.delete(backend);
     if (evict) this.evicted.push(backend);
   }
 }
+
+/** Statements a client may have defined, and their total size, before the oldest are forgotten. */
+const MAX_CLIENT_STATEMENTS = 10_000;
+const MAX_CLIENT_STATEMENT_BYTES = 16 * 1024 * 1024;
+const PARSE = 0x50;
+/** An empty query with no parameter types: the Parse body of a statement defined without one. */
+const EMPTY_PARSE = Buffer.from([0, 0, 0]);
 
 const cstring = (buf: Buffer, start: number): { value: string; end: number } => {
   const end = buf.indexOf(0, start);
@@ -131,10 +208,9 @@ export function renameStatement(message: Buffer, names: StatementNames): Buffer 
     case Frontend.Parse: {
       const name = cstring(message, 5);
       if (name.value === '') return message;
-      const backend = names.define(name.value);
-      const renamed = build(Frontend.Parse, [`${backend}\0`, message.subarray(name.end + 1)]);
-      names.recordParse(backend, renamed);
-      return renamed;
+      const rest = Buffer.from(message.subarray(name.end + 1));
+      const backend = names.define(name.value, rest);
+      return build(Frontend.Parse, [`${backend}\0`, rest]);
     }
     case Frontend.Bind: {
       const portal = cstring(message, 5);
@@ -173,10 +249,20 @@ export function restoreNames(response: Uint8Array, names: StatementNames): Uint8
   let out: Buffer[] | undefined;
   let copied = 0;
   let i = 0;
+  let mention = -1;
   while (i + 5 <= buf.length) {
     const end = i + 1 + buf.readUInt32BE(i + 1);
+    if (end > buf.length || end < i + 5) break;
     const code = buf[i];
-    if ((code === 0x45 || code === 0x4e) && buf.indexOf('_g', i) < end) {
+    if (code === 0x45 || code === 0x4e) {
+      // One forward scan for the whole response: re-searched only once passed.
+      if (mention < i + 5) mention = buf.indexOf('_g', i + 5);
+      if (mention < 0) break; // no later message mentions a backend name either
+      if (mention >= end) {
+        i = end;
+        continue;
+      }
+      mention = -1;
       const fields = buf.toString('utf8', i + 5, end - 1);
       const restored = fields
         .split('\0')

@@ -10,8 +10,10 @@ import { startupSettings } from '../databases/session-options.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ScramLookup } from './auth.js';
+import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
 import type { CancelKeys } from './cancel.js';
 import { MessageFramer } from './framer.js';
+import { frontendProblem, isFrontendType } from './frontend-check.js';
 import {
   backendKeyData,
   errorResponse,
@@ -42,6 +44,8 @@ export interface ConnectionDeps {
   statementTimeoutMs: number;
   catalog: Pick<Catalog, 'getDatabase'>;
   scram: ScramLookup;
+  /** Delays password answers after repeated failures per address and per database. */
+  throttle: AuthThrottle;
   registry: DatabaseRegistry;
   cancelKeys: CancelKeys;
   logger: Logger;
@@ -89,7 +93,10 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     setTimeout(() => socket.destroy(), 1000).unref();
   };
   const fail = (err: unknown) => {
-    if (err instanceof ClosedError) return end();
+    if (err instanceof ClosedError) {
+      log.debug({ reason: err.message }, 'connection ended before login');
+      return end();
+    }
     if (!(err instanceof GatewayError)) log.error({ err }, 'connection failed');
     end(toClientError(err, sessionId));
   };
@@ -111,9 +118,14 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     socket.on('error', (err) => log.debug({ err }, 'tls socket error'));
     if (outcome.negotiate) socket.write(negotiateProtocolVersion(outcome.negotiate));
     const params = outcome.params;
-    const { route, user } = await authenticate(socket, outcome.message, outcome.serverName, deps, (child) => {
-      log = log.child(child);
-    });
+    const peer = {
+      address: raw.remoteAddress ?? '',
+      log: () => log,
+      bind: (child: Record<string, string>) => {
+        log = log.child(child);
+      },
+    };
+    const { route, user } = await authenticate(socket, outcome.message, outcome.serverName, deps, peer);
     clearTimeout(loginTimer);
     if (ended) return;
     await startSession(route, user, params);
@@ -183,10 +195,18 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
     socket.write(Buffer.concat([...hello, backendKeyData(key.processId, key.secretKey), readyForQuery('I')]));
     log.info({ source: route.source }, 'client connected');
 
-    const framer = new MessageFramer(() => deps.maxMessageSize);
+    const framer = new MessageFramer(() => deps.maxMessageSize, isFrontendType);
     const onData = (chunk: Buffer) => {
       try {
-        current.push(framer.push(chunk));
+        const messages = framer.push(chunk);
+        // A message PGlite must never see ends this client only, as Postgres would (08P01).
+        const bad = messages.findIndex((m) => frontendProblem(m) !== undefined);
+        if (bad >= 0) {
+          socket.off('data', onData);
+          current.push(messages.slice(0, bad));
+          throw errors.protocolViolation(frontendProblem(messages[bad] as Buffer) as string);
+        }
+        current.push(messages);
         if (current.queuedBytes > MAX_QUEUED_INPUT) socket.pause();
       } catch (err) {
         fail(err);
@@ -225,7 +245,7 @@ function authenticate(
   startup: Buffer,
   serverName: string | undefined,
   deps: ConnectionDeps,
-  bind: (fields: Record<string, string>) => void,
+  peer: { address: string; log: () => Logger; bind: (fields: Record<string, string>) => void },
 ): Promise<{ route: Extract<Route, { ok: true }>; user: string }> {
   return new Promise((resolve, reject) => {
     let route: Extract<Route, { ok: true }> | undefined;
@@ -274,18 +294,23 @@ function authenticate(
           method: 'scram-sha-256',
           getScramSha256Data: ({ username }) =>
             guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
-          // Postgres answers a failed password with 28P01, which clients and tests rely on.
+          // Postgres answers a failed password with 28P01, which clients and tests rely on. The
+          // throttle's delay comes first, so no answer is revealed before it.
           validateCredentials: async ({ authMessage, clientProof, username, scramSha256Data }) => {
-            const ok = await verifyScramSha256Password({
-              authMessage,
-              clientProof,
-              storedKey: scramSha256Data.storedKey,
+            const ok = await deps.throttle.guard({
+              address: peer.address,
+              database: route?.id ?? '',
+              log: peer.log(),
+              verify: () =>
+                verifyScramSha256Password({ authMessage, clientProof, storedKey: scramSha256Data.storedKey }),
+              wait: (ms) => waitUnlessClosed(ms, socket),
             });
-            if (!ok) {
-              refused = true;
-              socket.end(errorResponse(errors.authFailed(username)));
-            }
-            return ok;
+            // A client that left, or ran out of LOGIN_TIMEOUT, while delayed gets nothing more.
+            const gone = socket.destroyed || socket.writableEnded;
+            if (ok && !gone) return true;
+            refused = true;
+            if (!gone) socket.end(errorResponse(errors.authFailed(username)));
+            return false;
           },
         },
         onStartup: (state) =>
@@ -297,7 +322,7 @@ function authenticate(
             const result = routeConnection({ serverName, params, wildcardDomain: deps.wildcardDomain });
             if (!result.ok) throw result.error;
             route = result;
-            bind({ db: result.id, user: params.user });
+            peer.bind({ db: result.id, user: params.user });
           }),
         onAuthenticated: (state) =>
           guarded(async () => {

@@ -9,8 +9,15 @@ export class MessageFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  /** `maxMessageSize` may change over the connection's life (pre/post authentication). */
-  constructor(private readonly maxMessageSize: () => number) {}
+  /**
+   * `maxMessageSize` may change over the connection's life (pre/post authentication).
+   * `acceptsType`, when given, refuses a message by its first byte, before waiting for a body
+   * whose length an unknown message (a second StartupMessage, garbage) may have made up.
+   */
+  constructor(
+    private readonly maxMessageSize: () => number,
+    private readonly acceptsType?: (code: number) => boolean,
+  ) {}
 
   get bufferedBytes(): number {
     return this.buffered;
@@ -23,6 +30,11 @@ export class MessageFramer {
     this.buffered += chunk.length;
     const out: Buffer[] = [];
     for (;;) {
+      if (this.buffered === 0) break;
+      if (this.acceptsType) {
+        const code = (this.chunks[0] as Buffer)[0] as number;
+        if (!this.acceptsType(code)) throw errors.protocolViolation(`invalid frontend message type ${code}`);
+      }
       if (this.buffered < 5) break;
       const head = this.peek(5);
       const length = head.readUInt32BE(1);

@@ -99,6 +99,8 @@ export function query(sql: string): Buffer {
 
 export const syncMessage = (): Buffer => tagged(Frontend.Sync, Buffer.alloc(0));
 
+export const flushMessage = (): Buffer => tagged(Frontend.Flush, Buffer.alloc(0));
+
 /** A field set of an ErrorResponse/NoticeResponse, keyed by field letter. */
 export function readErrorFields(message: Uint8Array): Map<string, string> {
   const fields = new Map<string, string>();

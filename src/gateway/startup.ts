@@ -42,11 +42,29 @@ export class StartupFailure extends Error {
   }
 }
 
-/** Reads exactly n bytes from a paused stream. */
+/**
+ * Reads exactly n bytes from a paused stream. `read(n)` returns null while fewer than n bytes
+ * are buffered, and Node then fires 'readable' again at once, so waiting for 'readable' after a
+ * null `read(n)` would spin. Instead everything buffered is taken (`read()` with no size), kept
+ * here, and we wait only when the stream's buffer is empty: the next 'readable' then means new
+ * bytes or the end. Bytes past n go back with `unshift`, so nothing after an SSLRequest is
+ * consumed before the TLS handshake.
+ */
 async function readExactly(socket: Socket, n: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let have = 0;
   for (;;) {
-    const chunk = socket.read(n) as Buffer | null;
-    if (chunk) return chunk;
+    const chunk = socket.read() as Buffer | null;
+    if (chunk) {
+      parts.push(chunk);
+      have += chunk.length;
+      if (have >= n) {
+        const all = parts.length === 1 ? chunk : Buffer.concat(parts, have);
+        if (have > n) socket.unshift(all.subarray(n));
+        return all.subarray(0, n);
+      }
+      continue;
+    }
     if (socket.readableEnded || socket.destroyed) throw new ClosedError('connection closed');
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -74,7 +92,9 @@ async function upgradeToTls(socket: Socket, context: SecureContext): Promise<TLS
   const secure = new TLSSocket(socket, { isServer: true, secureContext: context });
   await new Promise<void>((resolve, reject) => {
     secure.once('secure', resolve);
-    secure.once('error', reject);
+    // A failed handshake is the client's doing (garbage, wrong protocol, no shared cipher): it
+    // ends this connection quietly, never as a server fault in the logs.
+    secure.once('error', (err) => reject(new ClosedError(`TLS handshake failed: ${err.message}`)));
     secure.once('close', () => reject(new ClosedError('closed during TLS handshake')));
   });
   return secure;

@@ -16,6 +16,8 @@ import {
   type CreatedDatabaseJson,
   createAdminApp,
   type DatabaseJson,
+  METRIC_AUTH_FAILURES,
+  METRIC_AUTH_THROTTLED,
   METRIC_CONNECTED_CLIENTS,
   METRIC_OPEN_DATABASES,
   type PasswordJson,
@@ -92,14 +94,14 @@ describe('admin app', () => {
   it('creates read-only databases with given credentials', async () => {
     const res = await app.request(
       '/v1/databases',
-      json({ id: 'beta', readOnly: true, username: 'app', password: 's3cret!' }),
+      json({ id: 'beta', readOnly: true, username: 'app', password: 's3cret!-password' }),
     );
     expect(res.status).toBe(201);
     expect(await res.json()).toMatchObject({
       id: 'beta',
       readOnly: true,
       username: 'app',
-      password: 's3cret!',
+      password: 's3cret!-password',
     });
   });
 
@@ -169,10 +171,23 @@ describe('admin app', () => {
 
     const other = await app.request(
       '/v1/databases/alpha/password',
-      json({ username: 'reader', password: 'p w' }),
+      json({ username: 'reader', password: 'p w p w p w p w' }),
     );
-    expect(await other.json()).toMatchObject({ username: 'reader', password: 'p w' });
+    expect(await other.json()).toMatchObject({ username: 'reader', password: 'p w p w p w p w' });
     expect(await catalog.getCredential('alpha', 'reader')).toBeDefined();
+  });
+
+  it('refuses passwords shorter than MIN_PASSWORD_LENGTH with 400', async () => {
+    for (const [url, body] of [
+      ['/v1/databases', { id: 'shorty', password: 'x' }],
+      ['/v1/databases', { id: 'shorty', password: '12345678901' }],
+      ['/v1/databases/alpha/password', { password: 'elevenchars' }],
+    ] as const) {
+      const res = await app.request(url, json(body));
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(await res.json()).toEqual({ error: 'password must be at least 12 characters long' });
+    }
+    expect(await catalog.getDatabase('shorty')).toBeUndefined();
   });
 
   it('deletes databases with 204', async () => {
@@ -208,6 +223,18 @@ describe('admin app', () => {
     expect(text).toContain('process_cpu_user_seconds_total');
     (deps.listener as { connectionCount: number }).connectionCount = 5;
     expect(await (await app.request('/metrics')).text()).toContain(`${METRIC_CONNECTED_CLIENTS} 5`);
+    expect(text).toContain(`${METRIC_AUTH_FAILURES} 0`);
+  });
+
+  it('exposes the gateway login counters', async () => {
+    const counts = { failures: 7, throttled: 2 };
+    const counted = createAdminApp({ ...deps, metrics: new Registry(), authThrottle: { counts } });
+    const text = await (await counted.request('/metrics')).text();
+    expect(text).toContain(`# TYPE ${METRIC_AUTH_FAILURES} counter`);
+    expect(text).toContain(`${METRIC_AUTH_FAILURES} 7`);
+    expect(text).toContain(`${METRIC_AUTH_THROTTLED} 2`);
+    counts.failures = 9;
+    expect(await (await counted.request('/metrics')).text()).toContain(`${METRIC_AUTH_FAILURES} 9`);
   });
 });
 

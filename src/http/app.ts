@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { CatalogConflictError, type DatabaseRecord } from '../catalog/catalog.js';
 import { type ConnectionInfoInput, connectionInfo } from '../cli/connection-info.js';
@@ -12,6 +12,7 @@ import {
   PayloadTooLargeError,
 } from '../databases/manager.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
+import type { AuthThrottle } from '../gateway/auth-throttle.js';
 import type { Logger } from '../log.js';
 import { parseBody } from './body.js';
 import { DEFAULT_MAX_UPLOAD_BYTES, registerArchiveRoutes, registerUploadRoute } from './versions.js';
@@ -28,6 +29,8 @@ export interface AdminAppDeps {
   registry?: DatabaseRegistry | undefined;
   /** Source of the connected-clients gauge; 0 when absent. */
   listener?: { readonly connectionCount: number } | undefined;
+  /** Source of the login failure and throttling counters; 0 when absent. */
+  authThrottle?: Pick<AuthThrottle, 'counts'> | undefined;
   /** When set, every route but /healthz needs `Authorization: Bearer <token>` unless trusted. */
   token?: string | undefined;
   /** Registry the gauges and default process metrics are registered on (once per registry). */
@@ -64,6 +67,8 @@ export type PasswordJson = Omit<CreatedDatabaseJson, 'id' | 'readOnly'>;
 
 export const METRIC_OPEN_DATABASES = 'pglite_gateway_open_databases';
 export const METRIC_CONNECTED_CLIENTS = 'pglite_gateway_connected_clients';
+export const METRIC_AUTH_FAILURES = 'pglite_gateway_auth_failures_total';
+export const METRIC_AUTH_THROTTLED = 'pglite_gateway_auth_throttled_total';
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -118,6 +123,20 @@ function registerMetrics(deps: AdminAppDeps): void {
     registers: [metrics],
     collect: () => clients.set(deps.listener?.connectionCount ?? 0),
   });
+  // Counted by the gateway (a lower layer); read here at scrape time.
+  const counted = (name: string, help: string, read: (c: AuthThrottle['counts']) => number) => {
+    const counter: Counter = new Counter({
+      name,
+      help,
+      registers: [metrics],
+      collect: () => {
+        counter.reset();
+        counter.inc(read(deps.authThrottle?.counts ?? { failures: 0, throttled: 0 }));
+      },
+    });
+  };
+  counted(METRIC_AUTH_FAILURES, 'Failed Postgres logins (answered 28P01).', (c) => c.failures);
+  counted(METRIC_AUTH_THROTTLED, 'Postgres login attempts delayed by the throttle.', (c) => c.throttled);
 }
 
 export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {

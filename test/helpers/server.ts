@@ -59,7 +59,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     caPath,
     env: fullEnv,
     async createDatabase(id, opts = {}) {
-      const password = opts.password ?? `pw-${id}`;
+      // At least MIN_PASSWORD_LENGTH (12) long.
+      const password = opts.password ?? `pw-${id}-password`;
       await handle.server.manager.create(id, { password, readOnly: opts.readOnly ?? false });
       return password;
     },

@@ -108,13 +108,18 @@ describe('cli without a running server', { timeout: 180_000 }, () => {
     expect(list.code).toBe(0);
     expect(list.stdout).toMatch(/^ID +READ-ONLY +CREATED\napp1 +no +\S+\napp2 +yes +\S+\n$/);
 
-    const passwd = await cli(env, 'db', 'passwd', 'app1', '--user', 'alice', '--password', 'n3w pass');
+    const passwd = await cli(env, 'db', 'passwd', 'app1', '--user', 'alice', '--password', 'n3w pass phrase');
     expect(passwd.code).toBe(0);
-    expect(passwd.stdout).toContain('postgres://alice:n3w%20pass@app1.db.test:6432/');
-    expect(passwd.stdout).toContain("password='n3w pass'");
+    expect(passwd.stdout).toContain('postgres://alice:n3w%20pass%20phrase@app1.db.test:6432/');
+    expect(passwd.stdout).toContain("password='n3w pass phrase'");
 
     const dup = await cli(env, 'db', 'create', 'app1');
     expect(dup).toMatchObject({ code: 1, stderr: 'error: database "app1" already exists\n' });
+    const tooShort = 'error: password must be at least 12 characters long\n';
+    const short = await cli(env, 'db', 'passwd', 'app1', '--password', 'n3w pass');
+    expect(short).toMatchObject({ code: 1, stderr: tooShort });
+    const tiny = await cli(env, 'db', 'create', 'app3', '--password', 'x');
+    expect(tiny).toMatchObject({ code: 1, stderr: tooShort });
     const missing = await cli(env, 'db', 'passwd', 'nope');
     expect(missing).toMatchObject({ code: 1, stderr: 'error: database "nope" does not exist\n' });
     const bad = await cli(env, 'db', 'delete', '../x');
@@ -202,6 +207,11 @@ describe('cli while a server holds the data directory', { timeout: 180_000 }, ()
 
     const dup = await cli(env, 'db', 'create', 'live1');
     expect(dup).toMatchObject({ code: 1, stderr: 'error: database "live1" already exists\n' });
+    // Through the socket the server's manager refuses it (HTTP 400), with the same message.
+    expect(await cli(env, 'db', 'passwd', 'live1', '--password', 'too-short')).toMatchObject({
+      code: 1,
+      stderr: 'error: password must be at least 12 characters long\n',
+    });
 
     expect((await cli(env, 'db', 'delete', 'live1')).code).toBe(0);
     expect(await catalog?.getDatabase('live1')).toBeUndefined();

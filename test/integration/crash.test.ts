@@ -61,7 +61,7 @@ beforeAll(async () => {
   port = await freePort();
   adminPort = await freePort();
   for (const id of ['crash-a', 'crash-b']) {
-    const created = cli(['db', 'create', id, '--password', 'secret']);
+    const created = cli(['db', 'create', id, '--password', 'secret-password']);
     expect(await created.exited).toBe(0);
   }
 });
@@ -74,7 +74,7 @@ const config = async (id: string): Promise<pg.ClientConfig> => ({
   host: '127.0.0.1',
   port,
   user: 'postgres',
-  password: 'secret',
+  password: 'secret-password',
   database: 'postgres',
   ssl: { ca: await readFile(path.join(root, 'tls', 'ca.pem')), servername: `${id}.db.example.com` },
   connectionTimeoutMillis: 20_000,

@@ -8,11 +8,12 @@ import { psql, sqlstateOf, startTestServer, type TestServer, withClient } from '
 
 let t: TestServer;
 let password: string;
+let betaPassword: string;
 
 beforeAll(async () => {
   t = await startTestServer();
   password = await t.createDatabase('alpha');
-  await t.createDatabase('beta');
+  betaPassword = await t.createDatabase('beta');
 });
 afterAll(() => t?.close());
 
@@ -37,7 +38,7 @@ describe('routing', () => {
     expect(rows.rows).toEqual([{ name: 'alpha' }]);
     // beta is a different database: the table is not there.
     const code = await sqlstateOf(
-      withClient(t.pgConfig('beta', 'pw-beta'), (c) => c.query('select * from who')),
+      withClient(t.pgConfig('beta', betaPassword), (c) => c.query('select * from who')),
     );
     expect(code).toBe('42P01');
   });
@@ -118,7 +119,7 @@ describe('authentication', () => {
     const cases: pg.ClientConfig[] = [
       t.pgConfig('beta', 'wrong'),
       t.pgConfig('nosuchdb', 'whatever'),
-      t.pgConfig('beta', 'pw-beta', { user: 'mallory' }),
+      t.pgConfig('beta', betaPassword, { user: 'mallory' }),
     ];
     const messages: string[] = [];
     for (const config of cases) {

@@ -45,7 +45,7 @@ afterAll(async () => {
 
 describe('graceful shutdown', () => {
   it('lets a running transaction commit after SIGTERM, then exits 0', async () => {
-    const created = await output(cli(['db', 'create', 'shut', '--password', 'secret']));
+    const created = await output(cli(['db', 'create', 'shut', '--password', 'secret-password']));
     expect(created.code).toBe(0);
     const port = await freePort();
     const adminPort = await freePort();
@@ -62,7 +62,7 @@ describe('graceful shutdown', () => {
       host: '127.0.0.1',
       port,
       user: 'postgres',
-      password: 'secret',
+      password: 'secret-password',
       database: 'postgres',
       ssl: { ca, servername: 'shut.db.example.com' },
     });
@@ -100,7 +100,7 @@ describe('graceful shutdown', () => {
       host: '127.0.0.1',
       port,
       user: 'postgres',
-      password: 'secret',
+      password: 'secret-password',
       database: 'postgres',
       ssl: { ca, servername: 'shut.db.example.com' },
     });

@@ -1,0 +1,41 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { hasWords, leadingWords, statements, tokens } from './sql-lexer.js';
+
+const words = (sql: string) => [...tokens(sql)].filter((t) => t.kind === 'word').map((t) => t.text);
+
+describe('sql lexer', () => {
+  it('never takes keywords inside comments, literals or quoted identifiers for keywords', () => {
+    expect(words("select 'discard all' -- discard all\n/* discard /* nested */ all */")).toEqual(['select']);
+    expect(words(`select "discard all", E'it\\'s discard all', $$discard all$$, $x$ $$ discard $x$`)).toEqual([
+      'select',
+    ]);
+    expect(words("select U&'d\\0061ta', B'1010', X'ff', N'n'")).toEqual(['select']);
+  });
+
+  it('splits statements at top-level semicolons only', () => {
+    const parsed = statements("begin; select ';'; copy t from stdin; select $$;$$ ;;");
+    expect(parsed.map((s) => leadingWords(s, 2))).toEqual([['begin'], ['select'], ['copy', 't'], ['select']]);
+    expect(hasWords(parsed[2] ?? [], 'from', 'stdin')).toBe(true);
+  });
+
+  it('keeps $1 parameters and operators as symbols', () => {
+    expect([...tokens('select $1 + $2')].map((t) => t.text)).toEqual(['select', '$1', '+', '$2']);
+  });
+
+  it('ends unterminated literals and comments at the end of the text', () => {
+    expect(words("select 'open")).toEqual(['select']);
+    expect(words('select /* open')).toEqual(['select']);
+    expect(words('select $tag$ open')).toEqual(['select']);
+  });
+
+  it('terminates on any input', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 200 }), (sql) => {
+        const all = [...tokens(sql)];
+        expect(all.length).toBeLessThanOrEqual(sql.length);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

@@ -1,0 +1,155 @@
+import { Frontend } from './protocol.js';
+
+const FRONTEND_TYPES: ReadonlySet<number> = new Set(Object.values(Frontend));
+
+/** Whether a message type may be sent by a client after authentication. */
+export const isFrontendType = (code: number): boolean => FRONTEND_TYPES.has(code);
+
+/**
+ * Structural check of one framed frontend message after authentication, before it can reach the
+ * engine. PGlite answers an unknown message type with a FATAL and then loses protocol sync for
+ * good, and a malformed message makes it fail in ways Postgres would not; so the gateway refuses
+ * both itself (08P01, that client only). Returns what is wrong, or undefined when the message is
+ * well formed. Pure: no I/O.
+ */
+export function frontendProblem(message: Uint8Array): string | undefined {
+  const reader = new Reader(message);
+  const code = message[0] as number;
+  switch (code) {
+    case Frontend.Query:
+      reader.cstring();
+      break;
+    case Frontend.Parse: {
+      reader.cstring();
+      reader.cstring();
+      const types = reader.int16();
+      if (types < 0) return 'invalid number of parameter types in Parse message';
+      reader.skip(types * 4);
+      break;
+    }
+    case Frontend.Bind: {
+      reader.cstring();
+      reader.cstring();
+      const formats = reader.int16();
+      if (formats < 0) return 'invalid number of parameter formats in Bind message';
+      reader.skip(formats * 2);
+      const params = reader.int16();
+      if (params < 0) return 'invalid number of parameters in Bind message';
+      for (let i = 0; i < params && !reader.failed; i++) {
+        const length = reader.int32();
+        if (length < -1) return 'invalid parameter length in Bind message';
+        if (length > 0) reader.skip(length);
+      }
+      const results = reader.int16();
+      if (results < 0) return 'invalid number of result formats in Bind message';
+      reader.skip(results * 2);
+      break;
+    }
+    case Frontend.Describe:
+    case Frontend.Close: {
+      const kind = reader.byte();
+      if (!reader.failed && kind !== 0x53 && kind !== 0x50) {
+        return `invalid ${code === Frontend.Close ? 'CLOSE' : 'DESCRIBE'} message subtype ${kind}`;
+      }
+      reader.cstring();
+      break;
+    }
+    case Frontend.Execute:
+      reader.cstring();
+      reader.int32();
+      break;
+    case Frontend.FunctionCall: {
+      reader.int32();
+      const formats = reader.int16();
+      if (formats < 0) return 'invalid number of argument formats in FunctionCall message';
+      reader.skip(formats * 2);
+      const args = reader.int16();
+      if (args < 0) return 'invalid number of arguments in FunctionCall message';
+      for (let i = 0; i < args && !reader.failed; i++) {
+        const length = reader.int32();
+        if (length < -1) return 'invalid argument length in FunctionCall message';
+        if (length > 0) reader.skip(length);
+      }
+      reader.int16();
+      break;
+    }
+    case Frontend.CopyData:
+      return undefined;
+    case Frontend.CopyFail:
+      reader.cstring();
+      break;
+    case Frontend.Sync:
+    case Frontend.Flush:
+    case Frontend.CopyDone:
+    case Frontend.Terminate:
+      break;
+    default:
+      return `invalid frontend message type ${code}`;
+  }
+  if (reader.failed) return 'invalid message format';
+  if (!reader.atEnd) return 'invalid message format';
+  return undefined;
+}
+
+/** Reads fields of a message body, remembering whether it ran past the end. */
+class Reader {
+  private offset = 5;
+  failed = false;
+  private readonly end: number;
+
+  constructor(private readonly message: Uint8Array) {
+    // The framer guarantees the declared length matches the bytes; trust only the bytes.
+    this.end = message.length;
+  }
+
+  get atEnd(): boolean {
+    return this.offset === this.end;
+  }
+
+  byte(): number {
+    if (this.offset + 1 > this.end) return this.fail();
+    return this.message[this.offset++] as number;
+  }
+
+  int16(): number {
+    if (this.offset + 2 > this.end) return this.fail();
+    const value = ((this.message[this.offset] as number) << 8) | (this.message[this.offset + 1] as number);
+    this.offset += 2;
+    return value >= 0x8000 ? value - 0x10000 : value;
+  }
+
+  int32(): number {
+    if (this.offset + 4 > this.end) return this.fail();
+    const m = this.message;
+    const o = this.offset;
+    const value =
+      ((m[o] as number) << 24) | ((m[o + 1] as number) << 16) | ((m[o + 2] as number) << 8) | (m[o + 3] as number);
+    this.offset += 4;
+    return value;
+  }
+
+  skip(n: number): void {
+    if (this.failed) return;
+    if (this.offset + n > this.end) {
+      this.fail();
+      return;
+    }
+    this.offset += n;
+  }
+
+  cstring(): void {
+    if (this.failed) return;
+    const nul = this.message.indexOf(0, this.offset);
+    if (nul < 0 || nul >= this.end) {
+      this.fail();
+      return;
+    }
+    this.offset = nul + 1;
+  }
+
+  private fail(): number {
+    this.failed = true;
+    this.offset = this.end + 1;
+    return 0;
+  }
+}

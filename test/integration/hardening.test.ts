@@ -1,0 +1,211 @@
+import type { TLSSocket } from 'node:tls';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { internals } from '../helpers/clients.js';
+import { errorFields, rawConnect, readUntilClose, SSL_REQUEST, startupMessage } from '../helpers/raw.js';
+import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
+
+/**
+ * Regression tests for issue 11: inputs that stopped the whole gateway or broke one database.
+ * Each names the finding it covers.
+ */
+
+let t: TestServer;
+let pw: string;
+let otherPw: string;
+
+beforeAll(async () => {
+  t = await startTestServer({ LOGIN_TIMEOUT: '5s', POOL_MODE: 'transaction' });
+  pw = await t.createDatabase('hard');
+  otherPw = await t.createDatabase('other');
+});
+afterAll(() => t?.close());
+
+const healthz = async () => {
+  const res = await fetch(`http://127.0.0.1:${t.server.adminPort}/healthz`, { signal: AbortSignal.timeout(5000) });
+  return res.status;
+};
+
+/** A logged-in client's raw socket, for bytes a driver would never send. */
+async function rawSession(id: string, password: string): Promise<{ client: pg.Client; socket: TLSSocket }> {
+  const client = new pg.Client(t.pgConfig(id, password));
+  client.on('error', () => undefined);
+  await client.connect();
+  const socket = (internals(client).connection as unknown as { stream: TLSSocket }).stream;
+  return { client, socket };
+}
+
+const tagged = (code: string, body: Buffer) => {
+  const out = Buffer.alloc(5 + body.length);
+  out.write(code, 0, 'latin1');
+  out.writeUInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+};
+
+describe('finding 1: a startup that arrives in pieces', () => {
+  it('answers an SSLRequest split in two with pauses, while other clients keep working', async () => {
+    await withClient(t.pgConfig('other', otherPw), async (other) => {
+      for (const at of [1, 4, 7]) {
+        const socket = await rawConnect(t.port);
+        socket.write(SSL_REQUEST.subarray(0, at));
+        await new Promise((r) => setTimeout(r, 20));
+        expect((await other.query('select 1 as one')).rows[0].one).toBe(1);
+        expect(await healthz()).toBe(200);
+        const answer = new Promise<Buffer>((resolve) => socket.once('data', resolve));
+        socket.write(SSL_REQUEST.subarray(at));
+        expect((await answer).toString()).toBe('S');
+        socket.destroy();
+      }
+    });
+  });
+
+  it('reads a plaintext startup sent one byte at a time', async () => {
+    const socket = await rawConnect(t.port);
+    const bytes = startupMessage({ user: 'postgres', database: 'hard' });
+    const reply = readUntilClose(socket, 10_000);
+    for (const byte of bytes) {
+      socket.write(Buffer.from([byte]));
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    // TLS is required: the whole packet was read and answered.
+    expect(errorFields((await reply).data)?.M).toMatch(/SSL connection is required/);
+  });
+});
+
+describe('finding 2: frontend messages not valid after login', () => {
+  it.each([
+    ['type 8', tagged('8', Buffer.from('x'))],
+    ['a PasswordMessage', tagged('p', Buffer.from('secret\0'))],
+    ['a second StartupMessage', startupMessage({ user: 'postgres', database: 'hard' })],
+  ])('ends only that client with 08P01 for %s', async (_name, bytes) => {
+    const { client, socket } = await rawSession('hard', pw);
+    const reply = readUntilClose(socket, 10_000);
+    socket.write(bytes);
+    const { data, closed } = await reply;
+    expect(closed).toBe(true);
+    const fields = errorFields(data);
+    expect(fields?.C).toBe('08P01');
+    expect(fields?.S).toBe('FATAL');
+    await client.end().catch(() => undefined);
+    // The database and the gateway are fine.
+    expect(await healthz()).toBe(200);
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      expect((await c.query('select 2 as two')).rows[0].two).toBe(2);
+    });
+  });
+});
+
+describe('finding 3: statements PGlite cannot run', () => {
+  it('refuses COPY ... PROGRAM with 0A000 and the database keeps answering', async () => {
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      await c.query('create table if not exists p (a int)');
+      expect(await sqlstateOf(c.query("copy p to program 'cat'"))).toBe('0A000');
+      expect(await sqlstateOf(c.query("copy p from program 'echo 1'"))).toBe('0A000');
+      expect((await c.query('select count(*)::int as n from p')).rows[0].n).toBe(0);
+    });
+  });
+
+  it('restarts a database whose engine broke, and only the client that broke it hears of it', async () => {
+    await withClient(t.pgConfig('hard', pw), async (bystander) => {
+      await withClient(t.pgConfig('hard', pw), async (c) => {
+        await c.query('create table if not exists kept (a int)');
+        await c.query('insert into kept values (1)');
+        // Dynamic SQL hides the statement from the gateway; the broken reply is caught instead.
+        const broke = c.query(`do $$ begin execute 'copy kept to program ''cat'''; end $$`);
+        const code = await sqlstateOf(broke);
+        expect(code).toBeDefined();
+        expect(code).not.toBe('XX000');
+        expect((await c.query('select count(*)::int as n from kept')).rows[0].n).toBeGreaterThanOrEqual(1);
+      });
+      expect((await bystander.query('select 3 as three')).rows[0].three).toBe(3);
+    });
+  });
+
+  it('refuses CREATE TABLESPACE with 0A000', async () => {
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      expect(await sqlstateOf(c.query("create tablespace t location '/tmp'"))).toBe('0A000');
+    });
+  });
+
+  it('fails a transaction that sends COPY FROM STDIN among other statements, with a real error', async () => {
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      await c.query('create table if not exists big (a int)');
+      await c.query('begin');
+      const err = await c.query('copy big from stdin; select 1').catch((e: unknown) => e as pg.DatabaseError);
+      expect((err as pg.DatabaseError).code).toBe('0A000');
+      expect((err as pg.DatabaseError).message).toMatch(/COPY FROM STDIN/);
+      // The transaction failed, as Postgres would have it.
+      expect(await sqlstateOf(c.query('select 1'))).toBe('25P02');
+      await c.query('rollback');
+    });
+  });
+});
+
+describe('finding 7: a departing client leaves the session clean (transaction mode)', () => {
+  it('SET ROLE and SET statement_timeout do not reach the next client', async () => {
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      await c.query('set role pg_read_all_data');
+      await c.query("set statement_timeout = '1ms'");
+      await c.query('set work_mem = 65');
+    });
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      expect((await c.query('select current_user as u')).rows[0].u).toBe('postgres');
+      expect((await c.query('show statement_timeout')).rows[0].statement_timeout).toBe('0');
+      await c.query('create table if not exists after_role (a int)');
+    });
+  });
+
+  it('a client that set a role keeps it while another client runs as itself', async () => {
+    await withClient(t.pgConfig('hard', pw), async (a) => {
+      await withClient(t.pgConfig('hard', pw), async (b) => {
+        await a.query('set role pg_read_all_data');
+        await a.query("set statement_timeout = '5min'");
+        expect((await b.query('select current_user as u')).rows[0].u).toBe('postgres');
+        expect((await b.query('show statement_timeout')).rows[0].statement_timeout).toBe('0');
+        expect((await a.query('select current_user as u')).rows[0].u).toBe('pg_read_all_data');
+        expect((await a.query('show statement_timeout')).rows[0].statement_timeout).toBe('5min');
+        await a.query('reset role');
+        await a.query('reset statement_timeout');
+        expect((await b.query('select current_user as u')).rows[0].u).toBe('postgres');
+        expect((await a.query('select current_user as u')).rows[0].u).toBe('postgres');
+        expect((await a.query('show statement_timeout')).rows[0].statement_timeout).toBe('0');
+      });
+    });
+  });
+});
+
+describe('finding 8: client mistakes are protocol errors, not internal ones', () => {
+  it('answers a Parse without its NUL terminator with 08P01', async () => {
+    const { client, socket } = await rawSession('hard', pw);
+    const reply = readUntilClose(socket, 10_000);
+    socket.write(tagged('P', Buffer.from('unterminated-name')));
+    const { data } = await reply;
+    const fields = errorFields(data);
+    expect(fields?.C).toBe('08P01');
+    expect(fields?.M).not.toMatch(/internal/);
+    await client.end().catch(() => undefined);
+  });
+
+  it('ends a garbage TLS handshake quietly', async () => {
+    const socket = await rawConnect(t.port);
+    socket.write(SSL_REQUEST);
+    await new Promise((resolve) => socket.once('data', resolve));
+    const reply = readUntilClose(socket, 10_000);
+    socket.write(Buffer.alloc(64, 0x42));
+    const { closed } = await reply;
+    expect(closed).toBe(true);
+    expect(await healthz()).toBe(200);
+  });
+});
+
+describe('issue 12: statement inspection understands SQL', () => {
+  it('lets a read-only client select a string that mentions discard all', async () => {
+    const roPw = await t.createDatabase('ro-lit', { readOnly: true });
+    await withClient(t.pgConfig('ro-lit', roPw), async (c) => {
+      expect((await c.query("select 'how to discard all items' as s")).rows[0].s).toBe('how to discard all items');
+      expect(await sqlstateOf(c.query('reset session authorization'))).toBe('42501');
+      expect(await sqlstateOf(c.query('discard all'))).toBe('42501');
+    });
+  });
+});

@@ -1,0 +1,74 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
+
+/**
+ * Issue 12 finding 3: a client keeps every statement it prepared, however many; the session
+ * holds at most MAX_PREPARED_STATEMENTS and the gateway prepares again what it closed.
+ */
+
+let t: TestServer;
+let pw: string;
+
+beforeAll(async () => {
+  t = await startTestServer({ MAX_PREPARED_STATEMENTS: '20' });
+  pw = await t.createDatabase('prep');
+});
+afterAll(() => t?.close());
+
+describe('prepared statements past the session cap', () => {
+  it('node-postgres: 250 named queries, then every one of them again', async () => {
+    await withClient(t.pgConfig('prep', pw), async (c) => {
+      for (let i = 0; i < 250; i++) {
+        const r = await c.query({ name: `q${i}`, text: `select $1::int + ${i} as v`, values: [1] });
+        expect(r.rows[0].v).toBe(1 + i);
+      }
+      for (let i = 0; i < 250; i++) {
+        const r = await c.query({ name: `q${i}`, text: `select $1::int + ${i} as v`, values: [2] });
+        expect(r.rows[0].v).toBe(2 + i);
+      }
+    });
+  });
+
+  it('re-prepares inside a transaction and with other clients in between', async () => {
+    await withClient(t.pgConfig('prep', pw), async (a) => {
+      await withClient(t.pgConfig('prep', pw), async (b) => {
+        for (let i = 0; i < 30; i++) await a.query({ name: `a${i}`, text: `select ${i} as v` });
+        await b.query('select 1');
+        await a.query('begin');
+        for (let i = 0; i < 30; i++) {
+          expect((await a.query({ name: `a${i}`, text: `select ${i} as v` })).rows[0].v).toBe(i);
+        }
+        await a.query('commit');
+      });
+    });
+  });
+
+  it('a statement whose table went away fails as a Bind would, and the client carries on', async () => {
+    await withClient(t.pgConfig('prep', pw), async (c) => {
+      await c.query('create table gone (a int)');
+      await c.query({ name: 'uses_gone', text: 'select count(*)::int as n from gone' });
+      for (let i = 0; i < 25; i++) await c.query({ name: `fill${i}`, text: `select ${i}` });
+      await c.query('drop table gone');
+      const err = await c.query({ name: 'uses_gone', text: 'select count(*)::int as n from gone' }).catch((e) => e);
+      expect((err as pg.DatabaseError).code).toBe('42P01');
+      expect((await c.query('select 5 as v')).rows[0].v).toBe(5);
+    });
+  });
+
+  it('asyncpg with statement_cache_size=1000: 300 distinct statements, twice, no error', async () => {
+    const script = path.join(import.meta.dirname, '../python/asyncpg_statements.py');
+    const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/prep`;
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], { timeout: 120_000 }).catch(
+      (err: { stdout?: string; stderr?: string }) => {
+        throw new Error(`asyncpg failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
+      },
+    );
+    const summary = JSON.parse(stdout) as { ok: number; error_count: number };
+    expect(summary.error_count).toBe(0);
+    expect(summary.ok).toBe(600);
+  });
+});
