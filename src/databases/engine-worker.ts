@@ -143,7 +143,13 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
       await exec(open.pg, request.id, request.data);
     } catch (err) {
       batcher.finish(); // drops what the failed request left, so the next starts empty
-      reply({ type: 'broken', id: request.id, message: messageText(err), data: new ArrayBuffer(0), length: 0 });
+      reply({
+        type: 'broken',
+        id: request.id,
+        message: messageText(err),
+        data: new ArrayBuffer(0),
+        length: 0,
+      });
     }
     collectWhenIdle();
   }

@@ -165,7 +165,12 @@ export class WorkerEngine implements Engine {
       this.onChunk(reply.id, new Uint8Array(reply.data, 0, reply.length));
       return;
     }
-    if (reply.type !== 'result' && reply.type !== 'broken' && reply.type !== 'failed' && reply.type !== 'closed')
+    if (
+      reply.type !== 'result' &&
+      reply.type !== 'broken' &&
+      reply.type !== 'failed' &&
+      reply.type !== 'closed'
+    )
       return;
     const waiter = this.pending.get(reply.id);
     if (!waiter) return;
@@ -175,12 +180,16 @@ export class WorkerEngine implements Engine {
       const whole = waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest;
       // Streamed parts were cut at whole messages, and the last part always holds the last
       // message (response-batcher.ts): checking it is enough.
-      const problem = waiter.request ? replyProblem(waiter.request, waiter.onChunk ? rest : whole) : undefined;
+      const problem = waiter.request
+        ? replyProblem(waiter.request, waiter.onChunk ? rest : whole)
+        : undefined;
       if (problem) waiter.reject(new EngineBrokenError(problem, whole));
       else waiter.resolve(whole);
     } else if (reply.type === 'broken') {
       const rest = new Uint8Array(reply.data, 0, reply.length);
-      waiter.reject(new EngineBrokenError(reply.message, waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest));
+      waiter.reject(
+        new EngineBrokenError(reply.message, waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest),
+      );
     } else if (reply.type === 'failed') waiter.reject(new Error(reply.message));
     else waiter.resolve(new Uint8Array());
   }

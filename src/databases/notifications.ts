@@ -28,12 +28,10 @@ export class NotificationHub {
   }
 
   listen(listener: Listener, channel: string): void {
-    let listeners = this.byChannel.get(channel);
-    if (!listeners) this.byChannel.set(channel, (listeners = new Set()));
-    listeners.add(listener);
-    let channels = this.byListener.get(listener);
-    if (!channels) this.byListener.set(listener, (channels = new Set()));
-    channels.add(channel);
+    const listeners = this.byChannel.get(channel) ?? new Set<Listener>();
+    this.byChannel.set(channel, listeners.add(listener));
+    const channels = this.byListener.get(listener) ?? new Set<string>();
+    this.byListener.set(listener, channels.add(channel));
   }
 
   /** Stops one channel, or all of the listener's (`*`). Returns channels nobody listens to any more. */

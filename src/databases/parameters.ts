@@ -89,8 +89,7 @@ interface SharedSettings {
   readonly parameters?: Readonly<Record<string, string>>;
 }
 
-const identityNames = (db: SharedSettings): string[] =>
-  db.readOnly ? ['role'] : [...IDENTITY_SETTINGS];
+const identityNames = (db: SharedSettings): string[] => (db.readOnly ? ['role'] : [...IDENTITY_SETTINGS]);
 
 /** The value an identity setting has when nobody changed it. */
 const identityDefault = (db: SharedSettings, name: string): string | undefined =>

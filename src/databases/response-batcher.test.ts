@@ -92,7 +92,12 @@ describe('a FATAL from the engine', () => {
 
   it('is noticed however the output is split, and cut off with everything after it', () => {
     const before = message(0x44, 40, 1);
-    const all = Buffer.concat([before, fatal('invalid frontend message type 56'), fatal('lost sync'), before]);
+    const all = Buffer.concat([
+      before,
+      fatal('invalid frontend message type 56'),
+      fatal('lost sync'),
+      before,
+    ]);
     for (let at = 1; at < all.length; at++) {
       const batcher = new ResponseBatcher(1 << 20);
       const posted: Buffer[] = [];

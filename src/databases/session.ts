@@ -239,7 +239,8 @@ export class ClientSession {
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
       await db.engine.exec(query('SAVEPOINT pglite_gateway_borrow'));
       const parses = this.names.takeReprepares();
-      const prepared = parses.length > 0 ? await db.engine.exec(Buffer.concat([...parses, flushMessage()])) : undefined;
+      const prepared =
+        parses.length > 0 ? await db.engine.exec(Buffer.concat([...parses, flushMessage()])) : undefined;
       const response = await db.engine.exec(batch);
       const failed = hasError(response) || (prepared !== undefined && hasError(prepared));
       const undo = failed ? 'ROLLBACK TO SAVEPOINT pglite_gateway_borrow; ' : '';
@@ -472,7 +473,12 @@ export class ClientSession {
       this.settings.noteStatement(mayChangeSettings(sql));
       this.noteListen(sql);
       const verdict = judgeStatement(sql, this.database);
-      const refusal = verdict.kind === 'copy-in' ? COPY_IN_EXTENDED() : verdict.kind === 'refuse' ? verdict.error : undefined;
+      const refusal =
+        verdict.kind === 'copy-in'
+          ? COPY_IN_EXTENDED()
+          : verdict.kind === 'refuse'
+            ? verdict.error
+            : undefined;
       // Failing inside the engine keeps the transaction state the client sees and the real one equal.
       if (refusal) message = replaceParseText(message, nameEnd, this.refusalSql(refusal));
     }
@@ -521,7 +527,8 @@ export class ClientSession {
     if (isDiscard) {
       this.settings.reset();
       const unheard = this.database.notifications.unlisten(this.listener, '*');
-      if (unheard.length > 0) await this.exec(query(unheard.map((ch) => `UNLISTEN ${quoteIdent(ch)}`).join('; ')));
+      if (unheard.length > 0)
+        await this.exec(query(unheard.map((ch) => `UNLISTEN ${quoteIdent(ch)}`).join('; ')));
     }
     const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
     await this.deliver(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
@@ -584,7 +591,8 @@ export class ClientSession {
       else {
         if (owned.length > 0) await this.exec(closeStatements(owned));
         if (dirty && this.database.lastOwner === this.owner) await this.resetSettings();
-        if (unheard.length > 0) await this.exec(query(unheard.map((ch) => `UNLISTEN ${quoteIdent(ch)}`).join('; ')));
+        if (unheard.length > 0)
+          await this.exec(query(unheard.map((ch) => `UNLISTEN ${quoteIdent(ch)}`).join('; ')));
       }
     } catch (err) {
       this.opts.logger.error({ err }, 'could not reset the session after a client left');

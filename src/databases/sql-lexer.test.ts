@@ -7,9 +7,9 @@ const words = (sql: string) => [...tokens(sql)].filter((t) => t.kind === 'word')
 describe('sql lexer', () => {
   it('never takes keywords inside comments, literals or quoted identifiers for keywords', () => {
     expect(words("select 'discard all' -- discard all\n/* discard /* nested */ all */")).toEqual(['select']);
-    expect(words(`select "discard all", E'it\\'s discard all', $$discard all$$, $x$ $$ discard $x$`)).toEqual([
-      'select',
-    ]);
+    expect(words(`select "discard all", E'it\\'s discard all', $$discard all$$, $x$ $$ discard $x$`)).toEqual(
+      ['select'],
+    );
     expect(words("select U&'d\\0061ta', B'1010', X'ff', N'n'")).toEqual(['select']);
   });
 

@@ -61,7 +61,10 @@ export function* tokens(sql: string): Generator<Token> {
       const { text, end } = quoted(sql, i + 2, quote, false);
       yield quote === "'" ? { kind: 'string', text } : { kind: 'ident', text };
       i = end;
-    } else if ((ch === 'b' || ch === 'B' || ch === 'x' || ch === 'X' || ch === 'n' || ch === 'N') && next === "'") {
+    } else if (
+      (ch === 'b' || ch === 'B' || ch === 'x' || ch === 'X' || ch === 'n' || ch === 'N') &&
+      next === "'"
+    ) {
       const { text, end } = quoted(sql, i + 1, "'", false);
       yield { kind: 'string', text };
       i = end;
@@ -113,7 +116,12 @@ function skipBlockComment(sql: string, start: number): number {
 }
 
 /** A quoted run starting at `start` (the opening quote); doubled quotes stand for one. */
-function quoted(sql: string, start: number, quote: string, backslashes: boolean): { text: string; end: number } {
+function quoted(
+  sql: string,
+  start: number,
+  quote: string,
+  backslashes: boolean,
+): { text: string; end: number } {
   let text = '';
   let i = start + 1;
   while (i < sql.length) {

@@ -126,7 +126,8 @@ export function judgeStatement(sql: string, opts: { readOnly: boolean }): Statem
     const [first, second] = leadingWords(statement, 2);
     if (first === 'copy' && (hasWords(statement, 'from', 'program') || hasWords(statement, 'to', 'program')))
       return { kind: 'refuse', error: refusals.copyProgram() };
-    if (first === 'create' && second === 'tablespace') return { kind: 'refuse', error: refusals.tablespace() };
+    if (first === 'create' && second === 'tablespace')
+      return { kind: 'refuse', error: refusals.tablespace() };
     if (opts.readOnly && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
   }
   const copy = copyFromStdin(parsed);
@@ -142,7 +143,9 @@ export function judgeStatement(sql: string, opts: { readOnly: boolean }): Statem
 function changesIdentity(statement: readonly Token[]): boolean {
   if (hasWords(statement, 'session', 'authorization') || hasWords(statement, 'discard', 'all')) return true;
   return statement.some(
-    (t) => (t.kind === 'word' || t.kind === 'ident' || t.kind === 'string') && /^\s*session_authorization\s*$/i.test(t.text),
+    (t) =>
+      (t.kind === 'word' || t.kind === 'ident' || t.kind === 'string') &&
+      /^\s*session_authorization\s*$/i.test(t.text),
   );
 }
 

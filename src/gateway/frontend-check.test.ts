@@ -18,7 +18,10 @@ describe('frontendProblem', () => {
   it.each([
     ['Query', msg('Q', 'select 1\0')],
     ['Parse', msg('P', 's1\0', 'select $1\0', int16(1), int32(23))],
-    ['Bind', msg('B', '\0', 's1\0', int16(1), int16(0), int16(2), int32(1), '1', int32(-1), int16(1), int16(0))],
+    [
+      'Bind',
+      msg('B', '\0', 's1\0', int16(1), int16(0), int16(2), int32(1), '1', int32(-1), int16(1), int16(0)),
+    ],
     ['Describe', msg('D', 'S', 's1\0')],
     ['Close portal', msg('C', 'P', '\0')],
     ['Execute', msg('E', '\0', int32(0))],

@@ -123,7 +123,10 @@ class Reader {
     const m = this.message;
     const o = this.offset;
     const value =
-      ((m[o] as number) << 24) | ((m[o + 1] as number) << 16) | ((m[o + 2] as number) << 8) | (m[o + 3] as number);
+      ((m[o] as number) << 24) |
+      ((m[o + 1] as number) << 16) |
+      ((m[o + 2] as number) << 8) |
+      (m[o + 3] as number);
     this.offset += 4;
     return value;
   }

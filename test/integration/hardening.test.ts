@@ -22,7 +22,9 @@ beforeAll(async () => {
 afterAll(() => t?.close());
 
 const healthz = async () => {
-  const res = await fetch(`http://127.0.0.1:${t.server.adminPort}/healthz`, { signal: AbortSignal.timeout(5000) });
+  const res = await fetch(`http://127.0.0.1:${t.server.adminPort}/healthz`, {
+    signal: AbortSignal.timeout(5000),
+  });
   return res.status;
 };
 
@@ -203,7 +205,9 @@ describe('issue 12: statement inspection understands SQL', () => {
   it('lets a read-only client select a string that mentions discard all', async () => {
     const roPw = await t.createDatabase('ro-lit', { readOnly: true });
     await withClient(t.pgConfig('ro-lit', roPw), async (c) => {
-      expect((await c.query("select 'how to discard all items' as s")).rows[0].s).toBe('how to discard all items');
+      expect((await c.query("select 'how to discard all items' as s")).rows[0].s).toBe(
+        'how to discard all items',
+      );
       expect(await sqlstateOf(c.query('reset session authorization'))).toBe('42501');
       expect(await sqlstateOf(c.query('discard all'))).toBe('42501');
     });

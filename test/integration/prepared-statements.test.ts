@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
@@ -53,7 +53,9 @@ describe('prepared statements past the session cap', () => {
       await c.query({ name: 'uses_gone', text: 'select count(*)::int as n from gone' });
       for (let i = 0; i < 25; i++) await c.query({ name: `fill${i}`, text: `select ${i}` });
       await c.query('drop table gone');
-      const err = await c.query({ name: 'uses_gone', text: 'select count(*)::int as n from gone' }).catch((e) => e);
+      const err = await c
+        .query({ name: 'uses_gone', text: 'select count(*)::int as n from gone' })
+        .catch((e) => e);
       expect((err as pg.DatabaseError).code).toBe('42P01');
       expect((await c.query('select 5 as v')).rows[0].v).toBe(5);
     });
@@ -62,11 +64,11 @@ describe('prepared statements past the session cap', () => {
   it('asyncpg with statement_cache_size=1000: 300 distinct statements, twice, no error', async () => {
     const script = path.join(import.meta.dirname, '../python/asyncpg_statements.py');
     const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/prep`;
-    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], { timeout: 120_000 }).catch(
-      (err: { stdout?: string; stderr?: string }) => {
-        throw new Error(`asyncpg failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
-      },
-    );
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], {
+      timeout: 120_000,
+    }).catch((err: { stdout?: string; stderr?: string }) => {
+      throw new Error(`asyncpg failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
+    });
     const summary = JSON.parse(stdout) as { ok: number; error_count: number };
     expect(summary.error_count).toBe(0);
     expect(summary.ok).toBe(600);
