@@ -121,6 +121,12 @@ export class EngineHost implements WorkerPool {
         await host.worker.terminate();
         throw new Error(opened.message);
       }
+      if (opened.clearedSettings.length > 0) {
+        this.opts.logger?.warn(
+          { db: path.basename(dataDir), settings: opened.clearedSettings },
+          'postgresql.auto.conf held settings (ALTER SYSTEM is refused now); cleared them before opening',
+        );
+      }
       return new WorkerEngine(host, this, opened.baselineSql, opened.parameters);
     } finally {
       this.scheduleRefill();

@@ -36,7 +36,7 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'parked' }
-  | { type: 'opened'; baselineSql: string; parameters: Record<string, string> }
+  | { type: 'opened'; baselineSql: string; parameters: Record<string, string>; clearedSettings: string[] }
   | { type: 'open-failed'; message: string }
   /** Part of a running request's output: whole messages, `length` bytes at the start of `data`. */
   | { type: 'chunk'; id: number; data: ArrayBuffer; length: number }

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { constants, existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import { DeferredNodeFS } from './deferred-fs.js';
@@ -28,17 +29,74 @@ export interface PgliteArtifacts {
  * process tables sized by max_connections. The gateway runs one session per database, so those
  * tables are sized for a few backends; shared_buffers is configurable (SHARED_BUFFERS), and pages
  * beyond it are read through the OS page cache.
+ *
+ * Every setting that sizes memory at startup or decides whether Postgres starts at all is pinned
+ * here: `-c` settings beat postgresql.conf and postgresql.auto.conf, so no file in a tenant's data
+ * directory (written by an old ALTER SYSTEM, by COPY ... TO, or uploaded) can change them.
+ * Role and database settings (ALTER ROLE/DATABASE ... SET) never apply: PGlite runs Postgres in
+ * single-user mode, where Postgres skips pg_db_role_setting.
  */
 export function postgresSettings(sharedBuffersBytes: number): string[] {
-  return [
-    `shared_buffers=${Math.floor(sharedBuffersBytes / 8192) * 8}kB`,
-    'max_connections=10',
-    'max_wal_senders=0',
-    'autovacuum_worker_slots=1',
-    'work_mem=4MB',
-    'temp_buffers=4MB',
-  ];
+  return [`shared_buffers=${Math.floor(sharedBuffersBytes / 8192) * 8}kB`, ...PINNED_SETTINGS];
 }
+
+/** See postgresSettings; values are the defaults unless a comment says why not. */
+const PINNED_SETTINGS = [
+  // ALTER SYSTEM fails (0A000) instead of writing postgresql.auto.conf (Postgres 17+).
+  'allow_alter_system=off',
+  // Shared memory sized by backend slots: the gateway runs one session per database.
+  'max_connections=10',
+  // Reserved slots must stay below max_connections or Postgres refuses to start.
+  'superuser_reserved_connections=3',
+  'reserved_connections=0',
+  'max_wal_senders=0',
+  'autovacuum_worker_slots=1',
+  'max_worker_processes=0',
+  'max_logical_replication_workers=4',
+  // At their defaults: lower values refuse to start a database that has slots or origins.
+  'max_replication_slots=10',
+  'max_active_replication_origins=10',
+  // Lock tables, sized per slot.
+  'max_locks_per_transaction=64',
+  'max_pred_locks_per_transaction=64',
+  'max_prepared_transactions=0',
+  // WAL and SLRU buffers: -1/0 size them from shared_buffers.
+  'wal_buffers=-1',
+  'commit_timestamp_buffers=0',
+  'subtransaction_buffers=0',
+  'transaction_buffers=0',
+  'multixact_member_buffers=32',
+  'multixact_offset_buffers=16',
+  'notify_buffers=16',
+  'serializable_buffers=32',
+  'max_notify_queue_pages=1048576',
+  'track_activity_query_size=1024',
+  'min_dynamic_shared_memory=0',
+  'io_method=sync',
+  'io_max_concurrency=-1',
+  'io_max_combine_limit=128kB',
+  'wal_decode_buffer_size=512kB',
+  // How shared memory is mapped: anything else fails in WASM.
+  'huge_pages=off',
+  'huge_page_size=0',
+  'shared_memory_type=mmap',
+  'dynamic_shared_memory_type=posix',
+  // Libraries loaded at start: a missing one stops Postgres from starting.
+  'shared_preload_libraries=',
+  'session_preload_libraries=',
+  'local_preload_libraries=',
+  // Where the data is (PGDATA inside PGlite's filesystem, see deferred-fs.ts), and how WAL is kept.
+  'data_directory=/pglite/data',
+  'external_pid_file=',
+  'wal_level=replica',
+  'archive_mode=off',
+  'track_commit_timestamp=off',
+  'max_files_per_process=1000',
+  // The read-only setup at open writes (CREATE ROLE, GRANT); its baseline turns this on with SET.
+  'default_transaction_read_only=off',
+  'work_mem=4MB',
+  'temp_buffers=4MB',
+];
 
 export const READ_ONLY_ROLE = 'gateway_readonly';
 
@@ -115,10 +173,12 @@ export async function openParked(
   { pg, fs }: ParkedPglite,
   dataDir: string,
   readOnly: boolean,
-): Promise<{ baselineSql: string; parameters: Record<string, string> }> {
+): Promise<{ baselineSql: string; parameters: Record<string, string>; clearedSettings: string[] }> {
   // PGlite runs initdb into a directory without PG_VERSION; a missing database must stay missing.
   // (Checked before mounting: a parked PGlite cannot be closed until it has started.)
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) throw new Error(`no database at ${dataDir}`);
+  // Reported back to the gateway, which logs it (the worker has no logger of its own).
+  const clearedSettings = await clearAutoConf(dataDir);
   try {
     fs.mount(dataDir);
     await pg.waitReady;
@@ -130,9 +190,39 @@ export async function openParked(
     const parameters = Object.fromEntries(
       Object.entries(row ?? {}).filter((e): e is [string, string] => e[1] !== null),
     );
-    return { baselineSql: readOnly ? READ_ONLY_BASELINE_SQL : '', parameters };
+    return { baselineSql: readOnly ? READ_ONLY_BASELINE_SQL : '', parameters, clearedSettings };
   } catch (err) {
     await pg.close().catch(() => undefined);
     throw err;
+  }
+}
+
+/** What Postgres writes at the top of postgresql.auto.conf: all that file may hold now. */
+export const AUTO_CONF_HEADER =
+  '# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n';
+
+/**
+ * Removes every setting from `dataDir`'s postgresql.auto.conf (written by ALTER SYSTEM before it
+ * was refused, by COPY ... TO, or uploaded), leaving its header, so a database that one of them
+ * made too costly or unable to start opens again. Returns the lines removed.
+ */
+export async function clearAutoConf(dataDir: string): Promise<string[]> {
+  const file = path.join(dataDir, 'postgresql.auto.conf');
+  // O_NOFOLLOW: a link (put there by hand) is an error, never a way to write outside the directory.
+  const handle = await open(file, constants.O_RDWR | constants.O_NOFOLLOW).catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (!handle) return [];
+  try {
+    const lines = (await handle.readFile('utf8')).split('\n').map((l) => l.trim());
+    const settings = lines.filter((l) => l !== '' && !l.startsWith('#'));
+    if (settings.length === 0) return [];
+    await handle.truncate(0);
+    await handle.write(AUTO_CONF_HEADER, 0);
+    await handle.sync();
+    return settings;
+  } finally {
+    await handle.close();
   }
 }

@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import type { DatabaseRecord } from '../catalog/catalog.js';
-import { errors } from '../errors.js';
+import { errors, type GatewayError } from '../errors.js';
 import { databasePath } from '../gateway/routing.js';
 import type { Logger } from '../log.js';
 import { Database } from './database.js';
@@ -32,8 +32,11 @@ export interface RegistryOptions {
 
 export interface Lease {
   readonly database: Database;
-  /** Called when the database is going away (delete, shutdown) to end this client. */
-  onTerminate(fn: () => void): void;
+  /**
+   * Called when the database is going away to end this client, with what to tell it: server
+   * shutdown, or an administrator command (delete, flags, restore, upload) while the server runs.
+   */
+  onTerminate(fn: (reason: GatewayError) => void): void;
   release(): void;
 }
 
@@ -45,17 +48,20 @@ interface Entry {
   lastUsed: number;
 }
 
+/** How often shutdown logs the databases that are still closing (checkpoint, snapshot). */
+const CLOSE_PROGRESS_INTERVAL_MS = 5000;
+
 /** How much longer a database may stay idle for each time it came back soon after an idle close. */
 const MAX_IDLE_STRETCH = 4;
 
 class LeaseImpl implements Lease {
-  terminate: (() => void) | undefined;
+  terminate: ((reason: GatewayError) => void) | undefined;
   released = false;
   constructor(
     public database: Database,
     private readonly done: (lease: LeaseImpl) => void,
   ) {}
-  onTerminate(fn: () => void): void {
+  onTerminate(fn: (reason: GatewayError) => void): void {
     this.terminate = fn;
   }
   release(): void {
@@ -257,7 +263,8 @@ export class DatabaseRegistry {
 
   private async closeEntry(id: string, entry: Entry): Promise<void> {
     clearTimeout(entry.idleTimer);
-    for (const lease of entry.clients) lease.terminate?.();
+    const reason = this.shuttingDown ? errors.shuttingDown() : errors.adminTerminated();
+    for (const lease of entry.clients) lease.terminate?.(reason);
     const database = await entry.opening.catch(() => undefined);
     if (!database) return;
     const { written } = await database.close();
@@ -268,9 +275,19 @@ export class DatabaseRegistry {
       .catch((err) => this.opts.logger.error({ err, db: id }, 'after-close step failed'));
   }
 
-  /** Stops accepting clients and closes every database. */
+  /** Stops accepting clients and closes every database, saying every few seconds which are left. */
   async closeAll(): Promise<void> {
     this.shuttingDown = true;
-    await Promise.all([...this.entries.keys()].map((id) => this.close(id)));
+    const all = Promise.all([...this.entries.keys()].map((id) => this.close(id)));
+    const progress = setInterval(() => {
+      const left = [...this.closing.keys()];
+      this.opts.logger.info({ count: left.length, databases: left.slice(0, 20) }, 'databases still closing');
+    }, CLOSE_PROGRESS_INTERVAL_MS);
+    progress.unref();
+    try {
+      await all;
+    } finally {
+      clearInterval(progress);
+    }
   }
 }

@@ -68,3 +68,20 @@ describe('judgeStatement refusals', () => {
     expect(judgeStatement(sql, { readOnly: true }).kind).toBe('pass');
   });
 });
+
+describe('server files', () => {
+  it.each([
+    ["copy t to '/pglite/data/postgresql.conf'", 'copy_file'],
+    ["COPY (select 1) TO E'/tmp/x'", 'copy_file'],
+    ["copy t from '/etc/passwd'", 'copy_file'],
+    ["select lo_export(1, '/pglite/data/x')", 'server_file'],
+    ["select lo_import('/etc/hosts')", 'server_file'],
+  ])('%s → %s', (sql, label) => {
+    const verdict = judgeStatement(sql, { readOnly: false });
+    expect(verdict.kind === 'refuse' && verdict.error.label).toBe(label);
+  });
+
+  it.each(['copy t to stdout', 'copy t from stdin', "select 'copy t to ''/x'''"])('passes %s', (sql) => {
+    expect(judgeStatement(sql, { readOnly: false }).kind).not.toBe('refuse');
+  });
+});

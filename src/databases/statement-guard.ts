@@ -94,6 +94,21 @@ const refusals = {
       'copy_program',
       'use COPY ... FROM STDIN / TO STDOUT',
     ),
+  copyFile: () =>
+    new GatewayError(
+      '0A000',
+      'ERROR',
+      'COPY to or from a server file is not supported',
+      'copy_file',
+      'use COPY ... FROM STDIN / TO STDOUT (psql: \\copy)',
+    ),
+  serverFile: () =>
+    new GatewayError(
+      '0A000',
+      'ERROR',
+      'server-side large object import/export is not supported',
+      'server_file',
+    ),
   tablespace: () =>
     new GatewayError(
       '0A000',
@@ -116,7 +131,7 @@ export type StatementVerdict =
   | { kind: 'refuse'; error: GatewayError };
 
 /** Only texts with one of these words are lexed; everything else passes at the cost of one regex. */
-const SUSPECT = /stdin|program|tablespace|authorization|discard/i;
+const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard/i;
 
 /** Decides how a client's SQL text may reach the database. */
 export function judgeStatement(sql: string, opts: { readOnly: boolean }): StatementVerdict {
@@ -126,6 +141,12 @@ export function judgeStatement(sql: string, opts: { readOnly: boolean }): Statem
     const [first, second] = leadingWords(statement, 2);
     if (first === 'copy' && (hasWords(statement, 'from', 'program') || hasWords(statement, 'to', 'program')))
       return { kind: 'refuse', error: refusals.copyProgram() };
+    // A server file is a file in the database's own directory (or its WASM file system): writing
+    // one can make the database unable to start (postgresql.conf) or its snapshots unusable.
+    if (first === 'copy' && copiesServerFile(statement))
+      return { kind: 'refuse', error: refusals.copyFile() };
+    if (statement.some((t) => t.kind === 'word' && (t.text === 'lo_import' || t.text === 'lo_export')))
+      return { kind: 'refuse', error: refusals.serverFile() };
     if (first === 'create' && second === 'tablespace')
       return { kind: 'refuse', error: refusals.tablespace() };
     if (opts.readOnly && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
@@ -133,6 +154,14 @@ export function judgeStatement(sql: string, opts: { readOnly: boolean }): Statem
   const copy = copyFromStdin(parsed);
   if (copy === 'embedded') return { kind: 'refuse', error: refusals.copyInBatch() };
   return copy === 'single' ? { kind: 'copy-in' } : { kind: 'pass' };
+}
+
+/** `COPY ... FROM 'file'` / `COPY ... TO 'file'`: a string right after FROM/TO. */
+function copiesServerFile(statement: readonly Token[]): boolean {
+  return statement.some((t, i) => {
+    const next = statement[i + 1];
+    return t.kind === 'word' && (t.text === 'from' || t.text === 'to') && next?.kind === 'string';
+  });
 }
 
 /**

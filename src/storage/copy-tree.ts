@@ -1,10 +1,13 @@
 import { copyFile, lstat, mkdir, readdir, readlink, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { TarballRejectedError } from './tarball.js';
 
 /**
  * Copies a directory tree (a PGDATA: ~1000 mostly small files). `fs.cp` walks it one file at a
  * time with a stat and a chmod each and takes ~1 s; listing first and copying many files at once
  * through the libuv pool takes ~0.1 s, like `cp -r`. File modes come along with copyFile.
+ * Symbolic links are copied as links (packing then refuses them); a device, FIFO or socket, which
+ * cannot be copied and has no place in a PGDATA, fails the copy.
  */
 
 /** Files copied at once: enough to keep the libuv pool busy, few enough not to exhaust fds. */
@@ -17,6 +20,7 @@ export async function copyTree(
 ): Promise<void> {
   const files: [string, string][] = [];
   const links: [string, string][] = [];
+  const special: string[] = [];
   const walk = async (from: string, to: string): Promise<void> => {
     const { mode } = await lstat(from);
     await mkdir(to, { mode: mode & 0o7777 });
@@ -27,10 +31,15 @@ export async function copyTree(
       if (entry.isDirectory()) subdirs.push(walk(...pair));
       else if (entry.isFile()) files.push(pair);
       else if (entry.isSymbolicLink()) links.push(pair);
+      else special.push(pair[0]);
     }
     await Promise.all(subdirs);
   };
   await walk(src, dest);
+  // Thrown once the walk is over, so nothing is still writing under `dest` when the caller cleans up.
+  if (special.length > 0) {
+    throw new TarballRejectedError('special-file', `${special.join(', ')}: a device, FIFO or socket`);
+  }
   let next = 0;
   const copier = async (): Promise<void> => {
     while (next < files.length) {

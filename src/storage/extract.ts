@@ -8,11 +8,11 @@ import { createGunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import {
   ChecksumMismatchError,
-  DEFAULT_MAX_ENTRIES,
   Digest,
   hashed,
-  NOT_ARCHIVED,
+  MemberCheck,
   type PgDataIdentity,
+  type PlannedMember,
   TarballRejectedError,
   validatePgData,
   writeAll,
@@ -26,6 +26,8 @@ import {
  * complete, valid PGDATA is renamed into place; a failed extraction removes its temporary
  * directory and leaves the destination untouched.
  */
+
+export { safeMemberPath } from './tarball.js';
 
 export interface ExtractOptions {
   /** Largest uncompressed tar stream accepted; extraction stops as soon as it is passed. */
@@ -186,72 +188,10 @@ async function* plainTar(source: AsyncGenerator<Buffer>): AsyncGenerator<Buffer>
   }
 }
 
-interface Planned {
-  /** 'skip': read and discarded (files describing a running server, e.g. postmaster.pid). */
-  kind: 'file' | 'directory' | 'skip';
-  /** Normalised relative path; '' for the root directory entry itself. */
-  relative: string;
-}
-
-const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
-
-/**
- * Maps a member name to a path relative to the extraction root, or throws. A leading '/' is
- * re-rooted (PGlite's dumpDataDir writes `/PG_VERSION`), so an absolute name can never leave the
- * root; any `..` component is refused outright, as are NUL bytes and backslashes.
- */
-export function safeMemberPath(name: string): string {
-  if (name.includes('\0') || name.includes('\\')) {
-    throw new TarballRejectedError('unsafe-path', `unsafe member name ${JSON.stringify(name)}`);
-  }
-  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.includes('..')) {
-    throw new TarballRejectedError(
-      'unsafe-path',
-      `member name escapes the directory: ${JSON.stringify(name)}`,
-    );
-  }
-  return parts.join('/');
-}
-
-/**
- * Names a PGDATA has at its top level. Anything else is refused: it would be junk at best, and
- * this is what turns an absolute name outside the data directory (`/etc/cron.d/x`, re-rooted to
- * `etc/cron.d/x`) into a rejection rather than a stray file.
- */
-const PGDATA_TOP_LEVEL =
-  /^(PG_VERSION|base|global|pg_[a-z_]+|pg_hba\.conf|pg_ident\.conf|postgresql\.conf|postgresql\.auto\.conf|postmaster\.pid|postmaster\.opts|current_logfiles|log|backup_label|backup_manifest|tablespace_map|standby\.signal|recovery\.signal|\.pglite-version)$/;
-
-function plan(entry: ReadEntry): Planned {
-  const relative = safeMemberPath(entry.path);
-  const top = relative.split('/')[0] ?? '';
-  if (relative !== '' && !PGDATA_TOP_LEVEL.test(top)) {
-    throw new TarballRejectedError(
-      'unsafe-path',
-      `member ${JSON.stringify(entry.path)} is not part of a PGDATA`,
-    );
-  }
-  if (entry.type === 'Directory') return { kind: 'directory', relative };
-  if (FILE_TYPES.has(entry.type)) {
-    if (relative === '') throw new TarballRejectedError('unsafe-path', 'file member without a name');
-    return { kind: NOT_ARCHIVED.has(relative) ? 'skip' : 'file', relative };
-  }
-  if (entry.type === 'SymbolicLink' || entry.type === 'Link') {
-    throw new TarballRejectedError(
-      'link',
-      `link member ${JSON.stringify(entry.path)} -> ${JSON.stringify(entry.linkpath ?? '')}: a PGDATA has no links`,
-    );
-  }
-  throw new TarballRejectedError(
-    'special-file',
-    `member ${JSON.stringify(entry.path)} has unsupported type ${entry.type}`,
-  );
-}
-
 async function writeMember(
   root: string,
   entry: ReadEntry,
-  planned: Planned,
+  planned: PlannedMember,
   fsync: boolean,
   made: Set<string>,
 ): Promise<void> {
@@ -301,7 +241,7 @@ function asConflict(err: unknown, member: string): unknown {
 }
 
 async function unpack(input: Readable, root: string, digest: Digest, opts: ExtractOptions): Promise<void> {
-  const maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
+  const check = new MemberCheck(opts.maxEntries);
   const parser = new Parser({ strict: true, zstd: false, brotli: false });
   let failure: unknown;
   let signalFailure: () => void = () => undefined;
@@ -317,19 +257,15 @@ async function unpack(input: Readable, root: string, digest: Digest, opts: Extra
     current?.destroy(err instanceof Error ? err : new Error(String(err)));
   };
   let declared = 0;
-  let entries = 0;
   /** Directories known to exist (created here; nothing but this code writes under `root`). */
   const made = new Set<string>([root]);
   // Members are written one after another; the parser waits for each to be consumed.
   let chain = Promise.resolve();
   parser.on('entry', (entry: ReadEntry) => {
-    let planned: Planned;
+    let planned: PlannedMember;
     try {
       if (failure !== undefined) throw failure;
-      if (++entries > maxEntries) {
-        throw new TarballRejectedError('too-many-entries', `more than ${maxEntries} members`);
-      }
-      planned = plan(entry);
+      planned = check.plan(entry);
       declared += entry.size;
       if (declared > opts.maxBytes) {
         throw new TarballRejectedError('too-large', `contents exceed ${opts.maxBytes} bytes`);
@@ -388,5 +324,5 @@ async function unpack(input: Readable, root: string, digest: Digest, opts: Extra
     throw failure;
   }
   // A tar stream that ends without members is not an error to the parser; it is not a PGDATA either.
-  if (entries === 0) throw new TarballRejectedError('not-pgdata', 'the tarball has no members');
+  if (check.entries === 0) throw new TarballRejectedError('not-pgdata', 'the tarball has no members');
 }

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { ArchiveStore } from './archive.js';
 import { copyTree } from './copy-tree.js';
 import { installDir, type StagedDir, stageTarball } from './extract.js';
-import { type PgDataIdentity, packToFile } from './tarball.js';
+import { type PackOptions, type PgDataIdentity, packToFile, TarballRejectedError } from './tarball.js';
 import {
   DatabaseGoneError,
   DEFAULT_KEEP_VERSIONS,
@@ -158,7 +158,7 @@ export class Snapshots {
           await copyTree(dataDir, staged);
         } catch (err) {
           await rm(staged, { recursive: true, force: true });
-          throw err;
+          throw this.refusal(id, err);
         } finally {
           await release();
         }
@@ -166,7 +166,9 @@ export class Snapshots {
       }
       const spool = this.spoolPath(id, 'up.tar.gz');
       try {
-        const packed = await packToFile(source, spool, { gzipLevel: this.opts.gzipLevel ?? 6 });
+        const packed = await packToFile(source, spool, this.packOptions()).catch((err: unknown) => {
+          throw this.refusal(id, err);
+        });
         if (opts.skipIfUnchanged) {
           const latest = await this.latest(id);
           if (latest && latest.sha256 === packed.sha256 && latest.sizeBytes === packed.size) {
@@ -286,7 +288,7 @@ export class Snapshots {
       });
       const spool = this.spoolPath(id, 'upload.tar.gz');
       try {
-        const packed = await packToFile(staged.dir, spool, { gzipLevel: this.opts.gzipLevel ?? 6 });
+        const packed = await packToFile(staged.dir, spool, this.packOptions());
         const record = await this.store(id, spool, packed);
         if (destDir) await installDir(staged.dir, destDir, { replace: opts.replace ?? false });
         this.logger.info({ db: id, version: record.version, bytes: record.sizeBytes }, 'tarball uploaded');
@@ -332,6 +334,24 @@ export class Snapshots {
       ...(this.opts.expect ? { expect: this.opts.expect } : {}),
       fsync: this.opts.fsync ?? true,
     };
+  }
+
+  /**
+   * A snapshot the extraction rules refuse is not stored: it would be a version no restore or
+   * clone accepts, and retention would delete a good one to make room for it. Logs it as such.
+   */
+  private refusal(id: string, err: unknown): unknown {
+    if (!(err instanceof TarballRejectedError)) return err;
+    this.logger.error(
+      { db: id, problem: err.problem, err: describeError(err) },
+      'snapshot refused: the data directory holds what no restore would accept (remove it to resume snapshots); no version recorded, the earlier versions stay',
+    );
+    return new TarballRejectedError(err.problem, `snapshot of "${id}" refused: ${err.message}`);
+  }
+
+  /** Packing checks what extraction will (`expect` included), so no stored version is refused later. */
+  private packOptions(): PackOptions {
+    return { gzipLevel: this.opts.gzipLevel ?? 6, ...(this.opts.expect ? { expect: this.opts.expect } : {}) };
   }
 
   private spoolPath(id: string, what: string): string {

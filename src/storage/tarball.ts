@@ -1,16 +1,19 @@
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { type FileHandle, lstat, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { Pack } from 'tar';
+import { Pack, type ReadEntry, type WriteEntry } from 'tar';
 
 /**
  * PGDATA directories as tarballs, streaming: nothing holds a whole tarball in memory. This file
  * packs (relative member names such as `PG_VERSION`, `base/1/112`, into a gzip stream), checks
  * that a directory is a PGDATA, and names the ways a tarball is refused; extract.ts unpacks.
+ * Packing and unpacking judge members by the same rules (`MemberCheck`, `validatePgData`), so a
+ * tarball made here is one extraction accepts: a snapshot that could not be restored fails
+ * instead of being stored.
  */
 
 /** Why a tarball was refused. */
@@ -53,6 +56,103 @@ export const NOT_ARCHIVED = new Set(['postmaster.pid', 'postmaster.opts', '.pgli
 
 /** Default cap on members in one tarball; an empty PGlite PGDATA has about 1,000. */
 export const DEFAULT_MAX_ENTRIES = 100_000;
+
+/** What extraction does with a member. */
+export interface PlannedMember {
+  /** 'skip': read and discarded (files describing a running server, e.g. postmaster.pid). */
+  kind: 'file' | 'directory' | 'skip';
+  /** Normalised relative path; '' for the root directory entry itself. */
+  relative: string;
+}
+
+/** A tar member as far as the rules look at it (tar's `ReadEntry` is one). */
+export interface MemberHeader {
+  path: string;
+  /** tar's type name: 'File', 'Directory', 'SymbolicLink', 'Link', 'FIFO', ... */
+  type: string;
+  linkpath?: string | undefined;
+}
+
+const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+
+/**
+ * Maps a member name to a path relative to the extraction root, or throws. A leading '/' is
+ * re-rooted (PGlite's dumpDataDir writes `/PG_VERSION`), so an absolute name can never leave the
+ * root; any `..` component is refused outright, as are NUL bytes and backslashes.
+ */
+export function safeMemberPath(name: string): string {
+  if (name.includes('\0') || name.includes('\\')) {
+    throw new TarballRejectedError('unsafe-path', `unsafe member name ${JSON.stringify(name)}`);
+  }
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) {
+    throw new TarballRejectedError(
+      'unsafe-path',
+      `member name escapes the directory: ${JSON.stringify(name)}`,
+    );
+  }
+  return parts.join('/');
+}
+
+/**
+ * Names a PGDATA has at its top level. Anything else is refused: it would be junk at best, and
+ * this is what turns an absolute name outside the data directory (`/etc/cron.d/x`, re-rooted to
+ * `etc/cron.d/x`) into a rejection rather than a stray file.
+ */
+const PGDATA_TOP_LEVEL =
+  /^(PG_VERSION|base|global|pg_[a-z_]+|pg_hba\.conf|pg_ident\.conf|postgresql\.conf|postgresql\.auto\.conf|postmaster\.pid|postmaster\.opts|current_logfiles|log|backup_label|backup_manifest|tablespace_map|standby\.signal|recovery\.signal|\.pglite-version)$/;
+
+/**
+ * The rules every member of a PGDATA tarball must pass, whether it is being unpacked (extract.ts)
+ * or packed (`packDataDir`): a safe path inside a PGDATA, a regular file or a directory (no links,
+ * devices, FIFOs), and at most `maxEntries` members. Throws `TarballRejectedError`.
+ */
+export class MemberCheck {
+  /** Members seen so far. */
+  entries = 0;
+
+  constructor(private readonly maxEntries = DEFAULT_MAX_ENTRIES) {}
+
+  plan(member: MemberHeader): PlannedMember {
+    if (++this.entries > this.maxEntries) {
+      throw new TarballRejectedError('too-many-entries', `more than ${this.maxEntries} members`);
+    }
+    const relative = safeMemberPath(member.path);
+    const top = relative.split('/')[0] ?? '';
+    if (relative !== '' && !PGDATA_TOP_LEVEL.test(top)) {
+      throw new TarballRejectedError(
+        'unsafe-path',
+        `member ${JSON.stringify(member.path)} is not part of a PGDATA`,
+      );
+    }
+    if (member.type === 'Directory') return { kind: 'directory', relative };
+    if (FILE_TYPES.has(member.type)) {
+      if (relative === '') throw new TarballRejectedError('unsafe-path', 'file member without a name');
+      return { kind: NOT_ARCHIVED.has(relative) ? 'skip' : 'file', relative };
+    }
+    if (member.type === 'SymbolicLink' || member.type === 'Link') {
+      throw new TarballRejectedError(
+        'link',
+        `link member ${JSON.stringify(member.path)} -> ${JSON.stringify(member.linkpath ?? '')}: a PGDATA has no links`,
+      );
+    }
+    throw new TarballRejectedError(
+      'special-file',
+      `member ${JSON.stringify(member.path)} has unsupported type ${member.type}`,
+    );
+  }
+}
+
+/** tar's type name for a file system entry (tar itself leaves out all but the first three). */
+function typeOf(stat: Stats): string {
+  if (stat.isFile()) return 'File';
+  if (stat.isDirectory()) return 'Directory';
+  if (stat.isSymbolicLink()) return 'SymbolicLink';
+  if (stat.isFIFO()) return 'FIFO';
+  if (stat.isCharacterDevice()) return 'CharacterDevice';
+  if (stat.isBlockDevice()) return 'BlockDevice';
+  return stat.isSocket() ? 'Socket' : 'Unknown';
+}
 
 /** sha256 and byte count of whatever flows through. Read `sha256()` after the stream ended. */
 export class Digest extends Transform {
@@ -152,18 +252,70 @@ export async function validatePgData(dir: string, expected?: PgDataIdentity): Pr
   }
 }
 
+export interface PackOptions {
+  /** gzip level. Default 6. */
+  gzipLevel?: number;
+  /** The PGDATA must match this, as extraction will require (see `validatePgData`). */
+  expect?: PgDataIdentity;
+  /** Largest number of members, as for extraction. Default `DEFAULT_MAX_ENTRIES`. */
+  maxEntries?: number;
+}
+
 /**
  * A gzip tarball of the PGDATA at `dir`, with relative member names, streamed. The directory must
- * not change while it is read: pack a closed database or a staged copy.
+ * not change while it is read: pack a closed database or a staged copy. The stream fails with
+ * `TarballRejectedError` when `dir` is not a PGDATA extraction would accept: `validatePgData`
+ * first, then `MemberCheck` judges every member as its header is written, so what is checked is
+ * what is stored. Entries tar would silently leave out (devices, FIFOs, sockets) are refused too.
  */
-export function packDataDir(dir: string, opts: { gzipLevel?: number } = {}): Readable {
+export function packDataDir(dir: string, opts: PackOptions = {}): Readable {
   const gzip = createGzip({ level: opts.gzipLevel ?? 6 });
   async function* members(): AsyncGenerator<Buffer> {
+    await validatePgData(dir, opts.expect);
+    let refused: unknown;
+    const refuse = (err: unknown) => {
+      refused ??= err;
+    };
+    const check = new MemberCheck(opts.maxEntries);
+    // Called with each member just before its header is written, as extraction will read it.
+    const onWriteEntry = (entry: WriteEntry) => {
+      try {
+        check.plan({ path: entry.path, type: entry.type ?? 'Unsupported', linkpath: entry.linkpath });
+      } catch (err) {
+        refuse(err);
+      }
+    };
+    const filter = (name: string, stat: Stats | ReadEntry) => {
+      // Packing a directory, tar passes its lstat results (ReadEntry is for re-packing a tarball).
+      const type = 'isFIFO' in stat ? typeOf(stat) : stat.type;
+      if (type === 'File' || type === 'Directory' || type === 'SymbolicLink') return true;
+      try {
+        new MemberCheck().plan({ path: name, type });
+      } catch (err) {
+        refuse(err);
+      }
+      return false;
+    };
     const names = (await readdir(dir)).filter((n) => !NOT_ARCHIVED.has(n)).sort();
-    const pack = new Pack({ cwd: dir, portable: true });
-    for (const name of names) pack.add(name);
-    pack.end();
-    for await (const chunk of pack) yield chunk as Buffer;
+    const pack = new Pack({ cwd: dir, portable: true, filter, onWriteEntry });
+    let packed = false;
+    try {
+      for (const name of names) pack.add(name);
+      pack.end();
+      for await (const chunk of pack) {
+        if (refused !== undefined) throw refused;
+        yield chunk as Buffer;
+      }
+      packed = true;
+      if (refused !== undefined) throw refused;
+    } finally {
+      // Left midway (refused, or the consumer failed): let the rest flow to nowhere so its open
+      // files close. Destroying the Pack instead makes its pending entries throw, uncaught.
+      if (!packed) {
+        pack.on('error', () => undefined);
+        pack.resume();
+      }
+    }
   }
   pipeline(members, gzip).catch((err: Error) => gzip.destroy(err));
   return gzip;
@@ -173,7 +325,7 @@ export function packDataDir(dir: string, opts: { gzipLevel?: number } = {}): Rea
 export async function packToFile(
   dir: string,
   file: string,
-  opts: { gzipLevel?: number } = {},
+  opts: PackOptions = {},
 ): Promise<{ sha256: string; size: number }> {
   const digest = new Digest();
   const handle = await open(file, 'wx', 0o600);

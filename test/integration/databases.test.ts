@@ -157,7 +157,7 @@ describe('read-only databases', () => {
       const who = await c.query('select session_user as s, current_user as u');
       expect(who.rows[0]).toEqual({ s: 'gateway_readonly', u: 'gateway_readonly' });
       // The extended protocol gets the same refusal.
-      expect(await sqlstateOf(c.query({ text: 'reset session authorization', values: [] }))).toBe('42883');
+      expect(await sqlstateOf(c.query({ text: 'reset session authorization', values: [] }))).toBe('42501');
     });
     // And the next client still starts read-only after the first one left.
     await withClient(t.pgConfig('locked', pw), async (c) => {
