@@ -12,7 +12,9 @@ RUN npm run build
 
 # Runtime stage: production dependencies and compiled JavaScript only.
 FROM node:20-bookworm-slim AS runtime
-ENV NODE_ENV=production DATA_DIR=/data
+# HOST: listen on all interfaces, so the published port reaches the gateway (the default outside
+# production is 127.0.0.1).
+ENV NODE_ENV=production DATA_DIR=/data HOST=0.0.0.0
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev && npm cache clean --force

@@ -15,6 +15,18 @@ describe('loadConfig', () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it('binds to loopback outside production, to all interfaces in production', () => {
+    expect(loadConfig({}, false)).toMatchObject({ host: '127.0.0.1', portSet: false });
+    expect(loadConfig({ NODE_ENV: 'production' }, false).host).toBe('0.0.0.0');
+    expect(loadConfig({ HOST: '0.0.0.0', PORT: '6432' }, false)).toMatchObject({
+      host: '0.0.0.0',
+      port: 6432,
+      portSet: true,
+    });
+    expect(loadConfig({ NODE_ENV: 'production', HOST: '10.0.0.5' }, false).host).toBe('10.0.0.5');
+    expect(loadConfig({ HOST: '', PORT: '' }, false)).toMatchObject({ host: '127.0.0.1', portSet: false });
+  });
+
   it('parses durations and sizes with units', () => {
     const c = loadConfig(
       { LOGIN_TIMEOUT: '500ms', QUERY_WAIT_TIMEOUT: '2m', MAX_MESSAGE_SIZE: '64KiB' },

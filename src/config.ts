@@ -44,8 +44,8 @@ const optionalString = z
 const EnvSchema = z.object({
   /** TCP port for Postgres clients; 0 picks a free port. */
   PORT: int(5432),
-  /** Address the Postgres listener binds. */
-  HOST: z.string().default('0.0.0.0'),
+  /** Address the Postgres listener binds; default 127.0.0.1, or 0.0.0.0 with NODE_ENV=production. */
+  HOST: optionalString,
   /** Databases are routed from SNI names `<id>.<WILDCARD_DOMAIN>`. */
   WILDCARD_DOMAIN: z
     .string()
@@ -137,6 +137,8 @@ const EnvSchema = z.object({
 
 export type Config = Readonly<{
   port: number;
+  /** Whether PORT was set (not the default): the CLI without a server trusts only a set PORT. */
+  portSet: boolean;
   host: string;
   wildcardDomain: string;
   tls: Readonly<{
@@ -199,7 +201,8 @@ export function loadConfig(
   const production = e.NODE_ENV === 'production';
   const config: Config = {
     port: e.PORT,
-    host: e.HOST,
+    portSet: present.PORT !== undefined,
+    host: e.HOST ?? (production ? '0.0.0.0' : '127.0.0.1'),
     wildcardDomain: e.WILDCARD_DOMAIN,
     tls: Object.freeze({
       mode: e.TLS_MODE,

@@ -40,8 +40,10 @@ export const errors = {
     fatal(
       '08004',
       'no_database_id',
-      `no database id: connect to <id>.${domain} (TLS SNI) or pass options=endpoint=<id> or dbname=<id>`,
-      `e.g. psql "host=<id>.${domain} sslmode=verify-full" or psql "host=127.0.0.1 options=endpoint=<id>"`,
+      `no database id: connect to <id>.${domain} (TLS SNI) or pass options=endpoint=<id> or dbname=<id> ` +
+        '(a dbname of "postgres" or the user name names no database)',
+      `e.g. psql "host=<id>.${domain} user=postgres sslmode=verify-full", or ` +
+        'psql "host=127.0.0.1 user=postgres options=endpoint=<id> sslmode=require"',
     ),
   invalidDatabaseId: () =>
     fatal(
@@ -83,6 +85,9 @@ export const errors = {
       'terminating connection: the database was restarted while this session was in a transaction',
     ),
   shuttingDown: () => fatal('57P01', 'admin_shutdown', 'terminating connection due to server shutdown'),
+  /** The server keeps running; an admin action (delete, flags, restore, upload) ended the database's clients. */
+  adminTerminated: () =>
+    fatal('57P01', 'admin_terminate', 'terminating connection due to administrator command'),
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),
   readOnly: () => error('25006', 'read_only', 'cannot execute this in a read-only database'),

@@ -2,16 +2,35 @@ import { loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
 
-/** `serve`: the composition root. Config → logger → server; SIGTERM/SIGINT shut down gracefully. */
+/**
+ * `serve`: the composition root. Config → logger → server. SIGTERM/SIGINT shut down gracefully
+ * (clients may finish their transactions for DRAIN_TIMEOUT); a second signal ends the clients at
+ * once, then closes (and snapshots) the databases; a third exits without closing anything more.
+ */
 export async function serve(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.log);
   const server = await startServer(config, logger);
-  let stopping = false;
+  let signals = 0;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
+    signals++;
+    if (signals === 2) {
+      logger.warn(
+        { signal },
+        'second signal: ending client connections now, then closing databases (a third signal exits at once)',
+      );
+      server.endDrain();
+      return;
+    }
+    if (signals > 2) {
+      logger.warn({ signal }, 'third signal: exiting without waiting for databases to close');
+      logger.flush();
+      process.exit(1);
+    }
+    logger.info(
+      { signal, drainTimeoutSeconds: Math.round(config.drainTimeoutMs / 1000) },
+      'shutting down: waiting for open transactions (send the signal again to end them now)',
+    );
     server.close().then(
       () => {
         logger.info('stopped');

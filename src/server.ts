@@ -35,6 +35,8 @@ export interface RunningServer {
   listener: GatewayListener;
   /** Graceful: stop accepting, drain, close every database, release the data directory. */
   close(): Promise<void>;
+  /** Makes a running (or coming) `close()` end its clients now instead of draining; databases still close. */
+  endDrain(): void;
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -152,7 +154,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       { port, adminPort: admin.port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode },
       'listening',
     );
-    return { port, adminPort: admin.port, catalog, registry, manager, listener, close: cleanup };
+    const endDrain = () => listener.endDrain();
+    return { port, adminPort: admin.port, catalog, registry, manager, listener, close: cleanup, endDrain };
   } catch (err) {
     await cleanup();
     throw err;

@@ -11,6 +11,8 @@ import type { ClonedJson, RestoredJson, UploadedJson, VersionJson } from '../htt
  */
 
 export interface DbOps {
+  /** Said (on stderr) after printed connection info: what it may get wrong (the offline port). */
+  connectionNote?: string;
   create(
     id: string,
     opts: { readOnly?: boolean; username?: string; password?: string },

@@ -1,7 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../config.js';
-import { connectionDefaults, connectionInfo, conninfoValue, shellQuote } from './connection-info.js';
+import {
+  connectionDefaults,
+  connectionInfo,
+  conninfoValue,
+  offlineConnectionDefaults,
+  shellQuote,
+} from './connection-info.js';
 
 const base = {
   id: 'abc',
@@ -78,6 +84,21 @@ describe('connectionDefaults', () => {
       caPath: '/tmp/t/ca.pem',
       hostaddr: '127.0.0.1',
     });
+  });
+
+  it('without a server, gives the port only when PORT is set here, and says so otherwise', () => {
+    const set = offlineConnectionDefaults(loadConfig({ PORT: '6432' }, false));
+    expect(set).toMatchObject({ defaults: { port: 6432 }, note: undefined });
+    const unset = offlineConnectionDefaults(loadConfig({}, false));
+    expect(unset.defaults.port).toBeUndefined();
+    expect(unset.note).toMatch(/port is not known: PORT is not set here/);
+    const picked = offlineConnectionDefaults(loadConfig({ PORT: '0' }, false));
+    expect(picked.defaults.port).toBeUndefined();
+    expect(picked.note).toMatch(/PORT=0/);
+    // An unknown port is left out of both forms, not printed as a guess.
+    const info = connectionInfo({ ...base, port: undefined });
+    expect(info.connectionString).toMatch(/^postgres:\/\/postgres:pw@abc\.db\.example\.com\/postgres\?/);
+    expect(info.psql).not.toContain('port=');
   });
 
   it('relies on the system trust store with real certificates in production', () => {

@@ -13,7 +13,8 @@ export interface ConnectionInfoInput {
   password: string | undefined;
   /** Wildcard domain; the host is `<id>.<domain>` so TLS SNI routes to the database. */
   domain: string;
-  port: number;
+  /** Undefined when it is not known (the CLI without a server, PORT unset or 0): left out of both forms. */
+  port: number | undefined;
   /** CA file for `sslmode=verify-full`; undefined means the system trust store (`sslrootcert=system`, libpq 16+). */
   caPath?: string | undefined;
   /**
@@ -51,11 +52,12 @@ export function connectionInfo(input: ConnectionInfoInput): ConnectionInfo {
   const secret = input.password === undefined ? '' : `:${encodeURIComponent(input.password)}`;
   const connectionString =
     `postgres://${encodeURIComponent(input.username)}${secret}` +
-    `@${host}:${input.port}/postgres?sslmode=verify-full&sslrootcert=${encodeQueryValue(rootCert)}`;
+    `@${host}${input.port === undefined ? '' : `:${input.port}`}/postgres` +
+    `?sslmode=verify-full&sslrootcert=${encodeQueryValue(rootCert)}`;
   const params: [string, string | undefined][] = [
     ['host', host],
     ['hostaddr', input.hostaddr],
-    ['port', String(input.port)],
+    ['port', input.port === undefined ? undefined : String(input.port)],
     ['user', input.username],
     ['password', input.password],
     ['dbname', 'postgres'],
@@ -80,5 +82,26 @@ export function connectionDefaults(
     // Dev certificates come with their own CA; real certificates chain to the system store.
     caPath: config.tls.generateIfMissing ? path.join(config.tls.dir, 'ca.pem') : undefined,
     hostaddr: config.production ? undefined : '127.0.0.1',
+  };
+}
+
+/**
+ * Where clients find this node, for the CLI when no server runs: the port only when PORT is set
+ * here (and not 0), since the server may run with another environment; `note` says so otherwise.
+ */
+export function offlineConnectionDefaults(config: Config): {
+  defaults: Pick<ConnectionInfoInput, 'domain' | 'port' | 'caPath' | 'hostaddr'>;
+  note: string | undefined;
+} {
+  const known = config.portSet && config.port !== 0;
+  const defaults = { ...connectionDefaults(config), port: known ? config.port : undefined };
+  if (known) return { defaults, note: undefined };
+  const why =
+    config.port === 0
+      ? 'PORT=0 here: a server picks a free port when it starts (it logs it as "listening")'
+      : 'PORT is not set here, so the lines above leave it out (the server and libpq default to 5432)';
+  return {
+    defaults,
+    note: `note: no server is running, so its port is not known: ${why}. If it listens elsewhere, add port=<port> to the psql line and :<port> after the host in the URL.`,
   };
 }

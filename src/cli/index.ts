@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { stat } from 'node:fs/promises';
-import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { parseArgs } from 'node:util';
 import { type Config, loadConfig } from '../config.js';
 import { DataDirLockedError, readLockHolder } from '../databases/dir-lock.js';
 import { errors } from '../errors.js';
@@ -8,84 +8,29 @@ import { isValidDatabaseId } from '../gateway/routing.js';
 import type { CreatedDatabaseJson, PasswordJson } from '../http/app.js';
 import type { UploadedJson } from '../http/versions.js';
 import { type DbOps, type Progress, remoteOps } from './admin-client.js';
+import { COMMAND_HELP, COMMANDS, type Command, HELP_OPTION, USAGE } from './usage.js';
 
 /**
  * `pglite-gateway <command>`. Configuration comes from the environment only (see config.ts).
- * Exit codes: 0 ok, 1 failure (`error: <message>`), 2 usage. Heavy modules (the server, PGlite,
+ * Exit codes: 0 ok, 1 failure (`error: <message>`), 2 usage (also with no arguments: the usage goes
+ * to stderr). `--help` after any command shows its options. Heavy modules (the server, PGlite,
  * certificate generation) are imported only by the commands that need them.
  */
 
-const USAGE = `usage: pglite-gateway <command> [options]
-
-commands:
-  serve                                   run the gateway (Postgres on PORT, admin API on ADMIN_PORT)
-  db create <id> [--read-only] [--user U] [--password P]
-                                          create a database; prints how to connect (password shown once)
-  db list                                 list databases
-  db delete <id>                          delete a database and its data
-  db set <id> [--read-only|--writable] [--pool-mode session|transaction|default]
-                                          change a database's flags (its clients are disconnected)
-  db passwd <id> [--user U] [--password P]
-                                          set a user's password (generated when --password is omitted)
-  db versions <id>                        list a database's archived versions, newest first
-  db restore <id> <version>               replace a database with one of its versions (its clients are
-                                          disconnected; the restored state becomes the newest version)
-  db clone <src> <new> [--version V] [--user U] [--password P]
-                                          a new database from a version of <src> (default: its latest)
-  upload <id> <file> [--create] [--user U]
-                                          install a PGDATA tarball (PGlite dumpDataDir(), .tar.gz or
-                                          .tar) as the database; --create makes a new database with a
-                                          generated password, otherwise its credentials stay
-  certs [--force]                         generate dev TLS certificates into TLS_DIR for *.WILDCARD_DOMAIN
-
-options:
-  -h, --help                              show this help
-
-The db commands go through the running server's admin socket (DATA_DIR/admin.sock) when a server
-holds DATA_DIR, and open DATA_DIR directly otherwise. versions, restore and clone need an archive
-(ARCHIVE_URL); upload works without one (MAX_UPLOAD_BYTES caps the uncompressed tarball).
-Configuration is read from the environment: DATA_DIR, TEMPLATE_DIR, CATALOG_URL, WILDCARD_DOMAIN,
-PORT, TLS_DIR, ARCHIVE_URL, ...`;
-
 class UsageError extends Error {}
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-const help = { help: { type: 'boolean', short: 'h' } } as const satisfies Options;
-const credentials = { user: { type: 'string' }, password: { type: 'string' } } as const satisfies Options;
-
-/** Options each command accepts (besides --help) and how many positionals it takes. */
-const COMMANDS = {
-  serve: { options: {}, args: [] },
-  'db create': { options: { 'read-only': { type: 'boolean' }, ...credentials }, args: ['id'] },
-  'db list': { options: {}, args: [] },
-  'db delete': { options: {}, args: ['id'] },
-  'db set': {
-    options: {
-      'read-only': { type: 'boolean' },
-      writable: { type: 'boolean' },
-      'pool-mode': { type: 'string' },
-    },
-    args: ['id'],
-  },
-  'db passwd': { options: credentials, args: ['id'] },
-  'db versions': { options: {}, args: ['id'] },
-  'db restore': { options: {}, args: ['id', 'version'] },
-  'db clone': { options: { version: { type: 'string' }, ...credentials }, args: ['src', 'new'] },
-  upload: { options: { create: { type: 'boolean' }, user: { type: 'string' } }, args: ['id', 'file'] },
-  certs: { options: { force: { type: 'boolean' } }, args: [] },
-} as const satisfies Record<string, { options: Options; args: readonly string[] }>;
-type Command = keyof typeof COMMANDS;
-
 interface Parsed {
-  command: Command | 'help';
+  /** `help`: the usage (or `topic`'s help) on stdout; `usage`: no arguments, the usage on stderr. */
+  command: Command | 'help' | 'usage';
+  topic?: Command;
   values: Record<string, unknown>;
   positionals: string[];
 }
 
 function parseCommandLine(argv: string[]): Parsed {
   const [first, second] = argv;
-  if (first === undefined || first === '-h' || first === '--help')
-    return { command: 'help', values: {}, positionals: [] };
+  if (first === undefined) return { command: 'usage', values: {}, positionals: [] };
+  if (first === '-h' || first === '--help') return { command: 'help', values: {}, positionals: [] };
   const name = first === 'db' ? `db ${second ?? ''}` : first;
   if (first === 'db' && (second === '-h' || second === '--help')) {
     return { command: 'help', values: {}, positionals: [] };
@@ -99,7 +44,7 @@ function parseCommandLine(argv: string[]): Parsed {
   }
   const command = name as Command;
   const spec = COMMANDS[command];
-  const options: Options = { ...help, ...spec.options };
+  const options = { ...HELP_OPTION, ...spec.options };
   let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
     parsed = parseArgs({
@@ -111,7 +56,7 @@ function parseCommandLine(argv: string[]): Parsed {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  if (parsed.values.help) return { command: 'help', values: {}, positionals: [] };
+  if (parsed.values.help) return { command: 'help', topic: command, values: {}, positionals: [] };
   if (parsed.positionals.length !== spec.args.length) {
     const expected = spec.args.map((a) => `<${a}>`).join(' ');
     throw new UsageError(`${name} takes ${expected || 'no arguments'}`);
@@ -133,7 +78,7 @@ async function openOps(config: Config): Promise<DbOps> {
   }
 }
 
-function printConnection(info: CreatedDatabaseJson | PasswordJson | UploadedJson): void {
+function printConnection(info: CreatedDatabaseJson | PasswordJson | UploadedJson, note?: string): void {
   console.log(`user:      ${info.username}`);
   if (info.password === undefined) console.log('password:  (unchanged)');
   else console.log(`password:  ${info.password}   (shown once; only a SCRAM verifier is stored)`);
@@ -142,6 +87,7 @@ function printConnection(info: CreatedDatabaseJson | PasswordJson | UploadedJson
   console.log(`  ${info.connectionString}`);
   console.log('psql:');
   console.log(`  ${info.psql}`);
+  if (note) console.error(note);
 }
 
 function printTable(rows: string[][]): void {
@@ -216,7 +162,7 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
       case 'db create': {
         const created = await ops.create(id as string, { readOnly: values['read-only'] === true, ...creds });
         console.log(`created database "${created.id}"${created.readOnly ? ' (read-only)' : ''}`);
-        printConnection(created);
+        printConnection(created, ops.connectionNote);
         break;
       }
       case 'db list': {
@@ -245,7 +191,7 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
       case 'db passwd': {
         const changed = await ops.passwd(id as string, creds);
         console.log(`new password for user "${changed.username}" of database "${id}"`);
-        printConnection(changed);
+        printConnection(changed, ops.connectionNote);
         break;
       }
       case 'db versions': {
@@ -275,7 +221,7 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
           `created database "${cloned.id}" from "${cloned.source}"` +
             `${version !== undefined ? ` version ${version}` : ''} (version ${cloned.version.version})`,
         );
-        printConnection(cloned);
+        printConnection(cloned, ops.connectionNote);
         break;
       }
       case 'upload': {
@@ -300,7 +246,7 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
         console.log(
           `${uploaded.created ? 'created' : 'replaced'} database "${uploaded.id}" from ${second}${stored}`,
         );
-        printConnection(uploaded);
+        printConnection(uploaded, ops.connectionNote);
         break;
       }
       default:
@@ -352,8 +298,12 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const { command, values, positionals } = parsed;
+  if (command === 'usage') {
+    console.error(USAGE);
+    return 2;
+  }
   try {
-    if (command === 'help') console.log(USAGE);
+    if (command === 'help') console.log(parsed.topic ? COMMAND_HELP[parsed.topic] : USAGE);
     else if (command === 'serve') await (await import('../main.js')).serve();
     else if (command === 'certs') await runCerts(values.force === true);
     else await runDb(command, values, positionals);

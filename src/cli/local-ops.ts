@@ -15,7 +15,7 @@ import { openArchive } from '../storage/archive.js';
 import { Snapshots } from '../storage/snapshots.js';
 import { readPgDataIdentity } from '../storage/tarball.js';
 import type { DbOps } from './admin-client.js';
-import { connectionDefaults, connectionInfo } from './connection-info.js';
+import { connectionInfo, offlineConnectionDefaults } from './connection-info.js';
 
 /** The archive's versions (ARCHIVE_URL), as the server opens them; undefined without an archive. */
 async function openSnapshots(config: Config, catalog: Catalog) {
@@ -60,10 +60,11 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
       minPasswordLength: config.minPasswordLength,
       ...(archived ? { snapshots: archived.snapshots } : {}),
     });
-    const where = connectionDefaults(config);
+    const { defaults: where, note } = offlineConnectionDefaults(config);
     const info = (id: string, username: string, password: string | undefined) =>
       connectionInfo({ ...where, id, username, password });
     return {
+      ...(note ? { connectionNote: note } : {}),
       create: async (id, opts) => {
         const created = await manager.create(id, opts);
         const { database, username, password } = created;

@@ -184,7 +184,7 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
       },
     });
     session = current;
-    lease.onTerminate(() => end(errors.shuttingDown()));
+    lease.onTerminate(end);
     const key = deps.cancelKeys.register(() => current.cancel());
     void closed.then(() => deps.cancelKeys.unregister(key.processId));
 

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { databasePath, idFromServerName, parseStartupOptions, routeConnection } from './routing.js';
+import {
+  databasePath,
+  idFromServerName,
+  isReservedDatabaseId,
+  isValidDatabaseId,
+  parseStartupOptions,
+  routeConnection,
+} from './routing.js';
 
 const route = (serverName: string | undefined, params: Record<string, string>) =>
   routeConnection({ serverName, params: { user: 'u', ...params }, wildcardDomain: 'db.example.com' });
@@ -28,6 +35,46 @@ describe('routing', () => {
     const none = route(undefined, {});
     expect(none.ok).toBe(false);
     if (!none.ok) expect(none.error.message).toMatch(/endpoint=/);
+  });
+
+  it.each([
+    ['no dbname', {}],
+    ['an empty dbname', { database: '' }],
+    ["libpq's default dbname, the user name", { database: 'u' }],
+    ['dbname postgres', { database: 'postgres' }],
+    ['dbname template1', { database: 'template1' }],
+  ])('refuses %s without SNI or endpoint as naming no database, before authentication', (_, params) => {
+    const r = route(undefined, params);
+    expect(r).toMatchObject({ ok: false, error: { code: '08004', label: 'no_database_id' } });
+    if (!r.ok) expect(r.error.message).toMatch(/<id>\.db\.example\.com.*endpoint=<id>.*dbname=<id>/);
+    // The same without a usable SNI name: an IP address (none sent), localhost, the bare domain.
+    for (const name of ['localhost', 'db.example.com', 'example.com']) {
+      expect(route(name, params)).toMatchObject({ ok: false, error: { code: '08004' } });
+    }
+  });
+
+  it('still routes an explicit endpoint or SNI name, whatever the dbname', () => {
+    expect(route(undefined, { database: 'u', options: 'endpoint=abc' })).toMatchObject({
+      ok: true,
+      id: 'abc',
+    });
+    expect(route('abc.db.example.com', { database: 'u' })).toMatchObject({ ok: true, id: 'abc' });
+    expect(route('localhost', { database: 'abc' })).toMatchObject({
+      ok: true,
+      id: 'abc',
+      source: 'database',
+    });
+    // A user who is not named like the database: the dbname is the id.
+    expect(route(undefined, { user: 'alice', database: 'u' })).toMatchObject({ ok: true, id: 'u' });
+  });
+
+  it('reserves the ids a dbname cannot reach', () => {
+    for (const id of ['postgres', 'template0', 'template1']) {
+      expect(isValidDatabaseId(id)).toBe(true);
+      expect(isReservedDatabaseId(id)).toBe(true);
+    }
+    expect(isReservedDatabaseId('postgres1')).toBe(false);
+    expect(isReservedDatabaseId('demo')).toBe(false);
   });
 
   it.each(['..', '.', 'a/b', 'A', 'é', 'a'.repeat(64), 'abc.', '-a', ''])('refuses id %j', (id) => {

@@ -12,6 +12,17 @@ export function isValidDatabaseId(id: string): boolean {
   return DATABASE_ID.test(id);
 }
 
+/**
+ * Valid ids no database may be created with: a dbname equal to one of these is what clients send
+ * when they name no database (libpq's `postgres` maintenance database, the templates), so such a
+ * database could never be reached by dbname.
+ */
+export const RESERVED_DATABASE_IDS: ReadonlySet<string> = new Set(['postgres', 'template0', 'template1']);
+
+export function isReservedDatabaseId(id: string): boolean {
+  return RESERVED_DATABASE_IDS.has(id);
+}
+
 /** Path of a database's PGDATA; refuses anything that is not a plain child of `dataDir`. */
 export function databasePath(dataDir: string, id: string): string {
   if (!isValidDatabaseId(id)) throw errors.invalidDatabaseId();
@@ -114,6 +125,9 @@ export function routeConnection(input: RouteInput): Route {
     return ok(sniId, 'sni');
   }
   if (endpoint !== undefined) return ok(endpoint, 'options');
-  if (database !== undefined && database !== '') return ok(database, 'database');
+  // libpq always sends a dbname, the user name by default: that, `postgres` or a template names
+  // no database. Refused before authentication, from the input alone (nothing about what exists).
+  const unnamed = [undefined, '', input.params.user, ...RESERVED_DATABASE_IDS];
+  if (!unnamed.includes(database)) return ok(database as string, 'database');
   return fail(errors.noDatabaseId(input.wildcardDomain));
 }

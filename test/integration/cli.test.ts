@@ -144,6 +144,61 @@ describe('cli without a running server', { timeout: 180_000 }, () => {
     expect(await exists(path.join(env.TLS_DIR as string, 'key.pem'))).toBe(true);
     expect((await cli(env, 'certs')).stdout).toContain('already exist');
   });
+
+  it('prints usage on stderr and exits 2 without arguments; --help per command', async () => {
+    const none = await cli(env);
+    expect(none.code).toBe(2);
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toContain('usage: pglite-gateway <command>');
+    const helps: [string[], string[]][] = [
+      [
+        ['serve', '--help'],
+        ['usage: pglite-gateway serve', 'DRAIN_TIMEOUT'],
+      ],
+      [
+        ['db', 'create', '--help'],
+        ['usage: pglite-gateway db create <id>', '--read-only', '--user U', '--password P'],
+      ],
+      [
+        ['db', 'set', 'x', '-h'],
+        ['--writable', '--pool-mode M'],
+      ],
+      [
+        ['db', 'clone', '--help'],
+        ['--version V', 'ARCHIVE_URL'],
+      ],
+      [
+        ['upload', '--help'],
+        ['usage: pglite-gateway upload <id> <file>', '--create'],
+      ],
+      [['certs', '--help'], ['--force']],
+    ];
+    for (const [args, expected] of helps) {
+      const res = await cli(env, ...args);
+      expect(res, args.join(' ')).toMatchObject({ code: 0, stderr: '' });
+      for (const text of expected) expect(res.stdout, args.join(' ')).toContain(text);
+    }
+  });
+
+  it('says the port is not known without a server and without PORT; refuses reserved ids', async () => {
+    const { PORT: _, ...noPort } = env;
+    const res = await cli(noPort, 'db', 'create', 'noport');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain('@noport.db.test/postgres?sslmode=verify-full');
+    expect(res.stdout).toMatch(/psql "host=noport\.db\.test hostaddr=127\.0\.0\.1 user=postgres /);
+    expect(res.stdout).not.toContain('5432');
+    expect(res.stderr).toMatch(/^note: no server is running, so its port is not known: PORT is not set here/);
+    const zero = await cli({ ...noPort, PORT: '0' }, 'db', 'passwd', 'noport');
+    expect(zero.code).toBe(0);
+    expect(zero.stdout).not.toContain('port=');
+    expect(zero.stderr).toMatch(/PORT=0/);
+    expect((await cli(env, 'db', 'delete', 'noport')).code).toBe(0);
+
+    expect(await cli(env, 'db', 'create', 'postgres')).toMatchObject({
+      code: 1,
+      stderr: 'error: database id "postgres" is reserved\n',
+    });
+  });
 });
 
 describe('cli while a server holds the data directory', { timeout: 180_000 }, () => {

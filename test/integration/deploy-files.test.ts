@@ -205,6 +205,10 @@ describe('docker-compose.yml', () => {
     expect(gatewayEnv.AWS_ACCESS_KEY_ID).toBe(env(compose.services.minio as Service).MINIO_ROOT_USER);
   });
 
+  it('binds the gateway to all interfaces, so the published port reaches it', () => {
+    expect(env(compose.services.gateway as Service).HOST).toBe('0.0.0.0');
+  });
+
   it('mounts the TLS files and a data volume into the gateway', () => {
     const gateway = compose.services.gateway as Service;
     const targets = mounts(gateway).map((m) => m.target);
@@ -252,6 +256,10 @@ describe('fly.toml', () => {
     expect(pg?.tcp_checks?.length).toBeGreaterThan(0);
   });
 
+  it('binds to all interfaces, so the proxy reaches the listener', () => {
+    expect((fly.env as Record<string, string>).HOST).toBe('0.0.0.0');
+  });
+
   it('mounts the volume at DATA_DIR and builds the Dockerfile', () => {
     const env = fly.env as Record<string, string>;
     expect(env.NODE_ENV).toBe('production');
@@ -289,6 +297,8 @@ describe('Dockerfile', () => {
     const envs = all('ENV').join(' ');
     expect(envs).toMatch(/\bNODE_ENV=production\b/);
     expect(envs).toMatch(/\bDATA_DIR=\/data\b/);
+    // The default outside production is 127.0.0.1; a container must listen on all interfaces.
+    expect(envs).toMatch(/\bHOST=0\.0\.0\.0(\s|$)/);
     expect(all('VOLUME')).toContain('/data');
   });
 

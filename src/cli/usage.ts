@@ -1,0 +1,165 @@
+import type { ParseArgsConfig } from 'node:util';
+
+/**
+ * The CLI's commands: the options each accepts (for `parseArgs`), its positionals, and its
+ * `--help` text. Pure data, kept together so a command's help always lists its options
+ * (usage.test.ts checks that).
+ */
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+export const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const satisfies Options;
+const credentials = { user: { type: 'string' }, password: { type: 'string' } } as const satisfies Options;
+
+/** Options each command accepts (besides --help) and how many positionals it takes. */
+export const COMMANDS = {
+  serve: { options: {}, args: [] },
+  'db create': { options: { 'read-only': { type: 'boolean' }, ...credentials }, args: ['id'] },
+  'db list': { options: {}, args: [] },
+  'db delete': { options: {}, args: ['id'] },
+  'db set': {
+    options: {
+      'read-only': { type: 'boolean' },
+      writable: { type: 'boolean' },
+      'pool-mode': { type: 'string' },
+    },
+    args: ['id'],
+  },
+  'db passwd': { options: credentials, args: ['id'] },
+  'db versions': { options: {}, args: ['id'] },
+  'db restore': { options: {}, args: ['id', 'version'] },
+  'db clone': { options: { version: { type: 'string' }, ...credentials }, args: ['src', 'new'] },
+  upload: { options: { create: { type: 'boolean' }, user: { type: 'string' } }, args: ['id', 'file'] },
+  certs: { options: { force: { type: 'boolean' } }, args: [] },
+} as const satisfies Record<string, { options: Options; args: readonly string[] }>;
+export type Command = keyof typeof COMMANDS;
+
+export const USAGE = `usage: pglite-gateway <command> [options]
+
+commands:
+  serve                                   run the gateway (Postgres on HOST:PORT, admin API on ADMIN_PORT)
+  db create <id> [--read-only] [--user U] [--password P]
+                                          create a database; prints how to connect (password shown once)
+  db list                                 list databases
+  db delete <id>                          delete a database and its data
+  db set <id> [--read-only|--writable] [--pool-mode session|transaction|default]
+                                          change a database's flags (its clients are disconnected)
+  db passwd <id> [--user U] [--password P]
+                                          set a user's password (generated when --password is omitted)
+  db versions <id>                        list a database's archived versions, newest first
+  db restore <id> <version>               replace a database with one of its versions (its clients are
+                                          disconnected; the restored state becomes the newest version)
+  db clone <src> <new> [--version V] [--user U] [--password P]
+                                          a new database from a version of <src> (default: its latest)
+  upload <id> <file> [--create] [--user U]
+                                          install a PGDATA tarball (PGlite dumpDataDir(), .tar.gz or
+                                          .tar) as the database; --create makes a new database with a
+                                          generated password, otherwise its credentials stay
+  certs [--force]                         generate dev TLS certificates into TLS_DIR for *.WILDCARD_DOMAIN
+
+options:
+  -h, --help                              show this help; <command> --help shows a command's options
+
+The db commands go through the running server's admin socket (DATA_DIR/admin.sock) when a server
+holds DATA_DIR, and open DATA_DIR directly otherwise. versions, restore and clone need an archive
+(ARCHIVE_URL); upload works without one (MAX_UPLOAD_BYTES caps the uncompressed tarball).
+Configuration is read from the environment: DATA_DIR, TEMPLATE_DIR, CATALOG_URL, WILDCARD_DOMAIN,
+PORT, TLS_DIR, ARCHIVE_URL, ...`;
+
+const DB_FOOTER = `Goes through the running server's admin socket (DATA_DIR/admin.sock) when a server holds
+DATA_DIR, and opens DATA_DIR directly otherwise. Configuration comes from the environment.`;
+const ARCHIVE_FOOTER = `Needs an archive (ARCHIVE_URL). ${DB_FOOTER}`;
+const ID = `<id>: 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit; postgres,
+template0 and template1 are reserved (a dbname of postgres names no database).`;
+const USER = '--user U          login user name (default: postgres)';
+const PASSWORD =
+  '--password P      at least MIN_PASSWORD_LENGTH (12) characters; generated (24) when omitted';
+const HELP = '-h, --help        show this help';
+
+/** Assembles one command's help: usage line, what it does, its options. */
+function help(usage: string, what: string, options: string[], footer?: string): string {
+  const lines = [`usage: pglite-gateway ${usage}`, '', what, '', 'options:'];
+  for (const option of [...options, HELP]) lines.push(`  ${option}`);
+  if (footer) lines.push('', footer);
+  return lines.join('\n');
+}
+
+export const COMMAND_HELP: Record<Command, string> = {
+  serve: help(
+    'serve',
+    `Runs the gateway: Postgres clients on HOST:PORT (TLS; the database is named by the SNI host
+<id>.WILDCARD_DOMAIN, options=endpoint=<id> or dbname=<id>), the admin API on
+ADMIN_HOST:ADMIN_PORT and DATA_DIR/admin.sock. SIGTERM/SIGINT drain: open transactions may
+finish for DRAIN_TIMEOUT; a second signal ends them at once, a third exits without closing.`,
+    [],
+    'All configuration comes from the environment (PORT, HOST, DATA_DIR, TLS_*, CATALOG_URL,\nARCHIVE_URL, ...; see the README).',
+  ),
+  'db create': help(
+    'db create <id> [--read-only] [--user U] [--password P]',
+    `Creates a database and prints how to connect. The password is shown once; only a SCRAM
+verifier is stored.\n${ID}`,
+    ['--read-only       clients may read but not write', USER, PASSWORD],
+    DB_FOOTER,
+  ),
+  'db list': help('db list', 'Lists the databases: id, read-only, created.', [], DB_FOOTER),
+  'db delete': help(
+    'db delete <id>',
+    "Disconnects the database's clients and deletes it: catalog entry, data and archived versions.",
+    [],
+    DB_FOOTER,
+  ),
+  'db set': help(
+    'db set <id> [--read-only|--writable] [--pool-mode session|transaction|default]',
+    "Changes a database's flags. Its clients are disconnected so it reopens with them.",
+    [
+      '--read-only       make it read-only',
+      '--writable        make it writable again',
+      "--pool-mode M     session, transaction, or default (the server's POOL_MODE)",
+    ],
+    DB_FOOTER,
+  ),
+  'db passwd': help(
+    'db passwd <id> [--user U] [--password P]',
+    "Sets a user's password; with a new --user it adds that user. Prints how to connect.",
+    [USER, PASSWORD],
+    DB_FOOTER,
+  ),
+  'db versions': help(
+    'db versions <id>',
+    "Lists the database's archived versions, newest first.",
+    [],
+    ARCHIVE_FOOTER,
+  ),
+  'db restore': help(
+    'db restore <id> <version>',
+    `Replaces the database with one of its versions (see db versions). Its clients are
+disconnected, the state it replaced is snapshotted first if it was written, and the restored
+state becomes the newest version.`,
+    [],
+    ARCHIVE_FOOTER,
+  ),
+  'db clone': help(
+    'db clone <src> <new> [--version V] [--user U] [--password P]',
+    `Creates database <new> (own password, writable) from a version of <src>.\n${ID.replace('<id>', '<new>')}`,
+    ['--version V       the version to clone (default: the latest)', USER, PASSWORD],
+    ARCHIVE_FOOTER,
+  ),
+  upload: help(
+    'upload <id> <file> [--create] [--user U]',
+    `Installs a PGDATA tarball (PGlite dumpDataDir(), .tar.gz or plain .tar) as the database,
+after validating it (at most MAX_UPLOAD_BYTES uncompressed). Progress goes to stderr. With an
+archive it is stored as a new version. Without --create the database must exist: its clients are
+disconnected and its credentials stay.`,
+    [
+      '--create          create the database (generated password, shown once)',
+      '--user U          login user name of the created database (default: postgres)',
+    ],
+    DB_FOOTER,
+  ),
+  certs: help(
+    'certs [--force]',
+    `Generates development TLS certificates into TLS_DIR: a local CA (ca.pem, ca-key.pem) and a
+certificate for *.WILDCARD_DOMAIN, localhost, 127.0.0.1 and ::1 (cert.pem, key.pem). Existing
+files are kept unless --force.`,
+    ['--force           issue the server certificate again (an existing CA is kept)'],
+  ),
+};
