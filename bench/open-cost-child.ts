@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { createFromTemplate } from '../src/databases/template.js';
+import { createFromTemplate } from '../src/pgdata/template.js';
 import { startGateway } from './systems/gateway.js';
 import type { Target } from './systems/types.js';
 import { errorMessage, percentile, round, sleep, stopEverything, trackRunning } from './tools.js';

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { pgliteVersion } from '../src/databases/template.js';
+import { pgliteVersion } from '../src/pgdata/template.js';
 
 /** Small shared pieces: tool discovery, machine description, statistics, timing helpers. */
 

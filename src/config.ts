@@ -1,8 +1,33 @@
 import { hostname, totalmem } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import type { S3Settings } from './storage/archive.js';
 import { parseBytes, parseDurationMs } from './units.js';
+
+/** S3 settings; every field falls back to the AWS SDK's own environment and config-file lookup. */
+export interface S3Settings {
+  /** `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`): MinIO, Tigris, s3rver. Unset = AWS. */
+  endpoint?: string | undefined;
+  /** `AWS_REGION`; default `us-east-1` (Tigris wants `auto`, which it also accepts as us-east-1). */
+  region?: string | undefined;
+  /** `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`); unset = SDK default chain. */
+  accessKeyId?: string | undefined;
+  secretAccessKey?: string | undefined;
+  sessionToken?: string | undefined;
+  /** Path-style URLs (`endpoint/bucket/key`). Default: true when `endpoint` is set (MinIO needs it). */
+  forcePathStyle?: boolean | undefined;
+  /** Whole-operation retries on 5xx and network errors, on top of the SDK's own. Default 3. */
+  retries?: number | undefined;
+  /** First retry delay; doubles each time, with jitter, capped at 5 s. Default 200 ms. */
+  retryBaseMs?: number | undefined;
+  /** SDK attempts per request (its own retry). Default 3. */
+  maxAttempts?: number | undefined;
+  /** Multipart part size for uploads. Default 8 MiB (S3's minimum is 5 MiB). */
+  partSize?: number | undefined;
+  /** Parts uploaded in parallel. Default 4. */
+  queueSize?: number | undefined;
+  /** Socket idle timeout per request. Default 60 s. */
+  requestTimeoutMs?: number | undefined;
+}
 
 /**
  * The only place that reads process.env. Defaults describe the embedded single node:

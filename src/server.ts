@@ -1,29 +1,29 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
+import { connectionDefaults } from './admin/connection-info.js';
+import { DatabaseManager } from './admin/service.js';
 import { type Catalog, openCatalog } from './catalog/index.js';
-import { connectionDefaults } from './cli/connection-info.js';
 import type { Config } from './config.js';
 import { Archiving } from './databases/archiving.js';
-import { acquireDataDirLock } from './databases/dir-lock.js';
-import { postgresSettings } from './databases/engine.js';
-import { EngineHost } from './databases/engine-host.js';
-import { DatabaseManager } from './databases/manager.js';
 import { DatabaseRegistry } from './databases/registry.js';
-import { TemplateSpares } from './databases/spares.js';
-import { ensureTemplate } from './databases/template.js';
+import { postgresSettings } from './engine/engine.js';
+import { EngineHost } from './engine/engine-host.js';
 import { ScramLookup } from './gateway/auth.js';
 import { AuthThrottle } from './gateway/auth-throttle.js';
 import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
-import { databasePath } from './gateway/routing.js';
 import { loadSecureContext } from './gateway/tls.js';
 import { createAdminApp } from './http/app.js';
 import { startAdmin } from './http/server.js';
+import { databasePath } from './ids.js';
 import type { Logger } from './log.js';
-import { openArchive } from './storage/archive.js';
+import { acquireDataDirLock } from './pgdata/dir-lock.js';
+import { TemplateSpares } from './pgdata/spares.js';
+import { readPgDataIdentity } from './pgdata/tarball.js';
+import { ensureTemplate } from './pgdata/template.js';
+import { openArchive } from './storage/open-archive.js';
 import { Snapshots } from './storage/snapshots.js';
-import { readPgDataIdentity } from './storage/tarball.js';
 
 /** A running node: the Postgres listener plus what it needs. Used by `serve` and by tests. */
 export interface RunningServer {
@@ -39,16 +39,32 @@ export interface RunningServer {
   endDrain(): void;
 }
 
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+/**
+ * What every way of running a node over a data directory needs, the server and the CLI's local
+ * mode alike: the data-directory lock, the template, the catalog and the archive's versions.
+ * `close()` releases them in reverse order.
+ */
+export interface NodeBase {
+  catalog: Catalog;
+  /** The archive's versions; undefined without ARCHIVE_URL. */
+  snapshots: Snapshots | undefined;
+  describeArchive: string | undefined;
+  close(): Promise<void>;
+}
+
+export async function openNodeBase(
+  config: Config,
+  logger: Logger,
+  opts: { storageLogger?: Logger } = {},
+): Promise<NodeBase> {
   await mkdir(config.dataDir, { recursive: true });
   const lock = await acquireDataDirLock(config.dataDir, config.nodeId);
   const cleanups: (() => Promise<void>)[] = [() => lock.release()];
-  const cleanup = async () => {
+  const close = async () => {
     for (const fn of cleanups.reverse())
       await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
   };
   try {
-    const secureContext = await loadSecureContext(config, logger);
     await ensureTemplate(config.templateDir);
     const catalog = await openCatalog({
       url: config.catalogUrl,
@@ -57,8 +73,36 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       onError: (err) => logger.error({ err }, 'catalog connection error'),
     });
     cleanups.push(() => catalog.close());
-    const archiving = await openArchiving(config, catalog, logger);
-    if (archiving) cleanups.push(() => archiving.close());
+    const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
+    if (archive) cleanups.push(() => archive.close());
+    const snapshots = archive
+      ? new Snapshots({
+          archive,
+          catalog,
+          workDir: path.join(config.dataDir, '.storage'),
+          logger: opts.storageLogger ?? logger.child({ mod: 'storage' }),
+          keepVersions: config.archive.keepVersions,
+          expect: await readPgDataIdentity(config.templateDir),
+        })
+      : undefined;
+    return { catalog, snapshots, describeArchive: archive?.describe(), close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const secureContext = await loadSecureContext(config, logger);
+  const base = await openNodeBase(config, logger);
+  const cleanups: (() => Promise<void>)[] = [() => base.close()];
+  const cleanup = async () => {
+    for (const fn of cleanups.reverse())
+      await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
+  };
+  try {
+    const catalog = base.catalog;
+    const archiving = await openArchiving(config, base, logger);
     const engines = new EngineHost({
       warm: config.warmEngines,
       settings: postgresSettings(config.sharedBuffersBytes),
@@ -166,18 +210,10 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
-/** The archive (ARCHIVE_URL) and write-back of databases to it; undefined when local only. */
-async function openArchiving(config: Config, catalog: Catalog, logger: Logger) {
-  const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
-  if (!archive) return undefined;
-  const snapshots = new Snapshots({
-    archive,
-    catalog,
-    workDir: path.join(config.dataDir, '.storage'),
-    logger: logger.child({ mod: 'storage' }),
-    keepVersions: config.archive.keepVersions,
-    expect: await readPgDataIdentity(config.templateDir),
-  });
+/** Write-back of databases to the archive (ARCHIVE_URL); undefined when local only. */
+async function openArchiving(config: Config, base: NodeBase, logger: Logger) {
+  const snapshots = base.snapshots;
+  if (!snapshots) return undefined;
   await snapshots.cleanup(config.dataDir);
   const archiving = new Archiving({
     snapshots,
@@ -185,6 +221,6 @@ async function openArchiving(config: Config, catalog: Catalog, logger: Logger) {
     intervalMs: config.archive.snapshotIntervalMs,
     logger,
   });
-  logger.info({ archive: archive.describe() }, 'archive enabled');
-  return { snapshots, archiving, close: () => archive.close() };
+  logger.info({ archive: base.describeArchive }, 'archive enabled');
+  return { snapshots, archiving };
 }

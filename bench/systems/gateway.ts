@@ -3,9 +3,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config.js';
-import { ensureTemplate, pgliteVersion } from '../../src/databases/template.js';
 import { generateDevCertificates } from '../../src/gateway/certs.js';
 import { createLogger } from '../../src/log.js';
+import { ensureTemplate, pgliteVersion } from '../../src/pgdata/template.js';
 import { type RunningServer, startServer } from '../../src/server.js';
 import type { SystemUnderTest, Target } from './types.js';
 

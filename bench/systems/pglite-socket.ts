@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
-import { createFromTemplate } from '../../src/databases/template.js';
+import { createFromTemplate } from '../../src/pgdata/template.js';
 import { errorMessage, withTimeout } from '../tools.js';
 import { benchTemplate } from './gateway.js';
 import type { SystemUnderTest, Target } from './types.js';

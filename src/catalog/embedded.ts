@@ -1,7 +1,7 @@
 import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { createFromTemplate } from '../databases/template.js';
+import { createFromTemplate } from '../pgdata/template.js';
 import type { Catalog, SqlClient } from './catalog.js';
 import { SqlCatalog } from './sql-catalog.js';
 

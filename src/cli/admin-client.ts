@@ -1,8 +1,15 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { type ClientRequest, request } from 'node:http';
-import type { CreatedDatabaseJson, DatabaseJson, PasswordJson } from '../http/app.js';
-import type { ClonedJson, RestoredJson, UploadedJson, VersionJson } from '../http/versions.js';
+import type {
+  ClonedJson,
+  CreatedDatabaseJson,
+  DatabaseJson,
+  PasswordJson,
+  RestoredJson,
+  UploadedJson,
+  VersionJson,
+} from '../admin/views.js';
 
 /**
  * The `db` commands' operations, and their remote implementation: the admin API of the running

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import type { CreatedDatabaseJson, PasswordJson, UploadedJson } from '../admin/views.js';
 import { type Config, loadConfig } from '../config.js';
-import { DataDirLockedError, readLockHolder } from '../databases/dir-lock.js';
 import { errors } from '../errors.js';
-import { isValidDatabaseId } from '../gateway/routing.js';
-import type { CreatedDatabaseJson, PasswordJson } from '../http/app.js';
-import type { UploadedJson } from '../http/versions.js';
+import { isValidDatabaseId } from '../ids.js';
+import { DataDirLockedError, readLockHolder } from '../pgdata/dir-lock.js';
 import { type DbOps, type Progress, remoteOps } from './admin-client.js';
 import { COMMAND_HELP, COMMANDS, type Command, HELP_OPTION, USAGE } from './usage.js';
 

@@ -1,37 +1,13 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
-import path from 'node:path';
+import { stat } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pino } from 'pino';
-import type { Catalog } from '../catalog/catalog.js';
-import { openCatalog } from '../catalog/index.js';
+import { connectionInfo, offlineConnectionDefaults } from '../admin/connection-info.js';
+import { DatabaseManager } from '../admin/service.js';
+import { clonedJson, databaseJson, uploadedJson, versionJson } from '../admin/views.js';
 import type { Config } from '../config.js';
-import { acquireDataDirLock } from '../databases/dir-lock.js';
-import { DatabaseManager } from '../databases/manager.js';
-import { ensureTemplate } from '../databases/template.js';
-import { databaseJson } from '../http/app.js';
-import { clonedJson, uploadedJson, versionJson } from '../http/versions.js';
-import { openArchive } from '../storage/archive.js';
-import { Snapshots } from '../storage/snapshots.js';
-import { readPgDataIdentity } from '../storage/tarball.js';
+import { openNodeBase } from '../server.js';
 import type { DbOps } from './admin-client.js';
-import { connectionInfo, offlineConnectionDefaults } from './connection-info.js';
-
-/** The archive's versions (ARCHIVE_URL), as the server opens them; undefined without an archive. */
-async function openSnapshots(config: Config, catalog: Catalog) {
-  const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
-  if (!archive) return undefined;
-  const snapshots = new Snapshots({
-    archive,
-    catalog,
-    workDir: path.join(config.dataDir, '.storage'),
-    // Retries and failures on stderr; stdout is the command's output.
-    logger: pino({ level: 'warn' }, pino.destination(2)),
-    keepVersions: config.archive.keepVersions,
-    expect: await readPgDataIdentity(config.templateDir),
-  });
-  return { snapshots, close: () => archive.close() };
-}
 
 /**
  * The `db` commands when no server runs: this process takes the data-directory lock (so a server
@@ -40,25 +16,16 @@ async function openSnapshots(config: Config, catalog: Catalog) {
  * Throws `DataDirLockedError` when a server got the lock first.
  */
 export async function openLocalOps(config: Config): Promise<DbOps> {
-  await mkdir(config.dataDir, { recursive: true });
-  const lock = await acquireDataDirLock(config.dataDir, config.nodeId);
+  // Retries and failures on stderr; stdout is the command's output.
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const base = await openNodeBase(config, logger);
   try {
-    await ensureTemplate(config.templateDir);
-    const catalog = await openCatalog({
-      url: config.catalogUrl,
-      dir: path.join(config.dataDir, '_catalog'),
-      templateDir: config.templateDir,
-    });
-    const archived = await openSnapshots(config, catalog).catch(async (err: unknown) => {
-      await catalog.close();
-      throw err;
-    });
     const manager = new DatabaseManager({
-      catalog,
+      catalog: base.catalog,
       dataDir: config.dataDir,
       templateDir: config.templateDir,
       minPasswordLength: config.minPasswordLength,
-      ...(archived ? { snapshots: archived.snapshots } : {}),
+      ...(base.snapshots ? { snapshots: base.snapshots } : {}),
     });
     const { defaults: where, note } = offlineConnectionDefaults(config);
     const info = (id: string, username: string, password: string | undefined) =>
@@ -111,17 +78,10 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
         });
         return uploadedJson(uploaded, info);
       },
-      close: async () => {
-        try {
-          await archived?.close();
-          await catalog.close();
-        } finally {
-          await lock.release();
-        }
-      },
+      close: () => base.close(),
     };
   } catch (err) {
-    await lock.release();
+    await base.close();
     throw err;
   }
 }

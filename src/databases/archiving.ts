@@ -1,6 +1,6 @@
-import { query } from '../gateway/protocol.js';
 import type { Logger } from '../log.js';
 import type { Snapshots } from '../storage/snapshots.js';
+import { query } from '../wire/protocol.js';
 import type { Database } from './database.js';
 import type { DatabaseRegistry } from './registry.js';
 

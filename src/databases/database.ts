@@ -1,34 +1,26 @@
-import { query } from '../gateway/protocol.js';
+import type { Engine } from '../engine/engine.js';
 import type { Logger } from '../log.js';
-import type { Engine } from './engine.js';
+import { firstRow } from '../wire/backend-scan.js';
+import { query } from '../wire/protocol.js';
 import { DatabaseHold } from './hold.js';
-import { NotificationHub } from './notifications.js';
-import { firstRow, TRACKED_SETTINGS } from './parameters.js';
 
 const CHECKPOINT = query('CHECKPOINT');
 const WAL_LSN = query('SELECT pg_catalog.pg_current_wal_lsn()::text');
 
+/** Runs on the new engine after a restart, before anyone else uses it (the pooler re-listens). */
+export type RestartHook = (engine: Engine) => Promise<void>;
+
 /**
- * One open database: its engine (a PGlite in a worker), the hold that serialises its clients, and
- * what the shared session currently looks like. A running statement is interrupted by ending the
- * worker and opening the database again; its clients see a fresh session (generation + 1).
+ * One open database: its engine (a PGlite in a worker) and the hold that serialises its clients.
+ * A running statement is interrupted by ending the worker and opening the database again; its
+ * clients see a fresh session (generation + 1). What the shared session looks like to its
+ * clients (settings, listeners) belongs to the pooler (pooler/shared-session.ts).
  */
 export class Database {
   readonly hold: DatabaseHold;
-  /** Which clients listen to which channels; the session listens to their union. */
-  readonly notifications = new NotificationHub();
-  private clientIds = 0;
   private restarting: Promise<void> | undefined;
-  /** Bumped by every restart: sessions re-create their prepared statements when it changes. */
-  generation = 0;
-  /** The client whose settings the shared session currently has. */
-  lastOwner: symbol | undefined;
-  /** Tracked settings as the shared session has them now. */
-  settings: Map<string, string>;
-  /** Tracked settings as the session starts, restored for clients that did not change them. */
-  readonly defaults: ReadonlyMap<string, string>;
-  /** Names clients hear about in ParameterStatus. */
-  readonly reported: ReadonlySet<string>;
+  private readonly restartHooks: RestartHook[] = [];
+  private restarts = 0;
   /** Parameter values reported to clients at startup. */
   readonly parameters: Readonly<Record<string, string>>;
 
@@ -42,23 +34,20 @@ export class Database {
   ) {
     this.hold = new DatabaseHold(queryWaitTimeoutMs);
     this.parameters = current.parameters;
-    this.defaults = new Map(
-      TRACKED_SETTINGS.filter((n) => this.parameters[n] !== undefined).map((n) => [
-        n,
-        this.parameters[n] as string,
-      ]),
-    );
-    this.settings = new Map(this.defaults);
-    this.reported = new Set(Object.keys(this.parameters));
+  }
+
+  /** Bumped by every restart: sessions re-create their prepared statements when it changes. */
+  get generation(): number {
+    return this.restarts;
+  }
+
+  /** Registers what must happen on each new engine after a restart. */
+  onRestart(hook: RestartHook): void {
+    this.restartHooks.push(hook);
   }
 
   get engine(): Engine {
     return this.current;
-  }
-
-  /** Short per-database client numbers, used in renamed statement names. */
-  nextClientId(): number {
-    return ++this.clientIds;
   }
 
   /** Resolves once no restart is under way. */
@@ -75,12 +64,8 @@ export class Database {
       const started = performance.now();
       await this.current.kill();
       this.current = await this.reopen();
-      // A new session listens to nothing: give it its clients' channels back.
-      const listen = this.notifications.listenAllSql();
-      if (listen) await this.current.exec(query(listen)).catch(() => undefined);
-      this.generation++;
-      this.settings = new Map(this.defaults);
-      this.lastOwner = undefined;
+      for (const hook of this.restartHooks) await hook(this.current).catch(() => undefined);
+      this.restarts++;
       this.logger.warn(
         { db: this.id, reason, ms: Math.round(performance.now() - started) },
         'database restarted',

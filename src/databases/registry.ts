@@ -1,10 +1,10 @@
 import { stat } from 'node:fs/promises';
 import type { DatabaseRecord } from '../catalog/catalog.js';
+import type { Engine } from '../engine/engine.js';
 import { errors, type GatewayError } from '../errors.js';
-import { databasePath } from '../gateway/routing.js';
+import { databasePath } from '../ids.js';
 import type { Logger } from '../log.js';
 import { Database } from './database.js';
-import type { Engine } from './engine.js';
 
 /**
  * Open databases of this process: at most one PGlite per database, ever. Opening is single-flight

@@ -5,22 +5,22 @@ import { BackendError, type PostgresConnection, verifyScramSha256Password } from
 import { fromDuplexStream } from 'pg-gateway/node';
 import type { Catalog } from '../catalog/catalog.js';
 import type { DatabaseRegistry, Lease } from '../databases/registry.js';
-import { ClientSession } from '../databases/session.js';
-import { startupSettings } from '../databases/session-options.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ScramLookup } from './auth.js';
-import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
-import type { CancelKeys } from './cancel.js';
-import { MessageFramer } from './framer.js';
-import { frontendProblem, isFrontendType } from './frontend-check.js';
+import { ClientSession } from '../pooler/session.js';
+import { startupSettings } from '../pooler/session-options.js';
+import { MessageFramer } from '../wire/framer.js';
+import { frontendProblem, isFrontendType } from '../wire/frontend-check.js';
 import {
   backendKeyData,
   errorResponse,
   negotiateProtocolVersion,
   parameterStatus,
   readyForQuery,
-} from './protocol.js';
+} from '../wire/protocol.js';
+import type { ScramLookup } from './auth.js';
+import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
+import type { CancelKeys } from './cancel.js';
 import { type Route, routeConnection } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 

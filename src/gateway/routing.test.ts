@@ -1,12 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  databasePath,
-  idFromServerName,
-  isReservedDatabaseId,
-  isValidDatabaseId,
-  parseStartupOptions,
-  routeConnection,
-} from './routing.js';
+import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../ids.js';
+import { idFromServerName, parseStartupOptions, routeConnection } from './routing.js';
 
 const route = (serverName: string | undefined, params: Record<string, string>) =>
   routeConnection({ serverName, params: { user: 'u', ...params }, wildcardDomain: 'db.example.com' });

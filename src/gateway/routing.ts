@@ -1,36 +1,10 @@
-import path from 'node:path';
 import { errors, type GatewayError } from '../errors.js';
+import { isValidDatabaseId, RESERVED_DATABASE_IDS } from '../ids.js';
 
 /**
  * Decides which database a connection is for, from the TLS SNI name and the startup packet.
  * Pure: no I/O, so every hostile input can be unit-tested.
  */
-
-const DATABASE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
-export function isValidDatabaseId(id: string): boolean {
-  return DATABASE_ID.test(id);
-}
-
-/**
- * Valid ids no database may be created with: a dbname equal to one of these is what clients send
- * when they name no database (libpq's `postgres` maintenance database, the templates), so such a
- * database could never be reached by dbname.
- */
-export const RESERVED_DATABASE_IDS: ReadonlySet<string> = new Set(['postgres', 'template0', 'template1']);
-
-export function isReservedDatabaseId(id: string): boolean {
-  return RESERVED_DATABASE_IDS.has(id);
-}
-
-/** Path of a database's PGDATA; refuses anything that is not a plain child of `dataDir`. */
-export function databasePath(dataDir: string, id: string): string {
-  if (!isValidDatabaseId(id)) throw errors.invalidDatabaseId();
-  const root = path.resolve(dataDir);
-  const resolved = path.resolve(root, id);
-  if (path.dirname(resolved) !== root) throw errors.invalidDatabaseId();
-  return resolved;
-}
 
 export interface StartupOptions {
   /** `endpoint=<id>` from the options parameter, as Neon accepts it. */

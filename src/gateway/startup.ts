@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import { errors } from '../errors.js';
-import { readStartupParameters, StartupCode } from './protocol.js';
+import { readStartupParameters, StartupCode } from '../wire/protocol.js';
 
 /**
  * The untagged first phase of a connection, on the raw socket: SSLRequest / GSSENCRequest /

@@ -4,25 +4,22 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { DatabaseManager, NO_ARCHIVE_MESSAGE } from '../admin/service.js';
+import type { CreatedDatabaseJson, DatabaseJson, PasswordJson, UploadedJson } from '../admin/views.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { openEmbeddedCatalog } from '../catalog/embedded.js';
-import { postgresSettings } from '../databases/engine.js';
-import { EngineHost } from '../databases/engine-host.js';
-import { DatabaseManager, NO_ARCHIVE_MESSAGE } from '../databases/manager.js';
 import { DatabaseRegistry } from '../databases/registry.js';
-import { packDataDir } from '../storage/tarball.js';
+import { postgresSettings } from '../engine/engine.js';
+import { EngineHost } from '../engine/engine-host.js';
+import { packDataDir } from '../pgdata/tarball.js';
 import {
   type AdminAppDeps,
-  type CreatedDatabaseJson,
   createAdminApp,
-  type DatabaseJson,
   METRIC_AUTH_FAILURES,
   METRIC_AUTH_THROTTLED,
   METRIC_CONNECTED_CLIENTS,
   METRIC_OPEN_DATABASES,
-  type PasswordJson,
 } from './app.js';
-import type { UploadedJson } from './versions.js';
 
 let root = '';
 let dataDir = '';

@@ -3,18 +3,20 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
-import { CatalogConflictError, type DatabaseRecord } from '../catalog/catalog.js';
-import { type ConnectionInfoInput, connectionInfo } from '../cli/connection-info.js';
+import { type ConnectionInfoInput, connectionInfo } from '../admin/connection-info.js';
 import {
   type DatabaseManager,
   InvalidRequestError,
   NotFoundError,
   PayloadTooLargeError,
-} from '../databases/manager.js';
+} from '../admin/service.js';
+import { type CreatedDatabaseJson, databaseJson, type PasswordJson } from '../admin/views.js';
+import { CatalogConflictError } from '../catalog/catalog.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
 import type { AuthThrottle } from '../gateway/auth-throttle.js';
 import type { Logger } from '../log.js';
 import { parseBody } from './body.js';
+import type { AdminEnv } from './env.js';
 import { DEFAULT_MAX_UPLOAD_BYTES, registerArchiveRoutes, registerUploadRoute } from './versions.js';
 
 /**
@@ -43,28 +45,6 @@ export interface AdminAppDeps {
   logger?: Logger | undefined;
 }
 
-/** Per-request bindings: `trusted` is set by the Unix-socket server only, never from the request. */
-export type AdminEnv = { Bindings: { trusted?: boolean } };
-
-/** JSON shape of a database in API responses. */
-export interface DatabaseJson {
-  id: string;
-  readOnly: boolean;
-  poolMode: DatabaseRecord['poolMode'];
-  createdAt: string;
-}
-
-export interface CreatedDatabaseJson {
-  id: string;
-  readOnly: boolean;
-  username: string;
-  password: string;
-  connectionString: string;
-  psql: string;
-}
-
-export type PasswordJson = Omit<CreatedDatabaseJson, 'id' | 'readOnly'>;
-
 export const METRIC_OPEN_DATABASES = 'pglite_gateway_open_databases';
 export const METRIC_CONNECTED_CLIENTS = 'pglite_gateway_connected_clients';
 export const METRIC_AUTH_FAILURES = 'pglite_gateway_auth_failures_total';
@@ -88,13 +68,6 @@ const UpdateBody = z.strictObject({
 const PasswordBody = z.strictObject({
   username: z.string().optional(),
   password: z.string().min(1).max(1024).optional(),
-});
-
-export const databaseJson = (r: DatabaseRecord): DatabaseJson => ({
-  id: r.id,
-  readOnly: r.readOnly,
-  poolMode: r.poolMode,
-  createdAt: r.createdAt.toISOString(),
 });
 
 function sha256(s: string): Buffer {

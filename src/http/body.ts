@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { InvalidRequestError } from '../databases/manager.js';
+import { InvalidRequestError } from '../admin/service.js';
 
 /** Parses a JSON request body against `schema`; an empty body is `{}`. Problems are 400s. */
 export async function parseBody<T>(req: { text(): Promise<string> }, schema: z.ZodType<T>): Promise<T> {

@@ -7,7 +7,7 @@ import { Hono } from 'hono';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { adminRequest } from '../cli/admin-client.js';
-import type { AdminEnv } from './app.js';
+import type { AdminEnv } from './env.js';
 import { startAdmin } from './server.js';
 
 /** A stand-in app that reports whether the request was marked trusted. */

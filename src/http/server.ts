@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Logger } from '../log.js';
-import type { AdminEnv } from './app.js';
+import type { AdminEnv } from './env.js';
 
 /**
  * Serves the admin app twice: on TCP (token-protected when the app has a token) and on a Unix

@@ -2,99 +2,20 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { Hono } from 'hono';
 import { z } from 'zod';
-import type { VersionRecord } from '../catalog/catalog.js';
-import type { ConnectionInfo } from '../cli/connection-info.js';
-import {
-  type CreatedDatabase,
-  type DatabaseManager,
-  InvalidRequestError,
-  PayloadTooLargeError,
-  type UploadedDatabase,
-} from '../databases/manager.js';
-import type { AdminEnv, CreatedDatabaseJson } from './app.js';
+import { type DatabaseManager, InvalidRequestError, PayloadTooLargeError } from '../admin/service.js';
+import { clonedJson, type Info, type RestoredJson, uploadedJson, versionJson } from '../admin/views.js';
 import { parseBody } from './body.js';
+import type { AdminEnv } from './env.js';
 
 /**
  * The archive routes of the admin API: versions, restore, clone (JSON, under /v1 and its body
  * limit) and upload (a streamed tarball body, registered outside that limit).
  */
 
-export interface VersionJson {
-  version: string;
-  sha256: string;
-  sizeBytes: number;
-  createdAt: string;
-}
-
-export interface RestoredJson {
-  id: string;
-  /** The version asked for. */
-  restoredFrom: string;
-  /** Its content, recorded again as the newest version. */
-  version: VersionJson;
-}
-
-export interface ClonedJson extends CreatedDatabaseJson {
-  source: string;
-  /** The clone's own first version. */
-  version: VersionJson;
-}
-
-export interface UploadedJson {
-  id: string;
-  /** True when the upload created the database (then `password` is set, shown once). */
-  created: boolean;
-  readOnly: boolean;
-  username: string;
-  password?: string;
-  /** Without `password` for an existing database: its credentials did not change. */
-  connectionString: string;
-  psql: string;
-  /** The version the upload was stored as; null without an archive. */
-  version: VersionJson | null;
-}
-
 export const DEFAULT_MAX_UPLOAD_BYTES = 100 * 1000 * 1000;
 
 /** Compressed bytes can exceed the uncompressed size a little (incompressible data). */
 const compressedAllowance = (maxBytes: number) => Math.ceil(maxBytes * 1.01) + 64 * 1024;
-
-export const versionJson = (v: VersionRecord): VersionJson => ({
-  version: v.version,
-  sha256: v.sha256,
-  sizeBytes: v.sizeBytes,
-  createdAt: v.createdAt.toISOString(),
-});
-
-type Info = (id: string, username: string, password: string | undefined) => ConnectionInfo;
-
-export function clonedJson(
-  cloned: CreatedDatabase & { version: VersionRecord },
-  source: string,
-  info: Info,
-): ClonedJson {
-  return {
-    id: cloned.database.id,
-    readOnly: cloned.database.readOnly,
-    username: cloned.username,
-    password: cloned.password,
-    ...info(cloned.database.id, cloned.username, cloned.password),
-    source,
-    version: versionJson(cloned.version),
-  };
-}
-
-export function uploadedJson(uploaded: UploadedDatabase, info: Info): UploadedJson {
-  return {
-    id: uploaded.database.id,
-    created: uploaded.created,
-    readOnly: uploaded.database.readOnly,
-    username: uploaded.username,
-    ...(uploaded.password !== undefined ? { password: uploaded.password } : {}),
-    ...info(uploaded.database.id, uploaded.username, uploaded.password),
-    version: uploaded.version ? versionJson(uploaded.version) : null,
-  };
-}
 
 const RestoreBody = z.strictObject({ version: z.string().min(1).max(200) });
 

@@ -72,60 +72,7 @@ export function assertValidKey(key: string, { prefix = false } = {}): void {
   if (!ok) throw new Error(`invalid archive key ${JSON.stringify(key)}`);
 }
 
-/** S3 settings; every field falls back to the AWS SDK's own environment and config-file lookup. */
-export interface S3Settings {
-  /** `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`): MinIO, Tigris, s3rver. Unset = AWS. */
-  endpoint?: string | undefined;
-  /** `AWS_REGION`; default `us-east-1` (Tigris wants `auto`, which it also accepts as us-east-1). */
-  region?: string | undefined;
-  /** `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`); unset = SDK default chain. */
-  accessKeyId?: string | undefined;
-  secretAccessKey?: string | undefined;
-  sessionToken?: string | undefined;
-  /** Path-style URLs (`endpoint/bucket/key`). Default: true when `endpoint` is set (MinIO needs it). */
-  forcePathStyle?: boolean | undefined;
-  /** Whole-operation retries on 5xx and network errors, on top of the SDK's own. Default 3. */
-  retries?: number | undefined;
-  /** First retry delay; doubles each time, with jitter, capped at 5 s. Default 200 ms. */
-  retryBaseMs?: number | undefined;
-  /** SDK attempts per request (its own retry). Default 3. */
-  maxAttempts?: number | undefined;
-  /** Multipart part size for uploads. Default 8 MiB (S3's minimum is 5 MiB). */
-  partSize?: number | undefined;
-  /** Parts uploaded in parallel. Default 4. */
-  queueSize?: number | undefined;
-  /** Socket idle timeout per request. Default 60 s. */
-  requestTimeoutMs?: number | undefined;
-}
-
-/**
- * Opens the archive named by `url`; undefined when `url` is unset or empty (local only).
- * Throws on an unknown scheme or a malformed URL.
- */
-export async function openArchive(
-  url: string | undefined,
-  options: { s3?: S3Settings } = {},
-): Promise<ArchiveStore | undefined> {
-  if (url === undefined || url === '') return undefined;
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new Error(`ARCHIVE_URL is not a URL: ${JSON.stringify(url)}`);
-  }
-  switch (parsed.protocol) {
-    case 'file:': {
-      const { FileArchive } = await import('./file-archive.js');
-      return FileArchive.fromUrl(parsed);
-    }
-    case 's3:': {
-      const { S3Archive } = await import('./s3-archive.js');
-      return S3Archive.fromUrl(parsed, options.s3 ?? {});
-    }
-    default:
-      throw new Error(`ARCHIVE_URL scheme ${parsed.protocol} is not supported (use file:// or s3://)`);
-  }
-}
+export type { S3Settings } from '../config.js';
 
 /** Error codes of a connection that failed or dropped; worth retrying. */
 const NETWORK_CODES = new Set([

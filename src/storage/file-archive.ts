@@ -4,6 +4,8 @@ import { link, lstat, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/p
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { syncDir } from '../pgdata/extract.js';
+import { writeAll } from '../pgdata/tarball.js';
 import {
   ArchiveKeyExistsError,
   ArchiveNotFoundError,
@@ -12,8 +14,6 @@ import {
   assertValidKey,
   type BodySource,
 } from './archive.js';
-import { syncDir } from './extract.js';
-import { writeAll } from './tarball.js';
 
 /**
  * An archive in a directory (`file:///mnt/s3/dbs`): local disk, NFS, or an s3fs-style mount of a

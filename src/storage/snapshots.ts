@@ -5,10 +5,15 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Catalog, VersionRecord } from '../catalog/catalog.js';
 import type { Logger } from '../log.js';
+import { copyTree } from '../pgdata/copy-tree.js';
+import { installDir, type StagedDir, stageTarball } from '../pgdata/extract.js';
+import {
+  type PackOptions,
+  type PgDataIdentity,
+  packToFile,
+  TarballRejectedError,
+} from '../pgdata/tarball.js';
 import type { ArchiveStore } from './archive.js';
-import { copyTree } from './copy-tree.js';
-import { installDir, type StagedDir, stageTarball } from './extract.js';
-import { type PackOptions, type PgDataIdentity, packToFile, TarballRejectedError } from './tarball.js';
 import {
   DatabaseGoneError,
   DEFAULT_KEEP_VERSIONS,

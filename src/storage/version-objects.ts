@@ -4,6 +4,7 @@ import { mkdir, open, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { VersionRecord } from '../catalog/catalog.js';
 import type { Logger } from '../log.js';
+import { ChecksumMismatchError, Digest, hashed, writeAll } from '../pgdata/tarball.js';
 import {
   ArchiveKeyExistsError,
   ArchiveNotFoundError,
@@ -12,7 +13,6 @@ import {
   sleep,
   withRetries,
 } from './archive.js';
-import { ChecksumMismatchError, Digest, hashed, writeAll } from './tarball.js';
 
 /**
  * Database versions as objects in the archive: their names, and moving them in and out with

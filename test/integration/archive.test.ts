@@ -6,9 +6,15 @@ import { gzipSync } from 'node:zlib';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { CreatedDatabaseJson } from '../../src/http/app.js';
-import type { ClonedJson, RestoredJson, UploadedJson, VersionJson } from '../../src/http/versions.js';
-import { type ArchiveStore, openArchive } from '../../src/storage/archive.js';
+import type {
+  ClonedJson,
+  CreatedDatabaseJson,
+  RestoredJson,
+  UploadedJson,
+  VersionJson,
+} from '../../src/admin/views.js';
+import type { ArchiveStore } from '../../src/storage/archive.js';
+import { openArchive } from '../../src/storage/open-archive.js';
 import { printedPassword, runCli } from '../helpers/cli.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
 import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';

@@ -6,14 +6,14 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { connectionDefaults } from '../../src/admin/connection-info.js';
+import { DatabaseManager } from '../../src/admin/service.js';
 import type { Catalog } from '../../src/catalog/catalog.js';
 import { openEmbeddedCatalog } from '../../src/catalog/embedded.js';
-import { connectionDefaults } from '../../src/cli/connection-info.js';
 import { loadConfig } from '../../src/config.js';
-import { acquireDataDirLock, type DataDirLock } from '../../src/databases/dir-lock.js';
-import { DatabaseManager } from '../../src/databases/manager.js';
 import { createAdminApp } from '../../src/http/app.js';
 import { type AdminServer, startAdmin } from '../../src/http/server.js';
+import { acquireDataDirLock, type DataDirLock } from '../../src/pgdata/dir-lock.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 

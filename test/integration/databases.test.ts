@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { firstRow } from '../../src/databases/parameters.js';
-import { query } from '../../src/gateway/protocol.js';
+import { firstRow } from '../../src/wire/backend-scan.js';
+import { query } from '../../src/wire/protocol.js';
 import { stillPending } from '../helpers/clients.js';
 import { psql, sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 

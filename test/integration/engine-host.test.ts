@@ -2,11 +2,11 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type Engine, postgresSettings } from '../../src/databases/engine.js';
-import { EngineHost } from '../../src/databases/engine-host.js';
-import { firstRow, hasError } from '../../src/databases/parameters.js';
-import { createFromTemplate } from '../../src/databases/template.js';
-import { query } from '../../src/gateway/protocol.js';
+import { type Engine, postgresSettings } from '../../src/engine/engine.js';
+import { EngineHost } from '../../src/engine/engine-host.js';
+import { createFromTemplate } from '../../src/pgdata/template.js';
+import { firstRow, hasError } from '../../src/wire/backend-scan.js';
+import { query } from '../../src/wire/protocol.js';
 
 /**
  * The engine pool: parked workers open databases, and a worker whose database closed is reused

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { AUTO_CONF_HEADER, postgresSettings } from '../../src/databases/pglite-open.js';
-import { createFromTemplate } from '../../src/databases/template.js';
+import { AUTO_CONF_HEADER, postgresSettings } from '../../src/engine/pglite-open.js';
+import { createFromTemplate } from '../../src/pgdata/template.js';
 import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 /**

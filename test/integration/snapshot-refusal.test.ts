@@ -10,10 +10,11 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Catalog } from '../../src/catalog/catalog.js';
 import { openEmbeddedCatalog } from '../../src/catalog/embedded.js';
-import { createFromTemplate } from '../../src/databases/template.js';
-import { type ArchiveStore, openArchive } from '../../src/storage/archive.js';
+import { packToFile, readPgDataIdentity, TarballRejectedError } from '../../src/pgdata/tarball.js';
+import { createFromTemplate } from '../../src/pgdata/template.js';
+import type { ArchiveStore } from '../../src/storage/archive.js';
+import { openArchive } from '../../src/storage/open-archive.js';
 import { Snapshots } from '../../src/storage/snapshots.js';
-import { packToFile, readPgDataIdentity, TarballRejectedError } from '../../src/storage/tarball.js';
 import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 /**

@@ -12,16 +12,12 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Catalog, VersionRecord } from '../../src/catalog/catalog.js';
 import { openEmbeddedCatalog } from '../../src/catalog/embedded.js';
-import { createFromTemplate } from '../../src/databases/template.js';
-import {
-  ArchiveKeyExistsError,
-  ArchiveNotFoundError,
-  type ArchiveStore,
-  openArchive,
-} from '../../src/storage/archive.js';
-import { safeMemberPath } from '../../src/storage/extract.js';
+import { safeMemberPath } from '../../src/pgdata/extract.js';
+import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../../src/pgdata/tarball.js';
+import { createFromTemplate } from '../../src/pgdata/template.js';
+import { ArchiveKeyExistsError, ArchiveNotFoundError, type ArchiveStore } from '../../src/storage/archive.js';
+import { openArchive } from '../../src/storage/open-archive.js';
 import { Snapshots, versionKey } from '../../src/storage/snapshots.js';
-import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../../src/storage/tarball.js';
 import { FaultyArchive, OBJECT_PATH, startS3, type TestS3 } from '../helpers/s3.js';
 
 /**

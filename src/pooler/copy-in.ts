@@ -1,4 +1,4 @@
-import { Frontend } from '../gateway/protocol.js';
+import { Frontend } from '../wire/protocol.js';
 
 /**
  * COPY FROM STDIN data collected from a client. PGlite must receive the statement, all of its

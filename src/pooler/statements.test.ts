@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Frontend } from '../gateway/protocol.js';
+import { Frontend } from '../wire/protocol.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
 const msg = (code: number, body: string) => {

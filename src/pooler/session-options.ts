@@ -1,6 +1,6 @@
+import type { Database } from '../databases/registry.js';
 import type { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Database } from './registry.js';
 
 /** What a client session is given: its database, its connection, and the limits it enforces. */
 

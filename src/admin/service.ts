@@ -3,14 +3,14 @@ import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { createScramSha256Data } from 'pg-gateway';
 import type { Catalog, DatabaseRecord, PoolMode, VersionRecord } from '../catalog/catalog.js';
+import type { DatabaseRegistry } from '../databases/registry.js';
 import { errors } from '../errors.js';
-import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../gateway/routing.js';
-import { extractTarball } from '../storage/extract.js';
+import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../ids.js';
+import { extractTarball } from '../pgdata/extract.js';
+import type { TemplateSpares } from '../pgdata/spares.js';
+import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../pgdata/tarball.js';
+import { createFromTemplate } from '../pgdata/template.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
-import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../storage/tarball.js';
-import type { DatabaseRegistry } from './registry.js';
-import type { TemplateSpares } from './spares.js';
-import { createFromTemplate } from './template.js';
 
 /**
  * Database lifecycle operations behind the admin API and the CLI: the catalog entry and the

@@ -1,4 +1,4 @@
-import { backendMessages } from './backend-scan.js';
+import { backendMessages } from '../wire/backend-scan.js';
 import { leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**

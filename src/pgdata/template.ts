@@ -4,7 +4,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { copyTree } from '../storage/copy-tree.js';
+import { copyTree } from './copy-tree.js';
 
 /**
  * New databases are copies of a pre-initialised PGDATA (the template) because PGlite's initdb

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { query, readyForQuery, syncMessage } from '../gateway/protocol.js';
+import { query, readyForQuery, syncMessage } from '../wire/protocol.js';
 import { replyProblem } from './engine.js';
 
 const flush = Buffer.from([0x48, 0, 0, 0, 4]);

@@ -1,5 +1,4 @@
-import { Backend, parameterStatus } from '../gateway/protocol.js';
-import { backendMessages } from './backend-scan.js';
+import { parameterStatus } from '../wire/protocol.js';
 
 /**
  * Session settings under multiplexing. Each client has the settings it asked for (startup
@@ -24,31 +23,6 @@ const ident = (v: string) => `"${v.replace(/"/g, '""')}"`;
 /** One query returning the current value of each name, in order. */
 export function readSettingsSql(names: readonly string[]): string {
   return `SELECT ${names.map((n) => `pg_catalog.current_setting(${literal(n)}, true)`).join(', ')}`;
-}
-
-/** The values of the first DataRow of a response (null for SQL NULL). */
-export function firstRow(response: Uint8Array): (string | null)[] | undefined {
-  const buf = Buffer.from(response.buffer, response.byteOffset, response.byteLength);
-  for (const m of backendMessages(response)) {
-    if (m.code !== 0x44) continue; // 'D' DataRow
-    const count = buf.readInt16BE(m.start + 5);
-    const values: (string | null)[] = [];
-    let i = m.start + 7;
-    for (let c = 0; c < count; c++) {
-      const len = buf.readInt32BE(i);
-      i += 4;
-      values.push(len < 0 ? null : buf.toString('utf8', i, i + len));
-      if (len > 0) i += len;
-    }
-    return values;
-  }
-  return undefined;
-}
-
-/** Whether a response ends in an ErrorResponse before its ReadyForQuery. */
-export function hasError(response: Uint8Array): boolean {
-  for (const m of backendMessages(response)) if (m.code === Backend.ErrorResponse) return true;
-  return false;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { Backend, type TransactionStatus } from '../gateway/protocol.js';
+import { Backend, type TransactionStatus } from './protocol.js';
 
 /** Walks the backend messages of one engine response without copying them. */
 export function* backendMessages(
@@ -32,4 +32,29 @@ export function splitCopyIn(response: Uint8Array): { copyIn: Uint8Array | undefi
     return { copyIn, rest: Buffer.concat([response.subarray(0, m.start), response.subarray(m.end)]) };
   }
   return { copyIn: undefined, rest: response };
+}
+
+/** The values of the first DataRow of a response (null for SQL NULL). */
+export function firstRow(response: Uint8Array): (string | null)[] | undefined {
+  const buf = Buffer.from(response.buffer, response.byteOffset, response.byteLength);
+  for (const m of backendMessages(response)) {
+    if (m.code !== 0x44) continue; // 'D' DataRow
+    const count = buf.readInt16BE(m.start + 5);
+    const values: (string | null)[] = [];
+    let i = m.start + 7;
+    for (let c = 0; c < count; c++) {
+      const len = buf.readInt32BE(i);
+      i += 4;
+      values.push(len < 0 ? null : buf.toString('utf8', i, i + len));
+      if (len > 0) i += len;
+    }
+    return values;
+  }
+  return undefined;
+}
+
+/** Whether a response ends in an ErrorResponse before its ReadyForQuery. */
+export function hasError(response: Uint8Array): boolean {
+  for (const m of backendMessages(response)) if (m.code === Backend.ErrorResponse) return true;
+  return false;
 }

@@ -1,4 +1,4 @@
-import { Frontend } from '../gateway/protocol.js';
+import { Frontend } from '../wire/protocol.js';
 
 /**
  * Named prepared statements of one client, renamed so clients sharing one Postgres session can

@@ -1,7 +1,6 @@
 import { GatewayError } from '../errors.js';
-import { errorResponse, Frontend, readErrorFields, type TransactionStatus } from '../gateway/protocol.js';
-import { backendMessages } from './backend-scan.js';
-import { hasError } from './parameters.js';
+import { backendMessages, hasError } from '../wire/backend-scan.js';
+import { Frontend, readErrorFields, type TransactionStatus } from '../wire/protocol.js';
 
 /** Small builders and inspectors of protocol messages used by the client session. */
 
@@ -80,29 +79,6 @@ export function finalReady(response: Uint8Array): number | undefined {
   let last: { code: number; start: number } | undefined;
   for (const m of backendMessages(response)) last = m;
   return last?.code === 0x5a ? last.start : undefined;
-}
-
-/**
- * Replaces ErrorResponses that the engine raised for refusal markers (see ClientSession.raise)
- * by the gateway's own errors. Markers found are removed from `refusals`.
- */
-export function replaceRefusals(response: Uint8Array, refusals: Map<string, GatewayError>): Uint8Array {
-  let out: Uint8Array[] | undefined;
-  let copied = 0;
-  for (const m of backendMessages(response)) {
-    if (m.code !== 0x45) continue;
-    const message = readErrorFields(response.subarray(m.start, m.end)).get('M') ?? '';
-    const marker = /pglite_gateway_refusal_\d+/.exec(message)?.[0];
-    const error = marker ? refusals.get(marker) : undefined;
-    if (!marker || !error) continue;
-    refusals.delete(marker);
-    out ??= [];
-    out.push(response.subarray(copied, m.start), errorResponse(error));
-    copied = m.end;
-  }
-  if (!out) return response;
-  out.push(response.subarray(copied));
-  return Buffer.concat(out);
 }
 
 /** The first ErrorResponse of a response, as it came. */

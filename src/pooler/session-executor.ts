@@ -1,0 +1,233 @@
+import type { Database } from '../databases/database.js';
+import { EngineBrokenError, EngineKilledError } from '../engine/engine.js';
+import { errors, type GatewayError } from '../errors.js';
+import { firstRow, hasError, lastReadyStatus } from '../wire/backend-scan.js';
+import {
+  errorResponse,
+  Frontend,
+  flushMessage,
+  query,
+  readyForQuery,
+  type TransactionStatus,
+} from '../wire/protocol.js';
+import { ClientListening } from './client-listening.js';
+import type { CopyIn } from './copy-in.js';
+import { Refusals } from './refusals.js';
+import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted } from './session-errors.js';
+import { finalReady, findError, firstErrorMessage, replaceParseText } from './session-messages.js';
+import type { SessionOptions } from './session-options.js';
+import { ClientSettings } from './settings.js';
+import { type SharedSession, sharedSession } from './shared-session.js';
+import { judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
+
+/**
+ * The half of a client session that runs its units on the database's shared session: switching
+ * the session to this client's settings, executing with statement timeout and interruption,
+ * recovering after the database restarted, and shaping replies (statement names, refusals,
+ * notifications, settings read-back). ClientSession (session.ts) adds the queue and the turns.
+ */
+export abstract class SessionExecutor {
+  protected readonly owner = Symbol('client');
+  protected status: TransactionStatus = 'I';
+  /** Messages were sent since the last ReadyForQuery (an extended-protocol unit is open). */
+  protected inUnit = false;
+  protected copy: CopyIn | undefined;
+  /** The database generation this client's statements and state belong to. */
+  protected generation: number;
+  /** Why this client's running statement is being interrupted, when it is. */
+  protected interrupting: string | undefined;
+  protected execInFlight = false;
+  /** The batch being executed ends a unit (Query or Sync), so an error answer ends with ReadyForQuery. */
+  protected batchEndsUnit = true;
+  /** After an interrupted extended unit, the rest of it up to Sync is skipped, as Postgres does. */
+  protected skipUntilSync = false;
+  protected readonly names: StatementNames;
+  /** Gateway errors to raise in place of the engine's errors for refusal markers. */
+  protected readonly refusals = new Refusals();
+  /** Its channels; notifications made by other clients reach it outside its replies. */
+  protected readonly listening: ClientListening;
+  /** What the database's session looks like to the clients sharing it. */
+  protected readonly shared: SharedSession;
+  /** The settings this client wants; the shared session is switched to them. */
+  protected readonly settings: ClientSettings;
+
+  constructor(protected readonly opts: SessionOptions) {
+    this.shared = sharedSession(opts.database);
+    this.listening = new ClientListening(this.shared.notifications, (m) => void opts.port.write(m));
+    this.names = new StatementNames(this.shared.nextClientId(), opts.maxPreparedStatements);
+    this.settings = new ClientSettings(opts.settings);
+    this.generation = opts.database.generation;
+  }
+
+  protected get database(): Database {
+    return this.opts.database;
+  }
+
+  protected interruptRunning(reason: string): void {
+    this.interrupting ??= reason;
+    void this.database.interrupt(reason).catch((err) => this.opts.logger.error({ err }, 'restart failed'));
+  }
+
+  /** Puts the shared session into this client's state: settings and, if read-only, identity. */
+  protected async switchTo(): Promise<void> {
+    const shared = this.shared;
+    if (shared.lastOwner === this.owner) return;
+    shared.lastOwner = this.owner;
+    const sql = this.settings.switchSql(shared);
+    if (!sql) return;
+    const error = findError(await this.exec(query(sql)));
+    if (error) throw error;
+    this.settings.switched(shared);
+  }
+
+  /**
+   * Runs messages on the shared session. `stream`: the response goes to the client as it is
+   * produced, and only its last part (with the final ReadyForQuery) is returned.
+   */
+  protected async exec(messages: Uint8Array, stream = false): Promise<Uint8Array> {
+    const db = this.database;
+    await db.ready();
+    if (this.generation !== db.generation) await this.afterRestart();
+    const timeout = this.opts.statementTimeoutMs;
+    const timer =
+      timeout > 0
+        ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
+        : undefined;
+    this.execInFlight = true;
+    let response: Uint8Array;
+    try {
+      response = await db.engine.exec(messages, stream ? (chunk) => this.write(chunk) : undefined);
+    } catch (err) {
+      if (err instanceof EngineBrokenError) {
+        // Only this client hears of it; the others find a fresh session (as after a cancel).
+        this.opts.logger.warn({ reason: err.message }, 'database engine broke; restarting it');
+        if (stream && err.partial.length > 0) this.write(err.partial);
+        this.interrupting = undefined;
+        await db.interrupt(`engine broke: ${err.message}`);
+        throw new Interrupted(ENGINE_BROKE, '58000');
+      }
+      if (!(err instanceof EngineKilledError)) throw err;
+      await db.ready();
+      throw new Interrupted(this.interrupting ?? 'terminating statement: the database was restarted');
+    } finally {
+      clearTimeout(timer);
+      this.execInFlight = false;
+    }
+    const status = lastReadyStatus(response);
+    if (status) {
+      this.status = status;
+      this.inUnit = false;
+    } else {
+      this.inUnit = true;
+    }
+    return response;
+  }
+
+  /**
+   * First use of the database after it restarted: a transaction this client had is gone, which
+   * must not go unnoticed (57P02, as when a Postgres backend crashes); otherwise its prepared
+   * statements are created again so it carries on unaware.
+   */
+  protected async afterRestart(): Promise<void> {
+    const db = this.database;
+    this.generation = db.generation;
+    if (this.status !== 'I' && this.interrupting === undefined) throw errors.databaseRestarted();
+    const parses = this.names.parseMessages();
+    if (parses.length > 0) await db.engine.exec(Buffer.concat([...parses, closeStatements([])]));
+  }
+
+  /** Answers an interrupted statement like Postgres: 57014, and a failed transaction if one was open. */
+  protected async answerInterrupted(reason: string, code: string): Promise<void> {
+    const wasInTransaction = this.status !== 'I';
+    this.interrupting = undefined;
+    this.copy = undefined;
+    this.inUnit = false;
+    this.status = 'I';
+    if (this.generation !== this.database.generation) await this.afterRestart();
+    if (wasInTransaction) await this.exec(query('BEGIN; SELECT pg_catalog."statement interrupted"()'));
+    const error = interrupted(code, reason);
+    this.skipUntilSync = !this.batchEndsUnit;
+    this.write(
+      this.skipUntilSync
+        ? errorResponse(error)
+        : Buffer.concat([errorResponse(error), readyForQuery(this.status)]),
+    );
+    if (this.opts.poolMode === 'transaction' && this.status === 'I') this.database.hold.release(this.owner);
+  }
+
+  protected write(response: Uint8Array): Promise<void> | undefined {
+    const named = restoreNames(response, this.names);
+    return this.opts.port.write(this.listening.route(this.refusals.replace(named)));
+  }
+
+  /**
+   * Writes a unit's response. After a statement that may have changed settings, they are read
+   * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
+   * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
+   */
+  protected async deliver(response: Uint8Array): Promise<void> {
+    const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
+    if (!this.settings.due(this.status) || ready === undefined) {
+      this.write(response);
+      return;
+    }
+    this.write(response.subarray(0, ready));
+    await this.readBackSettings();
+    this.write(response.subarray(ready));
+  }
+
+  /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
+  protected async readBackSettings(): Promise<void> {
+    const { names, sql } = this.settings.readBack(this.shared, this.status);
+    const values = firstRow(await this.exec(query(sql)));
+    if (!values) return;
+    const reports = this.settings.apply(this.shared, names, values);
+    if (reports.length > 0) this.opts.port.write(Buffer.concat(reports));
+  }
+
+  /**
+   * Prepares again the client's statements that the session closed (cap) and that the batch about
+   * to run uses. Parse + Flush keeps the client's unit open; if a Parse fails, the client gets
+   * that error, and the session skips the client's messages up to its Sync, as if its own
+   * message had failed.
+   */
+  protected async reprepare(): Promise<void> {
+    const parses = this.names.takeReprepares();
+    if (parses.length === 0) return;
+    const response = await this.exec(Buffer.concat([...parses, flushMessage()]));
+    if (!hasError(response)) return;
+    const error = firstErrorMessage(response);
+    if (error) this.write(error);
+  }
+
+  /** Renames statements and guards what a Parse may run. */
+  protected prepareExtended(message: Buffer): Buffer {
+    if (message[0] === Frontend.Parse) {
+      const nameEnd = message.indexOf(0, 5);
+      const textEnd = message.indexOf(0, nameEnd + 1);
+      const sql = message.toString('utf8', nameEnd + 1, textEnd);
+      this.settings.noteStatement(mayChangeSettings(sql));
+      this.listening.note(sql);
+      const verdict = judgeStatement(sql, this.database);
+      const refusal =
+        verdict.kind === 'copy-in' ? copyInExtended() : verdict.kind === 'refuse' ? verdict.error : undefined;
+      // Failing inside the engine keeps the transaction state the client sees and the real one equal.
+      if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
+    }
+    return renameStatement(message, this.names);
+  }
+
+  /**
+   * Answers a simple Query with a gateway error as Postgres would answer its own: outside a
+   * transaction directly; inside one the engine runs a statement that fails, so the transaction
+   * is aborted there too, and its error is replaced by ours on the way out (replaceRefusals).
+   */
+  protected async raise(error: GatewayError): Promise<void> {
+    if (this.status === 'I') {
+      this.write(Buffer.concat([errorResponse(error), readyForQuery('I')]));
+      return;
+    }
+    await this.deliver(await this.exec(query(this.refusals.sql(error))));
+  }
+}

@@ -1,0 +1,338 @@
+import { errors, GatewayError, toClientError } from '../errors.js';
+import { splitCopyIn } from '../wire/backend-scan.js';
+import { errorResponse, Frontend, query, readyForQuery } from '../wire/protocol.js';
+import { runBorrowed } from './borrow.js';
+import { CopyIn } from './copy-in.js';
+import { InputQueue } from './input-queue.js';
+import { Cancelled, cancelledWait, Interrupted, Retry } from './session-errors.js';
+import { SessionExecutor } from './session-executor.js';
+import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
+import { judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { closeStatements } from './statements.js';
+
+/**
+ * Relays one client's protocol messages to its database's single Postgres session.
+ *
+ * transaction pool mode: the client holds the session (DatabaseHold) from the first message of a
+ * unit (a Query, or extended messages up to Sync) until ReadyForQuery says idle; inside a
+ * transaction it keeps it. Its prepared statements are renamed and its settings restored each
+ * time it takes the session back. session pool mode: it keeps the session until it disconnects.
+ * Either way, a departing client leaves the session clean.
+ */
+export class ClientSession extends SessionExecutor {
+  private readonly queue = new InputQueue();
+  private running: Promise<void> | undefined;
+  private waiting: AbortController | undefined;
+  private closed = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** Set by shutdown: end the client as soon as it is between transactions. */
+  private onIdle: ((err: GatewayError) => void) | undefined;
+
+  get queuedBytes(): number {
+    return this.queue.bytes;
+  }
+
+  private get idle(): boolean {
+    return this.running === undefined && this.status === 'I' && !this.inUnit && !this.copy;
+  }
+
+  /** Ends the client (via `end`) now if it is idle, otherwise once its transaction is over. */
+  drainThen(end: (err: GatewayError) => void): void {
+    this.onIdle = end;
+    if (this.idle) end(errors.shuttingDown());
+  }
+
+  push(messages: Buffer[]): void {
+    if (this.closed) return;
+    clearTimeout(this.idleTimer);
+    this.queue.push(messages);
+    this.running ??= this.drain().then((awaitingInput) => {
+      this.running = undefined;
+      if (this.queue.length > 0 && !this.closed && !awaitingInput) this.push([]);
+      else this.afterDrain();
+    });
+  }
+
+  /**
+   * CancelRequest: a client waiting for the database stops waiting; a running statement is
+   * interrupted by restarting the database's engine (57014 either way).
+   */
+  cancel(): void {
+    if (this.waiting) this.waiting.abort(new Cancelled());
+    else if (this.execInFlight) this.interruptRunning('canceling statement due to user request');
+  }
+
+  private afterDrain(): void {
+    if (this.closed) return;
+    this.opts.port.drained();
+    if (this.onIdle && this.idle) this.onIdle(errors.shuttingDown());
+    if (this.status !== 'I' && this.opts.idleInTransactionTimeoutMs > 0) {
+      this.idleTimer = setTimeout(
+        () => this.opts.port.end(errors.idleInTransactionTimeout()),
+        this.opts.idleInTransactionTimeoutMs,
+      );
+      this.idleTimer.unref();
+    }
+  }
+
+  /** Runs queued units; true when it stopped to wait for the rest of a unit from the client. */
+  private async drain(): Promise<boolean> {
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        if (this.database.hold.isHeldBy(this.owner)) {
+          await this.database.hold.unpark(this.owner);
+        } else {
+          const borrowed = this.tryBorrow();
+          if (borrowed === 'wait') return true;
+          if (borrowed) {
+            await borrowed;
+            continue;
+          }
+          if (!(await this.take())) continue;
+        }
+        try {
+          await this.step();
+          await this.afterStep();
+        } catch (err) {
+          if (!(err instanceof Interrupted)) throw err;
+          await this.answerInterrupted(err.message, err.code);
+        }
+      }
+    } catch (err) {
+      if (this.closed) return false;
+      if (!(err instanceof GatewayError)) this.opts.logger.error({ err }, 'session failed');
+      this.queue.clear();
+      this.opts.port.end(toClientError(err, this.opts.sessionId));
+    }
+    return false;
+  }
+
+  /** Takes the shared session, waiting in FIFO order; false when a cancel ended the wait. */
+  private async take(): Promise<boolean> {
+    if (this.database.hold.isHeldBy(this.owner)) return true;
+    const waiting = new AbortController();
+    this.waiting = waiting;
+    // A prepare-only unit that queued while the holder was busy may borrow once it parks.
+    const unitLength = prepareOnlyUnitLength(this.queue.messages);
+    const stopListening =
+      typeof unitLength === 'number' && unitLength !== 0
+        ? this.database.hold.onPark(() => waiting.abort(new Retry()))
+        : undefined;
+    try {
+      await this.database.hold.acquire(this.owner, waiting.signal);
+    } catch (err) {
+      if (err instanceof Retry) return false;
+      if (!(err instanceof Cancelled)) throw err;
+      this.answerCancelled();
+      return false;
+    } finally {
+      stopListening?.();
+      this.waiting = undefined;
+    }
+    await this.switchTo();
+    return true;
+  }
+
+  /**
+   * Drivers prepare statements synchronously (pgbench -M prepared, PQprepare) and may block a
+   * thread that also serves the client holding the session: waiting would deadlock. A unit that
+   * only prepares (Parse/Describe/Close up to Sync) therefore runs while the holder is parked in
+   * its transaction, inside a savepoint so an error cannot abort the holder's transaction.
+   */
+  private tryBorrow(): Promise<void> | 'wait' | undefined {
+    if (this.opts.poolMode !== 'transaction' || this.status !== 'I' || this.inUnit) return undefined;
+    const db = this.database;
+    if (!db.hold.borrowable) return undefined;
+    const length = prepareOnlyUnitLength(this.queue.messages);
+    // The unit's first messages may arrive before its Sync: wait for the rest rather than queue.
+    if (length === 'incomplete') return 'wait';
+    if (!length) return undefined;
+    if (this.settings.switchSql(this.shared)) return undefined;
+    return db.hold.borrow(async () => {
+      const unit = this.queue.take(length);
+      const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
+      const response = await runBorrowed(db.engine, batch, this.names.takeReprepares());
+      this.write(withReadyStatus(response, this.status));
+    });
+  }
+
+  /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
+  private answerCancelled(): void {
+    let message = this.queue.shift();
+    while (message && message[0] !== Frontend.Sync && message[0] !== Frontend.Query)
+      message = this.queue.shift();
+    this.opts.port.write(Buffer.concat([errorResponse(cancelledWait()), readyForQuery(this.status)]));
+  }
+
+  private async afterStep(): Promise<void> {
+    if (this.closed || this.inUnit || this.copy) return;
+    this.refusals.clear(); // markers of statements skipped after an earlier error
+    const relisten = this.listening.takeRelistenSql();
+    if (relisten) await this.exec(query(relisten));
+    if (this.status === 'T' && this.opts.poolMode === 'transaction' && this.queue.length === 0) {
+      this.database.hold.park(this.owner);
+    }
+    if (this.status !== 'I') return;
+    const evicted = this.names.takeEvicted();
+    if (evicted.length > 0) await this.exec(closeStatements(evicted));
+    if (this.opts.poolMode === 'transaction') this.database.hold.release(this.owner);
+  }
+
+  private async step(): Promise<void> {
+    if (this.copy) return this.stepCopy(this.copy);
+    if (this.skipUntilSync) return this.skipToSync();
+    const batch: Buffer[] = [];
+    let message = this.queue.shift();
+    while (message) {
+      const code = message[0];
+      if (code === Frontend.Terminate) {
+        // The connection's close handler runs close(); awaiting it here would wait on ourselves.
+        this.queue.clear();
+        this.opts.port.end();
+        return;
+      }
+      // Outside COPY, Postgres ignores stray copy messages; PGlite must never see them.
+      if (code === Frontend.CopyData || code === Frontend.CopyDone || code === Frontend.CopyFail) {
+        message = this.queue.shift();
+        continue;
+      }
+      if (code === Frontend.Query) {
+        if (batch.length === 0) return this.runQuery(message);
+        this.queue.putBack(message);
+        break;
+      }
+      batch.push(this.prepareExtended(message));
+      if (code === Frontend.Sync) break;
+      message = this.queue.shift();
+    }
+    if (batch.length === 0) return;
+    this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
+    await this.reprepare();
+    await this.deliver(await this.exec(Buffer.concat(batch), true));
+    this.batchEndsUnit = true;
+  }
+
+  private skipToSync(): void {
+    for (let message = this.queue.shift(); message; message = this.queue.shift()) {
+      if (message[0] !== Frontend.Sync) continue;
+      this.skipUntilSync = false;
+      this.write(readyForQuery(this.status));
+      return;
+    }
+  }
+
+  private async runQuery(message: Buffer): Promise<void> {
+    const sql = message.toString('utf8', 5, message.length - 1);
+    this.settings.noteStatement(mayChangeSettings(sql));
+    this.listening.note(sql);
+    const verdict = judgeStatement(sql, this.database);
+    if (verdict.kind === 'refuse') return this.raise(verdict.error);
+    if (verdict.kind === 'copy-in') return this.beginCopy(message);
+    if (/^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i.test(sql) && this.status === 'I') {
+      return this.forgetStatements(message);
+    }
+    await this.deliver(await this.exec(message, true));
+  }
+
+  /** DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. */
+  private async forgetStatements(message: Buffer): Promise<void> {
+    const names = this.names.backendNames();
+    this.names.forgetAll();
+    if (names.length > 0) await this.exec(closeStatements(names));
+    const isDiscard = /discard/i.test(message.toString('utf8', 5));
+    if (isDiscard) {
+      this.settings.reset();
+      const unlisten = this.listening.leaveSql();
+      if (unlisten) await this.exec(query(unlisten));
+    }
+    const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
+    await this.deliver(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
+  }
+
+  /**
+   * Learns the CopyInResponse without starting a COPY that has no data (which kills PGlite): the
+   * statement runs with an immediate CopyFail, inside a savepoint when a transaction is open.
+   */
+  private async beginCopy(message: Buffer): Promise<void> {
+    const inTransaction = this.status === 'T';
+    if (inTransaction) await this.exec(query('SAVEPOINT pglite_gateway_copy'));
+    const response = await this.exec(Buffer.concat([message, CopyIn.fail('gateway probe')]));
+    if (inTransaction) {
+      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
+    }
+    const { copyIn } = splitCopyIn(response);
+    if (!copyIn) return this.deliver(response);
+    this.copy = new CopyIn(message, this.opts.maxCopyBytes);
+    this.inUnit = true;
+    this.write(copyIn);
+  }
+
+  private async stepCopy(copy: CopyIn): Promise<void> {
+    for (let message = this.queue.shift(); message; message = this.queue.shift()) {
+      const outcome = copy.accept(message);
+      if (outcome === 'more') continue;
+      if (outcome.unconsumed) {
+        this.queue.putBack(message);
+      }
+      this.copy = undefined;
+      const response = await this.exec(outcome.messages);
+      await this.deliver(splitCopyIn(response).rest);
+      return;
+    }
+  }
+
+  /**
+   * Ends the client: waits for its running step, then returns the Postgres session clean (unit
+   * closed, transaction rolled back, statements closed, session state discarded) and releases it.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.idleTimer);
+    this.queue.clear();
+    this.copy = undefined;
+    this.waiting?.abort(errors.shuttingDown());
+    await this.running?.catch(() => undefined);
+    const hold = this.database.hold;
+    const owned = this.names.backendNames();
+    const dirty = this.opts.poolMode === 'transaction' && this.settings.everChanged;
+    const unlisten = this.listening.leaveSql();
+    if (!hold.isHeldBy(this.owner) && owned.length === 0 && !dirty && !unlisten) return;
+    try {
+      await hold.acquire(this.owner);
+      if (this.inUnit) await this.exec(closeStatements([]));
+      if (this.status !== 'I') await this.exec(query('ROLLBACK'));
+      if (this.opts.poolMode === 'session') await this.resetSession();
+      else {
+        if (owned.length > 0) await this.exec(closeStatements(owned));
+        if (dirty && this.shared.lastOwner === this.owner) await this.resetSettings();
+        if (unlisten) await this.exec(query(unlisten));
+      }
+    } catch (err) {
+      this.opts.logger.error({ err }, 'could not reset the session after a client left');
+    } finally {
+      hold.release(this.owner);
+    }
+  }
+
+  /**
+   * Transaction mode: a departing client that changed settings (SET ROLE, statement_timeout…)
+   * leaves the shared session as it found it, without DISCARD ALL (other clients' prepared
+   * statements live in the same session).
+   */
+  private async resetSettings(): Promise<void> {
+    await this.exec(query('RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL'));
+    const baseline = this.database.engine.baselineSql;
+    if (baseline) await this.exec(query(baseline));
+    this.shared.reset();
+  }
+
+  private async resetSession(): Promise<void> {
+    await this.exec(query('DISCARD ALL'));
+    const listen = this.shared.notifications.listenAllSql(); // DISCARD ALL ran UNLISTEN *
+    if (listen) await this.exec(query(listen));
+    const baseline = this.database.engine.baselineSql;
+    if (baseline) await this.exec(query(baseline));
+    this.shared.reset();
+  }
+}
