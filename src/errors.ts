@@ -1,6 +1,8 @@
 /**
- * The one catalog of errors the gateway itself sends to clients. Only these messages reach a
- * client; anything else becomes `XX000 internal error` carrying the session id for the logs.
+ * The one catalogue of errors the gateway itself sends to clients: Postgres errors with their
+ * SQLSTATE (GatewayError, `errors`), and the admin service's refusals with their HTTP status
+ * (RequestError and its kinds). Only these messages reach a client; anything else becomes
+ * `XX000 internal error` (Postgres) or a bare 500 (HTTP), with details in the logs only.
  */
 
 export type Severity = 'ERROR' | 'FATAL';
@@ -103,4 +105,46 @@ export function toClientError(err: unknown, sessionId: string): GatewayError {
     'internal',
     'the server log has details under this session id',
   );
+}
+
+/** HTTP statuses of the admin service's refusals. */
+export type RequestStatus = 400 | 404 | 409 | 413;
+
+/** A request the admin service refuses; its message is safe to show, with its HTTP status. */
+export class RequestError extends Error {
+  constructor(
+    message: string,
+    readonly status: RequestStatus,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Malformed or not allowed: 400. */
+export class InvalidRequestError extends RequestError {
+  constructor(message: string) {
+    super(message, 400);
+  }
+}
+
+/** No such database or version: 404. */
+export class NotFoundError extends RequestError {
+  constructor(message: string) {
+    super(message, 404);
+  }
+}
+
+/** The id already exists: 409. */
+export class ConflictError extends RequestError {
+  constructor(message: string) {
+    super(message, 409);
+  }
+}
+
+/** An upload larger than MAX_UPLOAD_BYTES, or a body over the API's limit: 413. */
+export class PayloadTooLargeError extends RequestError {
+  constructor(message: string) {
+    super(message, 413);
+  }
 }

@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { createScramSha256Data } from 'pg-gateway';
 import type { Catalog, DatabaseRecord, PoolMode, VersionRecord } from '../catalog/catalog.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
-import { errors } from '../errors.js';
+import { errors, InvalidRequestError, NotFoundError, PayloadTooLargeError } from '../errors.js';
 import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../ids.js';
 import { extractTarball } from '../pgdata/extract.js';
 import type { TemplateSpares } from '../pgdata/spares.js';
@@ -37,10 +37,7 @@ export interface UploadedDatabase {
   version?: VersionRecord;
 }
 
-export class InvalidRequestError extends Error {}
-export class NotFoundError extends Error {}
-/** An upload larger than MAX_UPLOAD_BYTES. */
-export class PayloadTooLargeError extends Error {}
+export { InvalidRequestError, NotFoundError, PayloadTooLargeError };
 
 export const NO_ARCHIVE_MESSAGE = 'no archive configured (set ARCHIVE_URL)';
 
@@ -241,7 +238,8 @@ export class DatabaseManager {
     id: string,
     opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null },
   ): Promise<CreatedDatabase> {
-    if (!isValidDatabaseId(id)) throw new InvalidRequestError(errors.invalidDatabaseId().hint);
+    if (!isValidDatabaseId(id))
+      throw new InvalidRequestError(errors.invalidDatabaseId().hint ?? 'invalid database id');
     // A dbname of `postgres` or a template names no database (routing), so such an id is unreachable.
     if (isReservedDatabaseId(id)) throw new InvalidRequestError(`database id "${id}" is reserved`);
     const username = opts.username ?? DEFAULT_USER;

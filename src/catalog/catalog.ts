@@ -1,4 +1,5 @@
 import type { ScramSha256Data } from 'pg-gateway';
+import { ConflictError } from '../errors.js';
 
 /**
  * The catalog records which databases exist and who may connect to them. One SQL implementation
@@ -89,4 +90,5 @@ export interface SqlClient {
   close(): Promise<void>;
 }
 
-export class CatalogConflictError extends Error {}
+/** A database id that already exists (HTTP 409 through the admin API). */
+export class CatalogConflictError extends ConflictError {}

@@ -4,15 +4,10 @@ import { bodyLimit } from 'hono/body-limit';
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { type ConnectionInfoInput, connectionInfo } from '../admin/connection-info.js';
-import {
-  type DatabaseManager,
-  InvalidRequestError,
-  NotFoundError,
-  PayloadTooLargeError,
-} from '../admin/service.js';
+import type { DatabaseManager } from '../admin/service.js';
 import { type CreatedDatabaseJson, databaseJson, type PasswordJson } from '../admin/views.js';
-import { CatalogConflictError } from '../catalog/catalog.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
+import { RequestError } from '../errors.js';
 import type { AuthThrottle } from '../gateway/auth-throttle.js';
 import type { Logger } from '../log.js';
 import { parseBody } from './body.js';
@@ -122,10 +117,7 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
   const app = new Hono<AdminEnv>();
 
   app.onError((err, c) => {
-    if (err instanceof InvalidRequestError) return c.json({ error: err.message }, 400);
-    if (err instanceof NotFoundError) return c.json({ error: err.message }, 404);
-    if (err instanceof PayloadTooLargeError) return c.json({ error: err.message }, 413);
-    if (err instanceof CatalogConflictError) return c.json({ error: err.message }, 409);
+    if (err instanceof RequestError) return c.json({ error: err.message }, err.status);
     deps.logger?.error({ err, method: c.req.method, path: c.req.path }, 'admin request failed');
     return c.json({ error: 'internal error' }, 500);
   });

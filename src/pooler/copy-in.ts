@@ -1,4 +1,4 @@
-import { Frontend } from '../wire/protocol.js';
+import { Frontend, message } from '../wire/protocol.js';
 
 /**
  * COPY FROM STDIN data collected from a client. PGlite must receive the statement, all of its
@@ -14,12 +14,7 @@ export class CopyIn {
   ) {}
 
   static fail(reason: string): Buffer {
-    const text = Buffer.from(`${reason}\0`);
-    const out = Buffer.allocUnsafe(5 + text.length);
-    out[0] = Frontend.CopyFail;
-    out.writeUInt32BE(4 + text.length, 1);
-    text.copy(out, 5);
-    return out;
+    return message(Frontend.CopyFail, `${reason}\0`);
   }
 
   /**

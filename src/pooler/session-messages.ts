@@ -1,6 +1,6 @@
 import { GatewayError } from '../errors.js';
 import { backendMessages, hasError } from '../wire/backend-scan.js';
-import { Frontend, readErrorFields, type TransactionStatus } from '../wire/protocol.js';
+import { Backend, Frontend, message, readErrorFields, type TransactionStatus } from '../wire/protocol.js';
 
 /** Small builders and inspectors of protocol messages used by the client session. */
 
@@ -36,26 +36,13 @@ export function withReadyStatus(response: Uint8Array, status: TransactionStatus)
   return out;
 }
 
-export function replaceParseText(message: Buffer, nameEnd: number, sql: string): Buffer {
-  const body = Buffer.concat([
-    message.subarray(5, nameEnd + 1),
-    Buffer.from(`${sql}\0`),
-    Buffer.from([0, 0]),
-  ]);
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = Frontend.Parse;
-  out.writeUInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
+/** A Parse with its statement text replaced (and no parameter types). */
+export function replaceParseText(parse: Buffer, nameEnd: number, sql: string): Buffer {
+  return message(Frontend.Parse, parse.subarray(5, nameEnd + 1), `${sql}\0`, Buffer.from([0, 0]));
 }
 
 export function commandComplete(tag: string): Buffer {
-  const body = Buffer.from(`${tag}\0`);
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = 0x43; // 'C' CommandComplete
-  out.writeUInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
+  return message(Backend.CommandComplete, `${tag}\0`);
 }
 
 /** The first ErrorResponse of a response, as a FATAL for the client (startup settings). */

@@ -1,4 +1,4 @@
-import { Frontend } from '../wire/protocol.js';
+import { Frontend, message as tagged } from '../wire/protocol.js';
 
 /**
  * Named prepared statements of one client, renamed so clients sharing one Postgres session can
@@ -94,7 +94,7 @@ export class StatementNames {
       // Still the client's, but closed in the session: prepare it again first.
       this.remember(name, rest);
       const fresh = this.allocate(name);
-      this.reprepares.push(build(PARSE, [`${fresh}\0`, rest]));
+      this.reprepares.push(tagged(PARSE, `${fresh}\0`, rest));
       return fresh;
     }
     this.toClient.set(this.missing, name);
@@ -122,7 +122,7 @@ export class StatementNames {
     const out: Buffer[] = [];
     for (const [name, backend] of this.toBackend) {
       const rest = this.definitions.get(name);
-      if (rest) out.push(build(PARSE, [`${backend}\0`, rest]));
+      if (rest) out.push(tagged(PARSE, `${backend}\0`, rest));
     }
     return out;
   }
@@ -193,15 +193,6 @@ const cstring = (buf: Buffer, start: number): { value: string; end: number } => 
   return { value: buf.toString('utf8', start, end), end };
 };
 
-function build(code: number, parts: (Buffer | string)[]): Buffer {
-  const body = Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = code;
-  out.writeUInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
-
 /** Rewrites the statement name in Parse/Bind/Describe/Close; other messages pass unchanged. */
 export function renameStatement(message: Buffer, names: StatementNames): Buffer {
   switch (message[0]) {
@@ -210,17 +201,18 @@ export function renameStatement(message: Buffer, names: StatementNames): Buffer 
       if (name.value === '') return message;
       const rest = Buffer.from(message.subarray(name.end + 1));
       const backend = names.define(name.value, rest);
-      return build(Frontend.Parse, [`${backend}\0`, rest]);
+      return tagged(Frontend.Parse, `${backend}\0`, rest);
     }
     case Frontend.Bind: {
       const portal = cstring(message, 5);
       const statement = cstring(message, portal.end + 1);
       if (statement.value === '') return message;
-      return build(Frontend.Bind, [
+      return tagged(
+        Frontend.Bind,
         message.subarray(5, portal.end + 1),
         `${names.use(statement.value)}\0`,
         message.subarray(statement.end + 1),
-      ]);
+      );
     }
     case Frontend.Describe:
     case Frontend.Close: {
@@ -228,7 +220,7 @@ export function renameStatement(message: Buffer, names: StatementNames): Buffer 
       const name = cstring(message, 6);
       if (name.value === '') return message;
       const backend = message[0] === Frontend.Close ? names.close(name.value) : names.use(name.value);
-      return build(message[0], ['S', `${backend}\0`]);
+      return tagged(message[0], 'S', `${backend}\0`);
     }
     default:
       return message;
@@ -238,8 +230,8 @@ export function renameStatement(message: Buffer, names: StatementNames): Buffer 
 /** Close('S', name) messages for backend statement names, followed by Sync. */
 export function closeStatements(backendNames: string[]): Buffer {
   return Buffer.concat([
-    ...backendNames.map((n) => build(Frontend.Close, ['S', `${n}\0`])),
-    build(Frontend.Sync, []),
+    ...backendNames.map((n) => tagged(Frontend.Close, 'S', `${n}\0`)),
+    tagged(Frontend.Sync),
   ]);
 }
 
@@ -270,7 +262,7 @@ export function restoreNames(response: Uint8Array, names: StatementNames): Uint8
         .join('\0');
       if (restored !== fields) {
         out ??= [];
-        out.push(buf.subarray(copied, i), build(code, [restored, Buffer.from([0])]));
+        out.push(buf.subarray(copied, i), tagged(code, restored, Buffer.from([0])));
         copied = end;
       }
     }

@@ -30,6 +30,7 @@ export const Backend = {
   ErrorResponse: 0x45, // E
   ParameterStatus: 0x53, // S
   BackendKeyData: 0x4b, // K
+  CommandComplete: 0x43, // C
   CopyInResponse: 0x47, // G
   CopyOutResponse: 0x48, // H
   CopyBothResponse: 0x57, // W
@@ -45,13 +46,25 @@ export const StartupCode = {
 
 export type TransactionStatus = 'I' | 'T' | 'E';
 
-function tagged(code: number, body: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + body.length);
+/**
+ * The one writer of tagged messages: a type byte, an int32 length, then the parts in order
+ * (strings are written as UTF-8, without a terminator: pass `'name\0'` for a C string).
+ */
+export function message(code: number, ...parts: (Uint8Array | string)[]): Buffer {
+  const bodies = parts.map((p) => (typeof p === 'string' ? Buffer.from(encoder.encode(p)) : p));
+  const length = bodies.reduce((n, b) => n + b.length, 0);
+  const out = Buffer.allocUnsafe(5 + length);
   out[0] = code;
-  out.writeUInt32BE(4 + body.length, 1);
-  out.set(body, 5);
+  out.writeUInt32BE(4 + length, 1);
+  let at = 5;
+  for (const b of bodies) {
+    out.set(b, at);
+    at += b.length;
+  }
   return out;
 }
+
+const tagged = (code: number, body: Uint8Array): Buffer => message(code, body);
 
 function cstrings(...values: string[]): Buffer {
   return Buffer.concat(values.flatMap((v) => [Buffer.from(encoder.encode(v)), Buffer.from([0])]));
