@@ -160,6 +160,9 @@ const EnvSchema = z.object({
   NODE_ENV: z.string().default('development'),
 });
 
+/** Every environment variable the gateway reads (the README's configuration table lists exactly these). */
+export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
+
 export type Config = Readonly<{
   port: number;
   /** Whether PORT was set (not the default): the CLI without a server trusts only a set PORT. */
