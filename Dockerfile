@@ -23,5 +23,5 @@ COPY --from=build /app/dist ./dist
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME /data
-EXPOSE 5432
+EXPOSE 5432 8443
 CMD ["node", "dist/src/cli/index.js", "serve"]

@@ -1,3 +1,4 @@
+import { runBaselineRss } from './baseline-rss.js';
 import { runIsolation } from './isolation.js';
 import { runOpenCost } from './open-cost.js';
 import { initPgbench, pgbenchPlan, runPgbenchRows, threadsFor } from './pgbench.js';
@@ -45,6 +46,7 @@ export async function runBenchmarks(options: BenchOptions = {}): Promise<BenchRe
     rss: [],
     isolation: [],
     scale: [],
+    baselineRss: [],
     errors: [],
   };
   if (results.machine.loadAverageAtStart > results.machine.cores / 2) {
@@ -105,14 +107,27 @@ export async function runBenchmarks(options: BenchOptions = {}): Promise<BenchRe
     log(`== open cost done in ${Math.round((performance.now() - t0) / 1000)} s`);
   };
 
-  const perSystem = only.some((b) => b !== 'open') ? systems : [];
+  const runBaseline = async (): Promise<void> => {
+    const t0 = performance.now();
+    const baseline = await runBaselineRss({ quick, templateDir, log });
+    results.baselineRss = baseline.rows;
+    results.errors.push(...baseline.errors);
+    log(`== baseline RSS done in ${Math.round((performance.now() - t0) / 1000)} s`);
+  };
+
+  const perSystem = only.some((b) => b !== 'open' && b !== 'baseline-rss') ? systems : [];
   if (quick) {
     // Quick mode proves the harness works; its numbers mean nothing, so everything runs at once.
-    await Promise.all([...perSystem.map(runSystem), ...(only.includes('open') ? [runOpen()] : [])]);
+    await Promise.all([
+      ...perSystem.map(runSystem),
+      ...(only.includes('open') ? [runOpen()] : []),
+      ...(only.includes('baseline-rss') ? [runBaseline()] : []),
+    ]);
   } else {
     // Measurements run one at a time so systems never compete for the cores.
     for (const kind of perSystem) await runSystem(kind);
     if (only.includes('open')) await runOpen();
+    if (only.includes('baseline-rss')) await runBaseline();
   }
   sortRows(results);
 

@@ -1,43 +1,12 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { BASELINE_RSS_DESCRIPTION, baselineRssTable } from './baseline-rss-report.js';
+import { cell, num, ratio, statusText, table } from './markdown.js';
 import { SYSTEM_KINDS, type SystemKind } from './systems/types.js';
 import { projectRoot } from './tools.js';
-import type { BenchResults, PgbenchRow, QueryMode, RowStatus, RssRow, Workload } from './types.js';
+import type { BenchResults, PgbenchRow, QueryMode, RssRow, Workload } from './types.js';
 
 /** Markdown tables with ratios, the JSON results file, and BENCHMARKS.md. */
-
-function num(value: number | undefined, digits?: number): string {
-  if (value === undefined || !Number.isFinite(value)) return '—';
-  const d = digits ?? (Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2);
-  return value.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-}
-
-function cell(text: string): string {
-  return text.replaceAll('|', '\\|').replaceAll('\n', ' ');
-}
-
-function shorten(text: string, max = 140): string {
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
-}
-
-function statusText(status: RowStatus, error: string | undefined): string {
-  if (status === 'ok') return 'ok';
-  return cell(`${status}${error ? `: ${shorten(error)}` : ''}`);
-}
-
-function table(header: string[], align: ('l' | 'r')[], rows: string[][]): string {
-  const lines = [
-    `| ${header.join(' | ')} |`,
-    `|${align.map((a) => (a === 'r' ? '---:' : '---')).join('|')}|`,
-    ...rows.map((r) => `| ${r.join(' | ')} |`),
-  ];
-  return lines.join('\n');
-}
-
-function ratio(a: number | undefined, b: number | undefined): string {
-  if (a === undefined || b === undefined || b === 0) return '—';
-  return `${num(a / b, 2)}×`;
-}
 
 const WORKLOAD_TITLE: Record<Workload, string> = {
   tpcb: 'TPC-B (sort of), scale 1',
@@ -297,6 +266,7 @@ export function renderTables(results: BenchResults): string {
     openCostTables(results),
     isolationTable(results),
     scaleTable(results),
+    baselineRssTable(results.baselineRss),
   ];
   const problems = [...results.problems, ...results.errors];
   if (problems.length > 0) parts.push(`### Problems\n\n${problems.map((p) => `- ${cell(p)}`).join('\n')}\n`);
@@ -394,6 +364,7 @@ What each benchmark does (sources in \`bench/\`):
   \`select pg_sleep(10)\` on database A; reported are B's queries due during A's query.
 - **Scale** (\`bench/scale.ts\`): TPC-B with 4 clients on one database, then two pgbench
   processes with 4 clients each on two databases at once.
+${BASELINE_RSS_DESCRIPTION}
 
 ## Notes
 

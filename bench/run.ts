@@ -7,7 +7,7 @@ import { stopEverything } from './tools.js';
 import { BENCHMARK_NAMES, type BenchmarkName, type BenchResults } from './types.js';
 
 /**
- * npm run bench -- [--quick] [--only pgbench,open,isolation,scale] [--seconds N]
+ * npm run bench -- [--quick] [--only pgbench,open,isolation,scale,baseline-rss] [--seconds N]
  *                  [--systems gateway,pglite-socket,postgres] [--write-md] [--from-json FILE]
  *
  * Prints markdown tables, writes bench/results/<timestamp>.json, and with --write-md rewrites

@@ -1,16 +1,13 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { pgliteVersion } from '../src/pgdata/template.js';
+import { missingPostgresBinaries, postgresBinDir } from '../test/helpers/postgres.js';
 
 /** Small shared pieces: tool discovery, machine description, statistics, timing helpers. */
-
-export const execFileAsync = promisify(execFile);
 
 /** The repository root (bench/..). */
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,17 +33,6 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, message: s
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** The executable `name` from PATH, or undefined. */
@@ -81,8 +67,8 @@ export function findTools(): Tools {
       `pgbench not found on PATH: pgbench rows, isolation and scale are not run. Fix: ${INSTALL_HINT}`,
     );
   }
-  const dir = process.env.PG_BIN_DIR ?? '/usr/lib/postgresql/15/bin';
-  const missing = ['initdb', 'postgres'].filter((bin) => !existsSync(path.join(dir, bin)));
+  const dir = postgresBinDir();
+  const missing = missingPostgresBinaries(dir);
   if (missing.length > 0) {
     problems.push(
       `PostgreSQL server binaries (${missing.join(', ')}) not found in ${dir}: the postgres reference is not run. ` +

@@ -1,7 +1,7 @@
 import type { SystemKind } from './systems/types.js';
 import type { Log, Machine } from './tools.js';
 
-export const BENCHMARK_NAMES = ['pgbench', 'open', 'isolation', 'scale'] as const;
+export const BENCHMARK_NAMES = ['pgbench', 'open', 'isolation', 'scale', 'baseline-rss'] as const;
 export type BenchmarkName = (typeof BENCHMARK_NAMES)[number];
 
 export type QueryMode = 'simple' | 'extended' | 'prepared';
@@ -88,6 +88,37 @@ export interface RssRow {
   otherCpuCores?: number;
 }
 
+/** A whole node's RSS with no database open (bench/baseline-rss.ts); sizes in MiB. */
+export interface BaselineRssRow {
+  /** Built JavaScript (`node dist/...`), TypeScript under tsx (`node --import tsx`), or bare node. */
+  runtime: 'dist' | 'tsx' | 'node';
+  /** WARM_ENGINES of the node (unset for bare node). */
+  warmEngines?: number;
+  status: RowStatus;
+  error?: string;
+  /** Nodes started; the sizes are medians. */
+  repeats: number;
+  /** Seconds between "listening" and the settled sample. */
+  settleSeconds: number;
+  /** From spawn to the "listening" log line. */
+  startupSeconds?: number;
+  /** VmRSS when "listening" was logged. */
+  listeningMiB?: number;
+  /** VmRSS `settleSeconds` later, and its anonymous and file-backed (+ shmem) parts. */
+  settledMiB?: number;
+  /** The smallest and largest settled VmRSS of the repeats. */
+  settledMinMiB?: number;
+  settledMaxMiB?: number;
+  /** VmRSS after a full garbage collection of the main thread (SIGUSR2, see gc-on-signal.mjs). */
+  afterGcMiB?: number;
+  anonMiB?: number;
+  fileMiB?: number;
+  /** RSS of the node's child processes (tsx's esbuild service), not included above. */
+  childrenMiB?: number;
+  /** Average cores other processes on the machine used meanwhile (see tools.ts cpuSnapshot). */
+  otherCpuCores?: number;
+}
+
 export interface IsolationRow {
   system: SystemKind;
   /** Seconds database A spends in `select pg_sleep(N)`. */
@@ -144,6 +175,8 @@ export interface BenchResults {
   rss: RssRow[];
   isolation: IsolationRow[];
   scale: ScaleRow[];
+  /** Absent in results files written before the baseline-rss benchmark existed. */
+  baselineRss?: BaselineRssRow[];
   /** Failures of the harness's own steps (a system that did not start, a crashed child). */
   errors: string[];
 }

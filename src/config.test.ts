@@ -49,6 +49,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ SHARED_BUFFERS: '64KiB' }, false)).toThrowError(/SHARED_BUFFERS/);
   });
 
+  it('allows every extension by default; EXTENSIONS narrows or empties the list', () => {
+    expect(loadConfig({}, false).extensions).toEqual(['all']);
+    expect(loadConfig({ EXTENSIONS: 'none' }, false).extensions).toEqual([]);
+    expect(loadConfig({ EXTENSIONS: ' vector, pg_trgm,vector,uuid-ossp ' }, false).extensions).toEqual([
+      'vector',
+      'pg_trgm',
+      'uuid-ossp',
+    ]);
+    expect(() => loadConfig({ EXTENSIONS: 'vector;drop' }, false)).toThrowError(/EXTENSIONS/);
+  });
+
   it('throttles logins and sets a minimum password length', () => {
     const c = loadConfig({}, false);
     expect(c.auth).toEqual({ failThreshold: 5, failWindowMs: 300_000, baseDelayMs: 250, maxDelayMs: 10_000 });

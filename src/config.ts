@@ -94,6 +94,10 @@ const EnvSchema = z.object({
   ARCHIVE_URL: optionalString,
   /** An open database written to is snapshotted to the archive this often; 0 = only on close. */
   SNAPSHOT_INTERVAL: duration('60s'),
+  /** local | async | sync; default async with an archive, local without. */
+  DURABILITY: z.enum(['local', 'async', 'sync', '']).optional(),
+  /** WAL of an open database is shipped at least this often while it moves (async). */
+  WAL_SHIP_INTERVAL: duration('1s'),
   /** Snapshot versions kept per database in the archive. */
   KEEP_VERSIONS: int(10, 1),
   /** Largest uploaded tarball (uncompressed) accepted by upload. */
@@ -106,6 +110,14 @@ const EnvSchema = z.object({
   AWS_ACCESS_KEY_ID: optionalString,
   AWS_SECRET_ACCESS_KEY: optionalString,
   AWS_SESSION_TOKEN: optionalString,
+  /** HTTPS port for serverless drivers (SQL over HTTP at /sql, WebSocket); 0 picks a free port. */
+  HTTP_PORT: int(8443),
+  /** Address the HTTPS front door binds. */
+  HTTP_HOST: z.string().default('0.0.0.0'),
+  /** require: HTTPS and wss with the Postgres listener's certificate; disable: plain HTTP, loopback HTTP_HOST only. */
+  HTTP_TLS: z.enum(['require', 'disable']).default('require'),
+  /** Largest SQL-over-HTTP response; a larger one is answered with 507. */
+  MAX_HTTP_RESPONSE: bytes('10MB'),
   /** Local admin HTTP API port (db commands, /healthz, /metrics); 0 picks a free port. */
   ADMIN_PORT: int(5480),
   /** Address the admin HTTP API binds; keep it on loopback unless ADMIN_TOKEN is set. */
@@ -148,6 +160,18 @@ const EnvSchema = z.object({
   WARM_ENGINES: int(2),
   /** Postgres shared_buffers of each open database: resident memory per open database. */
   SHARED_BUFFERS: bytes('2MiB').refine((v) => v >= 128 * 1024, 'must be at least 128KiB'),
+  /** Extensions databases may create: `all`, `none`, or names (and `all`) separated by commas. */
+  EXTENSIONS: z
+    .string()
+    .default('all')
+    .transform((v, ctx) => {
+      const names = [...new Set(v.split(',').map((n) => n.trim()))].filter((n) => n !== '' && n !== 'none');
+      const bad = names.filter((n) => !/^[a-z0-9_-]+$/.test(n));
+      if (bad.length > 0) ctx.addIssue({ code: 'custom', message: `not extension names: ${bad.join(', ')}` });
+      return names;
+    }),
+  /** on: commits reach the disk before they are acknowledged (engine/durable-fs.ts); off: the kernel's page cache only. */
+  FSYNC: z.enum(['on', 'off']).default('on'),
   /** Process memory (RSS) above which idle databases are closed before another opens; 0 = no limit. */
   MAX_MEMORY: bytes(String(Math.floor(totalmem() * 0.8))),
   /** How long shutdown waits for running transactions before closing connections. */
@@ -186,8 +210,13 @@ export type Config = Readonly<{
     snapshotIntervalMs: number;
     keepVersions: number;
     maxUploadBytes: number;
+    /** local: no WAL shipping; async: every WAL_SHIP_INTERVAL; sync: before each commit is acknowledged. */
+    durability: 'local' | 'async' | 'sync';
+    walShipIntervalMs: number;
   }>;
   admin: Readonly<{ port: number; host: string; token: string | undefined; socketPath: string }>;
+  /** The HTTPS front door (HTTP_*, MAX_HTTP_RESPONSE). */
+  http: Readonly<{ port: number; host: string; tls: 'require' | 'disable'; maxResponseBytes: number }>;
   loginTimeoutMs: number;
   /** Login throttling (AUTH_*): see `gateway/auth-throttle.ts`. */
   auth: Readonly<{ failThreshold: number; failWindowMs: number; baseDelayMs: number; maxDelayMs: number }>;
@@ -204,6 +233,10 @@ export type Config = Readonly<{
   maxOpenDatabases: number;
   warmEngines: number;
   sharedBuffersBytes: number;
+  /** EXTENSIONS: names of the extensions databases may create; `all` stands for every default one. */
+  extensions: readonly string[];
+  /** FSYNC=on: WAL flushed before a commit is acknowledged, data files before checkpoints move on. */
+  fsync: boolean;
   spareDatabases: number;
   maxMemoryBytes: number;
   nodeId: string;
@@ -225,6 +258,16 @@ export function loadConfig(
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.HTTP_TLS === 'disable' && !isLoopbackHost(e.HTTP_HOST)) {
+    throw new ConfigError(
+      `invalid configuration:\n  HTTP_TLS: disable is allowed only with a loopback HTTP_HOST (got ${e.HTTP_HOST})`,
+    );
+  }
+  if ((e.DURABILITY === 'async' || e.DURABILITY === 'sync') && !e.ARCHIVE_URL) {
+    throw new ConfigError(
+      `invalid configuration:\n  DURABILITY: ${e.DURABILITY} ships WAL to ARCHIVE_URL, which is unset`,
+    );
+  }
   const dataDir = path.resolve(e.DATA_DIR);
   const production = e.NODE_ENV === 'production';
   const config: Config = {
@@ -254,12 +297,20 @@ export function loadConfig(
       snapshotIntervalMs: e.SNAPSHOT_INTERVAL,
       keepVersions: e.KEEP_VERSIONS,
       maxUploadBytes: e.MAX_UPLOAD_BYTES,
+      durability: e.DURABILITY || (e.ARCHIVE_URL ? 'async' : 'local'),
+      walShipIntervalMs: Math.max(e.WAL_SHIP_INTERVAL, 10),
     }),
     admin: Object.freeze({
       port: e.ADMIN_PORT,
       host: e.ADMIN_HOST,
       token: e.ADMIN_TOKEN,
       socketPath: path.join(dataDir, 'admin.sock'),
+    }),
+    http: Object.freeze({
+      port: e.HTTP_PORT,
+      host: e.HTTP_HOST,
+      tls: e.HTTP_TLS,
+      maxResponseBytes: e.MAX_HTTP_RESPONSE,
     }),
     loginTimeoutMs: e.LOGIN_TIMEOUT,
     auth: Object.freeze({
@@ -281,6 +332,8 @@ export function loadConfig(
     maxOpenDatabases: e.MAX_OPEN_DATABASES,
     warmEngines: e.WARM_ENGINES,
     sharedBuffersBytes: e.SHARED_BUFFERS,
+    extensions: e.EXTENSIONS,
+    fsync: e.FSYNC === 'on',
     spareDatabases: e.SPARE_DATABASES,
     maxMemoryBytes: e.MAX_MEMORY,
     nodeId: e.NODE_ID,
@@ -292,4 +345,9 @@ export function loadConfig(
     production,
   };
   return Object.freeze(config);
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

@@ -93,6 +93,13 @@ export const errors = {
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),
   readOnly: () => error('25006', 'read_only', 'cannot execute this in a read-only database'),
+  walNotArchived: () =>
+    fatal(
+      '58030',
+      'wal_not_archived',
+      'terminating connection: the archive did not store this commit in time (DURABILITY=sync)',
+      'the transaction is committed locally and will be archived when the archive is reachable again',
+    ),
 } as const;
 
 /** What a client may see of any error: allow-listed gateway errors, or an opaque internal error. */

@@ -19,8 +19,14 @@ export function isValidDatabaseId(id: string): boolean {
  */
 export const RESERVED_DATABASE_IDS: ReadonlySet<string> = new Set(['postgres', 'template0', 'template1']);
 
+/**
+ * The first labels of the host names the Neon serverless driver derives for SQL over HTTP
+ * (`api.<domain>`, `apiauth.<domain>`): a database with such an id would collide with them.
+ */
+export const API_HOST_IDS: ReadonlySet<string> = new Set(['api', 'apiauth']);
+
 export function isReservedDatabaseId(id: string): boolean {
-  return RESERVED_DATABASE_IDS.has(id);
+  return RESERVED_DATABASE_IDS.has(id) || API_HOST_IDS.has(id);
 }
 
 /** Path of a database's PGDATA; refuses anything that is not a plain child of `dataDir`. */

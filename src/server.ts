@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { connectionDefaults } from './admin/connection-info.js';
@@ -7,6 +7,7 @@ import { type Catalog, openCatalog } from './catalog/index.js';
 import type { Config } from './config.js';
 import { Archiving } from './databases/archiving.js';
 import { DatabaseRegistry } from './databases/registry.js';
+import { WalShipping } from './databases/wal-shipping.js';
 import { postgresSettings } from './engine/engine.js';
 import { EngineHost } from './engine/engine-host.js';
 import { ScramLookup } from './gateway/auth.js';
@@ -15,6 +16,7 @@ import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
 import { loadSecureContext } from './gateway/tls.js';
 import { createAdminApp } from './http/app.js';
+import { startFrontDoor } from './http/front-door.js';
 import { startAdmin } from './http/server.js';
 import { databasePath } from './ids.js';
 import type { Logger } from './log.js';
@@ -24,15 +26,20 @@ import { readPgDataIdentity } from './pgdata/tarball.js';
 import { ensureTemplate } from './pgdata/template.js';
 import { openArchive } from './storage/open-archive.js';
 import { Snapshots } from './storage/snapshots.js';
+import { WalObjects } from './storage/wal-objects.js';
 
 /** A running node: the Postgres listener plus what it needs. Used by `serve` and by tests. */
 export interface RunningServer {
   port: number;
   adminPort: number;
+  /** The HTTPS front door (SQL over HTTP, WebSocket). */
+  httpPort: number;
   catalog: Catalog;
   registry: DatabaseRegistry;
   manager: DatabaseManager;
   listener: GatewayListener;
+  /** The database workers: their fsync counts (FSYNC), warm pool. */
+  engines: EngineHost;
   /** Graceful: stop accepting, drain, close every database, release the data directory. */
   close(): Promise<void>;
   /** Makes a running (or coming) `close()` end its clients now instead of draining; databases still close. */
@@ -48,6 +55,8 @@ export interface NodeBase {
   catalog: Catalog;
   /** The archive's versions; undefined without ARCHIVE_URL. */
   snapshots: Snapshots | undefined;
+  /** Shipped WAL in the archive; undefined without ARCHIVE_URL. */
+  wal: WalObjects | undefined;
   describeArchive: string | undefined;
   close(): Promise<void>;
 }
@@ -85,7 +94,10 @@ export async function openNodeBase(
           expect: await readPgDataIdentity(config.templateDir),
         })
       : undefined;
-    return { catalog, snapshots, describeArchive: archive?.describe(), close };
+    const wal = archive
+      ? new WalObjects({ archive, catalog, logger: opts.storageLogger ?? logger.child({ mod: 'wal' }) })
+      : undefined;
+    return { catalog, snapshots, wal, describeArchive: archive?.describe(), close };
   } catch (err) {
     await close();
     throw err;
@@ -106,9 +118,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const engines = new EngineHost({
       warm: config.warmEngines,
       settings: postgresSettings(config.sharedBuffersBytes),
+      fsync: config.fsync,
+      extensions: config.extensions,
       logger,
     });
-    engines.start();
+    await engines.start();
     cleanups.push(() => engines.close());
     const registry = new DatabaseRegistry({
       engines,
@@ -122,10 +136,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ...(archiving
         ? { materialize: archiving.archiving.materialize, afterClose: archiving.archiving.afterClose }
         : {}),
+      ...(archiving?.shipping
+        ? { onOpen: archiving.shipping.onOpen, beforeClose: archiving.shipping.beforeClose }
+        : {}),
     });
     cleanups.push(() => registry.closeAll());
     archiving?.archiving.start(registry);
     if (archiving) cleanups.push(() => archiving.archiving.stop());
+    archiving?.shipping?.start(registry);
+    if (archiving?.shipping) cleanups.push(() => archiving.shipping?.stop() ?? Promise.resolve());
     const spares = new TemplateSpares(
       config.templateDir,
       path.join(config.dataDir, '_spare'),
@@ -150,6 +169,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       maxDelayMs: config.auth.maxDelayMs,
       queueMs: config.loginTimeoutMs,
     });
+    const scram = new ScramLookup(catalog);
+    const cancelKeys = new CancelKeys();
     const listener = new GatewayListener(
       {
         tlsMode: config.tls.mode,
@@ -162,16 +183,40 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         idleInTransactionTimeoutMs: config.idleInTransactionTimeoutMs,
         statementTimeoutMs: config.statementTimeoutMs,
         catalog,
-        scram: new ScramLookup(catalog),
+        scram,
         throttle: authThrottle,
         registry,
-        cancelKeys: new CancelKeys(),
+        cancelKeys,
         logger,
       },
       logger,
     );
     const port = await listener.listen(config.port, config.host);
     cleanups.push(() => listener.close(config.drainTimeoutMs));
+    const frontDoor = await startFrontDoor({
+      host: config.http.host,
+      port: config.http.port,
+      tls: config.http.tls === 'disable' ? undefined : await readCertificate(config, logger),
+      sql: {
+        catalog,
+        registry,
+        poolMode: config.poolMode,
+        maxPreparedStatements: config.maxPreparedStatements,
+        idleInTransactionTimeoutMs: config.idleInTransactionTimeoutMs,
+        statementTimeoutMs: config.statementTimeoutMs,
+        maxMessageSize: config.maxMessageSize,
+        wildcardDomain: config.wildcardDomain,
+        scram,
+        throttle: authThrottle,
+        maxResponseBytes: config.http.maxResponseBytes,
+        maxRequestBytes: MAX_HTTP_REQUEST_BYTES,
+        logger,
+      },
+      // WebSocket clients: TLS is the wss layer, so no SSLRequest is expected inside.
+      connection: { ...listener.deps, tlsMode: 'disable' },
+      logger,
+    });
+    cleanups.push(() => frontDoor.close(config.drainTimeoutMs));
     if (!config.admin.token && !isLoopback(config.admin.host)) {
       logger.warn({ host: config.admin.host }, 'admin API listens beyond loopback without ADMIN_TOKEN');
     }
@@ -198,12 +243,37 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       { port, adminPort: admin.port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode },
       'listening',
     );
-    const endDrain = () => listener.endDrain();
-    return { port, adminPort: admin.port, catalog, registry, manager, listener, close: cleanup, endDrain };
+    const endDrain = () => {
+      listener.endDrain();
+      frontDoor.endDrain();
+    };
+    return {
+      port,
+      adminPort: admin.port,
+      httpPort: frontDoor.port,
+      catalog,
+      registry,
+      manager,
+      listener,
+      engines,
+      close: cleanup,
+      endDrain,
+    };
   } catch (err) {
     await cleanup();
     throw err;
   }
+}
+
+/** Largest SQL-over-HTTP request body; a larger one is refused (413) before it is parsed. */
+const MAX_HTTP_REQUEST_BYTES = 1024 * 1024;
+
+/** The Postgres listener's certificate for HTTPS (generated in development when missing). */
+async function readCertificate(config: Config, logger: Logger): Promise<{ cert: Buffer; key: Buffer }> {
+  if (config.tls.mode === 'disable')
+    await loadSecureContext({ ...config, tls: { ...config.tls, mode: 'require' } }, logger);
+  const [cert, key] = await Promise.all([readFile(config.tls.certPath), readFile(config.tls.keyPath)]);
+  return { cert, key };
 }
 
 function isLoopback(host: string): boolean {
@@ -215,12 +285,26 @@ async function openArchiving(config: Config, base: NodeBase, logger: Logger) {
   const snapshots = base.snapshots;
   if (!snapshots) return undefined;
   await snapshots.cleanup(config.dataDir);
+  const dataDirOf = (id: string) => databasePath(config.dataDir, id);
   const archiving = new Archiving({
     snapshots,
-    dataDirOf: (id) => databasePath(config.dataDir, id),
+    dataDirOf,
     intervalMs: config.archive.snapshotIntervalMs,
     logger,
+    wal: base.wal,
   });
-  logger.info({ archive: base.describeArchive }, 'archive enabled');
-  return { snapshots, archiving };
+  const durability = config.archive.durability;
+  const shipping =
+    base.wal && durability !== 'local'
+      ? new WalShipping({
+          wal: base.wal,
+          mode: durability,
+          intervalMs: config.archive.walShipIntervalMs,
+          waitTimeoutMs: config.queryWaitTimeoutMs,
+          dataDirOf,
+          logger,
+        })
+      : undefined;
+  logger.info({ archive: base.describeArchive, durability }, 'archive enabled');
+  return { snapshots, archiving, shipping };
 }

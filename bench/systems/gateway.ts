@@ -48,6 +48,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       PORT: '0',
       HOST: '127.0.0.1',
       ADMIN_PORT: '0',
+      HTTP_PORT: '0',
+      HTTP_HOST: '127.0.0.1',
       DATA_DIR: path.join(root, 'data'),
       TLS_DIR: tlsDir,
       TEMPLATE_DIR: await benchTemplate(opts.templateDir),
@@ -56,6 +58,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       LOG_LEVEL: 'silent',
       LOG_PRETTY: 'false',
       NODE_ENV: 'development',
+      // What the extensions cost is measured by running the bench with EXTENSIONS=none and without.
+      ...(process.env.EXTENSIONS ? { EXTENSIONS: process.env.EXTENSIONS } : {}),
       ...opts.env,
     };
     const server = await startServer(loadConfig(env), createLogger({ level: 'silent', pretty: false }));

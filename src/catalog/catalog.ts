@@ -44,6 +44,14 @@ export interface VersionRecord {
   /** Size in bytes of the archived object. */
   sizeBytes: number;
   createdAt: Date;
+  /** The WAL position the snapshot's data directory holds everything up to (a base backup for WAL). */
+  walLsn?: bigint | undefined;
+  /**
+   * WAL pieces shipped after this moment continue this base: when the directory was frozen for the
+   * snapshot; for a restore, upload or clone, when the version was recorded (`createdAt`), so WAL
+   * of the history it replaced is never replayed on top of it.
+   */
+  walSince: Date;
 }
 
 export interface AddVersionInput {
@@ -51,7 +59,29 @@ export interface AddVersionInput {
   version: string;
   sha256: string;
   sizeBytes: number;
+  walLsn?: bigint | undefined;
+  walSince?: Date | undefined;
 }
+
+/**
+ * A piece of a database's WAL shipped to the archive: the bytes from `startLsn` to `endLsn`
+ * (page-aligned start; a piece may repeat the last page of the one before, which it supersedes).
+ */
+export interface WalRecord {
+  databaseId: string;
+  startLsn: bigint;
+  endLsn: bigint;
+  /** Archive key of the immutable object holding the bytes. */
+  key: string;
+  sha256: string;
+  sizeBytes: number;
+  /** When the bytes were read: every commit in them happened before. */
+  writtenAt: Date;
+  /** Ship order (increasing): where pieces overlap, the later one's bytes are the newer. */
+  seq: bigint;
+}
+
+export type AddWalInput = Omit<WalRecord, 'writtenAt'> & { writtenAt?: Date };
 
 export interface Catalog {
   /** Creates the schema if needed; idempotent and safe for several nodes at once. */
@@ -79,6 +109,12 @@ export interface Catalog {
   getVersion(databaseId: string, version: string): Promise<VersionRecord | undefined>;
   /** Returns false when there was no such version. */
   deleteVersion(databaseId: string, version: string): Promise<boolean>;
+  /** Records a shipped WAL piece; false when the database no longer exists. */
+  addWal(input: AddWalInput): Promise<boolean>;
+  /** WAL pieces ending after `afterLsn`, in ship order. */
+  listWal(databaseId: string, afterLsn?: bigint): Promise<WalRecord[]>;
+  /** Forgets WAL pieces that end at or before `lsn` (no kept base needs them); returns their keys. */
+  deleteWalBefore(databaseId: string, lsn: bigint): Promise<string[]>;
   close(): Promise<void>;
 }
 

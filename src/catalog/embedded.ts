@@ -1,9 +1,11 @@
-import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
+import { pgliteStartParams, postgresSettings } from '../engine/pglite-open.js';
+import { hasPgVersion } from '../pgdata/pg-version.js';
 import { createFromTemplate } from '../pgdata/template.js';
 import type { Catalog, SqlClient } from './catalog.js';
-import { SqlCatalog } from './sql-catalog.js';
+import { openSqlCatalog } from './sql-catalog.js';
 
 export interface EmbeddedCatalogOptions {
   /** PGDATA of the catalog (the app uses `DATA_DIR/_catalog`); created from the template when absent. */
@@ -11,6 +13,14 @@ export interface EmbeddedCatalogOptions {
   /** Pre-initialised PGlite PGDATA (see `databases/template.ts`), copied instead of running initdb. */
   templateDir: string;
 }
+
+/**
+ * The catalog is a few small tables read on every login, so it gets the databases' pinned
+ * settings (see postgresSettings) with 8 MiB of shared_buffers: PGlite's defaults (128 MB
+ * shared_buffers, 100 connections) kept ~250 MB resident for as long as the node ran, the largest
+ * part of its memory at rest; this way it is ~90 MB (BENCHMARKS.md, baseline RSS).
+ */
+const CATALOG_SHARED_BUFFERS = 8 * 1024 * 1024;
 
 /**
  * PGlite attaches the bound parameters to its errors (`err.params`); for the catalog those are
@@ -33,11 +43,7 @@ async function scrubbed<T>(run: () => Promise<T>): Promise<T> {
 
 /** Copies the template into `dir` unless it already holds a PGDATA. */
 async function materialise(dir: string, templateDir: string): Promise<void> {
-  const hasPgData = await stat(path.join(dir, 'PG_VERSION')).then(
-    () => true,
-    () => false,
-  );
-  if (hasPgData) return;
+  if (await hasPgVersion(dir)) return;
   const entries = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
@@ -60,7 +66,10 @@ async function materialise(dir: string, templateDir: string): Promise<void> {
 export async function openEmbeddedSqlClient(options: EmbeddedCatalogOptions): Promise<SqlClient> {
   const dir = path.resolve(options.dir);
   await materialise(dir, options.templateDir);
-  const pg = await PGlite.create({ dataDir: dir });
+  const pg = await PGlite.create({
+    dataDir: dir,
+    startParams: pgliteStartParams(postgresSettings(CATALOG_SHARED_BUFFERS)),
+  });
   return {
     query: <Row>(sql: string, params?: unknown[]) => scrubbed(() => pg.query<Row>(sql, params)),
     transaction: <T>(fn: (tx: Pick<SqlClient, 'query'>) => Promise<T>) =>
@@ -77,13 +86,5 @@ export async function openEmbeddedSqlClient(options: EmbeddedCatalogOptions): Pr
 
 /** Opens (creating if needed) and migrates the embedded catalog. */
 export async function openEmbeddedCatalog(options: EmbeddedCatalogOptions): Promise<Catalog> {
-  const catalog = new SqlCatalog(await openEmbeddedSqlClient(options));
-  try {
-    await catalog.migrate();
-  } catch (err) {
-    // The migration error is the one worth reporting; a failing close must not replace it.
-    await catalog.close().catch(() => undefined);
-    throw err;
-  }
-  return catalog;
+  return openSqlCatalog(await openEmbeddedSqlClient(options));
 }

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { Catalog, SqlClient } from './catalog.js';
-import { SqlCatalog } from './sql-catalog.js';
+import { openSqlCatalog } from './sql-catalog.js';
 
 export interface PostgresCatalogOptions {
   /**
@@ -68,13 +68,5 @@ export async function openPostgresCatalog(
   url: string,
   options: PostgresCatalogOptions = {},
 ): Promise<Catalog> {
-  const catalog = new SqlCatalog(openPostgresSqlClient(url, options));
-  try {
-    await catalog.migrate();
-  } catch (err) {
-    // The migration (or connection) error is the one worth reporting; close must not replace it.
-    await catalog.close().catch(() => undefined);
-    throw err;
-  }
-  return catalog;
+  return openSqlCatalog(openPostgresSqlClient(url, options));
 }

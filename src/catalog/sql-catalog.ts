@@ -1,6 +1,7 @@
 import type { ScramSha256Data } from 'pg-gateway';
 import {
   type AddVersionInput,
+  type AddWalInput,
   type Catalog,
   CatalogConflictError,
   type CreateDatabaseInput,
@@ -9,6 +10,7 @@ import {
   type PoolMode,
   type SqlClient,
   type VersionRecord,
+  type WalRecord,
 } from './catalog.js';
 
 /**
@@ -46,6 +48,25 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
       created_at timestamptz not null default now(),
       primary key (database_id, version)
     )`,
+  ],
+  [
+    // Continuous WAL archiving (storage/wal-objects.ts): the WAL position each base backup holds,
+    // and one row per shipped WAL piece.
+    'alter table gateway_versions add column if not exists wal_lsn bigint',
+    'alter table gateway_versions add column if not exists wal_since timestamptz',
+    `create table if not exists gateway_wal (
+      database_id text not null references gateway_databases (id) on delete cascade,
+      start_lsn bigint not null,
+      end_lsn bigint not null,
+      object_key text not null,
+      sha256 text not null,
+      size_bytes bigint not null,
+      written_at timestamptz not null default now(),
+      -- Ship order: a piece supersedes the bytes of earlier ones it overlaps.
+      seq bigint not null,
+      primary key (database_id, object_key)
+    )`,
+    'create index if not exists gateway_wal_order on gateway_wal (database_id, seq)',
   ],
 ];
 
@@ -89,11 +110,39 @@ interface VersionRow {
   sha256: string;
   size_bytes: number | string | bigint;
   created_at: Date | string;
+  wal_lsn: number | string | bigint | null;
+  wal_since: Date | string | null;
+}
+
+interface WalRow {
+  database_id: string;
+  start_lsn: number | string | bigint;
+  end_lsn: number | string | bigint;
+  object_key: string;
+  sha256: string;
+  size_bytes: number | string | bigint;
+  written_at: Date | string;
+  seq: number | string | bigint;
+}
+
+const WAL_COLUMNS = 'database_id, start_lsn, end_lsn, object_key, sha256, size_bytes, written_at, seq';
+
+function toWal(row: WalRow): WalRecord {
+  return {
+    databaseId: row.database_id,
+    startLsn: BigInt(row.start_lsn),
+    endLsn: BigInt(row.end_lsn),
+    key: row.object_key,
+    sha256: row.sha256,
+    sizeBytes: Number(row.size_bytes),
+    writtenAt: row.written_at instanceof Date ? row.written_at : new Date(row.written_at),
+    seq: BigInt(row.seq),
+  };
 }
 
 const DATABASE_COLUMNS = 'id, read_only, pool_mode, created_at';
 const CREDENTIAL_COLUMNS = 'database_id, username, salt, iterations, stored_key, server_key';
-const VERSION_COLUMNS = 'database_id, version, sha256, size_bytes, created_at';
+const VERSION_COLUMNS = 'database_id, version, sha256, size_bytes, created_at, wal_lsn, wal_since';
 
 function toDatabase(row: DatabaseRow): DatabaseRecord {
   return {
@@ -125,8 +174,12 @@ function toVersion(row: VersionRow): VersionRecord {
     // bigint: `pg` returns it as a string, PGlite as a number or BigInt.
     sizeBytes: Number(row.size_bytes),
     createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
+    walLsn: row.wal_lsn === null || row.wal_lsn === undefined ? undefined : BigInt(row.wal_lsn),
+    walSince: toDate(row.wal_since ?? row.created_at),
   };
 }
+
+const toDate = (v: Date | string) => (v instanceof Date ? v : new Date(v));
 
 function first<T>(rows: T[], what: string): T {
   const row = rows[0];
@@ -262,11 +315,18 @@ export class SqlCatalog implements Catalog {
   async addVersion(input: AddVersionInput): Promise<VersionRecord | undefined> {
     try {
       const { rows } = await this.sql.query<VersionRow>(
-        `insert into gateway_versions (database_id, version, sha256, size_bytes)
-         select $1::text, $2::text, $3::text, $4::bigint
+        `insert into gateway_versions (database_id, version, sha256, size_bytes, wal_lsn, wal_since)
+         select $1::text, $2::text, $3::text, $4::bigint, $5::bigint, $6::timestamptz
          where exists (select 1 from gateway_databases where id = $1)
          returning ${VERSION_COLUMNS}`,
-        [input.databaseId, input.version, input.sha256, input.sizeBytes],
+        [
+          input.databaseId,
+          input.version,
+          input.sha256,
+          input.sizeBytes,
+          input.walLsn?.toString() ?? null,
+          input.walSince?.toISOString() ?? null,
+        ],
       );
       return rows[0] && toVersion(rows[0]);
     } catch (err) {
@@ -303,9 +363,67 @@ export class SqlCatalog implements Catalog {
     return rows.length > 0;
   }
 
+  async addWal(input: AddWalInput): Promise<boolean> {
+    try {
+      const { rows } = await this.sql.query(
+        `insert into gateway_wal (database_id, start_lsn, end_lsn, object_key, sha256, size_bytes, written_at, seq)
+         select $1::text, $2::bigint, $3::bigint, $4::text, $5::text, $6::bigint, $7::timestamptz, $8::bigint
+         where exists (select 1 from gateway_databases where id = $1)
+         on conflict do nothing
+         returning end_lsn`,
+        [
+          input.databaseId,
+          input.startLsn.toString(),
+          input.endLsn.toString(),
+          input.key,
+          input.sha256,
+          input.sizeBytes,
+          (input.writtenAt ?? new Date()).toISOString(),
+          input.seq.toString(),
+        ],
+      );
+      return rows.length > 0;
+    } catch (err) {
+      if (sqlState(err) === SQLSTATE_FOREIGN_KEY_VIOLATION) return false;
+      throw err;
+    }
+  }
+
+  async listWal(databaseId: string, afterLsn = 0n): Promise<WalRecord[]> {
+    const { rows } = await this.sql.query<WalRow>(
+      `select ${WAL_COLUMNS} from gateway_wal where database_id = $1 and end_lsn > $2::bigint
+       order by seq`,
+      [databaseId, afterLsn.toString()],
+    );
+    return rows.map(toWal);
+  }
+
+  async deleteWalBefore(databaseId: string, lsn: bigint): Promise<string[]> {
+    const { rows } = await this.sql.query<{ object_key: string }>(
+      'delete from gateway_wal where database_id = $1 and end_lsn <= $2::bigint returning object_key',
+      [databaseId, lsn.toString()],
+    );
+    return rows.map((r) => r.object_key);
+  }
+
   close(): Promise<void> {
     return this.sql.close();
   }
+}
+
+/**
+ * A migrated `SqlCatalog` over `sql`. When the migration (or the connection under it) fails, the
+ * client is closed and that error thrown: a failing close must not replace it.
+ */
+export async function openSqlCatalog(sql: SqlClient): Promise<SqlCatalog> {
+  const catalog = new SqlCatalog(sql);
+  try {
+    await catalog.migrate();
+  } catch (err) {
+    await catalog.close().catch(() => undefined);
+    throw err;
+  }
+  return catalog;
 }
 
 function scramParams(databaseId: string, username: string, scram: ScramSha256Data): unknown[] {

@@ -1,5 +1,6 @@
 import type { Logger } from '../log.js';
 import type { Snapshots } from '../storage/snapshots.js';
+import type { WalObjects } from '../storage/wal-objects.js';
 import { query } from '../wire/protocol.js';
 import type { Database } from './database.js';
 import type { DatabaseRegistry } from './registry.js';
@@ -23,12 +24,21 @@ export class Archiving {
       dataDirOf: (id: string) => string;
       intervalMs: number;
       logger: Logger;
+      /** Shipped WAL, replayed on top of a fetched base (DURABILITY=async|sync). */
+      wal?: WalObjects | undefined;
     },
   ) {}
 
   materialize = async (id: string, dir: string) => {
     const outcome = await this.opts.snapshots.ensureLocal(id, dir);
-    if (outcome === 'fetched') this.opts.logger.info({ db: id }, 'database fetched from the archive');
+    if (outcome !== 'fetched') return outcome;
+    // The newest base plus every WAL piece shipped after it: crash recovery replays them on open.
+    const base = await this.opts.snapshots.latest(id);
+    const replayed = base && this.opts.wal ? await this.opts.wal.replayInto(id, dir, base) : undefined;
+    this.opts.logger.info(
+      { db: id, version: base?.version, walPieces: replayed?.pieces ?? 0 },
+      'database fetched from the archive',
+    );
     return outcome;
   };
 
@@ -85,6 +95,7 @@ export class Archiving {
           }
           return () => db.hold.release(this.owner);
         },
+        walLsn: () => db.engine.walEnd(),
       })
       .catch((err: unknown) => {
         if (err instanceof NothingToDo) return undefined;

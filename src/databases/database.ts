@@ -23,6 +23,11 @@ export class Database {
   private restarts = 0;
   /** Parameter values reported to clients at startup. */
   readonly parameters: Readonly<Record<string, string>>;
+  /**
+   * DURABILITY=sync: resolves once the WAL written so far is in the archive (rejects after the
+   * wait timeout). The pooler awaits it before a unit's reply; unset in other modes.
+   */
+  walBarrier: (() => Promise<void>) | undefined;
 
   constructor(
     readonly id: string,

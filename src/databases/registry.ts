@@ -1,9 +1,10 @@
-import { stat } from 'node:fs/promises';
 import type { DatabaseRecord } from '../catalog/catalog.js';
 import type { Engine } from '../engine/engine.js';
 import { errors, type GatewayError } from '../errors.js';
 import { databasePath } from '../ids.js';
+import { KeyedChain } from '../keyed-chain.js';
 import type { Logger } from '../log.js';
+import { hasPgVersion } from '../pgdata/pg-version.js';
 import { Database } from './database.js';
 
 /**
@@ -24,6 +25,10 @@ export interface RegistryOptions {
   logger: Logger;
   /** Makes sure the PGDATA is local before an open (fetch from the archive); 'absent' = none anywhere. */
   materialize?: (id: string, dir: string) => Promise<'present' | 'fetched' | 'absent'>;
+  /** Runs once a database opened, before its first client (WAL shipping starts). */
+  onOpen?: (db: Database) => Promise<void>;
+  /** Runs before a database closes (WAL shipping finishes). */
+  beforeClose?: (db: Database) => Promise<void>;
   /** Runs after a database closed, before it may open again (snapshot to the archive). */
   afterClose?: (id: string, dir: string, written: boolean) => Promise<void>;
   /** Starts a database's engine (an EngineHost). */
@@ -84,7 +89,7 @@ export class DatabaseRegistry {
   /** Databases closing (and being snapshotted): a new open waits so no one writes mid-tarball. */
   private readonly closing = new Map<string, Promise<void>>();
   /** Databases kept closed while their directory is replaced (restore, upload, clone): opens wait. */
-  private readonly held = new Map<string, Promise<unknown>>();
+  private readonly held = new KeyedChain();
   /** Stands in for the database while a lease waits for the open. */
   private readonly pending = undefined as unknown as Database;
 
@@ -148,11 +153,7 @@ export class DatabaseRegistry {
   private async open(record: DatabaseRecord): Promise<Database> {
     const dir = databasePath(this.opts.dataDir, record.id);
     await this.opts.materialize?.(record.id, dir);
-    const exists = await stat(`${dir}/PG_VERSION`).then(
-      () => true,
-      () => false,
-    );
-    if (!exists) throw errors.databaseNotFound(record.id);
+    if (!(await hasPgVersion(dir))) throw errors.databaseNotFound(record.id);
     const started = performance.now();
     this.stats.opens++;
     const open = () => this.opts.engines.open(dir, { readOnly: record.readOnly });
@@ -170,6 +171,7 @@ export class DatabaseRegistry {
       this.opts.logger,
     );
     database.archivedLsn = await database.walLsn();
+    await this.opts.onOpen?.(database);
     return database;
   }
 
@@ -228,20 +230,11 @@ export class DatabaseRegistry {
    * replaced): clients arriving meanwhile wait, then open what `fn` left. Calls for the same
    * database run one after another.
    */
-  async closeWhile<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.held.get(id);
-    const run = (async () => {
-      await previous?.catch(() => undefined);
+  closeWhile<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.held.run(id, async () => {
       await this.close(id);
       return fn();
-    })();
-    const settled = run.catch(() => undefined);
-    this.held.set(id, settled);
-    try {
-      return await run;
-    } finally {
-      if (this.held.get(id) === settled) this.held.delete(id);
-    }
+    });
   }
 
   /** Waits while the database is closing (a failed close fails the caller) or held closed. */
@@ -249,7 +242,7 @@ export class DatabaseRegistry {
     for (;;) {
       const closing = this.closing.get(id);
       if (closing) await closing;
-      const held = this.held.get(id);
+      const held = this.held.pending(id);
       if (held) await held;
       if (!closing && !held) return;
     }
@@ -267,6 +260,9 @@ export class DatabaseRegistry {
     for (const lease of entry.clients) lease.terminate?.(reason);
     const database = await entry.opening.catch(() => undefined);
     if (!database) return;
+    await this.opts
+      .beforeClose?.(database)
+      .catch((err) => this.opts.logger.warn({ err, db: id }, 'before-close step failed'));
     const { written } = await database.close();
     this.stats.closes++;
     this.opts.logger.info({ db: id }, 'database closed');

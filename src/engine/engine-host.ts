@@ -3,8 +3,10 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log.js';
+import { DURABILITY_COUNTERS, DurabilityCounter } from './durable-fs.js';
 import { type Engine, HostWorker, WorkerEngine, type WorkerPool } from './engine.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './engine-worker.js';
+import { bundleExtensions, type ExtensionBundle, loadCatalog } from './extensions.js';
 import type { PgliteArtifacts, WasmModule } from './pglite-open.js';
 import { shareBundle } from './shared-bundle.js';
 import { workerUrl } from './worker-entry.js';
@@ -28,6 +30,20 @@ function loadArtifacts(): Promise<PgliteArtifacts> {
     };
   })();
   return artifacts;
+}
+
+const extensionBundles = new Map<string, Promise<ExtensionBundle | undefined>>();
+
+/** Unpacks the allowed extensions once per process (per allow-list); undefined when none. */
+function loadExtensions(allowed: readonly string[]): Promise<ExtensionBundle | undefined> {
+  const key = [...allowed].sort().join(',');
+  let bundle = extensionBundles.get(key);
+  if (!bundle) {
+    bundle =
+      key === '' ? Promise.resolve(undefined) : loadCatalog().then((c) => bundleExtensions(c, allowed));
+    extensionBundles.set(key, bundle);
+  }
+  return bundle;
 }
 
 /** Node's types lack WebAssembly as a value outside the DOM lib. */
@@ -72,6 +88,13 @@ export interface EngineHostOptions {
   settings: string[];
   /** Databases one worker serves before it is replaced, bounding whatever a worker accumulates. */
   maxUses?: number;
+  /** FSYNC: make commits and checkpoints durable on disk (engine/durable-fs.ts). Default true. */
+  fsync?: boolean;
+  /**
+   * Extensions databases may create (CREATE EXTENSION) or LOAD, by name; `all` stands for every
+   * one but those that must be preloaded (see extensions.ts). Default: none (PGlite's plpgsql).
+   */
+  extensions?: readonly string[];
   logger?: Logger;
 }
 
@@ -92,15 +115,36 @@ export class EngineHost implements WorkerPool {
   private closed = false;
   /** Workers started, and workers that parked again after their database closed. */
   readonly stats = { spawned: 0, recycled: 0 };
+  /** fsync counts of all workers (DurabilityCounter), shared with them. */
+  private readonly durability = new Int32Array(new SharedArrayBuffer(4 * DURABILITY_COUNTERS));
+
+  /** How many WAL and data-file syncs the workers made (FSYNC=on). */
+  get syncs(): { wal: number; data: number } {
+    return {
+      wal: Atomics.load(this.durability, DurabilityCounter.WalSyncs),
+      data: Atomics.load(this.durability, DurabilityCounter.DataSyncs),
+    };
+  }
   private readonly maxUses: number;
+  private extensions: Promise<ExtensionBundle | undefined> | undefined;
 
   constructor(private readonly opts: EngineHostOptions) {
     this.maxUses = opts.maxUses ?? 50;
   }
 
-  /** Fills the pool in the background. */
-  start(): void {
+  /**
+   * Unpacks the allowed extensions (rejects when EXTENSIONS names one nothing ships), then fills
+   * the pool in the background.
+   */
+  async start(): Promise<void> {
+    const bundle = await this.extensionBundle();
+    if (bundle) this.opts.logger?.debug({ extensions: bundle.names }, 'extensions installed');
     this.refill();
+  }
+
+  private extensionBundle(): Promise<ExtensionBundle | undefined> {
+    this.extensions ??= loadExtensions(this.opts.extensions ?? []);
+    return this.extensions;
   }
 
   /** Opens the database at `dataDir` in a worker of its own. */
@@ -220,7 +264,20 @@ export class EngineHost implements WorkerPool {
 
   private async spawn(): Promise<HostWorker> {
     const unacked = new SharedArrayBuffer(4);
-    const init: WorkerInit = { artifacts: await loadArtifacts(), settings: this.opts.settings, unacked };
+    const walEnd = new SharedArrayBuffer(16);
+    const [base, extensions] = await Promise.all([loadArtifacts(), this.extensionBundle()]);
+    // A later -c wins: this replaces the empty shared_preload_libraries pinned before it.
+    const preload = extensions?.preload.length
+      ? [`shared_preload_libraries=${extensions.preload.join(',')}`]
+      : [];
+    const init: WorkerInit = {
+      artifacts: { ...base, extensions },
+      settings: [...this.opts.settings, ...preload],
+      unacked,
+      fsync: this.opts.fsync ?? true,
+      durability: this.durability.buffer as SharedArrayBuffer,
+      walEnd,
+    };
     this.stats.spawned++;
     const worker = new Worker(await workerUrl(), {
       workerData: init,
@@ -228,7 +285,7 @@ export class EngineHost implements WorkerPool {
       // committed is resident memory for as long as its database is open.
       resourceLimits: { maxYoungGenerationSizeMb: 4 },
     });
-    const host = new HostWorker(worker, unacked);
+    const host = new HostWorker(worker, unacked, walEnd);
     await host.whenParked().catch(async (err: unknown) => {
       await worker.terminate();
       throw err;

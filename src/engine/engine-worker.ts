@@ -2,6 +2,7 @@ import { on } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
+import { DurableFs } from './durable-fs.js';
 import { openParked, type ParkedPglite, type PgliteArtifacts, parkPglite } from './pglite-open.js';
 import { ResponseBatcher } from './response-batcher.js';
 
@@ -21,6 +22,12 @@ export interface WorkerInit {
   settings: string[];
   /** One Int32: bytes of output posted and not yet passed on to the client (see OUTPUT_WINDOW). */
   unacked: SharedArrayBuffer;
+  /** FSYNC=on: WAL flushed before every reply, data files before checkpoints move on (durable-fs.ts). */
+  fsync: boolean;
+  /** DURABILITY_COUNTERS Int32s, shared by all workers of the host. */
+  durability: SharedArrayBuffer;
+  /** Two BigInt64s: how far this worker's database's WAL was written (an LSN), and how many WAL writes were made; for WAL shipping. */
+  walEnd: SharedArrayBuffer;
 }
 
 /** Output bytes in a batch before it is posted while the statement still runs. */
@@ -73,13 +80,23 @@ function collectWhenIdle(): void {
 
 async function park(): Promise<ParkedPglite | Error> {
   try {
-    return await parkPglite(init.artifacts, init.settings);
+    return await parkPglite(init.artifacts, init.settings, (mod) => durable.install(mod));
   } catch (err) {
     return err instanceof Error ? err : new Error(messageText(err));
   }
 }
 
 const unacked = new Int32Array(init.unacked);
+const walEnd = new BigInt64Array(init.walEnd);
+const durable = new DurableFs({
+  fsync: init.fsync,
+  counters: new Int32Array(init.durability),
+  onWalWrite: (lsn) => {
+    if (lsn > Atomics.load(walEnd, 0)) Atomics.store(walEnd, 0, lsn);
+    // Counted too: a commit may rewrite the last page without moving the end.
+    Atomics.add(walEnd, 1, 1n);
+  },
+});
 const batcher = new ResponseBatcher(BATCH_BYTES);
 
 /** Blocks the (synchronously running) statement while the client is behind. */
@@ -93,6 +110,8 @@ function waitForClient(): void {
 async function exec(pg: ParkedPglite['pg'], id: number, data: ArrayBuffer): Promise<void> {
   Atomics.store(unacked, 0, 0);
   const post = (batch: ArrayBuffer, length: number) => {
+    // A commit's CommandComplete may be in any part: its WAL is durable before any part leaves.
+    durable.flushWal();
     reply({ type: 'chunk', id, data: batch, length }, [batch]);
     if (Atomics.add(unacked, 0, length) + length > OUTPUT_WINDOW) waitForClient();
   };
@@ -110,6 +129,7 @@ async function exec(pg: ParkedPglite['pg'], id: number, data: ArrayBuffer): Prom
   };
   await pg.execProtocolRawStream(new Uint8Array(data), { onRawData });
   if (broken) return;
+  durable.flushWal();
   const rest = batcher.finish();
   reply({ type: 'result', id, ...rest }, [rest.data]);
 }
@@ -124,6 +144,13 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
       if (parked instanceof Error) throw parked;
       open = parked;
       const opened = await openParked(parked, request.dataDir, request.readOnly);
+      // WAL positions are reported from here on, with the database's own segment size.
+      const [segment] = (
+        await parked.pg.query<{ bytes: string }>(
+          "SELECT setting AS bytes FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
+        )
+      ).rows;
+      durable.setSegmentSize(Number(segment?.bytes ?? 0));
       reply({ type: 'opened', ...opened });
       collectWhenIdle();
     } catch (err) {
@@ -132,6 +159,9 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
     }
   } else if (request.type === 'close') {
     await open?.pg.close().catch(() => undefined);
+    durable.syncAll();
+    durable.setSegmentSize(0);
+    Atomics.store(walEnd, 0, 0n);
     open = undefined;
     reply({ type: 'closed', id: request.id });
     if (!request.park) break;

@@ -19,6 +19,10 @@ export interface Engine {
   readonly baselineSql: string;
   /** Values of the parameters a real server reports in ParameterStatus at startup. */
   readonly parameters: Readonly<Record<string, string>>;
+  /** How far the database's WAL was written: an LSN, 0 before its first WAL write. */
+  walEnd(): bigint;
+  /** How many WAL writes the worker made (grows when a commit rewrites the last page too). */
+  walWrites(): bigint;
   /** Stops a running statement by ending the worker; the engine is dead afterwards. */
   kill(): Promise<void>;
   close(): Promise<void>;
@@ -95,11 +99,16 @@ export class HostWorker {
   /** Output bytes the worker posted that the client has not taken in (shared with the worker). */
   readonly unacked: Int32Array;
 
+  /** How far the worker's database's WAL was written (shared with the worker). */
+  readonly walEnd: BigInt64Array;
+
   constructor(
     readonly worker: Worker,
     unacked: SharedArrayBuffer,
+    walEnd: SharedArrayBuffer = new SharedArrayBuffer(16),
   ) {
     this.unacked = new Int32Array(unacked);
+    this.walEnd = new BigInt64Array(walEnd);
     worker.on('message', (reply: WorkerReply) => {
       if (reply.type !== 'parked') return;
       this.parked = true;
@@ -234,6 +243,14 @@ export class WorkerEngine implements Engine {
       this.pending.set(id, { resolve, reject, onChunk, request });
       this.host.worker.postMessage(make(id), transfer);
     });
+  }
+
+  walEnd(): bigint {
+    return Atomics.load(this.host.walEnd, 0);
+  }
+
+  walWrites(): bigint {
+    return Atomics.load(this.host.walEnd, 1);
   }
 
   exec(messages: Uint8Array, onChunk?: OnChunk): Promise<Uint8Array> {

@@ -1,9 +1,10 @@
-import { constants, existsSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
-import { DeferredNodeFS } from './deferred-fs.js';
-import { bundleSource, copyBundleFilesOnWrite } from './shared-bundle.js';
+import { hasPgVersion } from '../pgdata/pg-version.js';
+import { DeferredNodeFS, type PgliteModule } from './deferred-fs.js';
+import { bundleSource, copyBundleFilesOnWrite, mapSharedFiles, type SharedFiles } from './shared-bundle.js';
 
 /**
  * Opening one PGlite with the gateway's settings, in two steps: `parkPglite` does everything that
@@ -20,6 +21,8 @@ export interface PgliteArtifacts {
   initdbWasmModule: WasmModule;
   /** The FS bundle, shared by all workers (see shared-bundle.ts). */
   fsBundle: SharedArrayBuffer;
+  /** The allowed extensions' files, shared by all workers too (see extensions.ts). */
+  extensions?: SharedFiles | undefined;
 }
 
 /**
@@ -38,6 +41,12 @@ export interface PgliteArtifacts {
  */
 export function postgresSettings(sharedBuffersBytes: number): string[] {
   return [`shared_buffers=${Math.floor(sharedBuffersBytes / 8192) * 8}kB`, ...PINNED_SETTINGS];
+}
+
+/** PGlite's own start parameters followed by `settings` as `-c` options (the later ones win). */
+export function pgliteStartParams(settings: readonly string[]): string[] {
+  const defaults = (PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams;
+  return [...defaults, ...settings.flatMap((s) => ['-c', s])];
 }
 
 /** See postgresSettings; values are the defaults unless a comment says why not. */
@@ -150,12 +159,21 @@ export interface ParkedPglite {
   readonly fs: DeferredNodeFS;
 }
 
-export async function parkPglite(artifacts: PgliteArtifacts, settings: string[]): Promise<ParkedPglite> {
-  const defaults = (PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams;
-  const fs = new DeferredNodeFS(copyBundleFilesOnWrite);
+export async function parkPglite(
+  artifacts: PgliteArtifacts,
+  settings: string[],
+  /** Also given the WASM module before Postgres starts (the worker's durability layer). */
+  onModule: (mod: PgliteModule) => void = () => undefined,
+): Promise<ParkedPglite> {
+  let module: PgliteModule | undefined;
+  const fs = new DeferredNodeFS((mod) => {
+    module = mod;
+    copyBundleFilesOnWrite(mod);
+    onModule(mod);
+  });
   const pg = new PGlite({
     fs,
-    startParams: [...defaults, ...settings.flatMap((s) => ['-c', s])],
+    startParams: pgliteStartParams(settings),
     pgliteWasmModule: artifacts.pgliteWasmModule,
     initdbWasmModule: artifacts.initdbWasmModule,
     fsBundle: bundleSource(artifacts.fsBundle),
@@ -165,6 +183,8 @@ export async function parkPglite(artifacts: PgliteArtifacts, settings: string[])
   (pg as unknown as { _initArrayTypes: () => Promise<void> })._initArrayTypes = async () => undefined;
   // waitReady only settles before parking when the preparation failed.
   await Promise.race([fs.parked, pg.waitReady]);
+  // Where Postgres looks for extensions (/pglite/share, /pglite/lib), beside the bundle's files.
+  if (module && artifacts.extensions) mapSharedFiles(module, module.WASM_PREFIX, artifacts.extensions);
   return { pg, fs };
 }
 
@@ -176,7 +196,7 @@ export async function openParked(
 ): Promise<{ baselineSql: string; parameters: Record<string, string>; clearedSettings: string[] }> {
   // PGlite runs initdb into a directory without PG_VERSION; a missing database must stay missing.
   // (Checked before mounting: a parked PGlite cannot be closed until it has started.)
-  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) throw new Error(`no database at ${dataDir}`);
+  if (!(await hasPgVersion(dataDir))) throw new Error(`no database at ${dataDir}`);
   // Reported back to the gateway, which logs it (the worker has no logger of its own).
   const clearedSettings = await clearAutoConf(dataDir);
   try {

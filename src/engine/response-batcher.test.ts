@@ -1,13 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { tagged } from '../../test/helpers/messages.js';
 import { ResponseBatcher } from './response-batcher.js';
 
 /** A backend message: code, length, body of `size` bytes filled with `fill`. */
-function message(code: number, size: number, fill: number): Buffer {
-  const m = Buffer.alloc(5 + size, fill);
-  m[0] = code;
-  m.writeUInt32BE(4 + size, 1);
-  return m;
-}
+const message = (code: number, size: number, fill: number): Buffer => tagged(code, Buffer.alloc(size, fill));
 
 /** Splits `bytes` into writes of varying sizes, as PGlite's output callback delivers them. */
 function writes(bytes: Buffer, sizes: number[]): Buffer[] {
@@ -81,14 +77,7 @@ describe('ResponseBatcher', () => {
 });
 
 describe('a FATAL from the engine', () => {
-  const fatal = (text: string) => {
-    const body = Buffer.from(`SFATAL\0VFATAL\0C08P01\0M${text}\0\0`);
-    const m = Buffer.alloc(5 + body.length);
-    m[0] = 0x45;
-    m.writeUInt32BE(4 + body.length, 1);
-    body.copy(m, 5);
-    return m;
-  };
+  const fatal = (text: string) => tagged('E', `SFATAL\0VFATAL\0C08P01\0M${text}\0\0`);
 
   it('is noticed however the output is split, and cut off with everything after it', () => {
     const before = message(0x44, 40, 1);
@@ -112,11 +101,7 @@ describe('a FATAL from the engine', () => {
   });
 
   it('an ERROR is not a FATAL', () => {
-    const body = Buffer.from('SERROR\0C42P01\0Mnope\0\0');
-    const m = Buffer.alloc(5 + body.length);
-    m[0] = 0x45;
-    m.writeUInt32BE(4 + body.length, 1);
-    body.copy(m, 5);
+    const m = tagged('E', 'SERROR\0C42P01\0Mnope\0\0');
     const batcher = new ResponseBatcher(1 << 20);
     batcher.append(m, () => undefined);
     expect(batcher.fatal).toBeUndefined();

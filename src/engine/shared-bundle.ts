@@ -50,3 +50,27 @@ export function copyBundleFilesOnWrite(mod: PgliteModule): void {
     return write.call(this, stream, ...rest);
   };
 }
+
+/** Files packed into one shared buffer (see extensions.ts): paths and where their bytes are. */
+export interface SharedFiles {
+  buffer: SharedArrayBuffer;
+  files: { path: string; offset: number; length: number }[];
+}
+
+/**
+ * Adds `shared`'s files under `root` in a PGlite's filesystem, each a view into the shared buffer
+ * (MEMFS keeps a written buffer it may own), so they cost no copy. Call after
+ * copyBundleFilesOnWrite: a write to one of them then copies it first, like a bundle file.
+ */
+export function mapSharedFiles(mod: PgliteModule, root: string, shared: SharedFiles): void {
+  const dirs = new Set<string>();
+  for (const file of shared.files) {
+    const target = `${root}/${file.path}`;
+    const dir = target.slice(0, target.lastIndexOf('/'));
+    if (!dirs.has(dir)) {
+      mod.FS.mkdirTree(dir);
+      dirs.add(dir);
+    }
+    mod.FS.writeFile(target, new Uint8Array(shared.buffer, file.offset, file.length), { canOwn: true });
+  }
+}

@@ -20,7 +20,7 @@ export function workerUrl(): Promise<URL> {
 }
 
 async function bundleWorker(): Promise<URL> {
-  const { build } = await import('esbuild');
+  const { build, stop } = await import('esbuild');
   const result = await build({
     entryPoints: [fileURLToPath(new URL('./engine-worker.ts', import.meta.url))],
     bundle: true,
@@ -30,7 +30,11 @@ async function bundleWorker(): Promise<URL> {
     target: 'node20',
     write: false,
     logLevel: 'silent',
-  });
+  }).finally(() =>
+    // esbuild's service process (~13 MB) would otherwise stay for the life of the node; a later
+    // call starts a new one.
+    stop(),
+  );
   const code = result.outputFiles[0]?.contents;
   if (!code) throw new Error('esbuild produced no worker bundle');
   const hash = createHash('sha256').update(code).digest('hex').slice(0, 16);

@@ -1,7 +1,6 @@
 import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { generate } from 'selfsigned';
 
 /**
  * Development certificates: a local CA plus a server certificate for `*.<domain>`, so clients can
@@ -51,6 +50,8 @@ export async function generateDevCertificates(
     return { ...result, generated: false, reusedCa: false };
   }
   await mkdir(dir, { recursive: true });
+  // Loaded only to generate: selfsigned and its X.509 libraries cost ~10 MB of a node's memory.
+  const { generate } = await import('selfsigned');
 
   const now = new Date();
   const notAfter = new Date(now.getTime() + CERT_DAYS * DAY_MS);

@@ -21,6 +21,7 @@ import {
 import type { ScramLookup } from './auth.js';
 import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
 import type { CancelKeys } from './cancel.js';
+import { verifyCleartextPassword } from './password-check.js';
 import { type Route, routeConnection } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
@@ -60,6 +61,17 @@ export interface ClientHandle {
   readonly closed: Promise<void>;
 }
 
+/** How a connection arrived, when not over the Postgres TCP listener. */
+export interface ConnectionOptions {
+  /** Routes like an SNI name when the TLS layer is not ours (the WebSocket's Host or address). */
+  serverName?: string | undefined;
+  /**
+   * `cleartext`: AuthenticationCleartextPassword, checked against the SCRAM verifier. Only over a
+   * channel that is already encrypted (wss), for clients that pipeline their password.
+   */
+  password?: 'scram' | 'cleartext';
+}
+
 const toBackendError = (err: GatewayError) =>
   BackendError.create({ severity: err.severity, code: err.code, message: err.message, hint: err.hint });
 
@@ -67,7 +79,11 @@ const toBackendError = (err: GatewayError) =>
  * Drives one accepted socket: startup negotiation and TLS (ours), SCRAM (pg-gateway), then the
  * client session relaying messages to its database.
  */
-export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandle {
+export function handleConnection(
+  raw: Socket,
+  deps: ConnectionDeps,
+  opts: ConnectionOptions = {},
+): ClientHandle {
   const sessionId = randomBytes(6).toString('hex');
   let log = deps.logger.child({ sessionId, client: `${raw.remoteAddress}:${raw.remotePort}` });
   let socket: Socket = raw;
@@ -125,16 +141,25 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
         log = log.child(child);
       },
     };
-    const { route, user } = await authenticate(socket, outcome.message, outcome.serverName, deps, peer);
+    const serverName = outcome.serverName ?? opts.serverName;
+    const { route, user, pipelined } = await authenticate(
+      socket,
+      outcome.message,
+      serverName,
+      deps,
+      peer,
+      opts,
+    );
     clearTimeout(loginTimer);
     if (ended) return;
-    await startSession(route, user, params);
+    await startSession(route, user, params, pipelined);
   };
 
   const startSession = async (
     route: Extract<Route, { ok: true }>,
     user: string,
     params: Record<string, string>,
+    pipelined: Buffer,
   ) => {
     const record = await deps.catalog.getDatabase(route.id);
     if (!record) throw errors.databaseNotFound(route.id);
@@ -213,6 +238,9 @@ export function handleConnection(raw: Socket, deps: ConnectionDeps): ClientHandl
       }
     };
     socket.on('data', onData);
+    // What the client sent after its password without waiting (pipelined connect).
+    if (pipelined.length > 0) onData(pipelined);
+    socket.resume();
     if (draining) current.drainThen(end);
   };
 
@@ -246,23 +274,40 @@ function authenticate(
   serverName: string | undefined,
   deps: ConnectionDeps,
   peer: { address: string; log: () => Logger; bind: (fields: Record<string, string>) => void },
-): Promise<{ route: Extract<Route, { ok: true }>; user: string }> {
+  opts: ConnectionOptions,
+): Promise<{ route: Extract<Route, { ok: true }>; user: string; pipelined: Buffer }> {
   return new Promise((resolve, reject) => {
     let route: Extract<Route, { ok: true }> | undefined;
     let authenticated = false;
     /** Set when we refused the password ourselves; pg-gateway's own (28000) reply is dropped. */
     let refused = false;
     const framer = new MessageFramer(() => MAX_PREAUTH_MESSAGE);
-    let input: ReadableStreamDefaultController<Uint8Array>;
-    const readable = new ReadableStream<Uint8Array>({
-      start(controller) {
-        input = controller;
-        controller.enqueue(ownBuffer(startup));
+    // Messages are handed to pg-gateway one read at a time, so those it has not read when the
+    // client is authenticated (a pipelined first query) stay here for the session.
+    const unread: Buffer[] = [startup];
+    let pulling: ((message: Buffer) => void) | undefined;
+    const readable = new ReadableStream<Uint8Array>(
+      {
+        pull: (controller) => {
+          const next = unread.shift();
+          if (next) return controller.enqueue(ownBuffer(next));
+          return new Promise<void>((resolve) => {
+            pulling = (message) => {
+              pulling = undefined;
+              controller.enqueue(ownBuffer(message));
+              resolve();
+            };
+          });
+        },
       },
-    });
+      { highWaterMark: 0 },
+    );
     const onData = (chunk: Buffer) => {
       try {
-        for (const message of framer.push(chunk)) input.enqueue(ownBuffer(message));
+        for (const message of framer.push(chunk)) {
+          if (pulling) pulling(message);
+          else unread.push(message);
+        }
       } catch (err) {
         socket.off('data', onData);
         reject(err);
@@ -287,32 +332,53 @@ function authenticate(
       fn().catch((err: unknown) => {
         throw toBackendError(toClientError(err, 'auth'));
       });
+    /** The throttle's verdict on a password check; a refusal is answered here (28P01). */
+    const judge = async (username: string, verify: () => Promise<boolean>) => {
+      const ok = await deps.throttle.guard({
+        address: peer.address,
+        database: route?.id ?? '',
+        log: peer.log(),
+        verify,
+        wait: (ms) => waitUnlessClosed(ms, socket),
+      });
+      // A client that left, or ran out of LOGIN_TIMEOUT, while delayed gets nothing more.
+      const gone = socket.destroyed || socket.writableEnded;
+      if (ok && !gone) return true;
+      refused = true;
+      if (!gone) socket.end(errorResponse(errors.authFailed(username)));
+      return false;
+    };
+    const cleartext = {
+      method: 'password' as const,
+      getClearTextPassword: () => '',
+      validateCredentials: ({ username, password }: { username: string; password: string }) =>
+        judge(username, () =>
+          guarded(async () =>
+            verifyCleartextPassword((await deps.scram.lookup(route?.id ?? '', username)).data, password),
+          ),
+        ),
+    };
     void fromDuplexStream(
       { readable, writable },
       {
-        auth: {
-          method: 'scram-sha-256',
-          getScramSha256Data: ({ username }) =>
-            guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
-          // Postgres answers a failed password with 28P01, which clients and tests rely on. The
-          // throttle's delay comes first, so no answer is revealed before it.
-          validateCredentials: async ({ authMessage, clientProof, username, scramSha256Data }) => {
-            const ok = await deps.throttle.guard({
-              address: peer.address,
-              database: route?.id ?? '',
-              log: peer.log(),
-              verify: () =>
-                verifyScramSha256Password({ authMessage, clientProof, storedKey: scramSha256Data.storedKey }),
-              wait: (ms) => waitUnlessClosed(ms, socket),
-            });
-            // A client that left, or ran out of LOGIN_TIMEOUT, while delayed gets nothing more.
-            const gone = socket.destroyed || socket.writableEnded;
-            if (ok && !gone) return true;
-            refused = true;
-            if (!gone) socket.end(errorResponse(errors.authFailed(username)));
-            return false;
-          },
-        },
+        auth:
+          opts.password === 'cleartext'
+            ? cleartext
+            : {
+                method: 'scram-sha-256',
+                getScramSha256Data: ({ username }) =>
+                  guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
+                // Postgres answers a failed password with 28P01, which clients and tests rely on. The
+                // throttle's delay comes first, so no answer is revealed before it.
+                validateCredentials: ({ authMessage, clientProof, username, scramSha256Data }) =>
+                  judge(username, () =>
+                    verifyScramSha256Password({
+                      authMessage,
+                      clientProof,
+                      storedKey: scramSha256Data.storedKey,
+                    }),
+                  ),
+              },
         onStartup: (state) =>
           guarded(async () => {
             const params = state.clientParams ?? { user: '' };
@@ -329,9 +395,11 @@ function authenticate(
             // From here on the session owns the socket; pg-gateway must write nothing more.
             authenticated = true;
             socket.off('data', onData);
+            socket.pause();
             socket.off('close', onClose);
             await connection?.detach();
-            if (route) resolve({ route, user: state.clientParams?.user ?? '' });
+            const pipelined = Buffer.concat([...unread, framer.takeBuffered()]);
+            if (route) resolve({ route, user: state.clientParams?.user ?? '', pipelined });
           }),
       },
     ).then((c) => {

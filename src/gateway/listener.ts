@@ -18,7 +18,7 @@ export class GatewayListener {
   private cutDrain: (() => void) | undefined;
 
   constructor(
-    private readonly deps: ConnectionDeps,
+    readonly deps: ConnectionDeps,
     private readonly logger: Logger,
   ) {
     this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));

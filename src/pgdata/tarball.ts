@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { type FileHandle, lstat, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { Pack, type ReadEntry, type WriteEntry } from 'tar';
+import { PG_VERSION, readPgVersion, readSmallFile } from './pg-version.js';
 
 /**
  * PGDATA directories as tarballs, streaming: nothing holds a whole tarball in memory. This file
@@ -196,23 +197,10 @@ export async function writeAll(source: AsyncIterable<Uint8Array>, handle: FileHa
 
 /** Reads PG_VERSION and the version fields of global/pg_control (little-endian, as WASM writes it). */
 export async function readPgDataIdentity(dir: string): Promise<PgDataIdentity> {
-  const pgVersion = (await readSmallFile(path.join(dir, 'PG_VERSION'), 64)).toString('utf8').trim();
+  const pgVersion = await readPgVersion(dir);
   const control = await readSmallFile(path.join(dir, 'global', 'pg_control'), 8192);
   if (control.length < 16) throw new Error('global/pg_control is too short');
   return { pgVersion, controlVersion: control.readUInt32LE(8), catalogVersion: control.readUInt32LE(12) };
-}
-
-async function readSmallFile(file: string, max: number): Promise<Buffer> {
-  const info = await lstat(file);
-  if (!info.isFile()) throw new Error(`${path.basename(file)} is not a regular file`);
-  const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    const buffer = Buffer.alloc(Math.min(info.size, max));
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-    return buffer.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
 }
 
 /**
@@ -221,7 +209,7 @@ async function readSmallFile(file: string, max: number): Promise<Buffer> {
  */
 export async function validatePgData(dir: string, expected?: PgDataIdentity): Promise<void> {
   for (const [name, kind] of [
-    ['PG_VERSION', 'file'],
+    [PG_VERSION, 'file'],
     [path.join('global', 'pg_control'), 'file'],
     [path.join('global', 'pg_filenode.map'), 'file'],
     ['base', 'directory'],

@@ -98,6 +98,8 @@ export abstract class SessionExecutor {
     let response: Uint8Array;
     try {
       response = await db.engine.exec(messages, stream ? (chunk) => this.write(chunk) : undefined);
+      // DURABILITY=sync: the reply (with a commit's CommandComplete) waits for the archive.
+      if (db.walBarrier) await db.walBarrier();
     } catch (err) {
       if (err instanceof EngineBrokenError) {
         // Only this client hears of it; the others find a fresh session (as after a cancel).

@@ -15,6 +15,8 @@ export const TRACKED_SETTINGS = [
   'TimeZone',
   'standard_conforming_strings',
   'search_path',
+  // A read-only database's baseline sets it: every client has it unless it changes it itself.
+  'default_transaction_read_only',
 ] as const;
 
 const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;

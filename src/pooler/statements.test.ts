@@ -1,15 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { tagged } from '../../test/helpers/messages.js';
 import { Frontend } from '../wire/protocol.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
-
-const msg = (code: number, body: string) => {
-  const b = Buffer.from(body, 'latin1');
-  const out = Buffer.alloc(5 + b.length);
-  out[0] = code;
-  out.writeUInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-};
 
 describe('StatementNames', () => {
   it('gives two clients different backend names for the same statement name', () => {
@@ -72,22 +64,24 @@ describe('StatementNames', () => {
 describe('renameStatement', () => {
   it('renames Parse, Bind, Describe and Close but not portals', () => {
     const names = new StatementNames(3, 10);
-    const parse = renameStatement(msg(Frontend.Parse, 'P_0\0select 1\0\0\0'), names);
+    const parse = renameStatement(tagged(Frontend.Parse, 'P_0\0select 1\0\0\0'), names);
     expect(parse.toString('latin1', 5)).toBe('_g3_0\0select 1\0\0\0');
     expect(parse.readUInt32BE(1)).toBe(parse.length - 1);
-    const bind = renameStatement(msg(Frontend.Bind, 'portal\0P_0\0\0\0\0\0\0\0'), names);
+    const bind = renameStatement(tagged(Frontend.Bind, 'portal\0P_0\0\0\0\0\0\0\0'), names);
     expect(bind.toString('latin1', 5)).toBe('portal\0_g3_0\0\0\0\0\0\0\0');
-    expect(renameStatement(msg(Frontend.Describe, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
-    expect(renameStatement(msg(Frontend.Describe, 'Pportal\0'), names).toString('latin1', 5)).toBe(
+    expect(renameStatement(tagged(Frontend.Describe, 'SP_0\0'), names).toString('latin1', 5)).toBe(
+      'S_g3_0\0',
+    );
+    expect(renameStatement(tagged(Frontend.Describe, 'Pportal\0'), names).toString('latin1', 5)).toBe(
       'Pportal\0',
     );
-    expect(renameStatement(msg(Frontend.Close, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
+    expect(renameStatement(tagged(Frontend.Close, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
     expect(names.size).toBe(0);
   });
 
   it('leaves the unnamed statement alone', () => {
     const names = new StatementNames(3, 10);
-    const parse = msg(Frontend.Parse, '\0select 1\0\0\0');
+    const parse = tagged(Frontend.Parse, '\0select 1\0\0\0');
     expect(renameStatement(parse, names)).toBe(parse);
   });
 
@@ -102,8 +96,8 @@ describe('restoreNames', () => {
   it('rewrites backend names inside error responses only', () => {
     const names = new StatementNames(4, 10);
     const backend = names.define('mine');
-    const error = msg(0x45, `SERROR\0C42P05\0Mprepared statement "${backend}" already exists\0\0`);
-    const ready = msg(0x5a, 'I');
+    const error = tagged(0x45, `SERROR\0C42P05\0Mprepared statement "${backend}" already exists\0\0`);
+    const ready = tagged(0x5a, 'I');
     const out = Buffer.from(restoreNames(Buffer.concat([error, ready]), names));
     expect(out.toString('latin1')).toContain('prepared statement "mine" already exists');
     const length = out.readUInt32BE(1);

@@ -4,9 +4,11 @@ import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Catalog, VersionRecord } from '../catalog/catalog.js';
+import { KeyedChain } from '../keyed-chain.js';
 import type { Logger } from '../log.js';
 import { copyTree } from '../pgdata/copy-tree.js';
 import { installDir, type StagedDir, stageTarball } from '../pgdata/extract.js';
+import { hasPgVersion } from '../pgdata/pg-version.js';
 import {
   type PackOptions,
   type PgDataIdentity,
@@ -82,6 +84,8 @@ export interface SnapshotOptions {
    * PGlite rewrites some (pg_control, WAL), so this only saves uploads of data nobody opened.
    */
   skipIfUnchanged?: boolean;
+  /** Read once the directory is frozen: the WAL position the copy holds everything up to. */
+  walLsn?: () => bigint | undefined;
 }
 
 export interface UploadOptions {
@@ -107,7 +111,7 @@ export class Snapshots {
   /** In-flight fetches, keyed by database and destination: concurrent callers share one. */
   private readonly fetching = new Map<string, Promise<VersionRecord>>();
   /** Per-database chain serialising writes (snapshot, restore, upload, clone target). */
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly writes = new KeyedChain();
 
   private readonly objects: VersionObjects;
 
@@ -143,7 +147,7 @@ export class Snapshots {
    * downloading the latest version, 'absent' when the archive has no version of it either.
    */
   async ensureLocal(id: string, dataDir: string): Promise<'present' | 'fetched' | 'absent'> {
-    if (await exists(path.join(dataDir, 'PG_VERSION'))) return 'present';
+    if (await hasPgVersion(dataDir)) return 'present';
     if (!(await this.latest(id))) return 'absent';
     await this.fetch(id, dataDir);
     return 'fetched';
@@ -151,14 +155,17 @@ export class Snapshots {
 
   /** Packs `dataDir` and stores it as a new version. The directory must not change meanwhile (see `freeze`). */
   snapshot(id: string, dataDir: string, opts: SnapshotOptions = {}): Promise<VersionRecord> {
-    return this.exclusive(id, async () => {
+    return this.writes.run(id, async () => {
       const started = performance.now();
       await mkdir(this.opts.workDir, { recursive: true });
       let source = dataDir;
       let staged: string | undefined;
+      const wal: { walLsn?: bigint | undefined; walSince?: Date } = {};
       if (opts.freeze) {
         staged = this.spoolPath(id, 'stage');
         const release = await opts.freeze();
+        wal.walSince = new Date();
+        wal.walLsn = opts.walLsn?.();
         try {
           await copyTree(dataDir, staged);
         } catch (err) {
@@ -181,7 +188,7 @@ export class Snapshots {
             return latest;
           }
         }
-        const record = await this.store(id, spool, packed);
+        const record = await this.store(id, spool, packed, wal);
         this.logger.info(
           {
             db: id,
@@ -237,7 +244,7 @@ export class Snapshots {
    * the local disk. The database must be closed. Returns the new version.
    */
   restoreInto(id: string, version: string, destDir: string): Promise<VersionRecord> {
-    return this.exclusive(id, async () => {
+    return this.writes.run(id, async () => {
       const record = await this.resolve(id, version);
       const promoted = await this.withStagedVersion(record, destDir, async (staged, spool) => {
         const stored = await this.store(id, spool, { sha256: record.sha256, size: record.sizeBytes });
@@ -260,7 +267,7 @@ export class Snapshots {
     newId: string,
     destDir: string,
   ): Promise<VersionRecord> {
-    return this.exclusive(newId, async () => {
+    return this.writes.run(newId, async () => {
       if (await exists(destDir)) throw new Error(`destination already exists: ${destDir}`);
       const record = await this.resolve(sourceId, version);
       const cloned = await this.withStagedVersion(record, destDir, async (staged, spool) => {
@@ -279,7 +286,7 @@ export class Snapshots {
    * With `destDir` the extracted data also becomes the local copy.
    */
   upload(id: string, body: Readable, opts: UploadOptions): Promise<VersionRecord> {
-    return this.exclusive(id, async () => {
+    return this.writes.run(id, async () => {
       const { destDir } = opts;
       if (destDir && !opts.replace && (await exists(destDir))) {
         body.destroy();
@@ -376,18 +383,6 @@ export class Snapshots {
     return record;
   }
 
-  private async exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(id) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.locks.set(id, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.locks.get(id) === tail) this.locks.delete(id);
-    }
-  }
-
   /**
    * Uploads the spooled archive as a new version, verifies it, records it, applies retention.
    * Each attempt writes a fresh key; a failed attempt's object is deleted (best effort) and never
@@ -397,6 +392,7 @@ export class Snapshots {
     id: string,
     spool: string,
     packed: { sha256: string; size: number },
+    wal: { walLsn?: bigint | undefined; walSince?: Date } = {},
   ): Promise<VersionRecord> {
     const version = await this.objects.upload(id, spool, packed);
     const record = await this.catalog.addVersion({
@@ -404,6 +400,7 @@ export class Snapshots {
       version,
       sha256: packed.sha256,
       sizeBytes: packed.size,
+      ...wal,
     });
     if (!record) {
       await this.archive.delete(versionKey(id, version)).catch(() => undefined);

@@ -47,6 +47,14 @@ export class MessageFramer {
     return out;
   }
 
+  /** Takes the bytes of a message not yet complete, leaving the framer empty (a hand-over). */
+  takeBuffered(): Buffer {
+    const rest = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
+  }
+
   private peek(n: number): Buffer {
     const first = this.chunks[0] as Buffer;
     if (first.length >= n) return first;

@@ -69,6 +69,8 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
     HOST: '127.0.0.1',
     PORT: '0',
     ADMIN_PORT: '0',
+    HTTP_PORT: '0',
+    HTTP_HOST: '127.0.0.1',
     DATA_DIR: path.join(root, 'data'),
     TLS_DIR: path.join(root, 'tls'),
     LOG_LEVEL: 'info',
@@ -88,7 +90,6 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   const warnLines: string[] = [];
   const opened = new Set<string>();
   let listening: { port: number; adminPort: number } | undefined;
-  let partial = '';
   const onLine = (line: string) => {
     recent.push(line);
     if (recent.length > MAX_KEPT_LINES) recent.shift();
@@ -112,22 +113,30 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
       if (errorLines.length > MAX_KEPT_LINES) errorLines.shift();
     }
   };
-  const onData = (d: Buffer) => {
-    partial += d.toString('utf8');
-    let nl = partial.indexOf('\n');
-    while (nl >= 0) {
-      onLine(partial.slice(0, nl));
-      partial = partial.slice(nl + 1);
-      nl = partial.indexOf('\n');
-    }
-    // A line without a newline for a long time is not a log line we can use; keep memory bounded.
-    if (partial.length > 1_000_000) partial = '';
+  /** Splits one stream into lines (each stream keeps its own partial line). */
+  const lines = () => {
+    let partial = '';
+    return (d: Buffer) => {
+      partial += d.toString('utf8');
+      let nl = partial.indexOf('\n');
+      while (nl >= 0) {
+        onLine(partial.slice(0, nl));
+        partial = partial.slice(nl + 1);
+        nl = partial.indexOf('\n');
+      }
+      // A line without a newline for this long is not a log line we can use; keep memory bounded.
+      if (partial.length > 1_000_000) partial = '';
+    };
   };
-  child.stdout?.on('data', onData);
-  child.stderr?.on('data', onData);
+  child.stdout?.on('data', lines());
+  child.stderr?.on('data', lines());
+  // A test runner that exits without closing us must not leave the server running.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   let exit: string | undefined;
   const exited = new Promise<void>((resolve) =>
     child.once('exit', (code, signal) => {
+      process.off('exit', killOnExit);
       exit = signal ? `signal ${signal}` : `code ${code}`;
       resolve();
     }),

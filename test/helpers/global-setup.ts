@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { ensureTemplate } from '../../src/databases/template.js';
+import { ensureTemplate } from '../../src/pgdata/template.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

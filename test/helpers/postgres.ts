@@ -9,9 +9,11 @@ import pg from 'pg';
 import { freePort } from './ports.js';
 
 /**
- * Starts a real, throwaway PostgreSQL 15 for integration tests: own temp PGDATA, own port, own
- * socket directory, so test files running in parallel never share state unless they choose to
- * (see `createTestDatabase`).
+ * A real, throwaway PostgreSQL 15 from the Debian binaries: own temp PGDATA, own port, own socket
+ * directory. Integration tests start one per file (`startPostgres`, durability off for speed) and
+ * share it only through `createTestDatabase`; the benchmarks start one as the physical reference
+ * (`startPostgres15` with `durable`, bench/systems/postgres.ts). Trust authentication over
+ * plaintext TCP on 127.0.0.1.
  */
 
 const run = promisify(execFile);
@@ -23,14 +25,23 @@ export interface TestPostgres {
   stop(): Promise<void>;
 }
 
+/** Where initdb and postgres are: PG_BIN_DIR, or the Debian PostgreSQL 15 location. */
+export function postgresBinDir(): string {
+  return process.env.PG_BIN_DIR ?? '/usr/lib/postgresql/15/bin';
+}
+
+/** Which of the server binaries (initdb, postgres) `dir` lacks. */
+export function missingPostgresBinaries(dir: string): string[] {
+  return ['initdb', 'postgres'].filter((bin) => !existsSync(path.join(dir, bin)));
+}
+
 function binDir(): string {
-  const dir = process.env.PG_BIN_DIR ?? '/usr/lib/postgresql/15/bin';
-  for (const bin of ['initdb', 'postgres']) {
-    if (!existsSync(path.join(dir, bin))) {
-      throw new Error(
-        `PostgreSQL binary ${bin} not found in ${dir}; install it (apt-get install -y postgresql-15) or set PG_BIN_DIR`,
-      );
-    }
+  const dir = postgresBinDir();
+  const [missing] = missingPostgresBinaries(dir);
+  if (missing !== undefined) {
+    throw new Error(
+      `PostgreSQL binary ${missing} not found in ${dir}; install it (apt-get install -y postgresql-15) or set PG_BIN_DIR`,
+    );
   }
   return dir;
 }
@@ -49,8 +60,13 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-async function canConnect(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+/** The superuser's connection settings for `database` on the server at `port`. */
+export function postgresConfig(port: number, database = 'postgres'): pg.ClientConfig {
+  return { host: '127.0.0.1', port, user: 'postgres', database, ssl: false };
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  const client = new pg.Client({ ...postgresConfig(port), connectionTimeoutMillis: 1000 });
   // An 'error' after a failed connect would otherwise be unhandled.
   client.on('error', () => {});
   try {
@@ -69,24 +85,24 @@ async function startServer(
   bin: string,
   root: string,
   dataDir: string,
-): Promise<{ child: ChildProcess; url: string }> {
+  durability: 'on' | 'off',
+): Promise<{ child: ChildProcess; port: number }> {
   // The port may be taken between probe and bind by another parallel test; retry a few times.
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const [cmd, args] = command(path.join(bin, 'postgres'), [
       ...['-D', dataDir, '-p', String(port), '-k', root],
-      ...['-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
-      ...['-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'],
+      ...['-c', 'listen_addresses=127.0.0.1', '-c', `fsync=${durability}`],
+      ...['-c', `synchronous_commit=${durability}`, '-c', `full_page_writes=${durability}`],
     ]);
     const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => {
       stderr = (stderr + chunk.toString()).slice(-4000);
     });
-    const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
     const deadline = Date.now() + 30_000;
     while (child.exitCode === null && child.signalCode === null && Date.now() < deadline) {
-      if (await canConnect(url)) return { child, url };
+      if (await canConnect(port)) return { child, port };
       await sleep(100);
     }
     if (child.exitCode === null && child.signalCode === null) {
@@ -129,10 +145,30 @@ async function stopServer(child: ChildProcess, dataDir: string): Promise<void> {
   }
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
-  const bin = binDir();
+export interface Postgres15Options {
+  /** Directory with initdb and postgres. Default: `postgresBinDir()`, checked. */
+  binDir?: string;
+  /** Prefix of the temp directory (PGDATA and socket directory). Default 'pg15-'. */
+  tempPrefix?: string;
+  /**
+   * fsync, synchronous_commit and full_page_writes on (the stock configuration, for a benchmark
+   * reference) instead of off, and initdb without --no-sync. Default false (tests: speed).
+   */
+  durable?: boolean;
+}
+
+export interface Postgres15 {
+  /** The TCP port on 127.0.0.1; user postgres, trust authentication (see `postgresConfig`). */
+  port: number;
+  /** Fast shutdown (SIGINT), waits for exit, removes the temp directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** initdb into a temp directory and start postgres on a free port (as `postgres` when root). */
+export async function startPostgres15(options: Postgres15Options = {}): Promise<Postgres15> {
+  const bin = options.binDir ?? binDir();
   // The temp dir doubles as the socket directory (-k), whose path must stay short (~100 bytes).
-  const root = await mkdtemp(path.join(tmpdir(), 'pg15-'));
+  const root = await mkdtemp(path.join(tmpdir(), options.tempPrefix ?? 'pg15-'));
   const dataDir = path.join(root, 'data');
   try {
     if (asRoot) {
@@ -141,13 +177,13 @@ export async function startPostgres(): Promise<TestPostgres> {
     }
     const [cmd, args] = command(path.join(bin, 'initdb'), [
       ...['-D', dataDir, '-U', 'postgres', '--auth=trust'],
-      ...['--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'],
+      ...['--encoding=UTF8', '--locale=C', ...(options.durable ? [] : ['--no-sync']), '--no-instructions'],
     ]);
     await run(cmd, args, { cwd: root });
-    const { child, url } = await startServer(bin, root, dataDir);
+    const { child, port } = await startServer(bin, root, dataDir, options.durable ? 'on' : 'off');
     let stopping: Promise<void> | undefined;
     return {
-      url,
+      port,
       stop: () => {
         stopping ??= stopServer(child, dataDir).finally(() => rm(root, { recursive: true, force: true }));
         return stopping;
@@ -157,6 +193,12 @@ export async function startPostgres(): Promise<TestPostgres> {
     await rm(root, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** A PostgreSQL 15 for one test file, durability off for speed. */
+export async function startPostgres(): Promise<TestPostgres> {
+  const server = await startPostgres15();
+  return { url: `postgres://postgres@127.0.0.1:${server.port}/postgres`, stop: server.stop };
 }
 
 /** Creates a uniquely named database on the server at `url` and returns its URL. */

@@ -1,23 +1,20 @@
 import net from 'node:net';
 import tls from 'node:tls';
+import { StartupCode } from '../../src/wire/protocol.js';
+import { untagged } from './messages.js';
 
 /** Byte-level client for protocol-safety tests that real drivers cannot express. */
 
-export function untagged(code: number, body: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(8 + body.length, 0);
-  head.writeUInt32BE(code, 4);
-  return Buffer.concat([head, body]);
-}
+export { untagged };
 
-export const SSL_REQUEST = untagged(80877103);
+export const SSL_REQUEST = untagged(StartupCode.SslRequest);
 
 export function startupMessage(params: Record<string, string>): Buffer {
   const body = Buffer.concat([
     ...Object.entries(params).flatMap(([k, v]) => [Buffer.from(`${k}\0${v}\0`)]),
     Buffer.from([0]),
   ]);
-  return untagged(196608, body);
+  return untagged(StartupCode.Protocol30, body);
 }
 
 export function rawConnect(port: number): Promise<net.Socket> {

@@ -13,6 +13,8 @@ import { type RunningServer, startServer } from '../../src/server.js';
 /** A real gateway on port 0 with its own data dir and dev certificates, for one test file. */
 export interface TestServer {
   port: number;
+  /** The HTTPS front door (SQL over HTTP, WebSocket). */
+  httpPort: number;
   server: RunningServer;
   dataDir: string;
   root: string;
@@ -39,6 +41,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     PORT: '0',
     HOST: '127.0.0.1',
     ADMIN_PORT: '0',
+    HTTP_PORT: '0',
+    HTTP_HOST: '127.0.0.1',
     DATA_DIR: dataDir,
     TLS_DIR: tlsDir,
     TEMPLATE_DIR: inject('templateDir'),
@@ -52,6 +56,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   let server = await startServer(loadConfig(fullEnv), logger);
   const handle: TestServer = {
     port: server.port,
+    httpPort: server.httpPort,
     server,
     dataDir,
     root,
@@ -78,7 +83,10 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     },
     async restart() {
       await server.close();
-      server = await startServer(loadConfig({ ...fullEnv, PORT: String(handle.port) }), logger);
+      server = await startServer(
+        loadConfig({ ...fullEnv, PORT: String(handle.port), HTTP_PORT: String(handle.httpPort) }),
+        logger,
+      );
       handle.server = server;
     },
     async close() {

@@ -72,12 +72,26 @@ describe('benchmark harness (--quick)', () => {
     expect(results.scale.map((r) => r.system)).toContain('pglite-socket');
   });
 
+  it('measures a node at rest (dist/ only when built)', () => {
+    const rows = results.baselineRss ?? [];
+    for (const runtime of ['node', 'tsx'] as const) {
+      const measured = rows.filter((r) => r.runtime === runtime);
+      expect(measured.length, progress).toBeGreaterThan(0);
+      for (const row of measured) {
+        expect(row.status, `${JSON.stringify(row)}\n${progress}`).toBe('ok');
+        expect(isNumber(row.settledMiB) && isNumber(row.afterGcMiB), JSON.stringify(row)).toBe(true);
+      }
+    }
+    expect(rows.filter((r) => r.runtime === 'dist').map((r) => r.warmEngines)).toEqual([0, 2]);
+  });
+
   it('renders tables and writes the JSON and markdown reports', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'bench-report-test-'));
     try {
       const report = renderReport(results);
       expect(report).toContain('| gateway |');
       expect(report).toContain('gateway / postgres');
+      expect(report).toContain('### Memory at rest');
       const json = JSON.parse(await readFile(await writeJson(results, dir), 'utf8')) as BenchResults;
       expect(json.pgbench.length).toBe(results.pgbench.length);
       const md = await readFile(await writeBenchmarksMd(results, path.join(dir, 'BENCHMARKS.md')), 'utf8');

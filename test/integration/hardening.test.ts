@@ -2,6 +2,7 @@ import type { TLSSocket } from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { internals } from '../helpers/clients.js';
+import { tagged } from '../helpers/messages.js';
 import { errorFields, rawConnect, readUntilClose, SSL_REQUEST, startupMessage } from '../helpers/raw.js';
 import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
@@ -37,14 +38,6 @@ async function rawSession(id: string, password: string): Promise<{ client: pg.Cl
   return { client, socket };
 }
 
-const tagged = (code: string, body: Buffer) => {
-  const out = Buffer.alloc(5 + body.length);
-  out.write(code, 0, 'latin1');
-  out.writeUInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-};
-
 describe('finding 1: a startup that arrives in pieces', () => {
   it('answers an SSLRequest split in two with pauses, while other clients keep working', async () => {
     await withClient(t.pgConfig('other', otherPw), async (other) => {
@@ -77,8 +70,8 @@ describe('finding 1: a startup that arrives in pieces', () => {
 
 describe('finding 2: frontend messages not valid after login', () => {
   it.each([
-    ['type 8', tagged('8', Buffer.from('x'))],
-    ['a PasswordMessage', tagged('p', Buffer.from('secret\0'))],
+    ['type 8', tagged('8', 'x')],
+    ['a PasswordMessage', tagged('p', 'secret\0')],
     ['a second StartupMessage', startupMessage({ user: 'postgres', database: 'hard' })],
   ])('ends only that client with 08P01 for %s', async (_name, bytes) => {
     const { client, socket } = await rawSession('hard', pw);
@@ -181,7 +174,7 @@ describe('finding 8: client mistakes are protocol errors, not internal ones', ()
   it('answers a Parse without its NUL terminator with 08P01', async () => {
     const { client, socket } = await rawSession('hard', pw);
     const reply = readUntilClose(socket, 10_000);
-    socket.write(tagged('P', Buffer.from('unterminated-name')));
+    socket.write(tagged('P', 'unterminated-name'));
     const { data } = await reply;
     const fields = errorFields(data);
     expect(fields?.C).toBe('08P01');

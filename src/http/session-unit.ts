@@ -1,0 +1,123 @@
+import { randomBytes } from 'node:crypto';
+import type { Catalog } from '../catalog/catalog.js';
+import type { DatabaseRegistry } from '../databases/registry.js';
+import { errors, type GatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { ClientSession } from '../pooler/session.js';
+import { MessageFramer } from '../wire/framer.js';
+import { query } from '../wire/protocol.js';
+import { ReplyReader } from '../wire/sql-over-http.js';
+
+/**
+ * Runs one HTTP request as a unit of work on a database's shared session: it takes a client slot
+ * (MAX_CLIENTS_PER_DB), waits its turn like any client (QUERY_WAIT_TIMEOUT), runs under
+ * STATEMENT_TIMEOUT and the read-only guard, and leaves the session clean (a transaction the
+ * request left open is rolled back).
+ */
+
+export interface UnitDeps {
+  catalog: Pick<Catalog, 'getDatabase'>;
+  registry: DatabaseRegistry;
+  poolMode: 'transaction' | 'session';
+  maxPreparedStatements: number;
+  idleInTransactionTimeoutMs: number;
+  statementTimeoutMs: number;
+  maxMessageSize: number;
+  logger: Logger;
+}
+
+/** The reply outgrew the response limit (MAX_HTTP_RESPONSE): answered with 507. */
+export class ResponseTooLarge extends Error {}
+
+/** Headroom for one backend message beyond the response limit before it is refused unread. */
+const MESSAGE_SLACK = 64 * 1024;
+
+export interface UnitRun {
+  /** Interrupts the running statement (the HTTP client went away). */
+  cancel(): void;
+  readonly reply: Promise<ReplyReader>;
+}
+
+export function runUnit(
+  deps: UnitDeps,
+  opts: { id: string; user: string; messages: Buffer[]; maxResponseBytes: number; logger: Logger },
+): UnitRun {
+  let session: ClientSession | undefined;
+  let cancelled = false;
+  const reply = run(deps, opts, (s) => {
+    session = s;
+    if (cancelled) s.cancel();
+  });
+  return {
+    reply,
+    cancel: () => {
+      cancelled = true;
+      session?.cancel();
+    },
+  };
+}
+
+async function run(
+  deps: UnitDeps,
+  opts: { id: string; user: string; messages: Buffer[]; maxResponseBytes: number; logger: Logger },
+  started: (session: ClientSession) => void,
+): Promise<ReplyReader> {
+  const record = await deps.catalog.getDatabase(opts.id);
+  if (!record) throw errors.databaseNotFound(opts.id);
+  const lease = await deps.registry.connect(record);
+  const sessionId = randomBytes(6).toString('hex');
+  let reader = new ReplyReader(opts.maxResponseBytes);
+  const framer = new MessageFramer(() => opts.maxResponseBytes + MESSAGE_SLACK);
+  let waiter: { resolve: () => void; reject: (err: unknown) => void } | undefined;
+  let failure: unknown;
+  const fail = (err: unknown) => {
+    failure ??= err;
+    waiter?.reject(failure);
+  };
+  const session = new ClientSession({
+    database: lease.database,
+    poolMode: record.poolMode ?? deps.poolMode,
+    settings: {},
+    logger: opts.logger,
+    sessionId,
+    maxCopyBytes: deps.maxMessageSize,
+    maxPreparedStatements: deps.maxPreparedStatements,
+    idleInTransactionTimeoutMs: deps.idleInTransactionTimeoutMs,
+    statementTimeoutMs: deps.statementTimeoutMs,
+    port: {
+      write: (data) => {
+        if (failure) return undefined;
+        try {
+          for (const msg of framer.push(data)) reader.push(msg);
+        } catch {
+          reader.overflowed = true;
+          fail(new ResponseTooLarge());
+          return undefined;
+        }
+        if (reader.status !== undefined) waiter?.resolve();
+        return undefined;
+      },
+      end: (err?: GatewayError) => fail(err ?? errors.shuttingDown()),
+      drained: () => undefined,
+    },
+  });
+  lease.onTerminate((err) => fail(err));
+  started(session);
+  const unit = (messages: Buffer[], into: ReplyReader) =>
+    new Promise<ReplyReader>((resolve, reject) => {
+      reader = into;
+      if (failure) return reject(failure);
+      waiter = { resolve: () => resolve(into), reject };
+      session.push(messages);
+    });
+  try {
+    const result = await unit(opts.messages, reader);
+    // A request never leaves a transaction open on the shared session (BEGIN alone, or a failed batch).
+    if (result.status !== 'I') await unit([query('ROLLBACK')], new ReplyReader(0));
+    if (result.overflowed) throw new ResponseTooLarge();
+    return result;
+  } finally {
+    await session.close();
+    lease.release();
+  }
+}

@@ -1,0 +1,224 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
+import { GatewayError } from '../errors.js';
+import type { ScramLookup } from '../gateway/auth.js';
+import type { AuthThrottle } from '../gateway/auth-throttle.js';
+import { checkCleartextLogin } from '../gateway/password-check.js';
+import { routeConnection } from '../gateway/routing.js';
+import type { Logger } from '../log.js';
+import {
+  beginStatement,
+  MAX_PARAMS,
+  type PgErrorJson,
+  requestMessages,
+  resultJson,
+} from '../wire/sql-over-http.js';
+import { ResponseTooLarge, runUnit, type UnitDeps } from './session-unit.js';
+
+/**
+ * `POST /sql` as the Neon serverless driver sends it: the connection string in a header, one
+ * query or a batch in the body, results as JSON with Postgres text values.
+ */
+
+export interface SqlOverHttpDeps extends UnitDeps {
+  wildcardDomain: string;
+  scram: ScramLookup;
+  throttle: AuthThrottle;
+  /** Largest JSON response (MAX_HTTP_RESPONSE); beyond it the answer is 507. */
+  maxResponseBytes: number;
+  /** Largest request body; a longer one is refused with 413 before it is parsed. */
+  maxRequestBytes: number;
+}
+
+export const CORS_HEADERS: Readonly<Record<string, string>> = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'POST, OPTIONS',
+  'access-control-allow-headers':
+    'Neon-Connection-String, Neon-Raw-Text-Output, Neon-Array-Mode, Neon-Batch-Isolation-Level, ' +
+    'Neon-Batch-Read-Only, Neon-Batch-Deferrable, Authorization, Content-Type',
+  'access-control-max-age': '86400',
+};
+
+/** An HTTP answer that is not a query result: its status and JSON body. */
+class HttpFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+  ) {
+    super(String(body.message));
+  }
+}
+
+const badRequest = (message: string, code = '08P01') => new HttpFailure(400, { message, code });
+
+const Param = z
+  .union([z.string(), z.number(), z.boolean(), z.null()])
+  .transform((v) => (v === null ? null : String(v)));
+const Query = z.strictObject({ query: z.string(), params: z.array(Param).max(MAX_PARAMS).optional() });
+const Body = z.union([Query, z.strictObject({ queries: z.array(Query).max(10_000) })]);
+
+const IsolationLevel = z.enum(['ReadUncommitted', 'ReadCommitted', 'RepeatableRead', 'Serializable']);
+
+const header = (req: IncomingMessage, name: string): string | undefined => {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+};
+
+const flag = (req: IncomingMessage, name: string): boolean | undefined => {
+  const v = header(req, name)?.toLowerCase();
+  return v === undefined ? undefined : v === 'true';
+};
+
+/** Reads the body up to `max` bytes; a declared or actual longer body is refused with 413. */
+async function readBody(req: IncomingMessage, max: number): Promise<string> {
+  const declared = Number(header(req, 'content-length') ?? '0');
+  if (declared > max) throw new HttpFailure(413, { message: `request body exceeds ${max} bytes` });
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new HttpFailure(413, { message: `request body exceeds ${max} bytes` });
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size).toString('utf8');
+}
+
+function parseConnectionString(value: string | undefined) {
+  if (!value) throw badRequest('missing Neon-Connection-String header');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw badRequest('Neon-Connection-String is not a valid URL');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw badRequest('Neon-Connection-String must be a postgres:// URL');
+  }
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      throw badRequest('Neon-Connection-String has an invalid escape');
+    }
+  };
+  const user = decode(url.username);
+  if (!user) throw badRequest('Neon-Connection-String names no user', '28000');
+  const params: Record<string, string> = { user, database: decode(url.pathname.replace(/^\//, '')) };
+  const options = url.searchParams.get('options');
+  if (options) params.options = options;
+  return { host: url.hostname, user, password: decode(url.password), params };
+}
+
+function parseRequest(text: string) {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw badRequest('request body is not valid JSON');
+  }
+  const parsed = Body.safeParse(raw);
+  if (!parsed.success) throw badRequest('request body must be {"query", "params"} or {"queries": [...]}');
+  const body = parsed.data;
+  const queries = 'queries' in body ? body.queries : [body];
+  for (const q of queries) if (q.query.includes('\0')) throw badRequest('query contains a NUL character');
+  return {
+    batch: 'queries' in body,
+    queries: queries.map((q) => ({ query: q.query, params: q.params ?? [] })),
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const json = JSON.stringify(body);
+  res.writeHead(status, {
+    ...CORS_HEADERS,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(json),
+  });
+  res.end(json);
+}
+
+const gatewayErrorJson = (err: GatewayError): PgErrorJson => ({
+  message: err.message,
+  code: err.code,
+  severity: err.severity,
+  ...(err.detail ? { detail: err.detail } : {}),
+  ...(err.hint ? { hint: err.hint } : {}),
+});
+
+/** Answers one `POST /sql`. Never throws: every failure becomes its HTTP answer. */
+export async function handleSql(
+  req: IncomingMessage,
+  res: ServerResponse,
+  deps: SqlOverHttpDeps,
+  log: Logger,
+): Promise<void> {
+  let cancel: (() => void) | undefined;
+  const onClose = () => {
+    if (!res.writableFinished) cancel?.();
+  };
+  res.once('close', onClose);
+  try {
+    const conn = parseConnectionString(header(req, 'neon-connection-string'));
+    const text = await readBody(req, deps.maxRequestBytes);
+    const { batch, queries } = parseRequest(text);
+    const route = routeConnection({
+      serverName: conn.host,
+      params: conn.params,
+      wildcardDomain: deps.wildcardDomain,
+    });
+    if (!route.ok) throw route.error;
+    const reqLog = log.child({ db: route.id, user: conn.user });
+    const level = header(req, 'neon-batch-isolation-level');
+    const isolation = level === undefined ? undefined : IsolationLevel.safeParse(level);
+    if (isolation && !isolation.success) throw badRequest('invalid Neon-Batch-Isolation-Level');
+    const ok = await checkCleartextLogin(deps, {
+      address: req.socket.remoteAddress ?? '',
+      database: route.id,
+      user: conn.user,
+      password: conn.password,
+      log: reqLog,
+      wait: (ms) => new Promise((resolve) => setTimeout(resolve, ms).unref()),
+    });
+    if (!ok) {
+      throw new HttpFailure(400, {
+        message: `password authentication failed for user "${conn.user}"`,
+        code: '28P01',
+        severity: 'FATAL',
+      });
+    }
+    const begin = batch
+      ? beginStatement({
+          isolationLevel: isolation?.data,
+          readOnly: flag(req, 'neon-batch-read-only'),
+          deferrable: flag(req, 'neon-batch-deferrable'),
+        })
+      : undefined;
+    const unit = runUnit(deps, {
+      id: route.id,
+      user: conn.user,
+      messages: requestMessages(queries, begin),
+      maxResponseBytes: deps.maxResponseBytes,
+      logger: reqLog,
+    });
+    cancel = unit.cancel;
+    const reply = await unit.reply;
+    if (reply.error) return send(res, 400, reply.error);
+    const arrayMode = flag(req, 'neon-array-mode') === true;
+    if (!batch) return send(res, 200, resultJson(reply.results[0] ?? emptyResult, arrayMode));
+    const results = reply.results.slice(1, 1 + queries.length).map((r) => resultJson(r, arrayMode));
+    return send(res, 200, { results });
+  } catch (err) {
+    if (res.headersSent || res.destroyed) return;
+    if (err instanceof HttpFailure) return send(res, err.status, err.body);
+    if (err instanceof GatewayError) return send(res, 400, gatewayErrorJson(err));
+    if (err instanceof ResponseTooLarge) {
+      return send(res, 507, { message: `response is too large (max ${deps.maxResponseBytes} bytes)` });
+    }
+    log.error({ err }, 'sql over http failed');
+    return send(res, 500, { message: 'internal error' });
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+const emptyResult = { command: null, rowCount: null, fields: [], rows: [] };

@@ -1,0 +1,227 @@
+import { describe, expect, it } from 'vitest';
+import { parameterStatus } from '../wire/protocol.js';
+import { ClientSettings, readBackSql, readSettingsSql, switchSettingsSql } from './settings.js';
+
+/** A database's shared session as the pooler tracks it, at its defaults. */
+function database(opts: { readOnly?: boolean } = {}) {
+  const defaults = new Map([
+    ['application_name', ''],
+    ['TimeZone', 'GMT'],
+    ['DateStyle', 'ISO, MDY'],
+  ]);
+  return {
+    settings: new Map(defaults),
+    defaults,
+    reported: new Set(['application_name', 'TimeZone', 'DateStyle', 'session_authorization']),
+    readOnly: opts.readOnly ?? false,
+    parameters: { session_authorization: 'postgres' },
+  };
+}
+
+/** A client whose settings the session now has, and the names its read-back asks for. */
+function switchedClient(db: ReturnType<typeof database>, wanted: Record<string, string>) {
+  const client = new ClientSettings(wanted);
+  client.switched(db);
+  return { client, names: client.readBack(db, 'I').names };
+}
+
+describe('switchSettingsSql', () => {
+  it('sets what differs, resets what has no value, and is undefined when nothing differs', () => {
+    const current = new Map([
+      ['TimeZone', 'UTC'],
+      ['work_mem', '8MB'],
+      ['DateStyle', 'ISO, MDY'],
+    ]);
+    const wanted = new Map([['search_path', 'app']]);
+    const defaults = new Map([
+      ['TimeZone', 'GMT'],
+      ['DateStyle', 'ISO, MDY'],
+    ]);
+    expect(switchSettingsSql(current, wanted, defaults)).toBe(
+      `SET "TimeZone" TO 'GMT'; RESET "work_mem"; SET "search_path" TO 'app'`,
+    );
+    expect(switchSettingsSql(defaults, new Map(), defaults)).toBeUndefined();
+  });
+
+  it('quotes names and values', () => {
+    expect(switchSettingsSql(new Map(), new Map([['we"ird', "it's"]]), new Map())).toBe(
+      `SET "we""ird" TO 'it''s'`,
+    );
+  });
+});
+
+describe('ClientSettings.switchSql', () => {
+  it('moves the session from one client to another', () => {
+    const db = database();
+    const first = new ClientSettings({ application_name: 'first', TimeZone: 'UTC' });
+    first.switched(db);
+    expect(first.switchSql(db)).toBeUndefined();
+
+    const second = new ClientSettings({ application_name: 'second', DateStyle: 'German' });
+    expect(second.switchSql(db)).toBe(
+      `SET "application_name" TO 'second'; SET "TimeZone" TO 'GMT'; SET "DateStyle" TO 'German'`,
+    );
+    second.switched(db);
+    expect(second.switchSql(db)).toBeUndefined();
+    expect(first.switchSql(db)).toBe(
+      `SET "application_name" TO 'first'; SET "TimeZone" TO 'UTC'; SET "DateStyle" TO 'ISO, MDY'`,
+    );
+  });
+
+  it('switches identity first: SET SESSION AUTHORIZATION resets the role', () => {
+    const db = database();
+    const alice = new ClientSettings({ session_authorization: 'alice', TimeZone: 'UTC' });
+    alice.switched(db);
+    const withRole = new ClientSettings({ role: 'reader' });
+    expect(withRole.switchSql(db)).toBe(
+      `RESET "session_authorization"; SET "role" TO 'reader'; SET "TimeZone" TO 'GMT'`,
+    );
+    const both = new ClientSettings({ TimeZone: 'UTC', role: 'reader', session_authorization: 'bob' });
+    expect(both.switchSql(db)).toBe(`SET "session_authorization" TO 'bob'; SET "role" TO 'reader'`);
+  });
+
+  it('on a read-only database tracks only the role as identity', () => {
+    const db = database({ readOnly: true });
+    db.settings.set('session_authorization', 'alice');
+    const client = new ClientSettings({ role: 'reader' });
+    // session_authorization is an ordinary setting there, with no default: reset after the role.
+    expect(client.switchSql(db)).toBe(`SET "role" TO 'reader'; RESET "session_authorization"`);
+  });
+});
+
+describe('ClientSettings.readBack', () => {
+  it('reads identity, the defaults and what the client asked for, then the JSON of others', () => {
+    const db = database();
+    const client = new ClientSettings({ search_path: 'app', TimeZone: 'UTC' });
+    const { names, sql } = client.readBack(db, 'I');
+    expect(names).toEqual([
+      'session_authorization',
+      'role',
+      'application_name',
+      'TimeZone',
+      'DateStyle',
+      'search_path',
+    ]);
+    expect(sql).toBe(readBackSql(names));
+    expect(sql.startsWith(readSettingsSql(names))).toBe(true);
+    expect(sql).toContain("pg_catalog.current_setting('search_path', true)");
+    expect(sql).toContain("ARRAY['session_authorization', 'role', 'application_name', 'timezone'");
+    expect(sql).toContain('json_object_agg');
+  });
+
+  it('is due after a change, and inside a transaction again once it ends', () => {
+    const db = database();
+    const client = new ClientSettings({});
+    expect(client.due('I')).toBe(true);
+    client.readBack(db, 'I');
+    expect(client.due('I')).toBe(false);
+    client.noteStatement(false);
+    expect(client.due('I')).toBe(false);
+    expect(client.everChanged).toBe(false);
+    client.noteStatement(true);
+    expect(client.everChanged).toBe(true);
+    expect(client.due('T')).toBe(true);
+    client.readBack(db, 'T');
+    expect(client.due('T')).toBe(false);
+    // ROLLBACK may undo a SET: read again when the transaction is over.
+    expect(client.due('I')).toBe(true);
+    client.readBack(db, 'I');
+    expect(client.due('I')).toBe(false);
+  });
+});
+
+describe('ClientSettings.apply', () => {
+  it('records read-back values and reports the reported ones that changed', () => {
+    const db = database();
+    const { client, names } = switchedClient(db, { application_name: 'app' });
+    const values = ['postgres', 'none', 'app', 'UTC', 'ISO, MDY'];
+    const reports = client.apply(db, names, [...values, '{}']);
+    expect(reports).toEqual([parameterStatus('TimeZone', 'UTC')]);
+    expect(db.settings.get('TimeZone')).toBe('UTC');
+    // The identity at its defaults is not tracked: nothing to switch back later.
+    expect(db.settings.has('session_authorization')).toBe(false);
+    expect(db.settings.has('role')).toBe(false);
+    // The same values again report nothing.
+    expect(client.apply(db, names, [...values, '{}'])).toEqual([]);
+    // The session is at UTC now: another client's switch sets it back.
+    const other = new ClientSettings({});
+    expect(other.switchSql(db)).toBe(`SET "application_name" TO ''; SET "TimeZone" TO 'GMT'`);
+  });
+
+  it('tracks a changed identity and reports session_authorization', () => {
+    const db = database();
+    const client = new ClientSettings({});
+    const names = ['session_authorization', 'role'];
+    expect(client.apply(db, names, ['alice', 'reader', null])).toEqual([
+      parameterStatus('session_authorization', 'alice'),
+    ]);
+    expect(db.settings.get('role')).toBe('reader');
+    const other = new ClientSettings({});
+    expect(other.switchSql(db)).toBe(`RESET "session_authorization"; RESET "role"`);
+    // Back to the defaults: forgotten, and the change is reported.
+    expect(client.apply(db, names, ['postgres', 'none', null])).toEqual([
+      parameterStatus('session_authorization', 'postgres'),
+    ]);
+    expect(other.switchSql(db)).toBeUndefined();
+  });
+
+  it('skips NULL values (a setting the server does not have)', () => {
+    const db = database();
+    const client = new ClientSettings({ TimeZone: 'UTC' });
+    client.switched(db);
+    expect(client.apply(db, ['TimeZone'], [null, null])).toEqual([]);
+    expect(db.settings.get('TimeZone')).toBe('UTC');
+  });
+
+  it('makes settings it does not know by name follow their client, from the JSON', () => {
+    const db = database();
+    let { client, names } = switchedClient(db, {});
+    const base = ['postgres', 'none', '', 'GMT', 'ISO, MDY'];
+    client.apply(db, names, [
+      ...base,
+      JSON.stringify({ statement_timeout: '5s', work_mem: 8192, search_path: 'x' }),
+    ]);
+    // Strings only (work_mem came as a number: ignored).
+    expect(db.settings.get('statement_timeout')).toBe('5s');
+    expect(db.settings.get('search_path')).toBe('x');
+    expect(db.settings.has('work_mem')).toBe(false);
+    // They are not read back by name: the JSON carries them.
+    names = client.readBack(db, 'I').names;
+    expect(names).not.toContain('statement_timeout');
+    expect(names).not.toContain('search_path');
+    // Another client does not inherit them.
+    expect(new ClientSettings({}).switchSql(db)).toBe(`RESET "statement_timeout"; RESET "search_path"`);
+    // One RESET in the session: it drops out of the JSON and is forgotten.
+    client.apply(db, names, [...base, JSON.stringify({ search_path: 'x' })]);
+    expect(db.settings.has('statement_timeout')).toBe(false);
+    expect(new ClientSettings({}).switchSql(db)).toBe(`RESET "search_path"`);
+    // Malformed JSON changes nothing.
+    client.apply(db, names, [...base, '{not json']);
+    expect(db.settings.get('search_path')).toBe('x');
+    // And the client itself switches back to them after another one ran.
+    const other = new ClientSettings({});
+    other.switched(db);
+    expect(client.switchSql(db)).toBe(`SET "search_path" TO 'x'`);
+  });
+});
+
+describe('ClientSettings.reset', () => {
+  it('forgets everything the client asked for, named or not (DISCARD ALL)', () => {
+    const db = database();
+    const { client, names } = switchedClient(db, { TimeZone: 'UTC' });
+    client.apply(db, names, ['postgres', 'none', '', 'UTC', 'ISO, MDY', JSON.stringify({ work_mem: '8MB' })]);
+    expect(client.switchSql(db)).toBeUndefined();
+    client.reset();
+    expect(client.due('I')).toBe(true);
+    expect(client.switchSql(db)).toBe(`SET "TimeZone" TO 'GMT'; RESET "work_mem"`);
+    client.switched(db);
+    expect(db.settings).toEqual(db.defaults);
+    expect(client.readBack(db, 'I').names).toEqual([
+      'session_authorization',
+      'role',
+      'application_name',
+      'TimeZone',
+      'DateStyle',
+    ]);
+  });
+});
