@@ -96,7 +96,8 @@ export class DatabaseRegistry {
   constructor(private readonly opts: RegistryOptions) {}
 
   /** Counters for metrics and tests: how many times a PGlite was opened and closed. */
-  readonly stats = { opens: 0, closes: 0 };
+  /** Opens, closes and restarts (cancel, statement timeout, broken engine) since the start. */
+  readonly stats = { opens: 0, closes: 0, restarts: 0 };
 
   get openCount(): number {
     return this.entries.size;
@@ -170,6 +171,9 @@ export class DatabaseRegistry {
       this.opts.queryWaitTimeoutMs,
       this.opts.logger,
     );
+    database.onRestart(async () => {
+      this.stats.restarts++;
+    });
     database.archivedLsn = await database.walLsn();
     await this.opts.onOpen?.(database);
     return database;

@@ -36,9 +36,9 @@ async function exists(p: string): Promise<boolean> {
  */
 const INITDB_ARGS = ['--wal-segsize=1'];
 /**
- * The one start after initdb needs little memory, and a node building its template keeps what
- * it touched resident for as long as it runs: PGlite's defaults (128 MB shared_buffers, 100
- * connections) left ~140 MB more RSS after a first start than after a restart.
+ * The one start after initdb needs little memory. A node that builds its template keeps much of
+ * what the build touched resident until it restarts; PGlite's defaults (128 MB shared_buffers,
+ * 100 connections) added ~20-40 MB to that.
  */
 const TEMPLATE_START_PARAMS = [
   ...(PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams,

@@ -1,10 +1,10 @@
 import { errors, GatewayError, toClientError } from '../errors.js';
 import { splitCopyIn } from '../wire/backend-scan.js';
-import { errorResponse, Frontend, query, readyForQuery } from '../wire/protocol.js';
+import { errorResponse, Frontend, query, readyForQuery, syncMessage } from '../wire/protocol.js';
 import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
-import { Cancelled, cancelledWait, Interrupted, Retry } from './session-errors.js';
+import { Cancelled, cancelledWait, Interrupted, quoteIdent, Retry } from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { judgeStatement, mayChangeSettings } from './statement-guard.js';
@@ -19,6 +19,15 @@ import { closeStatements } from './statements.js';
  * time it takes the session back. session pool mode: it keeps the session until it disconnects.
  * Either way, a departing client leaves the session clean.
  */
+const FUNCTION_CALL_UNSUPPORTED = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'the fast-path function call interface is not supported',
+    'function_call',
+    'call the function with SELECT',
+  );
+
 export class ClientSession extends SessionExecutor {
   private readonly queue = new InputQueue();
   private running: Promise<void> | undefined;
@@ -129,7 +138,15 @@ export class ClientSession extends SessionExecutor {
       stopListening?.();
       this.waiting = undefined;
     }
-    await this.switchTo();
+    try {
+      await this.switchTo();
+    } catch (err) {
+      // The engine broke or restarted under the switch (another client's doing): the session is
+      // fresh now, so switch again; a second failure is this client's to hear about.
+      if (!(err instanceof Interrupted)) throw err;
+      this.interrupting = undefined;
+      await this.switchTo();
+    }
     return true;
   }
 
@@ -196,10 +213,16 @@ export class ClientSession extends SessionExecutor {
         message = this.queue.shift();
         continue;
       }
-      if (code === Frontend.Query) {
-        if (batch.length === 0) return this.runQuery(message);
-        this.queue.putBack(message);
-        break;
+      if (code === Frontend.Query || code === Frontend.FunctionCall) {
+        if (batch.length > 0) {
+          this.queue.putBack(message);
+          break;
+        }
+        // A Query inside an extended unit without its Sync: end that unit first (PGlite
+        // mishandles a Query there; Postgres would have run it inside the unit's transaction).
+        if (this.inUnit) await this.exec(syncMessage());
+        if (code === Frontend.FunctionCall) return this.raise(FUNCTION_CALL_UNSUPPORTED());
+        return this.runQuery(message);
       }
       batch.push(this.prepareExtended(message));
       if (code === Frontend.Sync) break;
@@ -309,7 +332,10 @@ export class ClientSession extends SessionExecutor {
         if (unlisten) await this.exec(query(unlisten));
       }
     } catch (err) {
-      this.opts.logger.error({ err }, 'could not reset the session after a client left');
+      // An engine that broke or restarted meanwhile left a fresh session: nothing to reset.
+      if (err instanceof Interrupted)
+        this.opts.logger.info({ reason: err.message }, 'session restarted while a client left');
+      else this.opts.logger.error({ err }, 'could not reset the session after a client left');
     } finally {
       hold.release(this.owner);
     }
@@ -321,7 +347,10 @@ export class ClientSession extends SessionExecutor {
    * statements live in the same session).
    */
   private async resetSettings(): Promise<void> {
-    await this.exec(query('RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL'));
+    // RESET SESSION AUTHORIZATION does not restore PGlite's superuser: set it back explicitly.
+    // (PGlite's session user is its bootstrap superuser, whose setting reads as '').
+    const user = this.database.parameters.session_authorization || 'postgres';
+    await this.exec(query(`RESET ROLE; SET SESSION AUTHORIZATION ${quoteIdent(user)}; RESET ALL`));
     const baseline = this.database.engine.baselineSql;
     if (baseline) await this.exec(query(baseline));
     this.shared.reset();

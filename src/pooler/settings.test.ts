@@ -74,7 +74,7 @@ describe('ClientSettings.switchSql', () => {
     alice.switched(db);
     const withRole = new ClientSettings({ role: 'reader' });
     expect(withRole.switchSql(db)).toBe(
-      `RESET "session_authorization"; SET "role" TO 'reader'; SET "TimeZone" TO 'GMT'`,
+      `SET "session_authorization" TO 'postgres'; SET "role" TO 'reader'; SET "TimeZone" TO 'GMT'`,
     );
     const both = new ClientSettings({ TimeZone: 'UTC', role: 'reader', session_authorization: 'bob' });
     expect(both.switchSql(db)).toBe(`SET "session_authorization" TO 'bob'; SET "role" TO 'reader'`);
@@ -157,7 +157,8 @@ describe('ClientSettings.apply', () => {
     ]);
     expect(db.settings.get('role')).toBe('reader');
     const other = new ClientSettings({});
-    expect(other.switchSql(db)).toBe(`RESET "session_authorization"; RESET "role"`);
+    // PGlite's RESET SESSION AUTHORIZATION does not restore its superuser: set explicitly.
+    expect(other.switchSql(db)).toBe(`SET "session_authorization" TO 'postgres'; SET "role" TO 'none'`);
     // Back to the defaults: forgotten, and the change is reported.
     expect(client.apply(db, names, ['postgres', 'none', null])).toEqual([
       parameterStatus('session_authorization', 'postgres'),

@@ -68,8 +68,11 @@ interface SharedSettings {
 const identityNames = (db: SharedSettings): string[] => (db.readOnly ? ['role'] : [...IDENTITY_SETTINGS]);
 
 /** The value an identity setting has when nobody changed it. */
+/** PGlite's session runs as its bootstrap superuser, whose session_authorization reads as ''. */
+const BOOTSTRAP_USER = 'postgres';
+
 const identityDefault = (db: SharedSettings, name: string): string | undefined =>
-  name === 'role' ? NO_ROLE : db.parameters?.[name];
+  name === 'role' ? NO_ROLE : db.parameters?.[name] || BOOTSTRAP_USER;
 
 /**
  * SQL of one row: the current value of each name, then a JSON object of every other setting
@@ -102,7 +105,15 @@ export class ClientSettings {
     const identity = identityNames(db);
     const pick = (m: ReadonlyMap<string, string>, keep: boolean) =>
       new Map([...m].filter(([k]) => identity.includes(k) === keep));
-    const first = switchSettingsSql(pick(db.settings, true), pick(this.wanted, true), new Map());
+    // PGlite's RESET SESSION AUTHORIZATION does not go back to its superuser (its boot value is
+    // empty), so an identity is undone by setting its starting value explicitly.
+    const identityDefaults = new Map(
+      identity.flatMap((n) => {
+        const v = identityDefault(db, n);
+        return v === undefined ? [] : [[n, v] as const];
+      }),
+    );
+    const first = switchSettingsSql(pick(db.settings, true), pick(this.wanted, true), identityDefaults);
     const rest = switchSettingsSql(pick(db.settings, false), pick(this.wanted, false), db.defaults);
     return first && rest ? `${first}; ${rest}` : (first ?? rest);
   }
@@ -152,10 +163,11 @@ export class ClientSettings {
     const reports: Buffer[] = [];
     const identity = identityNames(db);
     names.forEach((name, i) => {
-      const value = values[i];
+      let value = values[i];
       if (value === null || value === undefined) return;
       if (identity.includes(name)) {
         const unchanged = identityDefault(db, name);
+        if (value === '') value = unchanged ?? value;
         const before = this.wanted.get(name) ?? unchanged;
         if (value === unchanged) {
           this.wanted.delete(name);

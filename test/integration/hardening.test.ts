@@ -151,6 +151,27 @@ describe('finding 7: a departing client leaves the session clean (transaction mo
     });
   });
 
+  it('SET SESSION AUTHORIZATION follows its client and is undone when it leaves', async () => {
+    await withClient(t.pgConfig('hard', pw), async (a) => {
+      await withClient(t.pgConfig('hard', pw), async (b) => {
+        await a.query('set session authorization pg_read_all_data');
+        expect((await b.query('select session_user as s, current_user as u')).rows[0]).toEqual({
+          s: 'postgres',
+          u: 'postgres',
+        });
+        expect((await a.query('select session_user as s')).rows[0].s).toBe('pg_read_all_data');
+      });
+      await a.query({ text: 'set session authorization pg_read_all_data', values: [] });
+    });
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      expect((await c.query('select session_user as s, current_user as u')).rows[0]).toEqual({
+        s: 'postgres',
+        u: 'postgres',
+      });
+      await c.query('create table if not exists after_auth (a int)');
+    });
+  });
+
   it('a client that set a role keeps it while another client runs as itself', async () => {
     await withClient(t.pgConfig('hard', pw), async (a) => {
       await withClient(t.pgConfig('hard', pw), async (b) => {
@@ -191,6 +212,40 @@ describe('finding 8: client mistakes are protocol errors, not internal ones', ()
     const { closed } = await reply;
     expect(closed).toBe(true);
     expect(await healthz()).toBe(200);
+  });
+});
+
+describe('fuzz findings: messages in unusual places', () => {
+  /** Sends raw bytes on a logged-in connection and collects what comes back for a while. */
+  async function exchange(bytes: Buffer, ms = 1500): Promise<Buffer> {
+    const { client, socket } = await rawSession('hard', pw);
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.write(bytes);
+    await new Promise((r) => setTimeout(r, ms));
+    await client.end().catch(() => undefined);
+    return Buffer.concat(chunks);
+  }
+
+  const restarts = () => t.server.registry.stats.restarts;
+
+  it('refuses a fast-path FunctionCall with 0A000 and keeps the session', async () => {
+    const call = tagged('F', [0, 0, 0, 1], [0, 0], [0, 0], [0, 0]);
+    const reply = await exchange(Buffer.concat([call, tagged('Q', 'select 1\0')]));
+    expect(errorFields(reply)?.C).toBe('0A000');
+    expect(reply.includes(Buffer.from('SELECT 1'))).toBe(true);
+  });
+
+  it('answers a Query sent inside an unfinished extended unit without restarting the database', async () => {
+    const before = restarts();
+    const reply = await exchange(
+      Buffer.concat([tagged('E', 'nope\0', [0, 0, 0, 0]), tagged('Q', 'select 42\0')]),
+    );
+    expect(errorFields(reply)?.C).toBe('34000');
+    expect(restarts()).toBe(before);
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      expect((await c.query('select 7 as v')).rows[0].v).toBe(7);
+    });
   });
 });
 
