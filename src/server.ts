@@ -84,6 +84,9 @@ export async function openNodeBase(
     cleanups.push(() => catalog.close());
     const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
     if (archive) cleanups.push(() => archive.close());
+    const wal = archive
+      ? new WalObjects({ archive, catalog, logger: opts.storageLogger ?? logger.child({ mod: 'wal' }) })
+      : undefined;
     const snapshots = archive
       ? new Snapshots({
           archive,
@@ -92,10 +95,8 @@ export async function openNodeBase(
           logger: opts.storageLogger ?? logger.child({ mod: 'storage' }),
           keepVersions: config.archive.keepVersions,
           expect: await readPgDataIdentity(config.templateDir),
+          wal,
         })
-      : undefined;
-    const wal = archive
-      ? new WalObjects({ archive, catalog, logger: opts.storageLogger ?? logger.child({ mod: 'wal' }) })
       : undefined;
     return { catalog, snapshots, wal, describeArchive: archive?.describe(), close };
   } catch (err) {

@@ -155,13 +155,20 @@ export class DatabaseManager {
    * (and snapshotted if written, so nothing is lost for good), its local copy replaced, and the
    * restored content recorded as the newest version. Clients that reconnect see the restored state.
    */
-  async restore(id: string, version: string): Promise<VersionRecord> {
+  /**
+   * Replaces a database with one of its versions, or with its state at a point in time `at` (the
+   * newest base before it plus the WAL shipped by then). Exactly one of the two.
+   */
+  async restore(id: string, version: string | undefined, at?: Date): Promise<VersionRecord> {
     const snapshots = this.archive();
     await this.get(id);
-    await this.requireVersion(id, version);
+    if ((version === undefined) === (at === undefined)) {
+      throw new InvalidRequestError('give either a version or a point in time (at)');
+    }
+    if (version !== undefined) await this.requireVersion(id, version);
     const dest = databasePath(this.deps.dataDir, id);
     try {
-      return await this.whileClosed(id, () => snapshots.restoreInto(id, version, dest));
+      return await this.whileClosed(id, () => snapshots.restoreInto(id, version, dest, at));
     } catch (err) {
       throw clientError(err);
     }
@@ -174,10 +181,13 @@ export class DatabaseManager {
   async clone(
     sourceId: string,
     newId: string,
-    opts: { version?: string; username?: string; password?: string } = {},
+    opts: { version?: string; at?: Date; username?: string; password?: string } = {},
   ): Promise<CreatedDatabase & { version: VersionRecord }> {
     const snapshots = this.archive();
     await this.get(sourceId);
+    if (opts.version !== undefined && opts.at !== undefined) {
+      throw new InvalidRequestError('give a version or a point in time (at), not both');
+    }
     if (opts.version !== undefined) await this.requireVersion(sourceId, opts.version);
     else if (!(await snapshots.latest(sourceId))) {
       throw new NotFoundError(`database "${sourceId}" has no archived version`);
@@ -185,7 +195,7 @@ export class DatabaseManager {
     const created = await this.register(newId, opts);
     try {
       const version = await this.whileClosed(newId, () =>
-        snapshots.cloneTo(sourceId, opts.version, newId, databasePath(this.deps.dataDir, newId)),
+        snapshots.cloneTo(sourceId, opts.version, newId, databasePath(this.deps.dataDir, newId), opts.at),
       );
       return { ...created, version };
     } catch (err) {

@@ -32,11 +32,12 @@ export interface DbOps {
   ): Promise<DatabaseJson>;
   passwd(id: string, opts: { username?: string; password?: string }): Promise<PasswordJson>;
   versions(id: string): Promise<VersionJson[]>;
-  restore(id: string, version: string): Promise<RestoredJson>;
+  /** A version, or a point in time `at` (ISO 8601). */
+  restore(id: string, version: string | undefined, at?: string): Promise<RestoredJson>;
   clone(
     source: string,
     id: string,
-    opts: { version?: string; username?: string; password?: string },
+    opts: { version?: string; at?: string; username?: string; password?: string },
   ): Promise<ClonedJson>;
   /** Sends the tarball at `file`; `onProgress` hears bytes sent so far and the file's size. */
   upload(
@@ -206,7 +207,8 @@ export function remoteOps(socketPath: string, holderPid: number): DbOps {
     passwd: (id, opts) => call<PasswordJson>('POST', `${db(id)}/password`, opts),
     update: (id, patch) => call<DatabaseJson>('PATCH', db(id), patch),
     versions: async (id) => (await call<{ versions: VersionJson[] }>('GET', `${db(id)}/versions`)).versions,
-    restore: (id, version) => call<RestoredJson>('POST', `${db(id)}/restore`, { version }, LONG_TIMEOUT_MS),
+    restore: (id, version, at) =>
+      call<RestoredJson>('POST', `${db(id)}/restore`, { version, at }, LONG_TIMEOUT_MS),
     clone: (source, id, opts) =>
       call<ClonedJson>('POST', `${db(source)}/clone`, { id, ...opts }, LONG_TIMEOUT_MS),
     upload: (id, file, opts, onProgress) => {

@@ -56,11 +56,25 @@ function parseCommandLine(argv: string[]): Parsed {
     throw new UsageError((err as Error).message);
   }
   if (parsed.values.help) return { command: 'help', topic: command, values: {}, positionals: [] };
-  if (parsed.positionals.length !== spec.args.length) {
-    const expected = spec.args.map((a) => `<${a}>`).join(' ');
+  const required = spec.args.filter((a: string) => !a.endsWith('?')).length;
+  if (parsed.positionals.length < required || parsed.positionals.length > spec.args.length) {
+    const expected = spec.args
+      .map((a: string) => (a.endsWith('?') ? `[${a.slice(0, -1)}]` : `<${a}>`))
+      .join(' ');
     throw new UsageError(`${name} takes ${expected || 'no arguments'}`);
   }
   return { command, values: parsed.values, positionals: parsed.positionals };
+}
+
+/** `--at`: an ISO 8601 time with its zone, passed on as such. */
+function pointInTime(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!/(Z|[+-]\d\d:?\d\d)$/i.test(value) || Number.isNaN(Date.parse(value))) {
+    throw new UsageError(
+      `--at takes an ISO 8601 time with its zone, e.g. 2026-11-30T21:05:00Z (got ${value})`,
+    );
+  }
+  return new Date(value).toISOString();
 }
 
 /** Remote when a live server holds the data directory, local otherwise (never both). */
@@ -204,7 +218,11 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
         break;
       }
       case 'db restore': {
-        const restored = await ops.restore(id as string, second as string);
+        const at = pointInTime(str('at'));
+        if ((second === undefined) === (at === undefined)) {
+          throw new UsageError('db restore takes a <version> or --at <time>, one of the two');
+        }
+        const restored = await ops.restore(id as string, second, at);
         console.log(
           `restored database "${id}" to version ${restored.restoredFrom} (now version ${restored.version.version})`,
         );
@@ -212,8 +230,10 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
       }
       case 'db clone': {
         const version = str('version');
+        const at = pointInTime(str('at'));
         const cloned = await ops.clone(id as string, second as string, {
           ...(version !== undefined ? { version } : {}),
+          ...(at !== undefined ? { at } : {}),
           ...creds,
         });
         console.log(

@@ -51,12 +51,17 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
         return { username, password, ...info(id, username, password) };
       },
       versions: async (id) => (await manager.versions(id)).map(versionJson),
-      restore: async (id, version) => ({
+      restore: async (id, version, at) => ({
         id,
-        restoredFrom: version,
-        version: versionJson(await manager.restore(id, version)),
+        restoredFrom: version ?? `at ${at}`,
+        version: versionJson(await manager.restore(id, version, at !== undefined ? new Date(at) : undefined)),
       }),
-      clone: async (source, id, opts) => clonedJson(await manager.clone(source, id, opts), source, info),
+      clone: async (source, id, { at, ...opts }) =>
+        clonedJson(
+          await manager.clone(source, id, { ...opts, ...(at !== undefined ? { at: new Date(at) } : {}) }),
+          source,
+          info,
+        ),
       upload: async (id, file, opts, onProgress) => {
         const total = (await stat(file)).size;
         let sent = 0;

@@ -26,8 +26,11 @@ export const COMMANDS = {
   },
   'db passwd': { options: credentials, args: ['id'] },
   'db versions': { options: {}, args: ['id'] },
-  'db restore': { options: {}, args: ['id', 'version'] },
-  'db clone': { options: { version: { type: 'string' }, ...credentials }, args: ['src', 'new'] },
+  'db restore': { options: { at: { type: 'string' } }, args: ['id', 'version?'] },
+  'db clone': {
+    options: { version: { type: 'string' }, at: { type: 'string' }, ...credentials },
+    args: ['src', 'new'],
+  },
   upload: { options: { create: { type: 'boolean' }, user: { type: 'string' } }, args: ['id', 'file'] },
   certs: { options: { force: { type: 'boolean' } }, args: [] },
 } as const satisfies Record<string, { options: Options; args: readonly string[] }>;
@@ -46,9 +49,9 @@ commands:
   db passwd <id> [--user U] [--password P]
                                           set a user's password (generated when --password is omitted)
   db versions <id>                        list a database's archived versions, newest first
-  db restore <id> <version>               replace a database with one of its versions (its clients are
+  db restore <id> <version>|--at <time>   replace a database with a version or a point in time (its clients are
                                           disconnected; the restored state becomes the newest version)
-  db clone <src> <new> [--version V] [--user U] [--password P]
+  db clone <src> <new> [--version V | --at TIME] [--user U] [--password P]
                                           a new database from a version of <src> (default: its latest)
   upload <id> <file> [--create] [--user U]
                                           install a PGDATA tarball (PGlite dumpDataDir(), .tar.gz or
@@ -130,17 +133,24 @@ verifier is stored.\n${ID}`,
     ARCHIVE_FOOTER,
   ),
   'db restore': help(
-    'db restore <id> <version>',
-    `Replaces the database with one of its versions (see db versions). Its clients are
-disconnected, the state it replaced is snapshotted first if it was written, and the restored
-state becomes the newest version.`,
-    [],
+    'db restore <id> <version> | db restore <id> --at <time>',
+    `Replaces the database with one of its versions (see db versions), or with its state at a point
+in time: the newest version before it plus the WAL shipped by then (DURABILITY=async|sync). Its
+clients are disconnected, the state it replaced is snapshotted first if it was written, and the
+restored state becomes the newest version.`,
+    ['--at TIME         an ISO 8601 time with its zone, e.g. 2026-11-30T21:05:00Z'],
     ARCHIVE_FOOTER,
   ),
   'db clone': help(
-    'db clone <src> <new> [--version V] [--user U] [--password P]',
-    `Creates database <new> (own password, writable) from a version of <src>.\n${ID.replace('<id>', '<new>')}`,
-    ['--version V       the version to clone (default: the latest)', USER, PASSWORD],
+    'db clone <src> <new> [--version V | --at TIME] [--user U] [--password P]',
+    `Creates database <new> (own password, writable) from <src>: a version, its state at a point
+in time, or by default its newest state (the latest version plus the WAL shipped since).\n${ID.replace('<id>', '<new>')}`,
+    [
+      '--version V       the version to clone',
+      '--at TIME         the point in time to clone (ISO 8601 with its zone)',
+      USER,
+      PASSWORD,
+    ],
     ARCHIVE_FOOTER,
   ),
   upload: help(

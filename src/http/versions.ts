@@ -17,11 +17,18 @@ export const DEFAULT_MAX_UPLOAD_BYTES = 100 * 1000 * 1000;
 /** Compressed bytes can exceed the uncompressed size a little (incompressible data). */
 const compressedAllowance = (maxBytes: number) => Math.ceil(maxBytes * 1.01) + 64 * 1024;
 
-const RestoreBody = z.strictObject({ version: z.string().min(1).max(200) });
+/** A point in time: an ISO 8601 timestamp with its zone. */
+const PointInTime = z.iso.datetime({ offset: true }).transform((v) => new Date(v));
+
+const RestoreBody = z.strictObject({
+  version: z.string().min(1).max(200).optional(),
+  at: PointInTime.optional(),
+});
 
 const CloneBody = z.strictObject({
   id: z.string(),
   version: z.string().min(1).max(200).optional(),
+  at: PointInTime.optional(),
   username: z.string().optional(),
   password: z.string().min(1).max(1024).optional(),
 });
@@ -50,9 +57,13 @@ export function registerArchiveRoutes(v1: Hono<AdminEnv>, deps: ArchiveRoutesDep
 
   v1.post('/databases/:id/restore', async (c) => {
     const id = c.req.param('id');
-    const { version } = await parseBody(c.req, RestoreBody);
-    const restored = await manager.restore(id, version);
-    const json: RestoredJson = { id, restoredFrom: version, version: versionJson(restored) };
+    const { version, at } = await parseBody(c.req, RestoreBody);
+    const restored = await manager.restore(id, version, at);
+    const json: RestoredJson = {
+      id,
+      restoredFrom: version ?? `at ${at?.toISOString()}`,
+      version: versionJson(restored),
+    };
     return c.json(json);
   });
 

@@ -25,6 +25,7 @@ import {
   VersionObjects,
   versionKey,
 } from './version-objects.js';
+import type { WalObjects } from './wal-objects.js';
 
 /**
  * Versions of databases in the archive. Every snapshot is a new immutable object
@@ -57,6 +58,8 @@ export interface SnapshotsOptions {
   logger: Logger;
   /** Versions kept per database (KEEP_VERSIONS); older ones are deleted. Default 10, minimum 1. */
   keepVersions?: number;
+  /** Shipped WAL (DURABILITY=async|sync): replayed for point-in-time restores and clones. */
+  wal?: WalObjects | undefined;
   /** PGDATA identity of this PGlite (`readPgDataIdentity(templateDir)`); fetched and uploaded data must match. */
   expect?: PgDataIdentity;
   /** Attempts of a whole upload (with verification) or download (with checksum). Default 3. */
@@ -243,17 +246,53 @@ export class Snapshots {
    * newest version (a copy of the object under a new version id), so the restore survives losing
    * the local disk. The database must be closed. Returns the new version.
    */
-  restoreInto(id: string, version: string, destDir: string): Promise<VersionRecord> {
+  restoreInto(id: string, version: string | undefined, destDir: string, at?: Date): Promise<VersionRecord> {
     return this.writes.run(id, async () => {
-      const record = await this.resolve(id, version);
+      const record = at ? await this.baseAt(id, at) : await this.resolve(id, version);
       const promoted = await this.withStagedVersion(record, destDir, async (staged, spool) => {
-        const stored = await this.store(id, spool, { sha256: record.sha256, size: record.sizeBytes });
+        const stored = await this.storeWithWal(id, record, staged.dir, spool, at);
         await installDir(staged.dir, destDir, { replace: true });
         return stored;
       });
-      this.logger.info({ db: id, from: version, version: promoted.version }, 'database restored');
+      this.logger.info({ db: id, from: record.version, at, version: promoted.version }, 'database restored');
       return promoted;
     });
+  }
+
+  /** The newest base taken at or before `at`: the one a point-in-time restore starts from. */
+  private async baseAt(id: string, at: Date): Promise<VersionRecord> {
+    const base = (await this.catalog.listVersions(id)).find((v) => v.walSince <= at);
+    if (!base)
+      throw new VersionNotFoundError(`no archived version of "${id}" is older than ${at.toISOString()}`);
+    return base;
+  }
+
+  /**
+   * Stores a staged base as a new version: as it was, or, when `at` is given (a point in time) or
+   * WAL was shipped after it (`at` undefined means the newest state), with that WAL written into
+   * it and repacked. Postgres replays it when the database opens.
+   */
+  private async storeWithWal(
+    id: string,
+    base: VersionRecord,
+    stagedDir: string,
+    spool: string,
+    at: Date | undefined,
+    replayWal = at !== undefined,
+  ): Promise<VersionRecord> {
+    const replayed =
+      replayWal && this.opts.wal
+        ? await this.opts.wal.replayInto(base.databaseId, stagedDir, base, at)
+        : undefined;
+    if (!replayed || replayed.pieces === 0)
+      return this.store(id, spool, { sha256: base.sha256, size: base.sizeBytes });
+    const repacked = this.spoolPath(id, 'pitr.tar.gz');
+    try {
+      const packed = await packToFile(stagedDir, repacked, this.packOptions());
+      return await this.store(id, repacked, packed, { walLsn: replayed.end, walSince: new Date() });
+    } finally {
+      await rm(repacked, { force: true });
+    }
   }
 
   /**
@@ -266,12 +305,21 @@ export class Snapshots {
     version: string | undefined,
     newId: string,
     destDir: string,
+    at?: Date,
   ): Promise<VersionRecord> {
     return this.writes.run(newId, async () => {
       if (await exists(destDir)) throw new Error(`destination already exists: ${destDir}`);
-      const record = await this.resolve(sourceId, version);
+      const record = at ? await this.baseAt(sourceId, at) : await this.resolve(sourceId, version);
       const cloned = await this.withStagedVersion(record, destDir, async (staged, spool) => {
-        const stored = await this.store(newId, spool, { sha256: record.sha256, size: record.sizeBytes });
+        // Without a version or a time: the source's newest state, its shipped WAL included.
+        const stored = await this.storeWithWal(
+          newId,
+          record,
+          staged.dir,
+          spool,
+          at,
+          at !== undefined || version === undefined,
+        );
         await installDir(staged.dir, destDir);
         return stored;
       });
