@@ -158,7 +158,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       catalog,
       registry,
       spares,
-      ...(archiving ? { snapshots: archiving.snapshots } : {}),
+      ...(archiving ? { snapshots: archiving.snapshots, wal: base.wal } : {}),
       dataDir: config.dataDir,
       templateDir: config.templateDir,
       minPasswordLength: config.minPasswordLength,

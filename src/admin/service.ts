@@ -11,6 +11,7 @@ import type { TemplateSpares } from '../pgdata/spares.js';
 import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../pgdata/tarball.js';
 import { createFromTemplate } from '../pgdata/template.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
+import type { WalObjects } from '../storage/wal-objects.js';
 
 /**
  * Database lifecycle operations behind the admin API and the CLI: the catalog entry and the
@@ -77,6 +78,8 @@ export class DatabaseManager {
       spares?: TemplateSpares;
       /** The archive's versions, when ARCHIVE_URL is set. */
       snapshots?: Snapshots;
+      /** Shipped WAL, when ARCHIVE_URL is set (the restorable range). */
+      wal?: WalObjects | undefined;
       /** Shortest password accepted (MIN_PASSWORD_LENGTH); default 12. */
       minPasswordLength?: number;
     },
@@ -148,6 +151,20 @@ export class DatabaseManager {
     const snapshots = this.archive();
     await this.get(id);
     return snapshots.list(id);
+  }
+
+  /**
+   * The points in time a restore or clone `--at` can reach: from the oldest kept base to the
+   * newest shipped WAL (or the newest base, without WAL). Undefined without any version.
+   */
+  async restorableRange(id: string): Promise<{ earliest: Date; latest: Date } | undefined> {
+    const versions = await this.versions(id);
+    const oldest = versions.at(-1);
+    const newest = versions[0];
+    if (!oldest || !newest) return undefined;
+    const shipped = await this.deps.wal?.latestPoint(id);
+    const latest = shipped && shipped > newest.walSince ? shipped : newest.walSince;
+    return { earliest: oldest.walSince, latest };
   }
 
   /**

@@ -113,8 +113,10 @@ export interface Catalog {
   addWal(input: AddWalInput): Promise<boolean>;
   /** WAL pieces ending after `afterLsn`, in ship order. */
   listWal(databaseId: string, afterLsn?: bigint): Promise<WalRecord[]>;
-  /** Forgets WAL pieces that end at or before `lsn` (no kept base needs them); returns their keys. */
-  deleteWalBefore(databaseId: string, lsn: bigint): Promise<string[]>;
+  /** Forgets WAL pieces shipped before `time` (no kept base needs them); returns their keys. */
+  deleteWalBefore(databaseId: string, time: Date): Promise<string[]>;
+  /** When the oldest and the newest recorded WAL piece were shipped (undefined without any). */
+  walRange(databaseId: string): Promise<{ first: Date; last: Date } | undefined>;
   close(): Promise<void>;
 }
 

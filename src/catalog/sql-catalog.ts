@@ -398,12 +398,22 @@ export class SqlCatalog implements Catalog {
     return rows.map(toWal);
   }
 
-  async deleteWalBefore(databaseId: string, lsn: bigint): Promise<string[]> {
+  async deleteWalBefore(databaseId: string, time: Date): Promise<string[]> {
     const { rows } = await this.sql.query<{ object_key: string }>(
-      'delete from gateway_wal where database_id = $1 and end_lsn <= $2::bigint returning object_key',
-      [databaseId, lsn.toString()],
+      'delete from gateway_wal where database_id = $1 and written_at < $2::timestamptz returning object_key',
+      [databaseId, time.toISOString()],
     );
     return rows.map((r) => r.object_key);
+  }
+
+  async walRange(databaseId: string): Promise<{ first: Date; last: Date } | undefined> {
+    const { rows } = await this.sql.query<{ first: Date | string | null; last: Date | string | null }>(
+      'select min(written_at) as first, max(written_at) as last from gateway_wal where database_id = $1',
+      [databaseId],
+    );
+    const row = rows[0];
+    if (!row?.first || !row.last) return undefined;
+    return { first: toDate(row.first), last: toDate(row.last) };
   }
 
   close(): Promise<void> {

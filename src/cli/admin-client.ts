@@ -32,6 +32,8 @@ export interface DbOps {
   ): Promise<DatabaseJson>;
   passwd(id: string, opts: { username?: string; password?: string }): Promise<PasswordJson>;
   versions(id: string): Promise<VersionJson[]>;
+  /** The points in time a restore --at can reach; null without versions. */
+  restorable(id: string): Promise<{ earliest: string; latest: string } | null>;
   /** A version, or a point in time `at` (ISO 8601). */
   restore(id: string, version: string | undefined, at?: string): Promise<RestoredJson>;
   clone(
@@ -207,6 +209,9 @@ export function remoteOps(socketPath: string, holderPid: number): DbOps {
     passwd: (id, opts) => call<PasswordJson>('POST', `${db(id)}/password`, opts),
     update: (id, patch) => call<DatabaseJson>('PATCH', db(id), patch),
     versions: async (id) => (await call<{ versions: VersionJson[] }>('GET', `${db(id)}/versions`)).versions,
+    restorable: async (id) =>
+      (await call<{ restorable: { earliest: string; latest: string } | null }>('GET', `${db(id)}/versions`))
+        .restorable,
     restore: (id, version, at) =>
       call<RestoredJson>('POST', `${db(id)}/restore`, { version, at }, LONG_TIMEOUT_MS),
     clone: (source, id, opts) =>

@@ -215,6 +215,8 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
             ['VERSION', 'SIZE', 'CREATED'],
             ...versions.map((v) => [v.version, formatBytes(v.sizeBytes), v.createdAt]),
           ]);
+        const range = await ops.restorable(id as string);
+        if (range) console.log(`restorable (--at): ${range.earliest} to ${range.latest}`);
         break;
       }
       case 'db restore': {

@@ -25,7 +25,7 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
       dataDir: config.dataDir,
       templateDir: config.templateDir,
       minPasswordLength: config.minPasswordLength,
-      ...(base.snapshots ? { snapshots: base.snapshots } : {}),
+      ...(base.snapshots ? { snapshots: base.snapshots, wal: base.wal } : {}),
     });
     const { defaults: where, note } = offlineConnectionDefaults(config);
     const info = (id: string, username: string, password: string | undefined) =>
@@ -51,6 +51,10 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
         return { username, password, ...info(id, username, password) };
       },
       versions: async (id) => (await manager.versions(id)).map(versionJson),
+      restorable: async (id) => {
+        const range = await manager.restorableRange(id);
+        return range ? { earliest: range.earliest.toISOString(), latest: range.latest.toISOString() } : null;
+      },
       restore: async (id, version, at) => ({
         id,
         restoredFrom: version ?? `at ${at}`,

@@ -51,8 +51,15 @@ export function registerArchiveRoutes(v1: Hono<AdminEnv>, deps: ArchiveRoutesDep
   const { manager, info } = deps;
 
   v1.get('/databases/:id/versions', async (c) => {
-    const versions = await manager.versions(c.req.param('id'));
-    return c.json({ versions: versions.map(versionJson) });
+    const id = c.req.param('id');
+    const versions = await manager.versions(id);
+    const range = await manager.restorableRange(id);
+    return c.json({
+      versions: versions.map(versionJson),
+      restorable: range
+        ? { earliest: range.earliest.toISOString(), latest: range.latest.toISOString() }
+        : null,
+    });
   });
 
   v1.post('/databases/:id/restore', async (c) => {

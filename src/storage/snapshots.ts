@@ -462,6 +462,10 @@ export class Snapshots {
   private async applyRetention(id: string): Promise<void> {
     try {
       const versions = await this.catalog.listVersions(id);
+      // WAL shipped before the oldest kept base is needed by no restore.
+      const oldest = versions.slice(0, this.keepVersions).at(-1);
+      if (oldest && versions.length > this.keepVersions)
+        await this.opts.wal?.purgeBefore(id, oldest.walSince);
       for (const old of versions.slice(this.keepVersions)) {
         await this.catalog.deleteVersion(id, old.version);
         // An object whose delete fails is unreferenced, never wrong: it only costs space.

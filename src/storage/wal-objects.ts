@@ -25,7 +25,7 @@ const MAX_PIECE = 16n * 1024n * 1024n;
 
 export interface WalObjectsOptions {
   archive: ArchiveStore;
-  catalog: Pick<Catalog, 'addWal' | 'listWal' | 'deleteWalBefore'>;
+  catalog: Pick<Catalog, 'addWal' | 'listWal' | 'deleteWalBefore' | 'walRange'>;
   logger: Logger;
 }
 
@@ -110,13 +110,18 @@ export class WalObjects {
     return { pieces, end };
   }
 
-  /** Removes the pieces no kept base backup needs (ending at or before `lsn`). */
-  async purgeBefore(id: string, lsn: bigint): Promise<void> {
-    for (const key of await this.opts.catalog.deleteWalBefore(id, lsn)) {
+  /** Removes the pieces shipped before `time` (the oldest kept base's): no restore needs them. */
+  async purgeBefore(id: string, time: Date): Promise<void> {
+    for (const key of await this.opts.catalog.deleteWalBefore(id, time)) {
       await this.opts.archive.delete(key).catch((err: unknown) => {
         this.opts.logger.warn({ err, key }, 'could not delete a WAL piece; it is no longer recorded');
       });
     }
+  }
+
+  /** When the newest shipped piece was read: the latest point a restore can reach. */
+  async latestPoint(id: string): Promise<Date | undefined> {
+    return (await this.opts.catalog.walRange(id))?.last;
   }
 
   private async download(record: WalRecord): Promise<Buffer> {

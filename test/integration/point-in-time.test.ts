@@ -45,6 +45,12 @@ describe('point in time', () => {
       await pause(800);
     });
 
+    const listed = (await (
+      await fetch(`http://127.0.0.1:${t.server.adminPort}/v1/databases/pitr/versions`)
+    ).json()) as { restorable: { earliest: string; latest: string } };
+    expect(Date.parse(listed.restorable.earliest)).toBeLessThanOrEqual(between.getTime());
+    expect(Date.parse(listed.restorable.latest)).toBeGreaterThan(between.getTime());
+
     // The newest state by default, a point in time on request; the source is untouched.
     await t.server.manager.clone('pitr', 'pitr-now', { password: 'clone-now-password' });
     expect(await rowsOf('pitr-now', 'clone-now-password')).toEqual([1, 2]);
