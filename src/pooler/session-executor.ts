@@ -1,6 +1,6 @@
 import type { Database } from '../databases/database.js';
 import { EngineBrokenError, EngineKilledError } from '../engine/engine.js';
-import { errors, type GatewayError } from '../errors.js';
+import { errors, GatewayError } from '../errors.js';
 import { firstRow, hasError, lastReadyStatus } from '../wire/backend-scan.js';
 import {
   errorResponse,
@@ -27,6 +27,17 @@ import { closeStatements, renameStatement, restoreNames, StatementNames } from '
  * recovering after the database restarted, and shaping replies (statement names, refusals,
  * notifications, settings read-back). ClientSession (session.ts) adds the queue and the turns.
  */
+/** DISCARD ALL / DEALLOCATE ALL: the session's, not one client's; handled as a simple query only. */
+export const FORGET_ALL = /^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i;
+
+const forgetAllExtended = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query outside a transaction',
+    'forget_all_extended',
+  );
+
 export abstract class SessionExecutor {
   protected readonly owner = Symbol('client');
   protected status: TransactionStatus = 'I';
@@ -213,7 +224,13 @@ export abstract class SessionExecutor {
       this.listening.note(sql);
       const verdict = judgeStatement(sql, this.database);
       const refusal =
-        verdict.kind === 'copy-in' ? copyInExtended() : verdict.kind === 'refuse' ? verdict.error : undefined;
+        verdict.kind === 'copy-in'
+          ? copyInExtended()
+          : verdict.kind === 'refuse'
+            ? verdict.error
+            : FORGET_ALL.test(sql)
+              ? forgetAllExtended()
+              : undefined;
       // Failing inside the engine keeps the transaction state the client sees and the real one equal.
       if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
     }

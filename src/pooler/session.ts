@@ -5,7 +5,7 @@ import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, quoteIdent, Retry } from './session-errors.js';
-import { SessionExecutor } from './session-executor.js';
+import { FORGET_ALL, SessionExecutor } from './session-executor.js';
 import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
@@ -251,7 +251,7 @@ export class ClientSession extends SessionExecutor {
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
-    if (/^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i.test(sql) && this.status === 'I') {
+    if (FORGET_ALL.test(sql) && this.status === 'I') {
       return this.forgetStatements(message);
     }
     await this.deliver(await this.exec(message, true));

@@ -24,8 +24,17 @@ const ident = (v: string) => `"${v.replace(/"/g, '""')}"`;
 
 /** One query returning the current value of each name, in order. */
 export function readSettingsSql(names: readonly string[]): string {
-  return `SELECT ${names.map((n) => `pg_catalog.current_setting(${literal(n)}, true)`).join(', ')}`;
+  return `SELECT ${names.map(readOne).join(', ')}`;
 }
+
+/**
+ * The session user is read as such: PGlite's session_authorization setting reads '' at start
+ * and after RESET or DISCARD ALL, whoever the session user really is.
+ */
+const readOne = (name: string) =>
+  name === 'session_authorization'
+    ? 'session_user::text'
+    : `pg_catalog.current_setting(${literal(name)}, true)`;
 
 /**
  * SQL that moves the session from `current` to `wanted`: SET for differing values, RESET for
