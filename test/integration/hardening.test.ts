@@ -161,10 +161,10 @@ describe('finding 7: a departing client leaves the session clean (transaction mo
         });
         expect((await a.query('select session_user as s')).rows[0].s).toBe('pg_read_all_data');
       });
-      await a.query({ text: 'set session authorization pg_read_all_data', values: [] });
+      await a.query({ name: 'become', text: 'set session authorization pg_read_all_data' });
       // DISCARD ALL in a Parse would reset the whole shared session (and PGlite's reset keeps the
       // session user): refused; the simple-query form drops only this client's state.
-      expect(await sqlstateOf(a.query({ text: 'discard all', values: [] }))).toBe('0A000');
+      expect(await sqlstateOf(a.query({ name: 'forget', text: 'discard all' }))).toBe('0A000');
     });
     await withClient(t.pgConfig('hard', pw), async (c) => {
       expect((await c.query('select session_user as s, current_user as u')).rows[0]).toEqual({
