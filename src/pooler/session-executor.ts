@@ -28,7 +28,7 @@ import { closeStatements, renameStatement, restoreNames, StatementNames } from '
  * notifications, settings read-back). ClientSession (session.ts) adds the queue and the turns.
  */
 /** DISCARD ALL / DEALLOCATE ALL: the session's, not one client's; handled as a simple query only. */
-export const FORGET_ALL = /^\s*(discard|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i;
+export const FORGET_ALL = /^\s*(discard\s+|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i;
 
 const forgetAllExtended = () =>
   new GatewayError(

@@ -47,6 +47,19 @@ describe('prepared statements past the session cap', () => {
     });
   });
 
+  it("one client's DISCARD ALL drops only its own statements", async () => {
+    await withClient(t.pgConfig('prep', pw), async (a) => {
+      await withClient(t.pgConfig('prep', pw), async (b) => {
+        await b.query({ name: 'kept', text: 'select 11 as v' });
+        await a.query({ name: 'mine', text: 'select 12 as v' });
+        await a.query('DISCARD ALL');
+        expect((await b.query({ name: 'kept', text: 'select 11 as v' })).rows[0].v).toBe(11);
+        // A named statement the client re-sends is prepared again; its own were forgotten.
+        expect((await a.query({ name: 'mine', text: 'select 12 as v' })).rows[0].v).toBe(12);
+      });
+    });
+  });
+
   it('a statement whose table went away fails as a Bind would, and the client carries on', async () => {
     await withClient(t.pgConfig('prep', pw), async (c) => {
       await c.query('create table gone (a int)');
