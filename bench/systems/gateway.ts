@@ -60,6 +60,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       NODE_ENV: 'development',
       // What the extensions cost is measured by running the bench with EXTENSIONS=none and without.
       ...(process.env.EXTENSIONS ? { EXTENSIONS: process.env.EXTENSIONS } : {}),
+      // And what FSYNC=on costs by running it with FSYNC=off and on.
+      ...(process.env.FSYNC ? { FSYNC: process.env.FSYNC } : {}),
       ...opts.env,
     };
     const server = await startServer(loadConfig(env), createLogger({ level: 'silent', pretty: false }));
