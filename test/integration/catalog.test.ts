@@ -74,6 +74,7 @@ async function dumpTables(client: SqlClient): Promise<string> {
     'gateway_databases',
     'gateway_schema_version',
     'gateway_versions',
+    'gateway_wal',
   ]);
   const dumps = await Promise.all(tables.map((t) => client.query(`select * from ${t.name}`)));
   return JSON.stringify(dumps.map((d) => d.rows));
@@ -245,6 +246,9 @@ describe.each([embedded(), external()])('$name catalog', (backend) => {
         sha256: sha('a'),
         sizeBytes: 4_500_000,
         createdAt: expect.any(Date),
+        // No WAL position given: the version continues from when it was recorded.
+        walLsn: undefined,
+        walSince: a?.createdAt,
       });
       // Larger than 2^32: bigint survives the round trip as a number.
       const b = await catalog.addVersion({
