@@ -112,6 +112,19 @@ describe('EXTENSIONS=all (the default)', () => {
     });
   });
 
+  it("file_fdw's program option (PGlite runs no programs) fails that statement and restarts the database", async () => {
+    await withClient(config(), async (c) => {
+      await c.query('create extension file_fdw');
+      await c.query('create server files foreign data wrapper file_fdw');
+      await c.query("create foreign table prog (v text) server files options (program 'echo hi')");
+      const err = await errorOf(c.query('select * from prog'));
+      expect(err?.code).toBe('58000');
+    });
+    await withClient(config(), async (c) => {
+      expect((await first(c, 'select id from items where id = 2')).id).toBe(2);
+    });
+  });
+
   it('the data keeps using its extensions after a close and reopen, and after a restart', async () => {
     await t.server.registry.close('ext');
     await withClient(config(), async (c) => {
