@@ -6,7 +6,9 @@ describe('CLI help', () => {
 
   it.each(names)('%s --help shows its usage line and every option it accepts', (name) => {
     const help = COMMAND_HELP[name];
-    const positionals = COMMANDS[name].args.map((a) => `<${a}>`);
+    const positionals = COMMANDS[name].args.map((a: string) =>
+      a.endsWith('?') ? `[${a.slice(0, -1)}]` : `<${a}>`,
+    );
     expect(help.startsWith(`usage: pglite-gateway ${[name, ...positionals].join(' ')}`)).toBe(true);
     expect(help).toContain('-h, --help');
     for (const option of Object.keys(COMMANDS[name].options)) {

@@ -133,9 +133,10 @@ verifier is stored.\n${ID}`,
     ARCHIVE_FOOTER,
   ),
   'db restore': help(
-    'db restore <id> <version> | db restore <id> --at <time>',
+    'db restore <id> [version] [--at TIME]',
     `Replaces the database with one of its versions (see db versions), or with its state at a point
-in time: the newest version before it plus the WAL shipped by then (DURABILITY=async|sync). Its
+in time (give a version or --at, one of the two): the newest version before it plus the WAL
+shipped by then (DURABILITY=async|sync). Its
 clients are disconnected, the state it replaced is snapshotted first if it was written, and the
 restored state becomes the newest version.`,
     ['--at TIME         an ISO 8601 time with its zone, e.g. 2026-11-30T21:05:00Z'],
