@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
-import { BackendError, type PostgresConnection, verifyScramSha256Password } from 'pg-gateway';
-import { fromDuplexStream } from 'pg-gateway/node';
 import type { Catalog } from '../catalog/catalog.js';
 import type { DatabaseRegistry, Lease } from '../databases/registry.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
@@ -19,20 +17,20 @@ import {
   readyForQuery,
 } from '../wire/protocol.js';
 import type { ScramLookup } from './auth.js';
-import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
+import type { AuthThrottle } from './auth-throttle.js';
+import { type AuthDeps, authenticate, type ConnectionOptions, MAX_PREAUTH_MESSAGE } from './authenticate.js';
 import type { CancelKeys } from './cancel.js';
-import { verifyCleartextPassword } from './password-check.js';
-import { type Route, routeConnection } from './routing.js';
+import type { Route } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
-/** Largest message accepted before authentication completes (Postgres uses the same bound). */
-export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+export { type ConnectionOptions, MAX_PREAUTH_MESSAGE };
+
 /** Client input queued while waiting for the database before we stop reading the socket. */
 const MAX_QUEUED_INPUT = 8 * 1024 * 1024;
 /** Output the client has not read yet past which it is disconnected instead of buffered. */
 const MAX_UNREAD_OUTPUT = 64 * 1024 * 1024;
 
-export interface ConnectionDeps {
+export interface ConnectionDeps extends AuthDeps {
   tlsMode: 'require' | 'prefer' | 'disable';
   secureContext: () => SecureContext | undefined;
   wildcardDomain: string;
@@ -60,20 +58,6 @@ export interface ClientHandle {
   kill(): void;
   readonly closed: Promise<void>;
 }
-
-/** How a connection arrived, when not over the Postgres TCP listener. */
-export interface ConnectionOptions {
-  /** Routes like an SNI name when the TLS layer is not ours (the WebSocket's Host or address). */
-  serverName?: string | undefined;
-  /**
-   * `cleartext`: AuthenticationCleartextPassword, checked against the SCRAM verifier. Only over a
-   * channel that is already encrypted (wss), for clients that pipeline their password.
-   */
-  password?: 'scram' | 'cleartext';
-}
-
-const toBackendError = (err: GatewayError) =>
-  BackendError.create({ severity: err.severity, code: err.code, message: err.message, hint: err.hint });
 
 /**
  * Drives one accepted socket: startup negotiation and TLS (ours), SCRAM (pg-gateway), then the
@@ -262,148 +246,4 @@ export function handleConnection(
     },
     kill: () => end(errors.shuttingDown()),
   };
-}
-
-/** pg-gateway reads messages through DataViews on `.buffer` ignoring byteOffset: give it its own. */
-const ownBuffer = (message: Uint8Array) => new Uint8Array(message);
-
-/** Runs SCRAM through pg-gateway and resolves once the client is authenticated. */
-function authenticate(
-  socket: Socket,
-  startup: Buffer,
-  serverName: string | undefined,
-  deps: ConnectionDeps,
-  peer: { address: string; log: () => Logger; bind: (fields: Record<string, string>) => void },
-  opts: ConnectionOptions,
-): Promise<{ route: Extract<Route, { ok: true }>; user: string; pipelined: Buffer }> {
-  return new Promise((resolve, reject) => {
-    let route: Extract<Route, { ok: true }> | undefined;
-    let authenticated = false;
-    /** Set when we refused the password ourselves; pg-gateway's own (28000) reply is dropped. */
-    let refused = false;
-    const framer = new MessageFramer(() => MAX_PREAUTH_MESSAGE);
-    // Messages are handed to pg-gateway one read at a time, so those it has not read when the
-    // client is authenticated (a pipelined first query) stay here for the session.
-    const unread: Buffer[] = [startup];
-    let pulling: ((message: Buffer) => void) | undefined;
-    const readable = new ReadableStream<Uint8Array>(
-      {
-        pull: (controller) => {
-          const next = unread.shift();
-          if (next) return controller.enqueue(ownBuffer(next));
-          return new Promise<void>((resolve) => {
-            pulling = (message) => {
-              pulling = undefined;
-              controller.enqueue(ownBuffer(message));
-              resolve();
-            };
-          });
-        },
-      },
-      { highWaterMark: 0 },
-    );
-    const onData = (chunk: Buffer) => {
-      try {
-        for (const message of framer.push(chunk)) {
-          if (pulling) pulling(message);
-          else unread.push(message);
-        }
-      } catch (err) {
-        socket.off('data', onData);
-        reject(err);
-      }
-    };
-    const onClose = () => reject(new ClosedError('closed during authentication'));
-    socket.on('data', onData);
-    socket.once('close', onClose);
-    const writable = new WritableStream<Uint8Array>({
-      write: (chunk) => {
-        if (!authenticated && !refused) socket.write(chunk);
-      },
-      close: () => {
-        if (!authenticated && !refused) socket.end();
-      },
-      abort: () => {
-        if (!authenticated && !refused) socket.destroy();
-      },
-    });
-    let connection: PostgresConnection | undefined;
-    const guarded = <T>(fn: () => Promise<T>) =>
-      fn().catch((err: unknown) => {
-        throw toBackendError(toClientError(err, 'auth'));
-      });
-    /** The throttle's verdict on a password check; a refusal is answered here (28P01). */
-    const judge = async (username: string, verify: () => Promise<boolean>) => {
-      const ok = await deps.throttle.guard({
-        address: peer.address,
-        database: route?.id ?? '',
-        log: peer.log(),
-        verify,
-        wait: (ms) => waitUnlessClosed(ms, socket),
-      });
-      // A client that left, or ran out of LOGIN_TIMEOUT, while delayed gets nothing more.
-      const gone = socket.destroyed || socket.writableEnded;
-      if (ok && !gone) return true;
-      refused = true;
-      if (!gone) socket.end(errorResponse(errors.authFailed(username)));
-      return false;
-    };
-    const cleartext = {
-      method: 'password' as const,
-      getClearTextPassword: () => '',
-      validateCredentials: ({ username, password }: { username: string; password: string }) =>
-        judge(username, () =>
-          guarded(async () =>
-            verifyCleartextPassword((await deps.scram.lookup(route?.id ?? '', username)).data, password),
-          ),
-        ),
-    };
-    void fromDuplexStream(
-      { readable, writable },
-      {
-        auth:
-          opts.password === 'cleartext'
-            ? cleartext
-            : {
-                method: 'scram-sha-256',
-                getScramSha256Data: ({ username }) =>
-                  guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
-                // Postgres answers a failed password with 28P01, which clients and tests rely on. The
-                // throttle's delay comes first, so no answer is revealed before it.
-                validateCredentials: ({ authMessage, clientProof, username, scramSha256Data }) =>
-                  judge(username, () =>
-                    verifyScramSha256Password({
-                      authMessage,
-                      clientProof,
-                      storedKey: scramSha256Data.storedKey,
-                    }),
-                  ),
-              },
-        onStartup: (state) =>
-          guarded(async () => {
-            const params = state.clientParams ?? { user: '' };
-            if (params.replication && params.replication !== 'false') {
-              throw errors.protocolViolation('replication connections are not supported');
-            }
-            const result = routeConnection({ serverName, params, wildcardDomain: deps.wildcardDomain });
-            if (!result.ok) throw result.error;
-            route = result;
-            peer.bind({ db: result.id, user: params.user });
-          }),
-        onAuthenticated: (state) =>
-          guarded(async () => {
-            // From here on the session owns the socket; pg-gateway must write nothing more.
-            authenticated = true;
-            socket.off('data', onData);
-            socket.pause();
-            socket.off('close', onClose);
-            await connection?.detach();
-            const pipelined = Buffer.concat([...unread, framer.takeBuffered()]);
-            if (route) resolve({ route, user: state.clientParams?.user ?? '', pipelined });
-          }),
-      },
-    ).then((c) => {
-      connection = c;
-    });
-  });
 }

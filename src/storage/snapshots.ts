@@ -1,31 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { Catalog, VersionRecord } from '../catalog/catalog.js';
-import { KeyedChain } from '../keyed-chain.js';
-import type { Logger } from '../log.js';
+import type { VersionRecord } from '../catalog/catalog.js';
 import { copyTree } from '../pgdata/copy-tree.js';
-import { installDir, type StagedDir, stageTarball } from '../pgdata/extract.js';
+import { installDir, stageTarball } from '../pgdata/extract.js';
 import { hasPgVersion } from '../pgdata/pg-version.js';
-import {
-  type PackOptions,
-  type PgDataIdentity,
-  packToFile,
-  TarballRejectedError,
-} from '../pgdata/tarball.js';
-import type { ArchiveStore } from './archive.js';
-import {
-  DatabaseGoneError,
-  DEFAULT_KEEP_VERSIONS,
-  describeError,
-  VERSION_PATTERN,
-  VersionNotFoundError,
-  VersionObjects,
-  versionKey,
-} from './version-objects.js';
-import type { WalObjects } from './wal-objects.js';
+import { packToFile } from '../pgdata/tarball.js';
 
 /**
  * Versions of databases in the archive. Every snapshot is a new immutable object
@@ -49,30 +29,6 @@ export {
   VersionNotFoundError,
   versionKey,
 } from './version-objects.js';
-
-export interface SnapshotsOptions {
-  archive: ArchiveStore;
-  catalog: Pick<Catalog, 'addVersion' | 'listVersions' | 'getVersion' | 'deleteVersion'>;
-  /** Spool files live here: local disk (not tmpfs), e.g. `DATA_DIR/.storage`. Created on demand. */
-  workDir: string;
-  logger: Logger;
-  /** Versions kept per database (KEEP_VERSIONS); older ones are deleted. Default 10, minimum 1. */
-  keepVersions?: number;
-  /** Shipped WAL (DURABILITY=async|sync): replayed for point-in-time restores and clones. */
-  wal?: WalObjects | undefined;
-  /** PGDATA identity of this PGlite (`readPgDataIdentity(templateDir)`); fetched and uploaded data must match. */
-  expect?: PgDataIdentity;
-  /** Attempts of a whole upload (with verification) or download (with checksum). Default 3. */
-  attempts?: number;
-  /** First delay between attempts; doubles each time. Default 500 ms. */
-  retryBaseMs?: number;
-  /** After an upload, objects up to this size are downloaded again and their sha256 compared. Default 16 MiB. */
-  readbackMaxBytes?: number;
-  /** gzip level for snapshots. Default 6. */
-  gzipLevel?: number;
-  /** fsync extracted files before their directory is renamed into place. Default true. */
-  fsync?: boolean;
-}
 
 export interface SnapshotOptions {
   /**
@@ -100,51 +56,11 @@ export interface UploadOptions {
   replace?: boolean;
 }
 
-/** Names `siblingTemp()` gives the temporary directories of extraction and replacement. */
-const TEMPORARY_SIBLING = /^\.[a-z0-9][a-z0-9-]*\.(extract|old)-[0-9a-f]{12}$/;
+export type { SnapshotsOptions } from './snapshot-store.js';
 
-/** A size beyond any real PGDATA: fetched data is trusted by checksum, not by size. */
-const NO_SIZE_LIMIT = Number.MAX_SAFE_INTEGER;
+import { exists, SnapshotStore, TEMPORARY_SIBLING } from './snapshot-store.js';
 
-export class Snapshots {
-  private readonly archive: ArchiveStore;
-  private readonly catalog: SnapshotsOptions['catalog'];
-  private readonly logger: Logger;
-  private readonly keepVersions: number;
-  /** In-flight fetches, keyed by database and destination: concurrent callers share one. */
-  private readonly fetching = new Map<string, Promise<VersionRecord>>();
-  /** Per-database chain serialising writes (snapshot, restore, upload, clone target). */
-  private readonly writes = new KeyedChain();
-
-  private readonly objects: VersionObjects;
-
-  constructor(private readonly opts: SnapshotsOptions) {
-    this.archive = opts.archive;
-    this.catalog = opts.catalog;
-    this.logger = opts.logger;
-    this.keepVersions = Math.max(1, opts.keepVersions ?? DEFAULT_KEEP_VERSIONS);
-    this.objects = new VersionObjects({
-      archive: opts.archive,
-      logger: opts.logger,
-      attempts: Math.max(1, opts.attempts ?? 3),
-      retryBaseMs: opts.retryBaseMs ?? 500,
-      readbackMaxBytes: opts.readbackMaxBytes ?? 16 * 1024 * 1024,
-    });
-  }
-
-  describe(): string {
-    return this.archive.describe();
-  }
-
-  /** The database's versions, newest first. */
-  list(id: string): Promise<VersionRecord[]> {
-    return this.catalog.listVersions(id);
-  }
-
-  async latest(id: string): Promise<VersionRecord | undefined> {
-    return (await this.catalog.listVersions(id))[0];
-  }
-
+export class Snapshots extends SnapshotStore {
   /**
    * Makes sure `dataDir` holds the database: 'present' when it already does, 'fetched' after
    * downloading the latest version, 'absent' when the archive has no version of it either.
@@ -259,42 +175,6 @@ export class Snapshots {
     });
   }
 
-  /** The newest base taken at or before `at`: the one a point-in-time restore starts from. */
-  private async baseAt(id: string, at: Date): Promise<VersionRecord> {
-    const base = (await this.catalog.listVersions(id)).find((v) => v.walSince <= at);
-    if (!base)
-      throw new VersionNotFoundError(`no archived version of "${id}" is older than ${at.toISOString()}`);
-    return base;
-  }
-
-  /**
-   * Stores a staged base as a new version: as it was, or, when `at` is given (a point in time) or
-   * WAL was shipped after it (`at` undefined means the newest state), with that WAL written into
-   * it and repacked. Postgres replays it when the database opens.
-   */
-  private async storeWithWal(
-    id: string,
-    base: VersionRecord,
-    stagedDir: string,
-    spool: string,
-    at: Date | undefined,
-    replayWal = at !== undefined,
-  ): Promise<VersionRecord> {
-    const replayed =
-      replayWal && this.opts.wal
-        ? await this.opts.wal.replayInto(base.databaseId, stagedDir, base, at)
-        : undefined;
-    if (!replayed || replayed.pieces === 0)
-      return this.store(id, spool, { sha256: base.sha256, size: base.sizeBytes });
-    const repacked = this.spoolPath(id, 'pitr.tar.gz');
-    try {
-      const packed = await packToFile(stagedDir, repacked, this.packOptions());
-      return await this.store(id, repacked, packed, { walLsn: replayed.end, walSince: new Date() });
-    } finally {
-      await rm(repacked, { force: true });
-    }
-  }
-
   /**
    * Copies a version of `sourceId` (latest when `version` is undefined) into the new database
    * `newId`: stored as `newId`'s first version and extracted to `destDir` (must not exist).
@@ -386,128 +266,4 @@ export class Snapshots {
     for (const object of objects) await this.archive.delete(object.key);
     return objects.length;
   }
-
-  // --- internals -------------------------------------------------------------------------------
-
-  private extractOptions() {
-    return {
-      ...(this.opts.expect ? { expect: this.opts.expect } : {}),
-      fsync: this.opts.fsync ?? true,
-    };
-  }
-
-  /**
-   * A snapshot the extraction rules refuse is not stored: it would be a version no restore or
-   * clone accepts, and retention would delete a good one to make room for it. Logs it as such.
-   */
-  private refusal(id: string, err: unknown): unknown {
-    if (!(err instanceof TarballRejectedError)) return err;
-    this.logger.error(
-      { db: id, problem: err.problem, err: describeError(err) },
-      'snapshot refused: the data directory holds what no restore would accept (remove it to resume snapshots); no version recorded, the earlier versions stay',
-    );
-    return new TarballRejectedError(err.problem, `snapshot of "${id}" refused: ${err.message}`);
-  }
-
-  /** Packing checks what extraction will (`expect` included), so no stored version is refused later. */
-  private packOptions(): PackOptions {
-    return { gzipLevel: this.opts.gzipLevel ?? 6, ...(this.opts.expect ? { expect: this.opts.expect } : {}) };
-  }
-
-  private spoolPath(id: string, what: string): string {
-    return path.join(this.opts.workDir, `${id}.${randomBytes(6).toString('hex')}.${what}`);
-  }
-
-  private async resolve(id: string, version: string | undefined): Promise<VersionRecord> {
-    if (version !== undefined && !VERSION_PATTERN.test(version)) {
-      throw new VersionNotFoundError(`invalid version id ${JSON.stringify(version)}`);
-    }
-    const record = version ? await this.catalog.getVersion(id, version) : await this.latest(id);
-    if (!record) {
-      throw new VersionNotFoundError(
-        version ? `database "${id}" has no version ${version}` : `database "${id}" has no archived version`,
-      );
-    }
-    return record;
-  }
-
-  /**
-   * Uploads the spooled archive as a new version, verifies it, records it, applies retention.
-   * Each attempt writes a fresh key; a failed attempt's object is deleted (best effort) and never
-   * recorded, so the latest recorded version stays the last good one.
-   */
-  private async store(
-    id: string,
-    spool: string,
-    packed: { sha256: string; size: number },
-    wal: { walLsn?: bigint | undefined; walSince?: Date } = {},
-  ): Promise<VersionRecord> {
-    const version = await this.objects.upload(id, spool, packed);
-    const record = await this.catalog.addVersion({
-      databaseId: id,
-      version,
-      sha256: packed.sha256,
-      sizeBytes: packed.size,
-      ...wal,
-    });
-    if (!record) {
-      await this.archive.delete(versionKey(id, version)).catch(() => undefined);
-      throw new DatabaseGoneError(`database "${id}" no longer exists; its snapshot was discarded`);
-    }
-    await this.applyRetention(id);
-    return record;
-  }
-
-  /** Keeps the newest `keepVersions`; removes the rest from the catalog first, then the archive. */
-  private async applyRetention(id: string): Promise<void> {
-    try {
-      const versions = await this.catalog.listVersions(id);
-      // WAL shipped before the oldest kept base is needed by no restore.
-      const oldest = versions.slice(0, this.keepVersions).at(-1);
-      if (oldest && versions.length > this.keepVersions)
-        await this.opts.wal?.purgeBefore(id, oldest.walSince);
-      for (const old of versions.slice(this.keepVersions)) {
-        await this.catalog.deleteVersion(id, old.version);
-        // An object whose delete fails is unreferenced, never wrong: it only costs space.
-        await this.archive.delete(versionKey(id, old.version)).catch((err: unknown) => {
-          this.logger.warn(
-            { db: id, version: old.version, err: describeError(err) },
-            'could not delete old version',
-          );
-        });
-      }
-    } catch (err) {
-      this.logger.warn({ db: id, err: describeError(err) }, 'retention failed');
-    }
-  }
-
-  /** Runs `fn` with the version downloaded (spool) and extracted (staged); cleans both up after. */
-  private async withStagedVersion<T>(
-    record: VersionRecord,
-    target: string,
-    fn: (staged: StagedDir, spool: string) => Promise<T>,
-  ): Promise<T> {
-    const spool = await this.objects.download(record, this.spoolPath(record.databaseId, 'down.tar.gz'));
-    try {
-      const staged = await stageTarball(createReadStream(spool), target, {
-        maxBytes: NO_SIZE_LIMIT,
-        sha256: record.sha256,
-        ...this.extractOptions(),
-      });
-      try {
-        return await fn(staged, spool);
-      } finally {
-        await rm(staged.dir, { recursive: true, force: true });
-      }
-    } finally {
-      await rm(spool, { force: true });
-    }
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  return lstat(p).then(
-    () => true,
-    () => false,
-  );
 }

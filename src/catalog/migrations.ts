@@ -1,0 +1,56 @@
+/**
+ * Ordered schema migrations: entry N takes the schema from version N to N+1. Append only; never
+ * edit a shipped entry, since nodes already at that version will not run it again. Each entry is
+ * a list of single statements because PGlite's `query` (extended protocol) takes one at a time.
+ * `if not exists` is belt and braces: the version row is the real guard.
+ */
+export const MIGRATIONS: readonly (readonly string[])[] = [
+  [
+    `create table if not exists gateway_databases (
+      id text primary key,
+      read_only boolean not null default false,
+      pool_mode text null check (pool_mode in ('session', 'transaction')),
+      created_at timestamptz not null default now()
+    )`,
+    `create table if not exists gateway_credentials (
+      database_id text not null references gateway_databases (id) on delete cascade,
+      username text not null,
+      salt text not null,
+      iterations integer not null,
+      stored_key text not null,
+      server_key text not null,
+      updated_at timestamptz not null default now(),
+      primary key (database_id, username)
+    )`,
+  ],
+  [
+    // Archived snapshots (storage/snapshots.ts): one row per immutable object <id>/<version>.tar.gz.
+    `create table if not exists gateway_versions (
+      database_id text not null references gateway_databases (id) on delete cascade,
+      version text not null,
+      sha256 text not null,
+      size_bytes bigint not null,
+      created_at timestamptz not null default now(),
+      primary key (database_id, version)
+    )`,
+  ],
+  [
+    // Continuous WAL archiving (storage/wal-objects.ts): the WAL position each base backup holds,
+    // and one row per shipped WAL piece.
+    'alter table gateway_versions add column if not exists wal_lsn bigint',
+    'alter table gateway_versions add column if not exists wal_since timestamptz',
+    `create table if not exists gateway_wal (
+      database_id text not null references gateway_databases (id) on delete cascade,
+      start_lsn bigint not null,
+      end_lsn bigint not null,
+      object_key text not null,
+      sha256 text not null,
+      size_bytes bigint not null,
+      written_at timestamptz not null default now(),
+      -- Ship order: a piece supersedes the bytes of earlier ones it overlaps.
+      seq bigint not null,
+      primary key (database_id, object_key)
+    )`,
+    'create index if not exists gateway_wal_order on gateway_wal (database_id, seq)',
+  ],
+];
