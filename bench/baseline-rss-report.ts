@@ -7,14 +7,17 @@ export const BASELINE_RSS_DESCRIPTION = `- **Baseline RSS** (\`bench/baseline-rs
   process (temp \`DATA_DIR\`, dev certificates, embedded catalog, ports 0): RSS from
   \`/proc/<pid>/status\` when it logs "listening" and after it settled, as built JavaScript
   (\`npm run build\`, then \`node dist/src/cli/index.js serve\`) and under tsx, with
-  \`WARM_ENGINES=0\` and \`2\`; bare \`node\` is the floor. Then SIGUSR2 makes the node collect
-  its garbage (\`bench/gc-on-signal.mjs\`, preloaded) and RSS is read again. Medians of 5 starts
-  (1 with \`--quick\`).`;
+  \`WARM_ENGINES=0\` and \`2\`. Bare \`node\` is the floor, and two steps of a start (the modules
+  loaded; the embedded catalog opened) show where the memory goes. Then SIGUSR2 makes the node
+  collect its garbage (\`bench/gc-on-signal.mjs\`, preloaded) and RSS is read again. Medians of 5
+  starts (1 with \`--quick\`).`;
 
-export type Variant = Pick<BaselineRssRow, 'runtime' | 'warmEngines'>;
+export type Variant = Pick<BaselineRssRow, 'runtime' | 'warmEngines' | 'stage'>;
 
 export function variantName(row: Variant): string {
   if (row.runtime === 'node') return 'bare node (floor)';
+  if (row.stage === 'modules') return 'node dist/: the modules of `serve` loaded, nothing started';
+  if (row.stage === 'catalog') return 'node dist/: modules + embedded catalog opened';
   const how = row.runtime === 'dist' ? 'node dist/' : 'node --import tsx src/';
   return `${how}, WARM_ENGINES=${row.warmEngines}`;
 }

@@ -23,12 +23,15 @@ import type { BaselineRssRow } from './types.js';
  * Memory at rest: RSS of a whole node (`serve` in a child process: embedded catalog, listeners,
  * admin API, warm database workers) with no database open, as built JavaScript (`npm run build`,
  * `node dist/src/cli/index.js serve`, what the Dockerfile runs) and as TypeScript under tsx, with
- * WARM_ENGINES=0 and the default 2; plus bare `node` as the floor. RSS is read from
+ * WARM_ENGINES=0 and the default 2; plus bare `node` as the floor and two steps of a start
+ * (modules loaded; embedded catalog opened) to show where the memory goes. RSS is read from
  * /proc/<pid>/status when the server logs "listening" and again after it settled.
  */
 
 const VARIANTS: Variant[] = [
   { runtime: 'node' },
+  { runtime: 'dist', stage: 'modules' },
+  { runtime: 'dist', stage: 'catalog' },
   { runtime: 'dist', warmEngines: 0 },
   { runtime: 'dist', warmEngines: 2 },
   { runtime: 'tsx', warmEngines: 0 },
@@ -116,12 +119,29 @@ async function prepareDist(
   );
 }
 
+/**
+ * The steps of a start, for where the memory goes: the modules `serve` loads (dist/src/server.js
+ * and what it imports), then also the embedded catalog opened, as the server opens it.
+ */
+const STAGE_SCRIPT = `
+const dist = ${JSON.stringify(pathToFileURL(path.join(projectRoot, 'dist', 'src', path.sep)).href)};
+await import(new URL('server.js', dist));
+if (process.env.BENCH_STAGE === 'catalog') {
+  const { openCatalog } = await import(new URL('catalog/index.js', dist));
+  await openCatalog({ dir: process.env.DATA_DIR + '/_catalog', templateDir: process.env.TEMPLATE_DIR });
+}
+setInterval(() => {}, 1000);
+console.log(JSON.stringify({ msg: 'listening' }));
+`;
+
+/** Node's arguments; every node gets gc-on-signal.mjs, so SIGUSR2 collects its garbage. */
 function command(variant: Variant): string[] {
   const gc = [
     '--expose-gc',
     '--import',
     pathToFileURL(path.join(projectRoot, 'bench', 'gc-on-signal.mjs')).href,
   ];
+  if (variant.stage) return [...gc, '--input-type=module', '-e', STAGE_SCRIPT];
   switch (variant.runtime) {
     case 'node':
       return [...gc, '-e', 'setInterval(() => {}, 1000); console.log(JSON.stringify({ msg: "listening" }))'];
@@ -165,6 +185,7 @@ async function measureOnce(variant: Variant, ctx: RunContext, n: number): Promis
     LOG_LEVEL: 'info',
     LOG_PRETTY: 'false',
     ...(variant.warmEngines !== undefined ? { WARM_ENGINES: String(variant.warmEngines) } : {}),
+    ...(variant.stage ? { BENCH_STAGE: variant.stage } : {}),
   };
   const started = performance.now();
   const child = spawn(process.execPath, command(variant), {

@@ -338,10 +338,11 @@ What differs between the systems, so the ratios can be read fairly:
 \`\`\`sh
 apt-get install -y postgresql-15       # pgbench and the PostgreSQL 15 server binaries
 npm ci
-npm run bench -- --write-md            # everything, 20 s pgbench runs (about 20 minutes); rewrites this file
+npm run bench -- --write-md            # everything, 20 s pgbench runs (about 30 minutes); rewrites this file
 npm run bench                          # the same without touching this file
 npm run bench -- --quick               # a few seconds per benchmark: checks the harness
 npm run bench -- --only pgbench,scale --seconds 10 --systems gateway,postgres
+npm run bench -- --only baseline-rss   # a node's memory at rest (builds dist/; about 8 minutes)
 npm run bench -- --from-json bench/results/<file>.json --write-md   # re-render a saved run
 \`\`\`
 

@@ -92,8 +92,10 @@ export interface RssRow {
 export interface BaselineRssRow {
   /** Built JavaScript (`node dist/...`), TypeScript under tsx (`node --import tsx`), or bare node. */
   runtime: 'dist' | 'tsx' | 'node';
-  /** WARM_ENGINES of the node (unset for bare node). */
+  /** WARM_ENGINES of the node (unset for bare node and the steps). */
   warmEngines?: number;
+  /** A step of a start instead of `serve`: its modules loaded; and the embedded catalog opened. */
+  stage?: 'modules' | 'catalog';
   status: RowStatus;
   error?: string;
   /** Nodes started; the sizes are medians. */

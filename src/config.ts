@@ -66,6 +66,15 @@ const optionalString = z
   .optional()
   .transform((v) => (v === '' ? undefined : v));
 
+/**
+ * RAM, or the cgroup memory limit when one is lower (a container sees the host's RAM in
+ * os.totalmem(); Node reports no limit as a huge number).
+ */
+function memoryAvailable(): number {
+  const limit = process.constrainedMemory?.() ?? 0;
+  return limit > 0 && limit < totalmem() ? limit : totalmem();
+}
+
 const EnvSchema = z.object({
   /** TCP port for Postgres clients; 0 picks a free port. */
   PORT: int(5432),
@@ -173,7 +182,7 @@ const EnvSchema = z.object({
   /** on: commits reach the disk before they are acknowledged (engine/durable-fs.ts); off: the kernel's page cache only. */
   FSYNC: z.enum(['on', 'off']).default('on'),
   /** Process memory (RSS) above which idle databases are closed before another opens; 0 = no limit. */
-  MAX_MEMORY: bytes(String(Math.floor(totalmem() * 0.8))),
+  MAX_MEMORY: bytes(String(Math.floor(memoryAvailable() * 0.8))),
   /** How long shutdown waits for running transactions before closing connections. */
   DRAIN_TIMEOUT: duration('30s'),
   /** Identifies this node in logs and locks. */

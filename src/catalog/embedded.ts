@@ -17,8 +17,8 @@ export interface EmbeddedCatalogOptions {
 /**
  * The catalog is a few small tables read on every login, so it gets the databases' pinned
  * settings (see postgresSettings) with 8 MiB of shared_buffers: PGlite's defaults (128 MB
- * shared_buffers, 100 connections) kept ~250 MB resident for as long as the node ran, the largest
- * part of its memory at rest; this way it is ~90 MB (BENCHMARKS.md, baseline RSS).
+ * shared_buffers, 100 connections) kept ~260 MB resident for as long as the node ran, the largest
+ * part of its memory at rest; this way it is ~125 MB (BENCHMARKS.md, memory at rest).
  */
 const CATALOG_SHARED_BUFFERS = 8 * 1024 * 1024;
 

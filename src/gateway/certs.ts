@@ -50,7 +50,7 @@ export async function generateDevCertificates(
     return { ...result, generated: false, reusedCa: false };
   }
   await mkdir(dir, { recursive: true });
-  // Loaded only to generate: selfsigned and its X.509 libraries cost ~10 MB of a node's memory.
+  // Loaded only to generate: selfsigned and its X.509 libraries cost ~8 MB of a node's memory.
   const { generate } = await import('selfsigned');
 
   const now = new Date();

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { loadConfig } from '../../src/config.js';
 
 /**
  * No Docker engine or flyctl runs in CI, so the deploy files are checked by parsing them and
@@ -25,8 +26,9 @@ type Service = {
   depends_on?: string[] | Record<string, unknown>;
   networks?: string[] | Record<string, { ipv4_address?: string } | null>;
 };
+type Limits = { deploy?: { resources?: { limits?: { memory?: string } } } };
 type Compose = {
-  services: Record<string, Service>;
+  services: Record<string, Service & Limits>;
   networks: Record<string, { ipam?: { config?: { subnet: string; ip_range?: string }[] } }>;
 };
 
@@ -267,6 +269,57 @@ describe('fly.toml', () => {
     const mounts = fly.mounts as { source: string; destination: string }[];
     expect(mounts.map((m) => m.destination)).toContain(env.DATA_DIR);
     expect((fly.build as { dockerfile: string }).dockerfile).toBe('Dockerfile');
+  });
+});
+
+/**
+ * README "Memory at rest" and BENCHMARKS.md: a node with no database open (built JavaScript,
+ * WARM_ENGINES=2, embedded catalog), and what one more open idle database adds.
+ */
+const AT_REST_MIB = 300;
+const PER_DATABASE_MIB = 31;
+const MiB = 1024 * 1024;
+
+/** A Docker or Fly memory size: a number with b, k, m or g (optionally + "b"), powers of 1024. */
+function machineBytes(size: string | undefined): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([bkmg])?b?$/i.exec(size ?? '');
+  if (!match) throw new Error(`not a memory size: ${size}`);
+  const power = 'bkmg'.indexOf((match[2] ?? 'b').toLowerCase());
+  return Number(match[1]) * 1024 ** power;
+}
+
+/** MAX_MEMORY and MAX_OPEN_DATABASES agree with each other and leave the machine headroom. */
+function expectSizedFor(limitBytes: number, environment: Record<string, string>) {
+  const config = loadConfig(environment, false);
+  expect(config.maxMemoryBytes).toBeGreaterThan(AT_REST_MIB * MiB);
+  // Busy databases (sorts, streamed results), Node's heap and the kernel need the rest.
+  expect(config.maxMemoryBytes).toBeLessThanOrEqual(limitBytes * 0.8);
+  // At rest plus the cap's worth of idle databases reaches MAX_MEMORY, within two databases.
+  const idleAtCap = (AT_REST_MIB + config.maxOpenDatabases * PER_DATABASE_MIB) * MiB;
+  expect(Math.abs(idleAtCap - config.maxMemoryBytes)).toBeLessThanOrEqual(2 * PER_DATABASE_MIB * MiB);
+}
+
+describe('memory sizing', () => {
+  it('parses machine sizes', () => {
+    expect(machineBytes('1gb')).toBe(1024 * MiB);
+    expect(machineBytes('1g')).toBe(1024 * MiB);
+    expect(machineBytes('512m')).toBe(512 * MiB);
+    expect(() => machineBytes('lots')).toThrow();
+  });
+
+  it('gives the Fly VM a memory size the gateway settings fit', () => {
+    const vms = fly.vm as { memory?: string; memory_mb?: number }[];
+    expect(vms).toHaveLength(1);
+    const vm = vms[0] as { memory?: string; memory_mb?: number };
+    const limit = vm.memory_mb !== undefined ? vm.memory_mb * MiB : machineBytes(vm.memory);
+    expect(limit).toBeGreaterThanOrEqual(1024 * MiB);
+    expectSizedFor(limit, fly.env as Record<string, string>);
+  });
+
+  it('limits the compose gateway to a memory size the gateway settings fit', () => {
+    const gateway = compose.services.gateway as Service & Limits;
+    const limit = machineBytes(gateway.deploy?.resources?.limits?.memory);
+    expectSizedFor(limit, env(gateway));
   });
 });
 
