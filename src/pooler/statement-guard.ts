@@ -8,59 +8,6 @@ import { hasWords, leadingWords, statements, type Token } from './sql-lexer.js';
 
 export type CopyFromStdin = 'none' | 'single' | 'embedded';
 
-/** Removes comments and the contents of quoted literals/identifiers, keeping the structure. */
-export function skeleton(sql: string): string {
-  let out = '';
-  let i = 0;
-  while (i < sql.length) {
-    const ch = sql[i] as string;
-    const next = sql[i + 1];
-    if (ch === '-' && next === '-') {
-      const end = sql.indexOf('\n', i);
-      i = end < 0 ? sql.length : end;
-      out += ' ';
-    } else if (ch === '/' && next === '*') {
-      let depth = 1;
-      i += 2;
-      while (i < sql.length && depth > 0) {
-        if (sql[i] === '/' && sql[i + 1] === '*') {
-          depth++;
-          i += 2;
-        } else if (sql[i] === '*' && sql[i + 1] === '/') {
-          depth--;
-          i += 2;
-        } else {
-          i++;
-        }
-      }
-      out += ' ';
-    } else if (ch === "'" || ch === '"') {
-      i++;
-      while (i < sql.length) {
-        if (sql[i] === ch && sql[i + 1] === ch) i += 2;
-        else if (sql[i] === ch) break;
-        else i++;
-      }
-      i++;
-      out += `${ch}${ch}`;
-    } else if (ch === '$') {
-      const tag = /^\$[A-Za-z_]*\$/.exec(sql.slice(i))?.[0];
-      if (!tag) {
-        out += ch;
-        i++;
-        continue;
-      }
-      const end = sql.indexOf(tag, i + tag.length);
-      i = end < 0 ? sql.length : end + tag.length;
-      out += "''";
-    } else {
-      out += ch;
-      i++;
-    }
-  }
-  return out;
-}
-
 /** 'single': the text is exactly one COPY ... FROM STDIN; 'embedded': it hides one among others. */
 export function detectCopyFromStdin(sql: string): CopyFromStdin {
   if (!/stdin/i.test(sql)) return 'none';
@@ -181,5 +128,9 @@ function changesIdentity(statement: readonly Token[]): boolean {
 /** Whether a statement may change session settings (SET/RESET/DISCARD/set_config). */
 export function mayChangeSettings(sql: string): boolean {
   if (!/set|discard/i.test(sql)) return false;
-  return /(?:^|;)\s*(?:set|reset|discard)\b|set_config/i.test(skeleton(sql));
+  return statements(sql).some((statement) => {
+    const [first] = leadingWords(statement, 1);
+    if (first === 'set' || first === 'reset' || first === 'discard') return true;
+    return statement.some((t) => t.kind === 'word' && t.text === 'set_config');
+  });
 }
