@@ -3,6 +3,7 @@ import type { Snapshots } from '../storage/snapshots.js';
 import type { WalObjects } from '../storage/wal-objects.js';
 import { query } from '../wire/protocol.js';
 import type { Database } from './database.js';
+import { Periodic } from './periodic.js';
 import type { DatabaseRegistry } from './registry.js';
 
 const CHECKPOINT = query('CHECKPOINT');
@@ -14,8 +15,7 @@ const CHECKPOINT = query('CHECKPOINT');
  * while the directory is checkpointed and copied, so no client writes mid-tarball.
  */
 export class Archiving {
-  private timer: NodeJS.Timeout | undefined;
-  private ticking: Promise<void> | undefined;
+  private periodic: Periodic | undefined;
   private readonly owner = Symbol('archiver');
 
   constructor(
@@ -50,18 +50,12 @@ export class Archiving {
 
   /** Starts periodic snapshots of the registry's open databases. */
   start(registry: DatabaseRegistry): void {
-    if (this.opts.intervalMs <= 0) return;
-    this.timer = setInterval(() => {
-      this.ticking ??= this.tick(registry).finally(() => {
-        this.ticking = undefined;
-      });
-    }, this.opts.intervalMs);
-    this.timer.unref();
+    this.periodic ??= new Periodic(this.opts.intervalMs, () => this.tick(registry));
+    this.periodic.start();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.ticking;
+    await this.periodic?.stop();
   }
 
   private async tick(registry: DatabaseRegistry): Promise<void> {

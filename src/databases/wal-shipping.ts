@@ -2,6 +2,7 @@ import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { WalObjects } from '../storage/wal-objects.js';
 import type { Database } from './database.js';
+import { Periodic } from './periodic.js';
 import type { DatabaseRegistry } from './registry.js';
 
 /**
@@ -44,8 +45,7 @@ export function parseLsn(text: string | undefined): bigint | undefined {
 
 export class WalShipping {
   private readonly states = new Map<Database, ShipState>();
-  private timer: NodeJS.Timeout | undefined;
-  private ticking: Promise<void> | undefined;
+  private periodic: Periodic | undefined;
 
   constructor(private readonly opts: WalShippingOptions) {}
 
@@ -69,17 +69,12 @@ export class WalShipping {
 
   /** Ships every open database's new WAL every WAL_SHIP_INTERVAL. */
   start(registry: DatabaseRegistry): void {
-    this.timer = setInterval(() => {
-      this.ticking ??= this.tick(registry).finally(() => {
-        this.ticking = undefined;
-      });
-    }, this.opts.intervalMs);
-    this.timer.unref();
+    this.periodic ??= new Periodic(this.opts.intervalMs, () => this.tick(registry));
+    this.periodic.start();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.ticking;
+    await this.periodic?.stop();
   }
 
   /** Where the archive's copy of `db`'s WAL ends (undefined when it is not tracked). */

@@ -6,7 +6,7 @@ import type { DatabaseRegistry, Lease } from '../databases/registry.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
-import { startupSettings } from '../pooler/session-options.js';
+import { limitsOf, startupSettings } from '../pooler/session-options.js';
 import { MessageFramer } from '../wire/framer.js';
 import { frontendProblem, isFrontendType } from '../wire/frontend-check.js';
 import {
@@ -172,10 +172,7 @@ export function handleConnection(
       settings,
       logger: log,
       sessionId,
-      maxCopyBytes: deps.maxMessageSize,
-      maxPreparedStatements: deps.maxPreparedStatements,
-      idleInTransactionTimeoutMs: deps.idleInTransactionTimeoutMs,
-      statementTimeoutMs: deps.statementTimeoutMs,
+      ...limitsOf(deps),
       port: {
         write: (data) => {
           if (socket.destroyed) return undefined;

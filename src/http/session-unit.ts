@@ -4,6 +4,7 @@ import type { DatabaseRegistry } from '../databases/registry.js';
 import { errors, type GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
+import { limitsOf, type PoolLimits } from '../pooler/session-options.js';
 import { MessageFramer } from '../wire/framer.js';
 import { query } from '../wire/protocol.js';
 import { ReplyReader } from '../wire/sql-over-http.js';
@@ -15,14 +16,10 @@ import { ReplyReader } from '../wire/sql-over-http.js';
  * request left open is rolled back).
  */
 
-export interface UnitDeps {
+export interface UnitDeps extends PoolLimits {
   catalog: Pick<Catalog, 'getDatabase'>;
   registry: DatabaseRegistry;
   poolMode: 'transaction' | 'session';
-  maxPreparedStatements: number;
-  idleInTransactionTimeoutMs: number;
-  statementTimeoutMs: number;
-  maxMessageSize: number;
   logger: Logger;
 }
 
@@ -80,10 +77,7 @@ async function run(
     settings: {},
     logger: opts.logger,
     sessionId,
-    maxCopyBytes: deps.maxMessageSize,
-    maxPreparedStatements: deps.maxPreparedStatements,
-    idleInTransactionTimeoutMs: deps.idleInTransactionTimeoutMs,
-    statementTimeoutMs: deps.statementTimeoutMs,
+    ...limitsOf(deps),
     port: {
       write: (data) => {
         if (failure) return undefined;

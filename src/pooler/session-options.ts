@@ -29,6 +29,29 @@ export interface SessionOptions {
   statementTimeoutMs: number;
 }
 
+/** The server-wide limits every client session gets, whichever front door it came through. */
+export interface PoolLimits {
+  maxMessageSize: number;
+  maxPreparedStatements: number;
+  idleInTransactionTimeoutMs: number;
+  statementTimeoutMs: number;
+}
+
+/** The SessionOptions fields that come from the server-wide limits. */
+export function limitsOf(
+  limits: PoolLimits,
+): Pick<
+  SessionOptions,
+  'maxCopyBytes' | 'maxPreparedStatements' | 'idleInTransactionTimeoutMs' | 'statementTimeoutMs'
+> {
+  return {
+    maxCopyBytes: limits.maxMessageSize,
+    maxPreparedStatements: limits.maxPreparedStatements,
+    idleInTransactionTimeoutMs: limits.idleInTransactionTimeoutMs,
+    statementTimeoutMs: limits.statementTimeoutMs,
+  };
+}
+
 /** Startup packet keys that are protocol-level rather than GUCs. */
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
