@@ -1,21 +1,24 @@
-import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type Http2Session } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import type { ConnectionDeps } from '../gateway/connection.js';
 import type { Logger } from '../log.js';
-import { CORS_HEADERS, handleSql, type SqlOverHttpDeps } from './sql-over-http.js';
+import {
+  CORS_HEADERS,
+  handleSql,
+  type SqlOverHttpDeps,
+  type SqlRequest,
+  type SqlResponse,
+} from './sql-over-http.js';
 import { WebSocketClients } from './websocket.js';
 
 /**
  * The HTTPS front door for serverless drivers: `POST /sql` (SQL over HTTP, one unit of work per
  * request) and WebSocket upgrades on any path (the Postgres protocol tunnelled in binary
- * messages). Both reach the same pooler as the Postgres listener. Keep-alive is on.
+ * messages). Both reach the same pooler as the Postgres listener. Keep-alive is on. Over TLS a
+ * client that offers HTTP/2 (ALPN h2) gets it, many requests sharing one connection; HTTP/1.1
+ * otherwise, which is also what WebSocket upgrades use.
  */
 
 export interface FrontDoorOptions {
@@ -45,6 +48,12 @@ export interface FrontDoor {
 /** Requests and responses are small: a slow or silent client does not hold a socket for long. */
 const HEADERS_TIMEOUT_MS = 20_000;
 const REQUEST_TIMEOUT_MS = 60_000;
+/** An idle HTTP/1.1 keep-alive connection is closed after this (node:http's default). */
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** An HTTP/2 connection with no stream activity this long is closed (HTTP/1.1 has keepAliveTimeout). */
+const H2_IDLE_TIMEOUT_MS = 60_000;
+/** Requests in flight on one HTTP/2 connection at most (what browsers expect; RFC 9113 suggests ≥ 100). */
+const H2_MAX_STREAMS = 100;
 
 export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor> {
   const log = opts.logger.child({ mod: 'http' });
@@ -57,7 +66,10 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
   let closing = false;
   const inflight = new Set<Promise<void>>();
 
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+  const onRequest = (
+    req: SqlRequest,
+    res: SqlResponse & { setHeader(name: string, value: string): unknown },
+  ) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/sql') {
       res.writeHead(404, { 'content-type': 'application/json' });
@@ -74,17 +86,35 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       res.end(JSON.stringify({ message: 'method not allowed' }));
       return;
     }
-    if (closing) res.setHeader('connection', 'close');
+    // HTTP/2 has no Connection header; its connections get a GOAWAY when closing (closeIdle).
+    if (closing && req.httpVersionMajor === 1) res.setHeader('connection', 'close');
     const handling = handleSql(req, res, opts.sql, log);
     inflight.add(handling);
     void handling.finally(() => inflight.delete(handling));
   };
 
-  const server: Server = opts.tls
-    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' }, onRequest)
+  // With allowHTTP1 node:http2 serves HTTP/1.1 clients (and their upgrades) through node:http.
+  const server: Server | Http2SecureServer = opts.tls
+    ? createSecureServer(
+        {
+          cert: opts.tls.cert,
+          key: opts.tls.key,
+          minVersion: 'TLSv1.2',
+          allowHTTP1: true,
+          // Node's default is unbounded; an HTTP/1.1 connection has one request at a time.
+          settings: { maxConcurrentStreams: H2_MAX_STREAMS },
+        },
+        onRequest,
+      )
     : createHttpServer(onRequest);
-  server.headersTimeout = HEADERS_TIMEOUT_MS;
-  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  const connections = trackConnections(server, opts.tls !== undefined);
+  // For HTTP/1.1 connections; node:http2 honours them for allowHTTP1 but leaves keepAliveTimeout
+  // unset, which would keep idle connections open forever.
+  Object.assign(server, {
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+  });
   server.on('error', (err) => log.error({ err }, 'http listener error'));
   // A failed TLS handshake or a garbled request is the client's doing: close it quietly.
   server.on('tlsClientError', (_err, socket) => socket.destroy());
@@ -121,7 +151,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     async close(drainTimeoutMs) {
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
+      connections.closeIdle();
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => {
         timer = setTimeout(resolve, drainTimeoutMs);
@@ -130,12 +160,44 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       await Promise.all([clients.close(drainTimeoutMs), Promise.race([Promise.all(inflight), deadline])]);
       clearTimeout(timer);
       // In-flight /sql requests had the drain to finish; what is left is cut.
-      server.closeAllConnections();
+      connections.closeAll();
       wss.close();
       await stopped;
     },
     endDrain() {
       clients.killAll();
+    },
+  };
+}
+
+/**
+ * The connections of a listener, for shutdown: node:http2's server has no closeAllConnections,
+ * and closing it waits for HTTP/2 connections until their clients hang up.
+ */
+function trackConnections(server: Server | Http2SecureServer, tls: boolean) {
+  const sockets = new Set<Socket>();
+  const sessions = new Set<Http2Session>();
+  server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.on('session', (session: Http2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    // A client's protocol error ends its connection; it is not the server's error.
+    session.on('error', () => session.destroy());
+    session.setTimeout(H2_IDLE_TIMEOUT_MS, () => session.close());
+  });
+  return {
+    /** HTTP/1.1 connections between requests end now; HTTP/2 ones after their open streams. */
+    closeIdle() {
+      // node:http2's server has it too at run time (for allowHTTP1), though not in its types.
+      (server as Server).closeIdleConnections();
+      for (const session of sessions) session.close();
+    },
+    closeAll() {
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
     },
   };
 }

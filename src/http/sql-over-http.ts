@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import { z } from 'zod';
 import { GatewayError } from '../errors.js';
 import type { ScramLookup } from '../gateway/auth.js';
@@ -59,18 +60,36 @@ const Body = z.union([Query, z.strictObject({ queries: z.array(Query).max(10_000
 
 const IsolationLevel = z.enum(['ReadUncommitted', 'ReadCommitted', 'RepeatableRead', 'Serializable']);
 
-const header = (req: IncomingMessage, name: string): string | undefined => {
+/** A request over HTTP/1.1 or HTTP/2 (node:http2's compatibility API). */
+export type SqlRequest = IncomingMessage | Http2ServerRequest;
+
+/** What is used of a response; node:http's and node:http2's compatibility responses both fit. */
+export interface SqlResponse {
+  writeHead(status: number, headers: Record<string, string | number>): unknown;
+  end(): unknown;
+  end(body: string): unknown;
+  readonly headersSent: boolean;
+  /** end() was called: the answer is given (on HTTP/2 `writableFinished` is also true after a reset). */
+  readonly writableEnded: boolean;
+  /** node:http only; an HTTP/2 response tells through its stream. */
+  readonly destroyed?: boolean;
+  readonly stream?: { readonly destroyed: boolean };
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+}
+
+const header = (req: SqlRequest, name: string): string | undefined => {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
 };
 
-const flag = (req: IncomingMessage, name: string): boolean | undefined => {
+const flag = (req: SqlRequest, name: string): boolean | undefined => {
   const v = header(req, name)?.toLowerCase();
   return v === undefined ? undefined : v === 'true';
 };
 
 /** Reads the body up to `max` bytes; a declared or actual longer body is refused with 413. */
-async function readBody(req: IncomingMessage, max: number): Promise<string> {
+async function readBody(req: SqlRequest, max: number): Promise<string> {
   const declared = Number(header(req, 'content-length') ?? '0');
   if (declared > max) throw new HttpFailure(413, { message: `request body exceeds ${max} bytes` });
   const chunks: Buffer[] = [];
@@ -127,7 +146,7 @@ function parseRequest(text: string) {
   };
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: SqlResponse, status: number, body: unknown): void {
   const json = JSON.stringify(body);
   res.writeHead(status, {
     ...CORS_HEADERS,
@@ -147,14 +166,15 @@ const gatewayErrorJson = (err: GatewayError): PgErrorJson => ({
 
 /** Answers one `POST /sql`. Never throws: every failure becomes its HTTP answer. */
 export async function handleSql(
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: SqlRequest,
+  res: SqlResponse,
   deps: SqlOverHttpDeps,
   log: Logger,
 ): Promise<void> {
   let cancel: (() => void) | undefined;
   const onClose = () => {
-    if (!res.writableFinished) cancel?.();
+    // The client left (or reset the HTTP/2 stream) before its answer: stop its statement.
+    if (!res.writableEnded) cancel?.();
   };
   res.once('close', onClose);
   try {
@@ -208,7 +228,7 @@ export async function handleSql(
     const results = reply.results.slice(1, 1 + queries.length).map((r) => resultJson(r, arrayMode));
     return send(res, 200, { results });
   } catch (err) {
-    if (res.headersSent || res.destroyed) return;
+    if (res.headersSent || res.destroyed || res.stream?.destroyed) return;
     if (err instanceof HttpFailure) return send(res, err.status, err.body);
     if (err instanceof GatewayError) return send(res, 400, gatewayErrorJson(err));
     if (err instanceof ResponseTooLarge) {

@@ -111,7 +111,9 @@ describe('ClientSettings.readBack', () => {
 
   it('is due after a change, and inside a transaction again once it ends', () => {
     const db = database();
-    const client = new ClientSettings({});
+    // A client that asked for nothing starts with the known defaults: nothing to read back.
+    expect(new ClientSettings({}).due('I')).toBe(false);
+    const client = new ClientSettings({ application_name: 'app' });
     expect(client.due('I')).toBe(true);
     client.readBack(db, 'I');
     expect(client.due('I')).toBe(false);

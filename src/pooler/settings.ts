@@ -70,11 +70,14 @@ interface SharedSettings {
   readonly defaults: ReadonlyMap<string, string>;
   readonly reported: ReadonlySet<string>;
   readonly readOnly?: boolean;
+  /** The session authorization is fixed by a baseline (writer databases too): only the role is tracked. */
+  readonly fixedIdentity?: boolean;
   /** Values of the reported parameters at start (session_authorization's default). */
   readonly parameters?: Readonly<Record<string, string>>;
 }
 
-const identityNames = (db: SharedSettings): string[] => (db.readOnly ? ['role'] : [...IDENTITY_SETTINGS]);
+const identityNames = (db: SharedSettings): string[] =>
+  db.readOnly || db.fixedIdentity ? ['role'] : [...IDENTITY_SETTINGS];
 
 /** The value an identity setting has when nobody changed it. */
 /** PGlite's session runs as its bootstrap superuser, whose session_authorization reads as ''. */
@@ -100,12 +103,15 @@ export function readBackSql(names: readonly string[]): string {
  */
 export class ClientSettings {
   private readonly wanted: Map<string, string>;
-  private dirty = true;
+  private dirty: boolean;
   private recheck = false;
   private changed = false;
 
   constructor(initial: Readonly<Record<string, string>>) {
     this.wanted = new Map(Object.entries(initial));
+    // A client that asked for nothing sees the database's defaults, which are known: no read-back
+    // before its first answer (a one-shot HTTP query would otherwise pay a second round trip).
+    this.dirty = this.wanted.size > 0;
   }
 
   /** SQL that gives the shared session this client's settings, if any differ. */
