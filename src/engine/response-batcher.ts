@@ -31,6 +31,25 @@ export class ResponseBatcher {
     this.scan();
   }
 
+  /** Bytes not yet posted. */
+  get pending(): number {
+    return this.used;
+  }
+
+  /**
+   * Everything not yet posted, as a view valid until the next append (the caller copies it);
+   * the batcher is empty afterwards. Saves finish()'s copy for small answers.
+   */
+  take(): Uint8Array {
+    const view = this.buf.subarray(0, this.used);
+    this.fatal = undefined;
+    this.used = 0;
+    this.whole = 0;
+    // A buffer that grew for a big answer is not kept (the view still holds it until copied).
+    if (this.buf.length > INITIAL_BYTES) this.replace(new Uint8Array(INITIAL_BYTES));
+    return view;
+  }
+
   /** Everything not yet posted; the batcher is empty and reusable afterwards. */
   finish(): { data: ArrayBuffer; length: number } {
     this.fatal = undefined;
