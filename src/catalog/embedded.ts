@@ -58,19 +58,30 @@ async function materialise(dir: string, templateDir: string): Promise<void> {
   await createFromTemplate(templateDir, dir);
 }
 
+/** The embedded catalog's PGlite, with what archiving it needs beyond SQL. */
+export interface EmbeddedPglite {
+  client: SqlClient;
+  /** Runs `fn` while no query runs (a crash-consistent moment to copy the directory). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** How far the WAL was written to the files (pg_current_wal_lsn), as a byte position. */
+  walLsn(): Promise<bigint>;
+  /** CHECKPOINT: bounds the WAL a copy of the directory replays. */
+  checkpoint(): Promise<void>;
+}
+
 /**
  * A `SqlClient` over a PGlite at `dir`. PGlite runs one query at a time and `transaction()` holds
  * its transaction mutex, so concurrent callers queue rather than interleave inside a transaction.
  * Only one process may open `dir` at a time.
  */
-export async function openEmbeddedSqlClient(options: EmbeddedCatalogOptions): Promise<SqlClient> {
+export async function openEmbeddedPglite(options: EmbeddedCatalogOptions): Promise<EmbeddedPglite> {
   const dir = path.resolve(options.dir);
   await materialise(dir, options.templateDir);
   const pg = await PGlite.create({
     dataDir: dir,
     startParams: pgliteStartParams(postgresSettings(CATALOG_SHARED_BUFFERS)),
   });
-  return {
+  const client: SqlClient = {
     query: <Row>(sql: string, params?: unknown[]) => scrubbed(() => pg.query<Row>(sql, params)),
     transaction: <T>(fn: (tx: Pick<SqlClient, 'query'>) => Promise<T>) =>
       scrubbed(() =>
@@ -82,6 +93,23 @@ export async function openEmbeddedSqlClient(options: EmbeddedCatalogOptions): Pr
       if (!pg.closed) await pg.close();
     },
   };
+  return {
+    client,
+    exclusive: (fn) => pg.runExclusive(fn),
+    walLsn: async () => {
+      const { rows } = await pg.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
+      const m = /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(rows[0]?.lsn ?? '');
+      if (!m) throw new Error(`catalog: unexpected WAL position ${rows[0]?.lsn}`);
+      return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+    },
+    checkpoint: async () => {
+      await pg.exec('CHECKPOINT');
+    },
+  };
+}
+
+export async function openEmbeddedSqlClient(options: EmbeddedCatalogOptions): Promise<SqlClient> {
+  return (await openEmbeddedPglite(options)).client;
 }
 
 /** Opens (creating if needed) and migrates the embedded catalog. */

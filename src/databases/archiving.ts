@@ -1,21 +1,29 @@
 import type { Logger } from '../log.js';
+import { isMarkedArchived, markArchived, unmarkArchived } from '../storage/local-marks.js';
 import type { Snapshots } from '../storage/snapshots.js';
 import type { WalObjects } from '../storage/wal-objects.js';
 import { query } from '../wire/protocol.js';
+import type { NodeActivity } from './activity.js';
 import type { Database } from './database.js';
 import { Periodic } from './periodic.js';
 import type { DatabaseRegistry } from './registry.js';
+import { parseLsn } from './wal-shipping.js';
 
 const CHECKPOINT = query('CHECKPOINT');
+/** How often the WAL written since each open database's last base is compared with BASE_BACKUP_WAL. */
+const BASE_CHECK_MS = 2_000;
 
 /**
  * Write-back of databases to the archive: fetch on open when the local copy is missing, snapshot
- * on close (eviction, idle, shutdown) when something was written, and every SNAPSHOT_INTERVAL
- * while a database is being written to. A snapshot of an open database holds its session only
- * while the directory is checkpointed and copied, so no client writes mid-tarball.
+ * on close (eviction, idle, shutdown) when something was written, every SNAPSHOT_INTERVAL while a
+ * database is being written to, and once BASE_BACKUP_WAL of WAL was written since its last one
+ * (with WAL shipping a snapshot is a base backup: it bounds how much WAL a restore replays). A
+ * snapshot of an open database holds its session only while the directory is checkpointed and
+ * copied, so no client writes mid-tarball; its checkpoint comes after the WAL was shipped.
  */
 export class Archiving {
   private periodic: Periodic | undefined;
+  private baseCheck: Periodic | undefined;
   private readonly owner = Symbol('archiver');
 
   constructor(
@@ -26,12 +34,42 @@ export class Archiving {
       logger: Logger;
       /** Shipped WAL, replayed on top of a fetched base (DURABILITY=async|sync). */
       wal?: WalObjects | undefined;
+      /** Where snapshot latency, size and failures are counted. */
+      activity?: NodeActivity | undefined;
+      /** BASE_BACKUP_WAL: a snapshot after this much WAL since the last one; 0 = off. */
+      baseBackupWalBytes?: number | undefined;
+      /** Runs before a snapshot's checkpoint, holding the session (WAL shipping: ship first). */
+      beforeCheckpoint?: ((db: Database) => Promise<void>) | undefined;
     },
   ) {}
 
+  /** Runs a snapshot, counting its latency and size (or its failure). */
+  private async timed<T extends { sizeBytes: number } | undefined>(
+    id: string,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    const started = performance.now();
+    try {
+      const version = await fn();
+      if (version) this.opts.activity?.snapshot(id, (performance.now() - started) / 1000, version.sizeBytes);
+      return version;
+    } catch (err) {
+      if (!(err instanceof NothingToDo)) this.opts.activity?.archiveError(id, 'snapshot', err);
+      throw err;
+    }
+  }
+
+  /** Databases whose local copy was all in the archive when they opened (see local-marks.ts). */
+  private readonly archivedAtOpen = new Set<string>();
+
   materialize = async (id: string, dir: string) => {
     const outcome = await this.opts.snapshots.ensureLocal(id, dir);
+    // Unmarked while open: a crash with unarchived commits must not leave a droppable copy.
+    if (outcome === 'present' && (await isMarkedArchived(dir))) this.archivedAtOpen.add(id);
+    else this.archivedAtOpen.delete(id);
+    await unmarkArchived(dir);
     if (outcome !== 'fetched') return outcome;
+    this.archivedAtOpen.add(id);
     // The newest base plus every WAL piece shipped after it: crash recovery replays them on open.
     const base = await this.opts.snapshots.latest(id);
     const replayed = base && this.opts.wal ? await this.opts.wal.replayInto(id, dir, base) : undefined;
@@ -42,9 +80,25 @@ export class Archiving {
     return outcome;
   };
 
+  /** Told after each close's archiving (the local cache looks at the disk again). */
+  onClosed: (() => void) | undefined;
+
   afterClose = async (id: string, dir: string, written: boolean) => {
-    if (!written) return;
-    const version = await this.opts.snapshots.snapshot(id, dir);
+    try {
+      await this.archiveOnClose(id, dir, written);
+    } finally {
+      this.onClosed?.();
+    }
+  };
+
+  private archiveOnClose = async (id: string, dir: string, written: boolean) => {
+    const archivedAtOpen = this.archivedAtOpen.delete(id);
+    if (!written) {
+      // Nothing written: what the archive held at open is still all there is.
+      if (archivedAtOpen) await markArchived(dir);
+      return;
+    }
+    const version = await this.timed(id, () => this.opts.snapshots.snapshot(id, dir));
     this.opts.logger.info({ db: id, version: version.version }, 'database archived on close');
   };
 
@@ -52,14 +106,27 @@ export class Archiving {
   start(registry: DatabaseRegistry): void {
     this.periodic ??= new Periodic(this.opts.intervalMs, () => this.tick(registry));
     this.periodic.start();
+    if (this.opts.baseBackupWalBytes) {
+      this.baseCheck ??= new Periodic(BASE_CHECK_MS, () => this.tick(registry, true));
+      this.baseCheck.start();
+    }
   }
 
   async stop(): Promise<void> {
     await this.periodic?.stop();
+    await this.baseCheck?.stop();
   }
 
-  private async tick(registry: DatabaseRegistry): Promise<void> {
+  /** WAL written since `db`'s last base (its archived position), in bytes. */
+  private walSinceBase(db: Database): bigint {
+    const base = parseLsn(db.archivedLsn);
+    const end = db.engine.walEnd();
+    return base === undefined || end <= base ? 0n : end - base;
+  }
+
+  private async tick(registry: DatabaseRegistry, byWal = false): Promise<void> {
     for (const db of await registry.openDatabases()) {
+      if (byWal && this.walSinceBase(db) < BigInt(this.opts.baseBackupWalBytes ?? 0)) continue;
       try {
         await this.snapshotIfWritten(db);
       } catch (err) {
@@ -71,14 +138,16 @@ export class Archiving {
   /** Snapshots an open database if its WAL moved since the archived copy. */
   async snapshotIfWritten(db: Database): Promise<boolean> {
     let lsn: string | undefined;
-    const version = await this.opts.snapshots
-      .snapshot(db.id, this.opts.dataDirOf(db.id), {
+    const version = await this.timed(db.id, () =>
+      this.opts.snapshots.snapshot(db.id, this.opts.dataDirOf(db.id), {
         freeze: async () => {
           await db.hold.acquire(this.owner);
           try {
             await db.ready();
             lsn = await db.walLsn();
             if (lsn !== undefined && lsn === db.archivedLsn) throw new NothingToDo();
+            // The checkpoint may remove WAL segments: the ones not in the archive go there first.
+            await this.opts.beforeCheckpoint?.(db);
             await db.engine.exec(CHECKPOINT);
             // CHECKPOINT writes a WAL record: the copy corresponds to the position after it.
             // (Taken before it, every later tick would see the WAL moved and snapshot again.)
@@ -90,11 +159,11 @@ export class Archiving {
           return () => db.hold.release(this.owner);
         },
         walLsn: () => db.engine.walEnd(),
-      })
-      .catch((err: unknown) => {
-        if (err instanceof NothingToDo) return undefined;
-        throw err;
-      });
+      }),
+    ).catch((err: unknown) => {
+      if (err instanceof NothingToDo) return undefined;
+      throw err;
+    });
     if (!version) return false;
     db.archivedLsn = lsn;
     this.opts.logger.info({ db: db.id, version: version.version }, 'database archived');

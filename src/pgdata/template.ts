@@ -40,7 +40,7 @@ const INITDB_ARGS = ['--wal-segsize=1'];
  * what the build touched resident until it restarts; PGlite's defaults (128 MB shared_buffers,
  * 100 connections) added ~20-40 MB to that.
  */
-const TEMPLATE_START_PARAMS = [
+export const TEMPLATE_START_PARAMS = [
   ...(PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams,
   ...['-c', 'shared_buffers=2MB', '-c', 'max_connections=10'],
 ];

@@ -10,6 +10,7 @@ import {
   readyForQuery,
   type TransactionStatus,
 } from '../wire/protocol.js';
+import { ArchiveGate, mayAcknowledgeCommit } from './archive-gate.js';
 import { ClientListening } from './client-listening.js';
 import type { CopyIn } from './copy-in.js';
 import { Refusals } from './refusals.js';
@@ -62,6 +63,8 @@ export abstract class SessionExecutor {
   protected readonly shared: SharedSession;
   /** The settings this client wants; the shared session is switched to them. */
   protected readonly settings: ClientSettings;
+  /** DURABILITY=sync: replies held back until the archive stored the WAL they acknowledge. */
+  protected readonly gate: ArchiveGate;
 
   constructor(protected readonly opts: SessionOptions) {
     this.shared = sharedSession(opts.database);
@@ -69,6 +72,7 @@ export abstract class SessionExecutor {
     this.names = new StatementNames(this.shared.nextClientId(), opts.maxPreparedStatements);
     this.settings = new ClientSettings(opts.settings);
     this.generation = opts.database.generation;
+    this.gate = new ArchiveGate(opts.port);
   }
 
   protected get database(): Database {
@@ -106,11 +110,30 @@ export abstract class SessionExecutor {
         ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
         : undefined;
     this.execInFlight = true;
+    // DURABILITY=sync: from the first part that may acknowledge a commit whose WAL this unit
+    // wrote, its reply waits for the archive in the gate, not here: the session is given back
+    // first (group commit).
+    const engine = db.engine;
+    const walBefore = db.walBarrier ? engine.walWrites() : undefined;
+    let held = false;
+    const holdIfCommitted = (part: Uint8Array, last: boolean) => {
+      if (held || walBefore === undefined || engine.walWrites() === walBefore) return;
+      if (!mayAcknowledgeCommit(part, last)) return;
+      held = true;
+      this.gate.hold();
+    };
     let response: Uint8Array;
     try {
-      response = await db.engine.exec(messages, stream ? (chunk) => this.write(chunk) : undefined);
-      // DURABILITY=sync: the reply (with a commit's CommandComplete) waits for the archive.
-      if (db.walBarrier) await db.walBarrier();
+      response = await engine.exec(
+        messages,
+        stream
+          ? (chunk) => {
+              holdIfCommitted(chunk, false);
+              return this.write(chunk);
+            }
+          : undefined,
+      );
+      holdIfCommitted(response, true);
     } catch (err) {
       if (err instanceof EngineBrokenError) {
         // Only this client hears of it; the others find a fresh session (as after a cancel).
@@ -126,6 +149,8 @@ export abstract class SessionExecutor {
     } finally {
       clearTimeout(timer);
       this.execInFlight = false;
+      // Taken now, before another unit can write: it covers exactly the WAL written so far.
+      if (held) this.gate.release(db.walBarrier?.() ?? Promise.resolve());
     }
     const status = lastReadyStatus(response);
     if (status) {
@@ -171,7 +196,7 @@ export abstract class SessionExecutor {
 
   protected write(response: Uint8Array): Promise<void> | undefined {
     const named = restoreNames(response, this.names);
-    return this.opts.port.write(this.listening.route(this.refusals.replace(named)));
+    return this.gate.write(this.listening.route(this.refusals.replace(named)));
   }
 
   /**
@@ -196,7 +221,7 @@ export abstract class SessionExecutor {
     const values = firstRow(await this.exec(query(sql)));
     if (!values) return;
     const reports = this.settings.apply(this.shared, names, values);
-    if (reports.length > 0) this.opts.port.write(Buffer.concat(reports));
+    if (reports.length > 0) this.gate.write(Buffer.concat(reports));
   }
 
   /**

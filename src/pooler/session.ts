@@ -28,6 +28,9 @@ const FUNCTION_CALL_UNSUPPORTED = () =>
     'call the function with SELECT',
   );
 
+/** Held by nobody: `hold.isHeldBy(NOBODY)` tells a free session (the holder is undefined then). */
+const NOBODY = undefined as unknown as symbol;
+
 export class ClientSession extends SessionExecutor {
   private readonly queue = new InputQueue();
   private running: Promise<void> | undefined;
@@ -100,8 +103,11 @@ export class ClientSession extends SessionExecutor {
           if (!(await this.take())) continue;
         }
         try {
+          const started = performance.now();
           await this.step();
           await this.afterStep();
+          if (!this.inUnit && !this.copy)
+            this.shared.activity.unitDone(performance.now() - started, this.status === 'I');
         } catch (err) {
           if (!(err instanceof Interrupted)) throw err;
           await this.answerInterrupted(err.message, err.code);
@@ -118,17 +124,23 @@ export class ClientSession extends SessionExecutor {
 
   /** Takes the shared session, waiting in FIFO order; false when a cancel ended the wait. */
   private async take(): Promise<boolean> {
-    if (this.database.hold.isHeldBy(this.owner)) return true;
-    const waiting = new AbortController();
+    const hold = this.database.hold;
+    if (hold.isHeldBy(this.owner)) return true;
+    // A free session is granted at once: no wait to cancel, and an AbortController costs
+    // microseconds on every unit of the one-client path.
+    const free = hold.queued === 0 && hold.isHeldBy(NOBODY);
+    const waiting = free ? undefined : new AbortController();
     this.waiting = waiting;
     // A prepare-only unit that queued while the holder was busy may borrow once it parks.
-    const unitLength = prepareOnlyUnitLength(this.queue.messages);
+    const unitLength = waiting ? prepareOnlyUnitLength(this.queue.messages) : 0;
     const stopListening =
       typeof unitLength === 'number' && unitLength !== 0
-        ? this.database.hold.onPark(() => waiting.abort(new Retry()))
+        ? hold.onPark(() => waiting?.abort(new Retry()))
         : undefined;
+    const started = performance.now();
     try {
-      await this.database.hold.acquire(this.owner, waiting.signal);
+      await hold.acquire(this.owner, waiting?.signal);
+      this.shared.activity.waited(performance.now() - started);
     } catch (err) {
       if (err instanceof Retry) return false;
       if (!(err instanceof Cancelled)) throw err;

@@ -1,3 +1,4 @@
+import { activityOf, type DatabaseActivity } from '../databases/activity.js';
 import type { Database } from '../databases/database.js';
 import { query } from '../wire/protocol.js';
 import { NotificationHub } from './notifications.js';
@@ -19,13 +20,19 @@ export class SharedSession {
   readonly reported: ReadonlySet<string>;
   readonly parameters: Readonly<Record<string, string>>;
   readonly readOnly: boolean;
+  /** The session identity is fixed by the database's baseline (read-only and writer databases). */
+  readonly fixedIdentity: boolean;
   /** Which clients listen to which channels; the session listens to their union. */
   readonly notifications = new NotificationHub();
+  /** Where its clients' units and waits are counted (metrics, live stats). */
+  readonly activity: DatabaseActivity;
   private clientIds = 0;
 
   constructor(readonly database: Database) {
     this.parameters = database.parameters;
+    this.activity = activityOf(database);
     this.readOnly = database.readOnly;
+    this.fixedIdentity = database.readOnly || database.engine.baselineSql !== '';
     this.defaults = new Map(
       TRACKED_SETTINGS.filter((n) => this.parameters[n] !== undefined).map((n) => [
         n,

@@ -12,7 +12,7 @@ import {
   packToFile,
   TarballRejectedError,
 } from '../pgdata/tarball.js';
-import type { ArchiveStore } from './archive.js';
+import { ArchiveNotFoundError, type ArchiveStore, backoffMs, sleep } from './archive.js';
 import {
   DatabaseGoneError,
   DEFAULT_KEEP_VERSIONS,
@@ -223,6 +223,32 @@ export abstract class SnapshotStore {
       }
     } catch (err) {
       this.logger.warn({ db: id, err: describeError(err) }, 'retention failed');
+    }
+  }
+
+  /**
+   * Extracts the version straight from the archive's stream into a staged directory next to
+   * `target`, checking its sha256 at the end (a mismatch removes the staged directory). A dropped,
+   * truncated or corrupt download is retried from the start.
+   */
+  protected async stageStreamed(record: VersionRecord, target: string): Promise<StagedDir> {
+    const key = versionKey(record.databaseId, record.version);
+    const attempts = Math.max(1, this.opts.attempts ?? 3);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await stageTarball(await this.archive.get(key), target, {
+          maxBytes: NO_SIZE_LIMIT,
+          sha256: record.sha256,
+          ...this.extractOptions(),
+        });
+      } catch (err) {
+        if (attempt + 1 >= attempts || err instanceof ArchiveNotFoundError) throw err;
+        this.logger.warn(
+          { db: record.databaseId, version: record.version, attempt: attempt + 1, err: describeError(err) },
+          'download failed; retrying',
+        );
+        await sleep(backoffMs(attempt, this.opts.retryBaseMs ?? 500));
+      }
     }
   }
 

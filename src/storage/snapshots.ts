@@ -58,6 +58,7 @@ export interface UploadOptions {
 
 export type { SnapshotsOptions } from './snapshot-store.js';
 
+import { markArchived } from './local-marks.js';
 import { exists, SnapshotStore, TEMPORARY_SIBLING } from './snapshot-store.js';
 
 export class Snapshots extends SnapshotStore {
@@ -108,6 +109,8 @@ export class Snapshots extends SnapshotStore {
           }
         }
         const record = await this.store(id, spool, packed, wal);
+        // A closed copy (no freeze) is now exactly what the archive holds.
+        if (!opts.freeze) await markArchived(dataDir);
         this.logger.info(
           {
             db: id,
@@ -137,7 +140,14 @@ export class Snapshots extends SnapshotStore {
     const run = (async () => {
       const started = performance.now();
       const record = await this.resolve(id, version);
-      await this.withStagedVersion(record, destDir, (staged) => installDir(staged.dir, destDir));
+      // Streamed: the download is extracted as it arrives (no spool file) and checked at the end.
+      const staged = await this.stageStreamed(record, destDir);
+      try {
+        await installDir(staged.dir, destDir);
+      } catch (err) {
+        await rm(staged.dir, { recursive: true, force: true });
+        throw err;
+      }
       this.logger.info(
         {
           db: id,
@@ -168,6 +178,7 @@ export class Snapshots extends SnapshotStore {
       const promoted = await this.withStagedVersion(record, destDir, async (staged, spool) => {
         const stored = await this.storeWithWal(id, record, staged.dir, spool, at);
         await installDir(staged.dir, destDir, { replace: true });
+        await markArchived(destDir);
         return stored;
       });
       this.logger.info({ db: id, from: record.version, at, version: promoted.version }, 'database restored');
@@ -201,6 +212,7 @@ export class Snapshots extends SnapshotStore {
           at !== undefined || version === undefined,
         );
         await installDir(staged.dir, destDir);
+        await markArchived(destDir);
         return stored;
       });
       this.logger.info({ db: newId, from: sourceId, sourceVersion: record.version }, 'database cloned');
@@ -230,7 +242,10 @@ export class Snapshots extends SnapshotStore {
       try {
         const packed = await packToFile(staged.dir, spool, this.packOptions());
         const record = await this.store(id, spool, packed);
-        if (destDir) await installDir(staged.dir, destDir, { replace: opts.replace ?? false });
+        if (destDir) {
+          await installDir(staged.dir, destDir, { replace: opts.replace ?? false });
+          await markArchived(destDir);
+        }
         this.logger.info({ db: id, version: record.version, bytes: record.sizeBytes }, 'tarball uploaded');
         return record;
       } finally {

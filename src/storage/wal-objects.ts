@@ -144,20 +144,20 @@ export function walKey(id: string, start: bigint, end: bigint, seq: bigint): str
 
 let lastSeq = 0n;
 /** Increasing across this process and, through the clock, across restarts (microseconds). */
-function nextSeq(): bigint {
+export function nextSeq(): bigint {
   const now = BigInt(Date.now()) * 1000n;
   lastSeq = now > lastSeq ? now : lastSeq + 1n;
   return lastSeq;
 }
 
-interface WalLayout {
+export interface WalLayout {
   dir: string;
   timeline: string;
   segmentSize: bigint;
 }
 
 /** The pg_wal of a data directory: its timeline and segment size, read from its segment files. */
-async function walLayout(dataDir: string): Promise<WalLayout> {
+export async function walLayout(dataDir: string): Promise<WalLayout> {
   const dir = path.join(dataDir, 'pg_wal');
   const names = (await readdir(dir)).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();
   const last = names.at(-1);
@@ -172,7 +172,7 @@ function segmentFile(wal: WalLayout, segno: bigint): string {
   return path.join(wal.dir, `${wal.timeline}${hex(segno / perLog)}${hex(segno % perLog)}`);
 }
 
-async function readWal(wal: WalLayout, start: bigint, end: bigint): Promise<Buffer> {
+export async function readWal(wal: WalLayout, start: bigint, end: bigint): Promise<Buffer> {
   const out = Buffer.alloc(Number(end - start));
   let at = start;
   while (at < end) {
@@ -190,7 +190,7 @@ async function readWal(wal: WalLayout, start: bigint, end: bigint): Promise<Buff
   return out;
 }
 
-async function writeWal(wal: WalLayout, start: bigint, bytes: Buffer): Promise<void> {
+export async function writeWal(wal: WalLayout, start: bigint, bytes: Buffer): Promise<void> {
   let at = start;
   let done = 0;
   while (done < bytes.length) {

@@ -1,0 +1,66 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
+
+/**
+ * BASE_BACKUP_WAL (issue 14): with WAL shipping, an open database gets a new base backup once
+ * that much WAL was written since its last one (SNAPSHOT_INTERVAL is 0 by default then), and
+ * retention keeps exactly the WAL pieces the kept bases need.
+ */
+
+let t: TestServer;
+let archiveDir: string;
+
+beforeAll(async () => {
+  archiveDir = await mkdtemp(path.join(tmpdir(), 'gw-base-'));
+  t = await startTestServer({
+    ARCHIVE_URL: pathToFileURL(archiveDir).href,
+    DURABILITY: 'async',
+    WAL_SHIP_INTERVAL: '200ms',
+    BASE_BACKUP_WAL: '3MB',
+    KEEP_VERSIONS: '2',
+  });
+});
+
+afterAll(async () => {
+  await t?.close();
+  if (archiveDir) await rm(archiveDir, { recursive: true, force: true });
+});
+
+describe('BASE_BACKUP_WAL', () => {
+  it('takes a base after that much WAL, and keeps the WAL the kept bases need', async () => {
+    const pw = await t.createDatabase('based');
+    const initial = (await t.server.catalog.listVersions('based')).length;
+    await withClient(t.pgConfig('based', pw), async (c) => {
+      await c.query('create table filler (n int, pad text)');
+      // A little under the bound: no base yet (nothing else takes one in this mode).
+      await c.query("insert into filler select g, repeat('p', 500) from generate_series(1, 2000) g");
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect((await t.server.catalog.listVersions('based')).length).toBe(initial);
+      const newest = async () => (await t.server.catalog.listVersions('based'))[0]?.version;
+      let last = await newest();
+      for (let round = 0; round < 3; round++) {
+        // ~4 MB of WAL: past the bound, so a base follows within a check or two.
+        await c.query("insert into filler select g, repeat('q', 500) from generate_series(1, 8000) g");
+        let current = last;
+        for (let i = 0; i < 100 && current === last; i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          current = await newest();
+        }
+        expect(current, `round ${round}`).not.toBe(last);
+        last = current;
+      }
+    });
+    const versions = await t.server.catalog.listVersions('based');
+    expect(versions.length).toBe(2);
+    expect(versions[0]?.version).not.toBe(versions[1]?.version);
+    // Every piece left is one a kept base may need; older ones were purged with their bases.
+    const oldest = versions.at(-1);
+    const pieces = await t.server.catalog.listWal('based');
+    expect(pieces.length).toBeGreaterThan(0);
+    for (const piece of pieces) expect(piece.writtenAt >= (oldest?.walSince ?? new Date(0))).toBe(true);
+  });
+});
