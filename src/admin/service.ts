@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { createScramSha256Data } from 'pg-gateway';
-import type { Catalog, DatabaseRecord, PoolMode, VersionRecord } from '../catalog/catalog.js';
+import type { Catalog, DatabaseRecord, PoolMode, RoleMode, VersionRecord } from '../catalog/catalog.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
 import { errors, InvalidRequestError, NotFoundError, PayloadTooLargeError } from '../errors.js';
 import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../ids.js';
@@ -12,6 +12,7 @@ import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '.
 import { createFromTemplate } from '../pgdata/template.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
 import type { WalObjects } from '../storage/wal-objects.js';
+import type { TemplateManager } from './templates.js';
 
 /**
  * Database lifecycle operations behind the admin API and the CLI: the catalog entry and the
@@ -19,6 +20,16 @@ import type { WalObjects } from '../storage/wal-objects.js';
  */
 
 export const DEFAULT_USER = 'postgres';
+
+export interface CreateOptions {
+  readOnly?: boolean;
+  username?: string;
+  password?: string;
+  poolMode?: PoolMode | null;
+  /** Made from this template (issue 18); the role mode then defaults to `writer`. */
+  template?: string;
+  roleMode?: RoleMode | null;
+}
 
 export interface CreatedDatabase {
   database: DatabaseRecord;
@@ -82,17 +93,25 @@ export class DatabaseManager {
       wal?: WalObjects | undefined;
       /** Shortest password accepted (MIN_PASSWORD_LENGTH); default 12. */
       minPasswordLength?: number;
+      /** Templates databases can be made from (issue 18). */
+      templates?: TemplateManager;
     },
   ) {}
 
-  async create(
-    id: string,
-    opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null } = {},
-  ): Promise<CreatedDatabase> {
-    const created = await this.register(id, opts);
+  async create(id: string, opts: CreateOptions = {}): Promise<CreatedDatabase> {
+    // A template's newest version (its directory built on this node first if it lacks it).
+    const { template: name, ...rest } = opts;
+    const template =
+      name === undefined ? undefined : { name, version: (await this.templates().get(name)).version };
+    const created = await this.register(id, { ...rest, ...(template ? { template } : {}) });
     try {
       const dest = databasePath(this.deps.dataDir, id);
-      if (this.deps.spares) await this.deps.spares.take(dest);
+      if (template) {
+        const version = await this.templates().take(template.name, dest);
+        // An update landed in between: the copy holds the newer version (nothing to migrate later).
+        if (version !== template.version)
+          await this.deps.catalog.setTemplateState(id, { templateVersion: version });
+      } else if (this.deps.spares) await this.deps.spares.take(dest);
       else await createFromTemplate(this.deps.templateDir, dest);
       // Archive it at once, so another node never takes a missing archive for an empty database.
       await this.deps.snapshots?.snapshot(id, dest);
@@ -128,7 +147,7 @@ export class DatabaseManager {
    */
   async update(
     id: string,
-    patch: { readOnly?: boolean; poolMode?: PoolMode | null },
+    patch: { readOnly?: boolean; poolMode?: PoolMode | null; roleMode?: RoleMode | null },
   ): Promise<DatabaseRecord> {
     await this.get(id);
     await this.deps.registry?.close(id);
@@ -263,7 +282,7 @@ export class DatabaseManager {
   /** Validates the id and user name and records the database with new credentials. */
   private async register(
     id: string,
-    opts: { readOnly?: boolean; username?: string; password?: string; poolMode?: PoolMode | null },
+    opts: Omit<CreateOptions, 'template'> & { template?: { name: string; version: number } },
   ): Promise<CreatedDatabase> {
     if (!isValidDatabaseId(id))
       throw new InvalidRequestError(errors.invalidDatabaseId().hint ?? 'invalid database id');
@@ -277,6 +296,9 @@ export class DatabaseManager {
       id,
       readOnly: opts.readOnly ?? false,
       poolMode: opts.poolMode ?? null,
+      // Databases made from a template default to the writer role (the template's objects protected).
+      roleMode: opts.roleMode ?? (opts.template ? 'writer' : null),
+      ...(opts.template ? { template: opts.template } : {}),
       username,
       scram,
     });
@@ -302,6 +324,29 @@ export class DatabaseManager {
     await this.deps.catalog.deleteDatabase(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
     await this.deps.snapshots?.purge(id).catch(() => undefined);
+  }
+
+  private templates(): TemplateManager {
+    if (!this.deps.templates) throw new InvalidRequestError('templates are not available here');
+    return this.deps.templates;
+  }
+
+  /** The database's TypeScript types (issue 18): read from its open session (it is opened if needed). */
+  async types(id: string): Promise<string> {
+    const record = await this.get(id);
+    const registry = this.deps.registry;
+    if (!registry) throw new InvalidRequestError('db types needs a running server');
+    const lease = await registry.connect(record);
+    try {
+      return await this.templates().typesOf(lease.database);
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** Migrates one database made from a template to the template's newest version now. */
+  async migrate(id: string) {
+    return this.templates().migrateOne(await this.get(id));
   }
 
   private archive(): Snapshots {

@@ -1,4 +1,9 @@
-import type { DatabaseRecord, VersionRecord } from '../catalog/catalog.js';
+import {
+  accessMode,
+  type DatabaseRecord,
+  type TemplateRecord,
+  type VersionRecord,
+} from '../catalog/catalog.js';
 import type { ConnectionInfo } from './connection-info.js';
 import type { CreatedDatabase, UploadedDatabase } from './service.js';
 
@@ -13,6 +18,12 @@ export interface DatabaseJson {
   readOnly: boolean;
   poolMode: DatabaseRecord['poolMode'];
   createdAt: string;
+  /** Who its clients run as, when a role mode was chosen (issue 18); read-only wins: `reader`. */
+  roleMode?: 'owner' | 'writer' | 'reader';
+  /** Made from this template, at this version; the error of its last failed migration. */
+  template?: string;
+  templateVersion?: number;
+  migrationError?: string;
 }
 
 export interface CreatedDatabaseJson {
@@ -31,6 +42,26 @@ export const databaseJson = (r: DatabaseRecord): DatabaseJson => ({
   readOnly: r.readOnly,
   poolMode: r.poolMode,
   createdAt: r.createdAt.toISOString(),
+  ...(r.roleMode ? { roleMode: accessMode(r) } : {}),
+  ...(r.template ? { template: r.template, templateVersion: r.templateVersion ?? 0 } : {}),
+  ...(r.migrationError ? { migrationError: r.migrationError } : {}),
+});
+
+/** JSON shape of a template in API responses. */
+export interface TemplateJson {
+  name: string;
+  version: number;
+  databases: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export const templateJson = (t: TemplateRecord): TemplateJson => ({
+  name: t.name,
+  version: t.version,
+  databases: t.databases,
+  createdAt: t.createdAt.toISOString(),
+  updatedAt: t.updatedAt.toISOString(),
 });
 
 export interface VersionJson {

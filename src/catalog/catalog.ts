@@ -9,12 +9,42 @@ import { ConflictError } from '../errors.js';
 
 export type PoolMode = 'session' | 'transaction';
 
+/** Who a writable database's clients are (issue 18); read-only databases are always `reader`. */
+export type RoleMode = 'owner' | 'writer';
+
 export interface DatabaseRecord {
   id: string;
   readOnly: boolean;
   /** Per-database pool mode; null means the server default (POOL_MODE). */
   poolMode: PoolMode | null;
   createdAt: Date;
+  /** Unset/null: `owner` (the superuser). Ignored while readOnly. */
+  roleMode?: RoleMode | null | undefined;
+  /** The template the database was made from, the version it holds, its last failed migration. */
+  template?: string | null | undefined;
+  templateVersion?: number | null | undefined;
+  migrationError?: string | null | undefined;
+}
+
+/** A database's effective access mode: what its clients run as. */
+export function accessMode(db: Pick<DatabaseRecord, 'readOnly' | 'roleMode'>): 'owner' | 'writer' | 'reader' {
+  return db.readOnly ? 'reader' : (db.roleMode ?? 'owner');
+}
+
+export interface TemplateRecord {
+  name: string;
+  /** The newest version: 1 is the template's SQL, each migration adds one. */
+  version: number;
+  createdAt: Date;
+  updatedAt: Date;
+  /** How many databases were made from it. */
+  databases: number;
+}
+
+/** How a database's template state changes after an open or a migration. */
+export interface TemplateStatePatch {
+  templateVersion?: number;
+  migrationError?: string | null;
 }
 
 export interface CredentialRecord {
@@ -27,6 +57,9 @@ export interface CreateDatabaseInput {
   id: string;
   readOnly?: boolean;
   poolMode?: PoolMode | null;
+  roleMode?: RoleMode | null;
+  /** Made from this template at this version (the template must exist). */
+  template?: { name: string; version: number };
   username: string;
   scram: ScramSha256Data;
 }
@@ -54,7 +87,23 @@ export interface VersionRecord {
   walSince: Date;
 }
 
+/**
+ * Cluster mode: an archive record is accepted only while `nodeId` owns the database at
+ * `generation` (checked on the placement row, locked, in the statement that records it), so a
+ * paused or partitioned former owner can never record WAL or versions after another node claimed
+ * the database. A refused write throws `FencedError`.
+ */
+export interface Fence {
+  nodeId: string;
+  generation: bigint;
+}
+
+/** An archive record refused because another node (a newer generation) owns the database. */
+export class FencedError extends Error {}
+
 export interface AddVersionInput {
+  /** Cluster mode: refused unless this owner and generation still hold the database. */
+  fence?: Fence | undefined;
   databaseId: string;
   version: string;
   sha256: string;
@@ -81,7 +130,7 @@ export interface WalRecord {
   seq: bigint;
 }
 
-export type AddWalInput = Omit<WalRecord, 'writtenAt'> & { writtenAt?: Date };
+export type AddWalInput = Omit<WalRecord, 'writtenAt'> & { writtenAt?: Date; fence?: Fence | undefined };
 
 export interface Catalog {
   /** Creates the schema if needed; idempotent and safe for several nodes at once. */
@@ -94,8 +143,23 @@ export interface Catalog {
   deleteDatabase(id: string): Promise<boolean>;
   updateDatabase(
     id: string,
-    patch: { readOnly?: boolean; poolMode?: PoolMode | null },
+    patch: { readOnly?: boolean; poolMode?: PoolMode | null; roleMode?: RoleMode | null },
   ): Promise<DatabaseRecord | undefined>;
+  /** Records a template's SQL as version 1; throws `CatalogConflictError` when the name exists. */
+  createTemplate(name: string, sql: string): Promise<TemplateRecord>;
+  getTemplate(name: string): Promise<TemplateRecord | undefined>;
+  listTemplates(): Promise<TemplateRecord[]>;
+  /**
+   * Records `sql` as version `version` (the current one + 1); undefined when the template does
+   * not exist, `CatalogConflictError` when another update recorded that version first.
+   */
+  addTemplateVersion(name: string, version: number, sql: string): Promise<TemplateRecord | undefined>;
+  /** The SQL of versions 1..n in order (the template's SQL, then each migration). */
+  templateSteps(name: string): Promise<string[]>;
+  /** 'in-use' while a database was made from it (nothing is deleted then). */
+  deleteTemplate(name: string): Promise<'deleted' | 'missing' | 'in-use'>;
+  /** Records a database's template version and migration outcome; false when it does not exist. */
+  setTemplateState(id: string, patch: TemplateStatePatch): Promise<boolean>;
   getCredential(databaseId: string, username: string): Promise<CredentialRecord | undefined>;
   /** Inserts or replaces the verifier for (database, user); false when the database does not exist. */
   setCredential(databaseId: string, username: string, scram: ScramSha256Data): Promise<boolean>;

@@ -53,4 +53,49 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
     )`,
     'create index if not exists gateway_wal_order on gateway_wal (database_id, seq)',
   ],
+  [
+    // Cluster mode (cluster/coordination.ts): nodes heartbeat here; a node is dead for placement
+    // once its heartbeat is older than LEASE_TTL. A placement names a database's owner and the
+    // generation that fences stale writers (archive records carry it); owner null = released.
+    `create table if not exists gateway_nodes (
+      id text primary key,
+      address text not null,
+      heartbeat_at timestamptz not null default now(),
+      started_at timestamptz not null default now(),
+      open_databases integer not null default 0,
+      draining boolean not null default false
+    )`,
+    `create table if not exists gateway_placements (
+      database_id text primary key references gateway_databases (id) on delete cascade,
+      owner text null,
+      -- Who released it last (owner null): that node's local copy is still the newest.
+      released_by text null,
+      generation bigint not null default 0,
+      claimed_at timestamptz not null default now()
+    )`,
+    'create index if not exists gateway_placements_owner on gateway_placements (owner)',
+  ],
+  [
+    // Templates (issue 18, admin/templates.ts): a template's SQL is version 1, each migration the
+    // next; a database made from one records it (the foreign key refuses deleting a used template),
+    // the version it is at, and the error of its last failed migration.
+    `create table if not exists gateway_templates (
+      name text primary key,
+      version integer not null,
+      created_at timestamptz not null default now(),
+      updated_at timestamptz not null default now()
+    )`,
+    `create table if not exists gateway_template_versions (
+      template_name text not null references gateway_templates (name) on delete cascade,
+      version integer not null,
+      sql text not null,
+      created_at timestamptz not null default now(),
+      primary key (template_name, version)
+    )`,
+    `alter table gateway_databases add column if not exists role_mode text null
+      check (role_mode in ('owner', 'writer'))`,
+    'alter table gateway_databases add column if not exists template_name text null references gateway_templates (name)',
+    'alter table gateway_databases add column if not exists template_version integer null',
+    'alter table gateway_databases add column if not exists migration_error text null',
+  ],
 ];

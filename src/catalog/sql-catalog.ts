@@ -7,12 +7,34 @@ import {
   type CreateDatabaseInput,
   type CredentialRecord,
   type DatabaseRecord,
+  type Fence,
+  FencedError,
   type PoolMode,
+  type RoleMode,
   type SqlClient,
+  type TemplateRecord,
+  type TemplateStatePatch,
   type VersionRecord,
   type WalRecord,
 } from './catalog.js';
 import { MIGRATIONS } from './migrations.js';
+import {
+  CREDENTIAL_COLUMNS,
+  type CredentialRow,
+  DATABASE_COLUMNS,
+  type DatabaseRow,
+  first,
+  toCredential,
+  toDatabase,
+  toDate,
+  toVersion,
+  toWal,
+  VERSION_COLUMNS,
+  type VersionRow,
+  WAL_COLUMNS,
+  type WalRow,
+} from './sql-rows.js';
+import * as templates from './sql-templates.js';
 
 export { MIGRATIONS } from './migrations.js';
 
@@ -32,105 +54,6 @@ export function sqlState(err: unknown): string | undefined {
   const code = (err as { code: unknown }).code;
   // Node system errors also have `.code` (ECONNREFUSED…); SQLSTATEs are exactly five characters.
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
-}
-
-interface DatabaseRow {
-  id: string;
-  read_only: boolean;
-  pool_mode: PoolMode | null;
-  created_at: Date | string;
-}
-
-interface CredentialRow {
-  database_id: string;
-  username: string;
-  salt: string;
-  iterations: number;
-  stored_key: string;
-  server_key: string;
-}
-
-interface VersionRow {
-  database_id: string;
-  version: string;
-  sha256: string;
-  size_bytes: number | string | bigint;
-  created_at: Date | string;
-  wal_lsn: number | string | bigint | null;
-  wal_since: Date | string | null;
-}
-
-interface WalRow {
-  database_id: string;
-  start_lsn: number | string | bigint;
-  end_lsn: number | string | bigint;
-  object_key: string;
-  sha256: string;
-  size_bytes: number | string | bigint;
-  written_at: Date | string;
-  seq: number | string | bigint;
-}
-
-const WAL_COLUMNS = 'database_id, start_lsn, end_lsn, object_key, sha256, size_bytes, written_at, seq';
-
-function toWal(row: WalRow): WalRecord {
-  return {
-    databaseId: row.database_id,
-    startLsn: BigInt(row.start_lsn),
-    endLsn: BigInt(row.end_lsn),
-    key: row.object_key,
-    sha256: row.sha256,
-    sizeBytes: Number(row.size_bytes),
-    writtenAt: row.written_at instanceof Date ? row.written_at : new Date(row.written_at),
-    seq: BigInt(row.seq),
-  };
-}
-
-const DATABASE_COLUMNS = 'id, read_only, pool_mode, created_at';
-const CREDENTIAL_COLUMNS = 'database_id, username, salt, iterations, stored_key, server_key';
-const VERSION_COLUMNS = 'database_id, version, sha256, size_bytes, created_at, wal_lsn, wal_since';
-
-function toDatabase(row: DatabaseRow): DatabaseRecord {
-  return {
-    id: row.id,
-    readOnly: row.read_only,
-    poolMode: row.pool_mode,
-    createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
-  };
-}
-
-function toCredential(row: CredentialRow): CredentialRecord {
-  return {
-    databaseId: row.database_id,
-    username: row.username,
-    scram: {
-      salt: row.salt,
-      iterations: Number(row.iterations),
-      storedKey: row.stored_key,
-      serverKey: row.server_key,
-    },
-  };
-}
-
-function toVersion(row: VersionRow): VersionRecord {
-  return {
-    databaseId: row.database_id,
-    version: row.version,
-    sha256: row.sha256,
-    // bigint: `pg` returns it as a string, PGlite as a number or BigInt.
-    sizeBytes: Number(row.size_bytes),
-    createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
-    walLsn: row.wal_lsn === null || row.wal_lsn === undefined ? undefined : BigInt(row.wal_lsn),
-    walSince: toDate(row.wal_since ?? row.created_at),
-  };
-}
-
-const toDate = (v: Date | string) => (v instanceof Date ? v : new Date(v));
-
-function first<T>(rows: T[], what: string): T {
-  const row = rows[0];
-  if (row === undefined) throw new Error(`catalog: ${what} returned no row`);
-  return row;
 }
 
 export class SqlCatalog implements Catalog {
@@ -184,8 +107,16 @@ export class SqlCatalog implements Catalog {
     try {
       return await this.sql.transaction(async (tx) => {
         const { rows } = await tx.query<DatabaseRow>(
-          `insert into gateway_databases (id, read_only, pool_mode) values ($1, $2, $3) returning ${DATABASE_COLUMNS}`,
-          [input.id, input.readOnly ?? false, input.poolMode ?? null],
+          `insert into gateway_databases (id, read_only, pool_mode, role_mode, template_name, template_version)
+           values ($1, $2, $3, $4, $5, $6) returning ${DATABASE_COLUMNS}`,
+          [
+            input.id,
+            input.readOnly ?? false,
+            input.poolMode ?? null,
+            input.roleMode ?? null,
+            input.template?.name ?? null,
+            input.template?.version ?? null,
+          ],
         );
         await tx.query(
           `insert into gateway_credentials (${CREDENTIAL_COLUMNS}) values ($1, $2, $3, $4, $5, $6)`,
@@ -209,10 +140,14 @@ export class SqlCatalog implements Catalog {
 
   async updateDatabase(
     id: string,
-    patch: { readOnly?: boolean; poolMode?: PoolMode | null },
+    patch: { readOnly?: boolean; poolMode?: PoolMode | null; roleMode?: RoleMode | null },
   ): Promise<DatabaseRecord | undefined> {
     const sets: string[] = [];
     const params: unknown[] = [id];
+    if (patch.roleMode !== undefined) {
+      params.push(patch.roleMode);
+      sets.push(`role_mode = $${params.length}`);
+    }
     if (patch.readOnly !== undefined) {
       params.push(patch.readOnly);
       sets.push(`read_only = $${params.length}`);
@@ -227,6 +162,34 @@ export class SqlCatalog implements Catalog {
       params,
     );
     return rows[0] && toDatabase(rows[0]);
+  }
+
+  createTemplate(name: string, sql: string): Promise<TemplateRecord> {
+    return templates.createTemplate(this.sql, name, sql);
+  }
+
+  getTemplate(name: string): Promise<TemplateRecord | undefined> {
+    return templates.getTemplate(this.sql, name);
+  }
+
+  listTemplates(): Promise<TemplateRecord[]> {
+    return templates.listTemplates(this.sql);
+  }
+
+  addTemplateVersion(name: string, version: number, sql: string): Promise<TemplateRecord | undefined> {
+    return templates.addTemplateVersion(this.sql, name, version, sql);
+  }
+
+  templateSteps(name: string): Promise<string[]> {
+    return templates.templateSteps(this.sql, name);
+  }
+
+  deleteTemplate(name: string): Promise<'deleted' | 'missing' | 'in-use'> {
+    return templates.deleteTemplate(this.sql, name);
+  }
+
+  setTemplateState(id: string, patch: TemplateStatePatch): Promise<boolean> {
+    return templates.setTemplateState(this.sql, id, patch);
   }
 
   async getCredential(databaseId: string, username: string): Promise<CredentialRecord | undefined> {
@@ -260,20 +223,27 @@ export class SqlCatalog implements Catalog {
 
   async addVersion(input: AddVersionInput): Promise<VersionRecord | undefined> {
     try {
-      const { rows } = await this.sql.query<VersionRow>(
-        `insert into gateway_versions (database_id, version, sha256, size_bytes, wal_lsn, wal_since)
+      const params = [
+        input.databaseId,
+        input.version,
+        input.sha256,
+        input.sizeBytes,
+        input.walLsn?.toString() ?? null,
+        input.walSince?.toISOString() ?? null,
+      ];
+      const insert = `insert into gateway_versions (database_id, version, sha256, size_bytes, wal_lsn, wal_since)
          select $1::text, $2::text, $3::text, $4::bigint, $5::bigint, $6::timestamptz
-         where exists (select 1 from gateway_databases where id = $1)
-         returning ${VERSION_COLUMNS}`,
-        [
-          input.databaseId,
-          input.version,
-          input.sha256,
-          input.sizeBytes,
-          input.walLsn?.toString() ?? null,
-          input.walSince?.toISOString() ?? null,
-        ],
-      );
+         where exists (select 1 from gateway_databases where id = $1)`;
+      if (input.fence) {
+        const rows = await this.fenced<VersionRow>(
+          input.fence,
+          insert,
+          `returning ${VERSION_COLUMNS}`,
+          params,
+        );
+        return rows[0] && toVersion(rows[0]);
+      }
+      const { rows } = await this.sql.query<VersionRow>(`${insert} returning ${VERSION_COLUMNS}`, params);
       return rows[0] && toVersion(rows[0]);
     } catch (err) {
       if (sqlState(err) === SQLSTATE_FOREIGN_KEY_VIOLATION) return undefined;
@@ -311,28 +281,59 @@ export class SqlCatalog implements Catalog {
 
   async addWal(input: AddWalInput): Promise<boolean> {
     try {
-      const { rows } = await this.sql.query(
-        `insert into gateway_wal (database_id, start_lsn, end_lsn, object_key, sha256, size_bytes, written_at, seq)
+      const params = [
+        input.databaseId,
+        input.startLsn.toString(),
+        input.endLsn.toString(),
+        input.key,
+        input.sha256,
+        input.sizeBytes,
+        (input.writtenAt ?? new Date()).toISOString(),
+        input.seq.toString(),
+      ];
+      const insert = `insert into gateway_wal (database_id, start_lsn, end_lsn, object_key, sha256, size_bytes, written_at, seq)
          select $1::text, $2::bigint, $3::bigint, $4::text, $5::text, $6::bigint, $7::timestamptz, $8::bigint
-         where exists (select 1 from gateway_databases where id = $1)
-         on conflict do nothing
-         returning end_lsn`,
-        [
-          input.databaseId,
-          input.startLsn.toString(),
-          input.endLsn.toString(),
-          input.key,
-          input.sha256,
-          input.sizeBytes,
-          (input.writtenAt ?? new Date()).toISOString(),
-          input.seq.toString(),
-        ],
-      );
+         where exists (select 1 from gateway_databases where id = $1)`;
+      if (input.fence)
+        return (
+          (await this.fenced(input.fence, insert, 'on conflict do nothing returning end_lsn', params))
+            .length > 0
+        );
+      const { rows } = await this.sql.query(`${insert} on conflict do nothing returning end_lsn`, params);
       return rows.length > 0;
     } catch (err) {
       if (sqlState(err) === SQLSTATE_FOREIGN_KEY_VIOLATION) return false;
       throw err;
     }
+  }
+
+  /**
+   * Runs `insert` (whose `$1` is the database id) only while the fence's node owns the database
+   * at its generation, in one statement: the placement row is locked `for share`, so a claim
+   * (which updates it) either waits for this record to commit, and the new owner then sees it, or
+   * has committed first, and the record is refused with `FencedError`.
+   */
+  private async fenced<Row>(fence: Fence, insert: string, tail: string, params: unknown[]): Promise<Row[]> {
+    const n = params.length;
+    const { rows } = await this.sql.query<{ owned: boolean; rows: Row[] | null }>(
+      `with fence as (
+         select 1 from gateway_placements
+         where database_id = $1 and owner = $${n + 1} and generation = $${n + 2}::bigint for share
+       ), unowned as (
+         -- Generation -1: a node writing for a database it does not own (a new database's first
+         -- version): accepted only while no node owns it.
+         select 1 where $${n + 2}::bigint = -1 and not exists (
+           select 1 from gateway_placements where database_id = $1 and owner is not null)
+       ), allowed as (select 1 from fence union all select 1 from unowned),
+       ins as (${insert} and exists (select 1 from allowed) ${tail})
+       select exists (select 1 from allowed) as owned, (select json_agg(ins) from ins) as rows`,
+      [...params, fence.nodeId, fence.generation.toString()],
+    );
+    if (!rows[0]?.owned)
+      throw new FencedError(
+        `${String(params[0])}: not owned by ${fence.nodeId} at generation ${fence.generation}; the write is refused`,
+      );
+    return rows[0].rows ?? [];
   }
 
   async listWal(databaseId: string, afterLsn = 0n): Promise<WalRecord[]> {

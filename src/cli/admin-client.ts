@@ -7,6 +7,7 @@ import type {
   DatabaseJson,
   PasswordJson,
   RestoredJson,
+  TemplateJson,
   UploadedJson,
   VersionJson,
 } from '../admin/views.js';
@@ -22,14 +23,30 @@ export interface DbOps {
   connectionNote?: string;
   create(
     id: string,
-    opts: { readOnly?: boolean; username?: string; password?: string },
+    opts: {
+      readOnly?: boolean;
+      username?: string;
+      password?: string;
+      template?: string;
+      roleMode?: 'owner' | 'writer';
+    },
   ): Promise<CreatedDatabaseJson>;
   list(): Promise<DatabaseJson[]>;
   delete(id: string): Promise<void>;
   update(
     id: string,
-    patch: { readOnly?: boolean; poolMode?: 'session' | 'transaction' | null },
+    patch: { readOnly?: boolean; poolMode?: 'session' | 'transaction' | null; roleMode?: 'owner' | 'writer' },
   ): Promise<DatabaseJson>;
+  /** Templates (issue 18). */
+  createTemplate(name: string, sql: string): Promise<TemplateJson>;
+  listTemplates(): Promise<TemplateJson[]>;
+  deleteTemplate(name: string): Promise<void>;
+  updateTemplate(name: string, sql: string): Promise<TemplateJson>;
+  /** TypeScript types of a template or a database (a module's text). */
+  templateTypes(name: string): Promise<string>;
+  types(id: string): Promise<string>;
+  /** Migrates one database made from a template to its newest version. */
+  migrate(id: string): Promise<MigrationResultJson>;
   passwd(id: string, opts: { username?: string; password?: string }): Promise<PasswordJson>;
   versions(id: string): Promise<VersionJson[]>;
   /** The points in time a restore --at can reach; null without versions. */
@@ -49,6 +66,13 @@ export interface DbOps {
     onProgress?: (sent: number, total: number) => void,
   ): Promise<UploadedJson>;
   close(): Promise<void>;
+}
+
+export interface MigrationResultJson {
+  id: string;
+  outcome: 'current' | 'migrated' | 'failed';
+  version: number;
+  error?: string;
 }
 
 /** Called while a request body is sent, with the bytes sent so far. */
@@ -200,7 +224,18 @@ export function remoteOps(socketPath: string, holderPid: number): DbOps {
     }
   };
   const db = (id: string) => `/v1/databases/${encodeURIComponent(id)}`;
+  const tpl = (name: string) => `/v1/templates/${encodeURIComponent(name)}`;
   return {
+    createTemplate: (name, sql) => call<TemplateJson>('POST', '/v1/templates', { name, sql }),
+    listTemplates: async () => (await call<{ templates: TemplateJson[] }>('GET', '/v1/templates')).templates,
+    deleteTemplate: async (name) => {
+      await call<undefined>('DELETE', tpl(name));
+    },
+    updateTemplate: (name, sql) => call<TemplateJson>('POST', `${tpl(name)}/versions`, { sql }),
+    templateTypes: async (name) =>
+      (await call<{ typescript: string }>('GET', `${tpl(name)}/types`)).typescript,
+    types: async (id) => (await call<{ typescript: string }>('GET', `${db(id)}/types`)).typescript,
+    migrate: (id) => call<MigrationResultJson>('POST', `${db(id)}/migrate`, undefined, LONG_TIMEOUT_MS),
     create: (id, opts) => call<CreatedDatabaseJson>('POST', '/v1/databases', { id, ...opts }),
     list: async () => (await call<{ databases: DatabaseJson[] }>('GET', '/v1/databases')).databases,
     delete: async (id) => {

@@ -7,6 +7,7 @@ import { errors } from '../errors.js';
 import { isValidDatabaseId } from '../ids.js';
 import { DataDirLockedError, readLockHolder } from '../pgdata/dir-lock.js';
 import { type DbOps, type Progress, remoteOps } from './admin-client.js';
+import { runTemplateCommand, TemplateUsageError } from './templates.js';
 import { COMMAND_HELP, COMMANDS, type Command, HELP_OPTION, USAGE } from './usage.js';
 
 /**
@@ -30,15 +31,20 @@ function parseCommandLine(argv: string[]): Parsed {
   const [first, second] = argv;
   if (first === undefined) return { command: 'usage', values: {}, positionals: [] };
   if (first === '-h' || first === '--help') return { command: 'help', values: {}, positionals: [] };
-  const name = first === 'db' ? `db ${second ?? ''}` : first;
-  if (first === 'db' && (second === '-h' || second === '--help')) {
+  const grouped = first === 'db' || first === 'template';
+  const name = grouped ? `${first} ${second ?? ''}` : first;
+  if (grouped && (second === '-h' || second === '--help')) {
     return { command: 'help', values: {}, positionals: [] };
   }
   if (!Object.hasOwn(COMMANDS, name)) {
+    if (first === 'template')
+      throw new UsageError(
+        `${second ? `unknown template command "${second}"` : 'template needs a command'}: create, list, delete, update, migrate, types`,
+      );
     if (first !== 'db') throw new UsageError(`unknown command "${first}"`);
     throw new UsageError(
       `${second ? `unknown db command "${second}"` : 'db needs a command'}: ` +
-        'create, list, delete, set, passwd, versions, restore, clone',
+        'create, list, delete, set, passwd, versions, restore, clone, types',
     );
   }
   const command = name as Command;
@@ -47,7 +53,7 @@ function parseCommandLine(argv: string[]): Parsed {
   let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
     parsed = parseArgs({
-      args: argv.slice(first === 'db' ? 2 : 1),
+      args: argv.slice(grouped ? 2 : 1),
       options,
       allowPositionals: true,
       strict: true,
@@ -154,7 +160,7 @@ function progressReporter(): { progress: Progress; done(): void } {
 
 async function runDb(command: Command, values: Parsed['values'], positionals: string[]): Promise<void> {
   const [id, second] = positionals;
-  const ids = command === 'db clone' ? [id, second] : [id];
+  const ids = command.startsWith('template ') ? [] : command === 'db clone' ? [id, second] : [id];
   for (const each of ids) {
     if (each !== undefined && !isValidDatabaseId(each)) {
       throw new Error(`invalid database id "${each}": ${errors.invalidDatabaseId().hint}`);
@@ -171,9 +177,21 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
   };
   const ops = await openOps(loadConfig());
   try {
+    if (command.startsWith('template ') || command === 'db types') {
+      await runTemplateCommand(command, values, positionals, ops).catch((err: unknown) => {
+        throw err instanceof TemplateUsageError ? new UsageError(err.message) : err;
+      });
+      return;
+    }
     switch (command) {
       case 'db create': {
-        const created = await ops.create(id as string, { readOnly: values['read-only'] === true, ...creds });
+        const role = roleOption(values.role);
+        const created = await ops.create(id as string, {
+          readOnly: values['read-only'] === true,
+          ...(str('template') !== undefined ? { template: str('template') as string } : {}),
+          ...(role ? { roleMode: role } : {}),
+          ...creds,
+        });
         console.log(`created database "${created.id}"${created.readOnly ? ' (read-only)' : ''}`);
         printConnection(created, ops.connectionNote);
         break;
@@ -182,10 +200,25 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
         const list = await ops.list();
         if (list.length === 0) console.log('no databases');
         else
-          printTable([
-            ['ID', 'READ-ONLY', 'CREATED'],
-            ...list.map((d) => [d.id, d.readOnly ? 'yes' : 'no', d.createdAt]),
-          ]);
+          printTable(
+            // Template columns only once a database was made from one (issue 18).
+            list.some((d) => d.template)
+              ? [
+                  ['ID', 'READ-ONLY', 'CREATED', 'ROLE', 'TEMPLATE', 'MIGRATION'],
+                  ...list.map((d) => [
+                    d.id,
+                    d.readOnly ? 'yes' : 'no',
+                    d.createdAt,
+                    d.roleMode ?? 'owner',
+                    d.template ? `${d.template} v${d.templateVersion ?? 0}` : '-',
+                    d.migrationError ? `failed: ${d.migrationError}` : '-',
+                  ]),
+                ]
+              : [
+                  ['ID', 'READ-ONLY', 'CREATED'],
+                  ...list.map((d) => [d.id, d.readOnly ? 'yes' : 'no', d.createdAt]),
+                ],
+          );
         break;
       }
       case 'db delete':
@@ -281,7 +314,13 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
 function dbSetPatch(values: Parsed['values']) {
   if (values['read-only'] && values.writable)
     throw new UsageError('--read-only and --writable exclude each other');
-  const patch: { readOnly?: boolean; poolMode?: 'session' | 'transaction' | null } = {};
+  const patch: {
+    readOnly?: boolean;
+    poolMode?: 'session' | 'transaction' | null;
+    roleMode?: 'owner' | 'writer';
+  } = {};
+  const role = roleOption(values.role);
+  if (role) patch.roleMode = role;
   if (values['read-only']) patch.readOnly = true;
   if (values.writable) patch.readOnly = false;
   const mode = values['pool-mode'];
@@ -292,8 +331,15 @@ function dbSetPatch(values: Parsed['values']) {
     patch.poolMode = mode === 'default' ? null : mode;
   }
   if (Object.keys(patch).length === 0)
-    throw new UsageError('db set needs --read-only, --writable or --pool-mode');
+    throw new UsageError('db set needs --read-only, --writable, --pool-mode or --role');
   return patch;
+}
+
+/** `--role`: who a writable database's clients are (issue 18). */
+function roleOption(value: unknown): 'owner' | 'writer' | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'owner' && value !== 'writer') throw new UsageError('--role takes owner or writer');
+  return value;
 }
 
 async function runCerts(force: boolean): Promise<void> {

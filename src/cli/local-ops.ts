@@ -1,12 +1,14 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pino } from 'pino';
 import { connectionInfo, offlineConnectionDefaults } from '../admin/connection-info.js';
 import { DatabaseManager } from '../admin/service.js';
-import { clonedJson, databaseJson, uploadedJson, versionJson } from '../admin/views.js';
+import { TemplateManager } from '../admin/templates.js';
+import { clonedJson, databaseJson, templateJson, uploadedJson, versionJson } from '../admin/views.js';
 import type { Config } from '../config.js';
-import { openNodeBase } from '../server.js';
+import { openNodeBase } from '../node-base.js';
 import type { DbOps } from './admin-client.js';
 
 /**
@@ -20,8 +22,14 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
   const logger = pino({ level: 'warn' }, pino.destination(2));
   const base = await openNodeBase(config, logger);
   try {
+    const templates = new TemplateManager({
+      catalog: base.catalog,
+      baseDir: config.templateDir,
+      templatesDir: path.join(config.dataDir, '_templates'),
+    });
     const manager = new DatabaseManager({
       catalog: base.catalog,
+      templates,
       dataDir: config.dataDir,
       templateDir: config.templateDir,
       minPasswordLength: config.minPasswordLength,
@@ -32,6 +40,14 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
       connectionInfo({ ...where, id, username, password });
     return {
       ...(note ? { connectionNote: note } : {}),
+      createTemplate: async (name, sql) => templateJson(await templates.create(name, sql)),
+      listTemplates: async () => (await templates.list()).map(templateJson),
+      deleteTemplate: (name) => templates.delete(name),
+      updateTemplate: async (name, sql) => templateJson(await templates.update(name, sql)),
+      templateTypes: (name) => templates.types(name),
+      // Both read or migrate an open database: they need the running server.
+      types: (id) => manager.types(id),
+      migrate: (id) => manager.migrate(id),
       create: async (id, opts) => {
         const created = await manager.create(id, opts);
         const { database, username, password } = created;

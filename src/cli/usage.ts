@@ -13,7 +13,15 @@ const credentials = { user: { type: 'string' }, password: { type: 'string' } } a
 /** Options each command accepts (besides --help) and how many positionals it takes. */
 export const COMMANDS = {
   serve: { options: {}, args: [] },
-  'db create': { options: { 'read-only': { type: 'boolean' }, ...credentials }, args: ['id'] },
+  'db create': {
+    options: {
+      'read-only': { type: 'boolean' },
+      template: { type: 'string' },
+      role: { type: 'string' },
+      ...credentials,
+    },
+    args: ['id'],
+  },
   'db list': { options: {}, args: [] },
   'db delete': { options: {}, args: ['id'] },
   'db set': {
@@ -21,9 +29,11 @@ export const COMMANDS = {
       'read-only': { type: 'boolean' },
       writable: { type: 'boolean' },
       'pool-mode': { type: 'string' },
+      role: { type: 'string' },
     },
     args: ['id'],
   },
+  'db types': { options: { out: { type: 'string' } }, args: ['id'] },
   'db passwd': { options: credentials, args: ['id'] },
   'db versions': { options: {}, args: ['id'] },
   'db restore': { options: { at: { type: 'string' } }, args: ['id', 'version?'] },
@@ -33,6 +43,12 @@ export const COMMANDS = {
   },
   upload: { options: { create: { type: 'boolean' }, user: { type: 'string' } }, args: ['id', 'file'] },
   certs: { options: { force: { type: 'boolean' } }, args: [] },
+  'template create': { options: { sql: { type: 'string' } }, args: ['name'] },
+  'template list': { options: {}, args: [] },
+  'template delete': { options: {}, args: ['name'] },
+  'template update': { options: { sql: { type: 'string' } }, args: ['name'] },
+  'template migrate': { options: { all: { type: 'boolean' } }, args: ['name'] },
+  'template types': { options: { out: { type: 'string' } }, args: ['name'] },
 } as const satisfies Record<string, { options: Options; args: readonly string[] }>;
 export type Command = keyof typeof COMMANDS;
 
@@ -40,12 +56,14 @@ export const USAGE = `usage: pglite-gateway <command> [options]
 
 commands:
   serve                                   run the gateway (Postgres on HOST:PORT, admin API on ADMIN_PORT)
-  db create <id> [--read-only] [--user U] [--password P]
-                                          create a database; prints how to connect (password shown once)
+  db create <id> [--read-only] [--template T [--role owner|writer]] [--user U] [--password P]
+                                          create a database (from template T: as a writer by default);
+                                          prints how to connect (password shown once)
   db list                                 list databases
   db delete <id>                          delete a database and its data
-  db set <id> [--read-only|--writable] [--pool-mode session|transaction|default]
+  db set <id> [--read-only|--writable] [--pool-mode session|transaction|default] [--role owner|writer]
                                           change a database's flags (its clients are disconnected)
+  db types <id> [--out FILE]              the database's schema as TypeScript types (needs a running server)
   db passwd <id> [--user U] [--password P]
                                           set a user's password (generated when --password is omitted)
   db versions <id>                        list a database's archived versions, newest first
@@ -58,6 +76,12 @@ commands:
                                           .tar) as the database; --create makes a new database with a
                                           generated password, otherwise its credentials stay
   certs [--force]                         generate dev TLS certificates into TLS_DIR for *.WILDCARD_DOMAIN
+  template create <name> --sql FILE       a template databases are made from: its SQL, built once
+  template list                           list templates: version, databases made from each
+  template delete <name>                  delete a template no database uses
+  template update <name> --sql FILE       record a migration as the next version
+  template migrate <name> --all           migrate every database of the template now (needs a running server)
+  template types <name> [--out FILE]      the template's schema as TypeScript types
 
 options:
   -h, --help                              show this help; <command> --help shows a command's options
@@ -97,10 +121,16 @@ finish for DRAIN_TIMEOUT; a second signal ends them at once, a third exits witho
     'All configuration comes from the environment (PORT, HOST, DATA_DIR, TLS_*, CATALOG_URL,\nARCHIVE_URL, ...; see the README).',
   ),
   'db create': help(
-    'db create <id> [--read-only] [--user U] [--password P]',
+    'db create <id> [--read-only] [--template T [--role owner|writer]] [--user U] [--password P]',
     `Creates a database and prints how to connect. The password is shown once; only a SCRAM
 verifier is stored.\n${ID}`,
-    ['--read-only       clients may read but not write', USER, PASSWORD],
+    [
+      '--read-only       clients may read but not write',
+      '--template T      a copy of template T (see template create)',
+      '--role R          writer (default with --template: the template objects are protected) or owner',
+      USER,
+      PASSWORD,
+    ],
     DB_FOOTER,
   ),
   'db list': help('db list', 'Lists the databases: id, read-only, created.', [], DB_FOOTER),
@@ -117,6 +147,7 @@ verifier is stored.\n${ID}`,
       '--read-only       make it read-only',
       '--writable        make it writable again',
       "--pool-mode M     session, transaction, or default (the server's POOL_MODE)",
+      '--role R          owner (the superuser) or writer (cannot touch what a template owns)',
     ],
     DB_FOOTER,
   ),
@@ -164,6 +195,52 @@ disconnected and its credentials stay.`,
       '--create          create the database (generated password, shown once)',
       '--user U          login user name of the created database (default: postgres)',
     ],
+    DB_FOOTER,
+  ),
+  'db types': help(
+    'db types <id> [--out FILE]',
+    `Prints the database's tables, views, enums and composite types as a TypeScript module (a
+Database interface with Row, Insert and Update per table, typed as node-postgres returns values).`,
+    ['--out FILE        write it to FILE instead of stdout'],
+    'Needs a running server (the types are read from the open database).',
+  ),
+  'template create': help(
+    'template create <name> --sql FILE',
+    `Creates a template from the SQL in FILE, run once as the template owner on a fresh database;
+databases made from it (db create --template) are copies. <name>: 1-63 of a-z, 0-9, _ and -.`,
+    ['--sql FILE        the template SQL (required)'],
+    DB_FOOTER,
+  ),
+  'template list': help(
+    'template list',
+    'Lists templates: name, version, databases made from it.',
+    [],
+    DB_FOOTER,
+  ),
+  'template delete': help(
+    'template delete <name>',
+    'Deletes a template; refused while a database made from it exists.',
+    [],
+    DB_FOOTER,
+  ),
+  'template update': help(
+    'template update <name> --sql FILE',
+    `Records the migration in FILE as the template's next version (it is tried on the template
+first). Databases made from the template migrate when they next open, in one transaction; one that
+fails stays at its version, usable, and db list shows the error.`,
+    ['--sql FILE        the migration SQL (required)'],
+    DB_FOOTER,
+  ),
+  'template migrate': help(
+    'template migrate <name> --all',
+    'Migrates every database made from the template now, one at a time, printing each outcome.',
+    ['--all             every database of the template (required)'],
+    'Needs a running server.',
+  ),
+  'template types': help(
+    'template types <name> [--out FILE]',
+    "Prints the template's schema as a TypeScript module (see db types).",
+    ['--out FILE        write it to FILE instead of stdout'],
     DB_FOOTER,
   ),
   certs: help(

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log.js';
+import { newChannelBuffer } from './channel.js';
 import { DURABILITY_COUNTERS, DurabilityCounter } from './durable-fs.js';
 import { type Engine, HostWorker, WorkerEngine, type WorkerPool } from './engine.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './engine-worker.js';
@@ -96,6 +97,11 @@ export interface EngineHostOptions {
    */
   extensions?: readonly string[];
   logger?: Logger;
+  /**
+   * Small requests and replies cross through shared memory (channel.ts) instead of postMessage.
+   * Default true; false exists to measure what it saves (bench/engine-hop.ts).
+   */
+  inlineRequests?: boolean;
 }
 
 /**
@@ -117,6 +123,11 @@ export class EngineHost implements WorkerPool {
   readonly stats = { spawned: 0, recycled: 0 };
   /** fsync counts of all workers (DurabilityCounter), shared with them. */
   private readonly durability = new Int32Array(new SharedArrayBuffer(4 * DURABILITY_COUNTERS));
+
+  /** Workers parked and ready for the next open (metrics). */
+  get warmCount(): number {
+    return this.ready.length;
+  }
 
   /** How many WAL and data-file syncs the workers made (FSYNC=on). */
   get syncs(): { wal: number; data: number } {
@@ -148,7 +159,7 @@ export class EngineHost implements WorkerPool {
   }
 
   /** Opens the database at `dataDir` in a worker of its own. */
-  async open(dataDir: string, opts: { readOnly: boolean }): Promise<Engine> {
+  async open(dataDir: string, opts: { readOnly: boolean; writer?: boolean }): Promise<Engine> {
     if (this.closed) throw new Error('engine host closed');
     const host = await this.acquire();
     host.worker.ref();
@@ -156,7 +167,8 @@ export class EngineHost implements WorkerPool {
     host.uses++;
     try {
       const reply = nextReply(host.worker, ['opened', 'open-failed']);
-      host.worker.postMessage({ type: 'open', dataDir, readOnly: opts.readOnly } satisfies WorkerRequest);
+      const access = opts.readOnly ? 'reader' : opts.writer ? 'writer' : 'owner';
+      host.post({ type: 'open', dataDir, readOnly: opts.readOnly, access } satisfies WorkerRequest);
       const opened = await reply.catch(async (err: unknown) => {
         await host.worker.terminate();
         throw err;
@@ -171,7 +183,13 @@ export class EngineHost implements WorkerPool {
           'postgresql.auto.conf held settings (ALTER SYSTEM is refused now); cleared them before opening',
         );
       }
-      return new WorkerEngine(host, this, opened.baselineSql, opened.parameters);
+      return new WorkerEngine(
+        host,
+        this,
+        opened.baselineSql,
+        opened.parameters,
+        this.opts.inlineRequests ?? true,
+      );
     } finally {
       this.scheduleRefill();
     }
@@ -265,6 +283,7 @@ export class EngineHost implements WorkerPool {
   private async spawn(): Promise<HostWorker> {
     const unacked = new SharedArrayBuffer(4);
     const walEnd = new SharedArrayBuffer(16);
+    const channel = newChannelBuffer();
     const [base, extensions] = await Promise.all([loadArtifacts(), this.extensionBundle()]);
     // A later -c wins: this replaces the empty shared_preload_libraries pinned before it.
     const preload = extensions?.preload.length
@@ -277,6 +296,7 @@ export class EngineHost implements WorkerPool {
       fsync: this.opts.fsync ?? true,
       durability: this.durability.buffer as SharedArrayBuffer,
       walEnd,
+      channel,
     };
     this.stats.spawned++;
     const worker = new Worker(await workerUrl(), {
@@ -285,7 +305,7 @@ export class EngineHost implements WorkerPool {
       // committed is resident memory for as long as its database is open.
       resourceLimits: { maxYoungGenerationSizeMb: 4 },
     });
-    const host = new HostWorker(worker, unacked, walEnd);
+    const host = new HostWorker(worker, unacked, walEnd, channel);
     await host.whenParked().catch(async (err: unknown) => {
       await worker.terminate();
       throw err;

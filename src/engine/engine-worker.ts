@@ -1,9 +1,15 @@
-import { on } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
+import { Channel, REPLY_BYTES, Slot } from './channel.js';
 import { DurableFs } from './durable-fs.js';
-import { openParked, type ParkedPglite, type PgliteArtifacts, parkPglite } from './pglite-open.js';
+import {
+  type AccessMode,
+  openParked,
+  type ParkedPglite,
+  type PgliteArtifacts,
+  parkPglite,
+} from './pglite-open.js';
 import { ResponseBatcher } from './response-batcher.js';
 
 /**
@@ -28,6 +34,8 @@ export interface WorkerInit {
   durability: SharedArrayBuffer;
   /** Two BigInt64s: how far this worker's database's WAL was written (an LSN), and how many WAL writes were made; for WAL shipping. */
   walEnd: SharedArrayBuffer;
+  /** The request and reply slots of the fast path (channel.ts). */
+  channel: SharedArrayBuffer;
 }
 
 /** Output bytes in a batch before it is posted while the statement still runs. */
@@ -36,7 +44,7 @@ const BATCH_BYTES = 256 * 1024;
 const OUTPUT_WINDOW = 4 * 1024 * 1024;
 
 export type WorkerRequest =
-  | { type: 'open'; dataDir: string; readOnly: boolean }
+  | { type: 'open'; dataDir: string; readOnly: boolean; access?: AccessMode }
   | { type: 'exec'; id: number; data: ArrayBuffer }
   /** `park`: prepare the next PGlite after closing (the worker is kept for reuse). */
   | { type: 'close'; id: number; park: boolean };
@@ -71,11 +79,16 @@ const messageText = (err: unknown) => String((err as Error)?.message ?? err);
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 const IDLE_GC_MS = 2_000;
-let gcTimer: NodeJS.Timeout | undefined;
+/** When the worker last did something; 0 once collected since (no timer per request). */
+let busyAt = 0;
 function collectWhenIdle(): void {
-  clearTimeout(gcTimer);
-  gcTimer = setTimeout(gc, IDLE_GC_MS);
-  gcTimer.unref();
+  busyAt = performance.now();
+}
+/** Called while idle (between sleeps on the doorbell). */
+function collectIfIdleLongEnough(): void {
+  if (busyAt === 0 || performance.now() - busyAt < IDLE_GC_MS) return;
+  busyAt = 0;
+  gc();
 }
 
 async function park(): Promise<ParkedPglite | Error> {
@@ -98,6 +111,7 @@ const durable = new DurableFs({
   },
 });
 const batcher = new ResponseBatcher(BATCH_BYTES);
+const channel = new Channel(init.channel);
 
 /** Blocks the (synchronously running) statement while the client is behind. */
 function waitForClient(): void {
@@ -107,9 +121,41 @@ function waitForClient(): void {
   }
 }
 
-async function exec(pg: ParkedPglite['pg'], id: number, data: ArrayBuffer): Promise<void> {
+/**
+ * How one request is answered. `fromSlot`: it came through the channel, and so does its reply
+ * when it fits and no part of it was posted before (the parts' order must hold); otherwise the
+ * reply is posted and the channel says so once, before the message leaves: the gateway sends its
+ * next request only after the message, so the slot's reply count never runs behind.
+ */
+class Answer {
+  private told = false;
+
+  constructor(
+    readonly id: number,
+    private readonly fromSlot: boolean,
+  ) {}
+
+  post(message: WorkerReply, transfer: ArrayBuffer[] = []): void {
+    if (this.fromSlot && !this.told) channel.sendReply(this.id, undefined);
+    this.told = true;
+    reply(message, transfer);
+  }
+
+  /** The whole reply through the slot, when that is allowed. */
+  inline(bytes: () => Uint8Array, length: number, partsPosted: boolean): boolean {
+    if (!this.fromSlot || this.told || partsPosted || length > REPLY_BYTES) return false;
+    this.told = true;
+    channel.sendReply(this.id, bytes());
+    return true;
+  }
+}
+
+async function exec(pg: ParkedPglite['pg'], answer: Answer, data: Uint8Array): Promise<void> {
+  const id = answer.id;
   Atomics.store(unacked, 0, 0);
+  let posted = false;
   const post = (batch: ArrayBuffer, length: number) => {
+    posted = true;
     // A commit's CommandComplete may be in any part: its WAL is durable before any part leaves.
     durable.flushWal();
     reply({ type: 'chunk', id, data: batch, length }, [batch]);
@@ -125,25 +171,40 @@ async function exec(pg: ParkedPglite['pg'], id: number, data: ArrayBuffer): Prom
     // this worker and opens the database again.
     broken = true;
     const rest = batcher.finish();
-    reply({ type: 'broken', id, message: fatal, ...rest }, [rest.data]);
+    answer.post({ type: 'broken', id, message: fatal, ...rest }, [rest.data]);
   };
-  await pg.execProtocolRawStream(new Uint8Array(data), { onRawData });
+  await pg.execProtocolRawStream(data, { onRawData });
   if (broken) return;
   durable.flushWal();
+  if (answer.inline(() => batcher.take(), batcher.pending, posted)) return;
   const rest = batcher.finish();
-  reply({ type: 'result', id, ...rest }, [rest.data]);
+  answer.post({ type: 'result', id, ...rest }, [rest.data]);
+}
+
+/** Runs a request; a failure breaks the session (the gateway restarts the database). */
+async function run(pg: ParkedPglite['pg'], id: number, data: Uint8Array, fromSlot: boolean): Promise<void> {
+  const answer = new Answer(id, fromSlot);
+  try {
+    await exec(pg, answer, data);
+  } catch (err) {
+    batcher.finish(); // drops what the failed request left, so the next starts empty
+    answer.post({ type: 'broken', id, message: messageText(err), data: new ArrayBuffer(0), length: 0 });
+  }
+  collectWhenIdle();
 }
 
 let parked = await park();
 reply({ type: 'parked' });
 let open: ParkedPglite | undefined;
+/** Set when the worker is done (its database closed without parking again, or did not open). */
+let stopped = false;
 
-for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerRequest]>) {
+async function handle(request: WorkerRequest): Promise<void> {
   if (request.type === 'open') {
     try {
       if (parked instanceof Error) throw parked;
       open = parked;
-      const opened = await openParked(parked, request.dataDir, request.readOnly);
+      const opened = await openParked(parked, request.dataDir, request.access ?? request.readOnly);
       // WAL positions are reported from here on, with the database's own segment size.
       const [segment] = (
         await parked.pg.query<{ bytes: string }>(
@@ -155,7 +216,7 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
       collectWhenIdle();
     } catch (err) {
       reply({ type: 'open-failed', message: messageText(err) });
-      break;
+      stopped = true;
     }
   } else if (request.type === 'close') {
     await open?.pg.close().catch(() => undefined);
@@ -164,23 +225,66 @@ for await (const [request] of on(port, 'message') as AsyncIterable<[WorkerReques
     Atomics.store(walEnd, 0, 0n);
     open = undefined;
     reply({ type: 'closed', id: request.id });
-    if (!request.park) break;
+    if (!request.park) {
+      stopped = true;
+      return;
+    }
     gc();
     parked = await park();
     reply({ type: 'parked' });
   } else if (open) {
-    try {
-      await exec(open.pg, request.id, request.data);
-    } catch (err) {
-      batcher.finish(); // drops what the failed request left, so the next starts empty
-      reply({
-        type: 'broken',
-        id: request.id,
-        message: messageText(err),
-        data: new ArrayBuffer(0),
-        length: 0,
-      });
-    }
-    collectWhenIdle();
+    await run(open.pg, request.id, new Uint8Array(request.data), false);
   }
 }
+
+/** How long an idle worker sleeps on the doorbell before it turns its event loop (timers). */
+const IDLE_SLICE_MS = 200;
+const inbox: WorkerRequest[] = [];
+let received = 0;
+let arrived: (() => void) | undefined;
+const onMessage = (request: WorkerRequest) => {
+  received++;
+  inbox.push(request);
+  arrived?.();
+};
+port.on('message', onMessage);
+const turnEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** Resolves when a message arrives (a posted one is on its way). */
+const nextMessage = () =>
+  new Promise<void>((resolve) => {
+    arrived = () => {
+      arrived = undefined;
+      resolve();
+    };
+  });
+
+// Requests come in order: posted ones (the gateway rings the doorbell after each) and the one in
+// the slot (the gateway sends one request at a time). Sleeping in Atomics.wait instead of the
+// event loop is what makes the slot fast; every message posted rings, so none waits for a slice.
+while (!stopped) {
+  // Read before looking for work: a ring after this wakes the wait below at once.
+  const rung = Atomics.load(channel.slots, Slot.Doorbell);
+  const request = inbox.shift();
+  if (request) {
+    await handle(request);
+    continue;
+  }
+  const fast = channel.takeRequest();
+  if (fast) {
+    if (open) await run(open.pg, fast.id, fast.data, true);
+    else {
+      new Answer(fast.id, true).post({ type: 'failed', id: fast.id, message: 'no database is open' });
+    }
+    continue;
+  }
+  if (channel.posted !== received) {
+    await nextMessage();
+    continue;
+  }
+  if (Atomics.wait(channel.slots, Slot.Doorbell, rung, IDLE_SLICE_MS) === 'timed-out')
+    collectIfIdleLongEnough();
+  // A request in the slot is served at once; anything else (a posted message, a timer) needs
+  // the event loop.
+  if (Atomics.load(channel.slots, Slot.RequestReady) !== 1) await turnEventLoop();
+}
+port.off('message', onMessage);

@@ -1,4 +1,5 @@
 import type { Worker } from 'node:worker_threads';
+import { Channel, newChannelBuffer, REQUEST_BYTES, Slot } from './channel.js';
 import type { WorkerReply, WorkerRequest } from './engine-worker.js';
 
 export { postgresSettings, READ_ONLY_ROLE, REPORTED_PARAMETERS } from './pglite-open.js';
@@ -102,13 +103,18 @@ export class HostWorker {
   /** How far the worker's database's WAL was written (shared with the worker). */
   readonly walEnd: BigInt64Array;
 
+  /** The request and reply slots shared with the worker (channel.ts). */
+  readonly channel: Channel;
+
   constructor(
     readonly worker: Worker,
     unacked: SharedArrayBuffer,
     walEnd: SharedArrayBuffer = new SharedArrayBuffer(16),
+    channel: SharedArrayBuffer = newChannelBuffer(),
   ) {
     this.unacked = new Int32Array(unacked);
     this.walEnd = new BigInt64Array(walEnd);
+    this.channel = new Channel(channel);
     worker.on('message', (reply: WorkerReply) => {
       if (reply.type !== 'parked') return;
       this.parked = true;
@@ -126,6 +132,13 @@ export class HostWorker {
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
+  }
+
+  /** Posts a message; the doorbell wakes the worker if it sleeps on the channel. */
+  post(message: WorkerRequest, transfer: ArrayBuffer[] = []): void {
+    this.channel.countPost();
+    this.worker.postMessage(message, transfer);
+    this.channel.ring();
   }
 
   /** Its parked PGlite is about to open a database. */
@@ -150,8 +163,29 @@ interface Pending {
   parts?: Uint8Array[];
 }
 
+/** Slot requests in flight in this process, over all engines. */
+let inFlight = 0;
+/**
+ * How long the event loop may block waiting for a reply, when nothing else is in flight and the
+ * database's last request took less: a quick statement's reply then arrives through a futex
+ * wake-up (a few µs) instead of an event-loop turn (tens of µs). Others wait asynchronously.
+ */
+const BLOCK_MS = 0.5;
+
+/** Node 20 has Atomics.waitAsync; TypeScript's ES2023 lib does not declare it. */
+const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<unknown> | string };
+  }
+).waitAsync;
+
 export class WorkerEngine implements Engine {
   private nextId = 1;
+  /** A request is with the worker; the others wait their turn (the worker runs one at a time). */
+  private busy = false;
+  private readonly turns: (() => void)[] = [];
+  /** How long the last slot request took (ms), to decide whether to block for the next. */
+  private lastMs = 0;
   private readonly pending = new Map<number, Pending>();
   private dead: Error | undefined;
   private readonly onMessage = (reply: WorkerReply) => this.onReply(reply);
@@ -163,6 +197,8 @@ export class WorkerEngine implements Engine {
     private readonly pool: WorkerPool,
     readonly baselineSql: string,
     readonly parameters: Record<string, string>,
+    /** Small requests go through the channel's slot (false: everything is posted; benchmarks). */
+    private readonly inlineRequests = true,
   ) {
     host.worker.on('message', this.onMessage);
     host.worker.on('error', this.onError);
@@ -185,15 +221,7 @@ export class WorkerEngine implements Engine {
     if (!waiter) return;
     this.pending.delete(reply.id);
     if (reply.type === 'result') {
-      const rest = new Uint8Array(reply.data, 0, reply.length);
-      const whole = waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest;
-      // Streamed parts were cut at whole messages, and the last part always holds the last
-      // message (response-batcher.ts): checking it is enough.
-      const problem = waiter.request
-        ? replyProblem(waiter.request, waiter.onChunk ? rest : whole)
-        : undefined;
-      if (problem) waiter.reject(new EngineBrokenError(problem, whole));
-      else waiter.resolve(whole);
+      this.settle(waiter, new Uint8Array(reply.data, 0, reply.length));
     } else if (reply.type === 'broken') {
       const rest = new Uint8Array(reply.data, 0, reply.length);
       waiter.reject(
@@ -201,6 +229,15 @@ export class WorkerEngine implements Engine {
       );
     } else if (reply.type === 'failed') waiter.reject(new Error(reply.message));
     else waiter.resolve(new Uint8Array());
+  }
+
+  private settle(waiter: Pending, rest: Uint8Array): void {
+    const whole = waiter.parts ? Buffer.concat([...waiter.parts, rest]) : rest;
+    // Streamed parts were cut at whole messages, and the last part always holds the last
+    // message (response-batcher.ts): checking it is enough.
+    const problem = waiter.request ? replyProblem(waiter.request, waiter.onChunk ? rest : whole) : undefined;
+    if (problem) waiter.reject(new EngineBrokenError(problem, whole));
+    else waiter.resolve(whole);
   }
 
   private onChunk(id: number, chunk: Uint8Array): void {
@@ -223,6 +260,8 @@ export class WorkerEngine implements Engine {
     this.dead ??= err;
     for (const waiter of this.pending.values()) waiter.reject(this.dead);
     this.pending.clear();
+    // Wakes a wait for a slot reply that will not come.
+    Atomics.notify(this.host.channel.slots, Slot.ReplySeq);
   }
 
   private detach(): void {
@@ -231,18 +270,69 @@ export class WorkerEngine implements Engine {
     this.host.worker.off('exit', this.onExit);
   }
 
-  private request(
+  /**
+   * Sends one request and waits for its reply, after the requests before it: through the slot
+   * when `inline` is given, otherwise posted. Either way a posted reply settles it in onReply.
+   */
+  private async request(
     make: (id: number) => WorkerRequest,
     transfer: ArrayBuffer[] = [],
     onChunk?: OnChunk,
     request?: Uint8Array,
+    inline?: Uint8Array,
   ): Promise<Uint8Array> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onChunk, request });
-      this.host.worker.postMessage(make(id), transfer);
-    });
+    if (this.busy) await new Promise<void>((resolve) => this.turns.push(resolve));
+    this.busy = true;
+    try {
+      if (this.dead) throw this.dead;
+      const id = this.nextId++;
+      const settled = new Promise<Uint8Array>((resolve, reject) => {
+        this.pending.set(id, { resolve, reject, onChunk, request });
+      });
+      if (inline) this.sendInline(id, inline);
+      else this.host.post(make(id), transfer);
+      return await settled;
+    } finally {
+      const next = this.turns.shift();
+      if (next) next();
+      else this.busy = false;
+    }
+  }
+
+  private sendInline(id: number, data: Uint8Array): void {
+    const channel = this.host.channel;
+    const seq = channel.replySeq;
+    const started = performance.now();
+    channel.sendRequest(id, data);
+    inFlight++;
+    if (inFlight === 1 && this.lastMs < BLOCK_MS) Atomics.wait(channel.slots, Slot.ReplySeq, seq, BLOCK_MS);
+    if (channel.replySeq !== seq) this.takeInline(id, started);
+    else void this.awaitInline(id, seq, started);
+  }
+
+  private async awaitInline(id: number, seq: number, started: number): Promise<void> {
+    const slots = this.host.channel.slots;
+    while (Atomics.load(slots, Slot.ReplySeq) === seq && !this.dead) {
+      const wait = waitAsync(slots, Slot.ReplySeq, seq);
+      if (wait.async) await wait.value;
+    }
+    this.takeInline(id, started);
+  }
+
+  /**
+   * The slot's reply to request `id` arrived (or the engine died): settle it unless it was posted.
+   * The slot may already hold the next request's reply when this runs late (a posted reply
+   * settled the request meanwhile): that one is left to its own wait.
+   */
+  private takeInline(id: number, started: number): void {
+    inFlight--;
+    this.lastMs = performance.now() - started;
+    if (this.dead) return;
+    const reply = this.host.channel.takeReply();
+    const waiter = this.pending.get(id);
+    if (reply.id !== id || reply.data === 'posted' || !waiter) return;
+    this.pending.delete(id);
+    this.settle(waiter, reply.data);
   }
 
   walEnd(): bigint {
@@ -254,6 +344,15 @@ export class WorkerEngine implements Engine {
   }
 
   exec(messages: Uint8Array, onChunk?: OnChunk): Promise<Uint8Array> {
+    if (this.inlineRequests && messages.length <= REQUEST_BYTES) {
+      return this.request(
+        () => ({ type: 'exec', id: 0, data: new ArrayBuffer(0) }),
+        [],
+        onChunk,
+        messages,
+        messages,
+      );
+    }
     // Copy into a buffer of our own that can be transferred (the input may share a pool slab).
     const data = new Uint8Array(messages).buffer as ArrayBuffer;
     return this.request((id) => ({ type: 'exec', id, data }), [data], onChunk, messages);

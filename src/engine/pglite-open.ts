@@ -3,6 +3,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import { hasPgVersion } from '../pgdata/pg-version.js';
+import { WRITER_BASELINE_SQL, WRITER_SETUP_SQL } from '../pgdata/template-roles.js';
 import { DeferredNodeFS, type PgliteModule } from './deferred-fs.js';
 import { bundleSource, copyBundleFilesOnWrite, mapSharedFiles, type SharedFiles } from './shared-bundle.js';
 
@@ -131,6 +132,19 @@ REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLI
 /** Puts a read-only session back into its restricted identity (after DISCARD ALL, too). */
 export const READ_ONLY_BASELINE_SQL = `SET SESSION AUTHORIZATION ${READ_ONLY_ROLE}; SET default_transaction_read_only = on`;
 
+/**
+ * Who a database's clients are: `owner` the superuser (a plain database), `writer` a role that
+ * cannot touch what a template owns (pgdata/template-roles.ts), `reader` the read-only role.
+ */
+export type AccessMode = 'owner' | 'writer' | 'reader';
+
+/** What `openParked` runs once Postgres started, and what restores the identity later. */
+const ACCESS_SQL: Record<AccessMode, { setup: string; baseline: string }> = {
+  owner: { setup: '', baseline: '' },
+  writer: { setup: WRITER_SETUP_SQL, baseline: WRITER_BASELINE_SQL },
+  reader: { setup: READ_ONLY_SETUP_SQL, baseline: READ_ONLY_BASELINE_SQL },
+};
+
 /** What Postgres reports to every client at startup (GUC_REPORT parameters). */
 export const REPORTED_PARAMETERS = [
   'server_version',
@@ -192,8 +206,11 @@ export async function parkPglite(
 export async function openParked(
   { pg, fs }: ParkedPglite,
   dataDir: string,
-  readOnly: boolean,
+  /** `true`/`false`: reader/owner (the callers from before access modes). */
+  access: AccessMode | boolean,
 ): Promise<{ baselineSql: string; parameters: Record<string, string>; clearedSettings: string[] }> {
+  const mode = typeof access === 'boolean' ? (access ? 'reader' : 'owner') : access;
+  const { setup, baseline } = ACCESS_SQL[mode];
   // PGlite runs initdb into a directory without PG_VERSION; a missing database must stay missing.
   // (Checked before mounting: a parked PGlite cannot be closed until it has started.)
   if (!(await hasPgVersion(dataDir))) throw new Error(`no database at ${dataDir}`);
@@ -202,15 +219,13 @@ export async function openParked(
   try {
     fs.mount(dataDir);
     await pg.waitReady;
-    if (readOnly) {
-      await pg.exec(READ_ONLY_SETUP_SQL);
-      await pg.exec(READ_ONLY_BASELINE_SQL);
-    }
+    if (setup) await pg.exec(setup);
+    if (baseline) await pg.exec(baseline);
     const [row] = (await pg.query<Record<string, string | null>>(SETTINGS_SQL)).rows;
     const parameters = Object.fromEntries(
       Object.entries(row ?? {}).filter((e): e is [string, string] => e[1] !== null),
     );
-    return { baselineSql: readOnly ? READ_ONLY_BASELINE_SQL : '', parameters, clearedSettings };
+    return { baselineSql: baseline, parameters, clearedSettings };
   } catch (err) {
     await pg.close().catch(() => undefined);
     throw err;

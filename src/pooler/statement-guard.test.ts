@@ -85,3 +85,19 @@ describe('server files', () => {
     expect(judgeStatement(sql, { readOnly: false }).kind).not.toBe('refuse');
   });
 });
+
+describe('writer databases (a baseline identity)', () => {
+  const writer = { readOnly: false, engine: { baselineSql: 'SET SESSION AUTHORIZATION gateway_writer' } };
+  const owner = { readOnly: false, engine: { baselineSql: '' } };
+  it.each([
+    'SET SESSION AUTHORIZATION postgres',
+    'reset session authorization',
+    "set session_authorization = 'postgres'",
+    'DISCARD ALL',
+    "select set_config('session_authorization', 'postgres', false)",
+  ])('refuses %s with 42501 when the identity is fixed, passes it for the owner', (sql) => {
+    const verdict = judgeStatement(sql, writer);
+    expect(verdict.kind === 'refuse' && verdict.error.code).toBe('42501');
+    expect(judgeStatement(sql, owner).kind).toBe('pass');
+  });
+});

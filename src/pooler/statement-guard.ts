@@ -67,7 +67,7 @@ const refusals = {
     new GatewayError(
       '42501',
       'ERROR',
-      'permission denied to change the session identity of a read-only database',
+      'permission denied to change the session identity of a read-only or writer database',
       'readonly_identity',
     ),
 } as const;
@@ -80,9 +80,16 @@ export type StatementVerdict =
 /** Only texts with one of these words are lexed; everything else passes at the cost of one regex. */
 const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard/i;
 
-/** Decides how a client's SQL text may reach the database. */
-export function judgeStatement(sql: string, opts: { readOnly: boolean }): StatementVerdict {
+/**
+ * Decides how a client's SQL text may reach the database. The session identity is fixed for a
+ * read-only database and for a writer one (its engine has a baseline identity).
+ */
+export function judgeStatement(
+  sql: string,
+  opts: { readOnly: boolean; engine?: { readonly baselineSql: string } },
+): StatementVerdict {
   if (!SUSPECT.test(sql)) return { kind: 'pass' };
+  const fixedIdentity = opts.readOnly || Boolean(opts.engine?.baselineSql);
   const parsed = statements(sql);
   for (const statement of parsed) {
     const [first, second] = leadingWords(statement, 2);
@@ -96,7 +103,7 @@ export function judgeStatement(sql: string, opts: { readOnly: boolean }): Statem
       return { kind: 'refuse', error: refusals.serverFile() };
     if (first === 'create' && second === 'tablespace')
       return { kind: 'refuse', error: refusals.tablespace() };
-    if (opts.readOnly && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
+    if (fixedIdentity && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
   }
   const copy = copyFromStdin(parsed);
   if (copy === 'embedded') return { kind: 'refuse', error: refusals.copyInBatch() };
@@ -112,9 +119,10 @@ function copiesServerFile(statement: readonly Token[]): boolean {
 }
 
 /**
- * In a read-only database the session runs under a restricted session authorization; these are
- * the statements that could change it back (set_config and dynamic SQL are revoked there, so
- * the GUC's name as a string only matters as set_config's argument, refused all the same).
+ * In a read-only or writer database the session runs under a restricted session authorization;
+ * these are the statements that could change it back (set_config and dynamic SQL are revoked
+ * there, so the GUC's name as a string only matters as set_config's argument, refused all the
+ * same; function bodies are checked by the database's event trigger, pgdata/template-roles.ts).
  */
 function changesIdentity(statement: readonly Token[]): boolean {
   if (hasWords(statement, 'session', 'authorization') || hasWords(statement, 'discard', 'all')) return true;

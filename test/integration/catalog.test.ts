@@ -67,12 +67,16 @@ const PASSWORD = 'correct horse battery staple 7f3a';
 async function dumpTables(client: SqlClient): Promise<string> {
   const { rows: tables } = await client.query<{ name: string }>(
     `select table_name as name from information_schema.tables
-     where table_schema = current_schema() and table_name like 'gateway\\_%' order by 1`,
+     where table_schema = current_schema() and table_name like 'gateway\\_%' order by table_name::text collate "C"`,
   );
   expect(tables.map((t) => t.name)).toEqual([
     'gateway_credentials',
     'gateway_databases',
+    'gateway_nodes',
+    'gateway_placements',
     'gateway_schema_version',
+    'gateway_template_versions',
+    'gateway_templates',
     'gateway_versions',
     'gateway_wal',
   ]);
