@@ -90,6 +90,14 @@ export const errors = {
   /** The server keeps running; an admin action (delete, flags, restore, upload) ended the database's clients. */
   adminTerminated: () =>
     fatal('57P01', 'admin_terminate', 'terminating connection due to administrator command'),
+  /** The catalog (embedded or CATALOG_URL) did not answer a credential lookup: nothing is wrong with the client. */
+  catalogUnavailable: () =>
+    fatal(
+      '57P03',
+      'catalog_unavailable',
+      'the server cannot check credentials right now (its catalog is unreachable)',
+      'try again shortly',
+    ),
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),
   readOnly: () => error('25006', 'read_only', 'cannot execute this in a read-only database'),

@@ -9,6 +9,11 @@ export interface PostgresCatalogOptions {
    * `pg` would crash the process on such an error.
    */
   onError?: (err: Error) => void;
+  /**
+   * Fails a query that has no answer after this long and drops its connection (a partition that
+   * swallows packets would otherwise hang it for the kernel's TCP timeouts). Default: none.
+   */
+  queryTimeoutMs?: number;
 }
 
 /**
@@ -24,6 +29,7 @@ export function openPostgresSqlClient(url: string, options: PostgresCatalogOptio
     // Fail startup instead of hanging forever when the catalog server is unreachable.
     connectionTimeoutMillis: 10_000,
     application_name: 'pglite-gateway-catalog',
+    ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
   });
   pool.on('error', (err) => options.onError?.(err));
   let closed: Promise<void> | undefined;

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { ScramSha256Data } from 'pg-gateway';
 import type { Catalog } from '../catalog/catalog.js';
+import { errors } from '../errors.js';
 
 /**
  * SCRAM verifier lookup. An unknown database or user gets mock SCRAM data, derived from a
@@ -14,7 +15,10 @@ export class ScramLookup {
 
   /** Returns the stored verifier, or `{ known: false }` with mock data that never verifies. */
   async lookup(databaseId: string, username: string): Promise<{ known: boolean; data: ScramSha256Data }> {
-    const credential = await this.catalog.getCredential(databaseId, username);
+    // A catalog outage is the server's problem, not a wrong password: say so (57P03), keep the cause for the log.
+    const credential = await this.catalog.getCredential(databaseId, username).catch((err: unknown) => {
+      throw Object.assign(errors.catalogUnavailable(), { cause: err });
+    });
     if (credential) return { known: true, data: credential.scram };
     return { known: false, data: this.mock(databaseId, username) };
   }

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { BackendError, type PostgresConnection, verifyScramSha256Password } from 'pg-gateway';
 import { fromDuplexStream } from 'pg-gateway/node';
-import { errors, type GatewayError, toClientError } from '../errors.js';
+import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageFramer } from '../wire/framer.js';
 import { errorResponse } from '../wire/protocol.js';
@@ -108,7 +108,10 @@ export function authenticate(
     let connection: PostgresConnection | undefined;
     const guarded = <T>(fn: () => Promise<T>) =>
       fn().catch((err: unknown) => {
-        throw toBackendError(toClientError(err, 'auth'));
+        // The client sees only catalogued errors; the log keeps what really happened.
+        if (!(err instanceof GatewayError)) peer.log().error({ err }, 'login failed');
+        else if (err.cause) peer.log().warn({ err: err.cause, reason: err.label }, 'login refused');
+        throw toBackendError(toClientError(err, 'login'));
       });
     /** The throttle's verdict on a password check; a refusal is answered here (28P01). */
     const judge = async (username: string, verify: () => Promise<boolean>) => {

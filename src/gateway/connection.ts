@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import type { Catalog } from '../catalog/catalog.js';
+import { type ClusterHooks, LocalAfterAll } from '../cluster/cluster.js';
 import type { DatabaseRegistry, Lease } from '../databases/registry.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -20,7 +21,7 @@ import type { ScramLookup } from './auth.js';
 import type { AuthThrottle } from './auth-throttle.js';
 import { type AuthDeps, authenticate, type ConnectionOptions, MAX_PREAUTH_MESSAGE } from './authenticate.js';
 import type { CancelKeys } from './cancel.js';
-import type { Route } from './routing.js';
+import { parseStartupOptions, type Route } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
 export { type ConnectionOptions, MAX_PREAUTH_MESSAGE };
@@ -48,6 +49,16 @@ export interface ConnectionDeps extends AuthDeps {
   registry: DatabaseRegistry;
   cancelKeys: CancelKeys;
   logger: Logger;
+  /** Cluster mode: sessions of databases owned elsewhere are forwarded; replies need the lease. */
+  cluster?: ClusterHooks | undefined;
+}
+
+/** A session a peer forwarded here: already authenticated at the entry node (cluster mode). */
+export interface ForwardedClient {
+  db: string;
+  user: string;
+  params: Record<string, string>;
+  pipelined: Buffer;
 }
 
 /** A live client, as the listener sees it for draining. */
@@ -67,6 +78,7 @@ export function handleConnection(
   raw: Socket,
   deps: ConnectionDeps,
   opts: ConnectionOptions = {},
+  forwarded?: ForwardedClient,
 ): ClientHandle {
   const sessionId = randomBytes(6).toString('hex');
   let log = deps.logger.child({ sessionId, client: `${raw.remoteAddress}:${raw.remotePort}` });
@@ -105,12 +117,20 @@ export function handleConnection(
   loginTimer.unref();
 
   const run = async () => {
+    if (forwarded) {
+      const options = parseStartupOptions(forwarded.params.options);
+      const route = { ok: true as const, id: forwarded.db, source: 'database' as const, options };
+      clearTimeout(loginTimer);
+      return startSession(route, forwarded.user, forwarded.params, forwarded.pipelined);
+    }
     const outcome = await negotiateStartup(raw, deps).catch((err: unknown) => {
       if (err instanceof StartupFailure) socket = err.socket;
       throw err instanceof StartupFailure ? err.error : err;
     });
     if (outcome.kind === 'cancel') {
-      deps.cancelKeys.cancel(outcome.processId, outcome.secretKey);
+      // Not one of ours: in a cluster the client may be on any node (the key came from its owner).
+      if (!deps.cancelKeys.cancel(outcome.processId, outcome.secretKey))
+        deps.cluster?.cancelElsewhere(outcome.processId, outcome.secretKey);
       raw.destroy();
       return;
     }
@@ -147,6 +167,19 @@ export function handleConnection(
   ) => {
     const record = await deps.catalog.getDatabase(route.id);
     if (!record) throw errors.databaseNotFound(route.id);
+    if (deps.cluster && !forwarded) {
+      const target = await deps.cluster.route(route.id);
+      if (target.kind === 'forward') {
+        const session = { db: route.id, user, params, pipelined };
+        try {
+          return await deps.cluster.forward(socket, target, session, log);
+        } catch (err) {
+          if (!(err instanceof LocalAfterAll)) throw err;
+        }
+      }
+    }
+    // Cluster mode: nothing goes out for a database this node cannot prove it still owns.
+    const owned = deps.cluster;
     lease = await deps.registry.connect(record);
     if (ended) return lease.release();
     const database = lease.database;
@@ -176,6 +209,10 @@ export function handleConnection(
       port: {
         write: (data) => {
           if (socket.destroyed) return undefined;
+          if (owned && !owned.mayAcknowledge(route.id)) {
+            end(errors.databaseUnavailable(route.id));
+            return undefined;
+          }
           // Results pile up only when the client stopped reading: cut it off, do not buffer.
           if (socket.writableLength > MAX_UNREAD_OUTPUT) {
             end(errors.clientTooSlow());

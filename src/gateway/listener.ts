@@ -1,6 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
-import { type ClientHandle, type ConnectionDeps, handleConnection } from './connection.js';
+import {
+  type ClientHandle,
+  type ConnectionDeps,
+  type ForwardedClient,
+  handleConnection,
+} from './connection.js';
 
 /**
  * The Postgres TCP listener. Shutdown follows stop accepting → drain (running transactions may
@@ -42,10 +47,15 @@ export class GatewayListener {
     return address.port;
   }
 
-  private accept(socket: Socket): void {
-    const client = handleConnection(socket, this.deps);
+  private accept(socket: Socket, forwarded?: ForwardedClient): void {
+    const client = handleConnection(socket, this.deps, {}, forwarded);
     this.clients.add(client);
     void client.closed.then(() => this.clients.delete(client));
+  }
+
+  /** A session a peer forwarded (cluster mode): served and drained like our own clients. */
+  adopt(socket: Socket, forwarded: ForwardedClient): void {
+    this.accept(socket, forwarded);
   }
 
   /**

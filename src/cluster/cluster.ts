@@ -1,0 +1,236 @@
+import type { Socket } from 'node:net';
+import type { Catalog } from '../catalog/catalog.js';
+import { openPostgresSqlClient } from '../catalog/postgres.js';
+import type { ClusterSettings } from '../config.js';
+import { errors } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Coordination } from './coordination.js';
+import { fencedCatalog } from './fenced-catalog.js';
+import { dialPeer, PeerRefusedError, PeerUnreachableError, relay } from './forward.js';
+import type { Hello } from './hello.js';
+import { ClusterNode, type Target } from './node.js';
+import { type PeerHandlers, PeerListener } from './peer-listener.js';
+
+export { ClusterNode, type Target };
+
+/** What the Postgres front door needs from cluster mode. */
+export interface ClusterHooks {
+  /** Where the database is served: here (claimed) or on another node. */
+  route(id: string): Promise<Target>;
+  /** Whether a reply for the database may be sent now (owned, lease provably valid). */
+  mayAcknowledge(id: string): boolean;
+  /** Relays an authenticated client to the owner; resolves when the session ends. */
+  forward(
+    client: Socket,
+    target: Target & { kind: 'forward' },
+    session: ForwardedSession,
+    log: Logger,
+  ): Promise<void>;
+  /** A CancelRequest for a key this node does not know: every live peer gets it. */
+  cancelElsewhere(processId: number, secretKey: number): void;
+}
+
+export interface ForwardedSession {
+  db: string;
+  user: string;
+  params: Record<string, string>;
+  pipelined: Buffer;
+}
+
+export interface ClusterOptions {
+  settings: ClusterSettings;
+  nodeId: string;
+  catalogUrl: string;
+  logger: Logger;
+  openDatabases: () => number;
+  closeDatabase: (id: string) => Promise<void>;
+  dataDirOf: (id: string) => string;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Cluster mode of one node: membership and ownership (`ClusterNode`), the fence for archive
+ * writes, forwarding to owners and the internal listener. Built by the composition root.
+ */
+export class Cluster implements ClusterHooks {
+  readonly node: ClusterNode;
+  readonly coordination: Coordination;
+  private readonly sql;
+  private peers: PeerListener | undefined;
+
+  constructor(private readonly opts: ClusterOptions) {
+    // Its own small pool: heartbeats never queue behind logins on the catalog's main pool.
+    this.sql = openPostgresSqlClient(opts.catalogUrl, {
+      onError: (err) => opts.logger.warn({ err }, 'cluster catalog connection error'),
+      // A heartbeat with no answer within a lease is worthless: fail it so the next one can try.
+      queryTimeoutMs: opts.settings.leaseTtlMs,
+    });
+    this.coordination = new Coordination(this.sql, opts.nodeId, opts.settings.leaseTtlMs);
+    this.node = new ClusterNode({
+      nodeId: opts.nodeId,
+      address: opts.settings.address,
+      leaseTtlMs: opts.settings.leaseTtlMs,
+      coordination: this.coordination,
+      logger: opts.logger.child({ mod: 'cluster' }),
+      openDatabases: opts.openDatabases,
+      closeDatabase: opts.closeDatabase,
+      dataDirOf: opts.dataDirOf,
+    });
+  }
+
+  /** The catalog the archive writers get: WAL and versions fenced by this node's generation. */
+  fence = (catalog: Catalog): Catalog => fencedCatalog(catalog, (id) => this.node.fence(id));
+
+  /** Registers the node (its first heartbeat) and starts renewing its lease. */
+  start(): Promise<void> {
+    return this.node.start();
+  }
+
+  /** Opens the internal listener (CLUSTER_PORT) on `host`; returns its port. */
+  async listen(host: string, handlers: Omit<PeerHandlers, 'prepareSession' | 'claim'>): Promise<number> {
+    this.peers = new PeerListener(
+      this.opts.settings.secret,
+      {
+        ...handlers,
+        claim: (hello) => this.node.takeUp(hello.db, BigInt(hello.generation)),
+        prepareSession: async (hello) => {
+          const target = await this.node.route(hello.db, { forwarded: true });
+          if (target.kind !== 'local') throw errors.databaseUnavailable(hello.db);
+        },
+      },
+      this.opts.logger.child({ mod: 'cluster' }),
+    );
+    return this.peers.listen(this.opts.settings.port, host);
+  }
+
+  /** Stops accepting forwarded sessions (those adopted already drain with the gateway listener). */
+  async closeListener(): Promise<void> {
+    await this.peers?.close();
+  }
+
+  /** Stops the heartbeat (after every owned database was closed and released). */
+  async stop(): Promise<void> {
+    await this.peers?.close();
+    await this.node.stop();
+    await this.sql.close();
+  }
+
+  route(id: string): Promise<Target> {
+    return this.node.route(id);
+  }
+
+  mayAcknowledge(id: string): boolean {
+    return this.node.mayAcknowledge(id);
+  }
+
+  /**
+   * Dials the owner (or the preferred node of a free database). An unreachable owner whose lease
+   * is still fresh (just killed) is retried until its lease runs out and the database is claimed
+   * elsewhere, so the client waits about LEASE_TTL instead of failing.
+   */
+  async forward(client: Socket, first: Target & { kind: 'forward' }, session: ForwardedSession, log: Logger) {
+    const deadline = performance.now() + this.opts.settings.leaseTtlMs * 2 + 2000;
+    let target: Target = first;
+    for (let attempt = 0; ; attempt++) {
+      if (target.kind === 'local') throw new LocalAfterAll();
+      const hello: Hello = {
+        kind: 'session',
+        from: this.opts.nodeId,
+        db: session.db,
+        user: session.user,
+        params: session.params,
+      };
+      try {
+        const { socket, rest } = await dialPeer(target.address, this.opts.settings.secret, hello);
+        this.node.stats.forwardedSessions++;
+        log.info({ owner: target.nodeId }, 'client forwarded to the owner');
+        return await relay(client, socket, rest, session.pipelined, log);
+      } catch (err) {
+        const retryable =
+          err instanceof PeerUnreachableError || (err instanceof PeerRefusedError && err.reply.retry);
+        if (!retryable || client.destroyed || performance.now() > deadline || attempt > 100) {
+          if (err instanceof PeerRefusedError) throw errors.databaseUnavailable(session.db);
+          throw err instanceof PeerUnreachableError ? errors.databaseUnavailable(session.db) : err;
+        }
+        log.debug({ err, owner: target.nodeId }, 'owner unreachable; routing again');
+        await sleep(Math.min(1000, 100 * 2 ** Math.min(attempt, 4)));
+        target = await this.node.route(session.db, {
+          avoid: err instanceof PeerUnreachableError ? target.nodeId : undefined,
+        });
+      }
+    }
+  }
+
+  /**
+   * Hands a database this node owns over to another live node (`db move`): its clients are ended,
+   * its last WAL shipped and its snapshot taken as it closes, then it is released and the target
+   * claims it (generation + 1). Nothing acknowledged is lost: the target opens from the archive.
+   */
+  async move(id: string, target: string): Promise<{ owner: string; generation: bigint }> {
+    const node = (await this.coordination.nodes()).find((n) => n.id === target && n.alive);
+    if (!node) throw new MoveError(`node "${target}" is not a live member of the cluster`, 'not_found');
+    const placement = await this.coordination.placement(id);
+    if (target === this.opts.nodeId && placement?.owner === target) return this.placed(id);
+    if (placement?.owner !== this.opts.nodeId)
+      throw new MoveError(
+        `database "${id}" is owned by ${placement?.owner ?? 'no node'}: run the move on its owner`,
+        'conflict',
+      );
+    if (target === this.opts.nodeId) return this.placed(id);
+    return this.node.handingOver(id, () => this.handOver(id, node.address, target));
+  }
+
+  private async handOver(id: string, address: string, target: string) {
+    // Its clients end; the last WAL is shipped and a snapshot taken, fenced by our generation.
+    await this.opts.closeDatabase(id);
+    const held = this.node.giveUp(id) ?? (await this.coordination.placement(id))?.generation;
+    const generation = held === undefined ? undefined : await this.coordination.transfer(id, held, target);
+    if (generation === undefined)
+      throw new MoveError(`database "${id}" changed owner during the move`, 'conflict');
+    const hello: Hello = { kind: 'claim', from: this.opts.nodeId, db: id, generation: generation.toString() };
+    try {
+      const { socket } = await dialPeer(address, this.opts.settings.secret, hello);
+      socket.destroy();
+    } catch (err) {
+      // The catalog names the target; it takes the database up on its next client (from the archive).
+      throw new MoveError(
+        `database "${id}" was handed to ${target}, which did not answer: ${(err as Error).message}`,
+        'conflict',
+      );
+    }
+    return this.placed(id);
+  }
+
+  private async placed(id: string): Promise<{ owner: string; generation: bigint }> {
+    const p = await this.coordination.placement(id);
+    return { owner: p?.owner ?? '', generation: p?.generation ?? 0n };
+  }
+
+  cancelElsewhere(processId: number, secretKey: number): void {
+    void (async () => {
+      const nodes = await this.coordination.nodes();
+      for (const n of nodes) {
+        if (!n.alive || n.id === this.opts.nodeId) continue;
+        const hello: Hello = { kind: 'cancel', from: this.opts.nodeId, processId, secretKey, relayed: true };
+        await dialPeer(n.address, this.opts.settings.secret, hello).then(
+          ({ socket }) => socket.destroy(),
+          (err: unknown) => this.opts.logger.debug({ err, peer: n.id }, 'cancel relay failed'),
+        );
+      }
+    })().catch((err: unknown) => this.opts.logger.warn({ err }, 'cancel relay failed'));
+  }
+}
+
+/** A `db move` that cannot be done: the target is unknown, or this node is not the owner. */
+export class MoveError extends Error {
+  constructor(
+    message: string,
+    readonly kind: 'not_found' | 'conflict',
+  ) {
+    super(message);
+  }
+}
+
+/** Routing again found that this node should serve the database after all. */
+export class LocalAfterAll extends Error {}

@@ -1,0 +1,90 @@
+import { connect, type Socket } from 'node:net';
+import { errors } from '../errors.js';
+import type { Logger } from '../log.js';
+import { type Hello, type HelloReply, sealHello } from './hello.js';
+import { readFrame } from './wire.js';
+
+/** How long dialing a peer and its answer to the hello may take. */
+export const PEER_TIMEOUT_MS = 5000;
+
+export class PeerUnreachableError extends Error {}
+/** The peer answered but would not take the session (it no longer owns the database). */
+export class PeerRefusedError extends Error {
+  constructor(readonly reply: Extract<HelloReply, { ok: false }>) {
+    super(reply.message);
+  }
+}
+
+/** `host:port` into its parts. */
+export function splitAddress(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(':');
+  return { host: address.slice(0, at), port: Number(address.slice(at + 1)) };
+}
+
+/** Connects to a peer's internal listener and sends a hello; resolves with the socket once accepted. */
+export async function dialPeer(
+  address: string,
+  secret: string,
+  hello: Hello,
+): Promise<{ socket: Socket; rest: Buffer }> {
+  const { host, port } = splitAddress(address);
+  const socket = connect({ host, port, noDelay: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new PeerUnreachableError(`${address}: connect timed out`)),
+        PEER_TIMEOUT_MS,
+      );
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new PeerUnreachableError(`${address}: ${err.message}`));
+      });
+    });
+    socket.write(sealHello(secret, hello));
+    const { frame, rest } = await readFrame(socket, PEER_TIMEOUT_MS).catch((err: Error) => {
+      throw new PeerUnreachableError(`${address}: ${err.message}`);
+    });
+    const reply = JSON.parse(frame.toString('utf8')) as HelloReply;
+    if (!reply.ok) throw new PeerRefusedError(reply);
+    return { socket, rest };
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
+
+/**
+ * Relays an authenticated client to its database's owner: bytes both ways with backpressure
+ * (`pipe` pauses the faster side), until either side ends. Resolves when both are closed.
+ */
+export function relay(
+  client: Socket,
+  upstream: Socket,
+  rest: Buffer,
+  pipelined: Buffer,
+  log: Logger,
+): Promise<void> {
+  if (rest.length > 0) client.write(rest);
+  if (pipelined.length > 0) upstream.write(pipelined);
+  upstream.on('error', (err) => log.debug({ err }, 'peer socket error'));
+  const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+  const upstreamClosed = new Promise<void>((resolve) => upstream.once('close', () => resolve()));
+  // Either side going away ends the other: the owner then releases the client's session.
+  void clientClosed.then(() => upstream.destroy());
+  void upstreamClosed.then(() => {
+    if (!client.destroyed) client.end();
+    setTimeout(() => client.destroy(), 1000).unref();
+  });
+  client.pipe(upstream);
+  upstream.pipe(client);
+  client.resume();
+  upstream.resume();
+  return Promise.all([clientClosed, upstreamClosed]).then(() => undefined);
+}
+
+/** The error a client sees when its database's owner cannot be reached. */
+export const ownerUnavailable = (id: string) => errors.databaseUnavailable(id);
