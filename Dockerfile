@@ -8,6 +8,7 @@ RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY scripts ./scripts
+COPY dashboard ./dashboard
 RUN npm run build
 
 # Runtime stage: production dependencies and compiled JavaScript only.

@@ -1,10 +1,11 @@
-import type { DatabaseRecord } from '../catalog/catalog.js';
+import { accessMode, type DatabaseRecord } from '../catalog/catalog.js';
 import type { Engine } from '../engine/engine.js';
 import { errors, type GatewayError } from '../errors.js';
 import { databasePath } from '../ids.js';
 import { KeyedChain } from '../keyed-chain.js';
 import type { Logger } from '../log.js';
 import { hasPgVersion } from '../pgdata/pg-version.js';
+import { attachActivity, CloseCause, NodeActivity } from './activity.js';
 import { Database } from './database.js';
 
 /**
@@ -32,7 +33,25 @@ export interface RegistryOptions {
   /** Runs after a database closed, before it may open again (snapshot to the archive). */
   afterClose?: (id: string, dir: string, written: boolean) => Promise<void>;
   /** Starts a database's engine (an EngineHost). */
-  engines: { open(dataDir: string, opts: { readOnly: boolean }): Promise<Engine> };
+  engines: { open(dataDir: string, opts: { readOnly: boolean; writer?: boolean }): Promise<Engine> };
+  /** Where opens, closes and units are counted (a new one when absent). */
+  activity?: NodeActivity | undefined;
+}
+
+/** A connected client, as the live stats and the dashboard show it. */
+export interface ClientView {
+  id: number;
+  connectedAt: number;
+}
+
+/** An open (or opening) database, as the live stats show it. */
+export interface OpenDatabaseView {
+  id: string;
+  state: 'opening' | 'open';
+  clients: number;
+  /** Clients waiting for the database's session. */
+  waiting: number;
+  lastUsed: number;
 }
 
 export interface Lease {
@@ -51,6 +70,8 @@ interface Entry {
   idleTimer: NodeJS.Timeout | undefined;
   /** When a client last arrived or left: the LRU order for eviction. */
   lastUsed: number;
+  /** Set once the open finished (live stats tell opening from open). */
+  database?: Database | undefined;
 }
 
 /** How often shutdown logs the databases that are still closing (checkpoint, snapshot). */
@@ -59,9 +80,13 @@ const CLOSE_PROGRESS_INTERVAL_MS = 5000;
 /** How much longer a database may stay idle for each time it came back soon after an idle close. */
 const MAX_IDLE_STRETCH = 4;
 
+let leaseIds = 0;
+
 class LeaseImpl implements Lease {
   terminate: ((reason: GatewayError) => void) | undefined;
   released = false;
+  readonly id = ++leaseIds;
+  readonly connectedAt = Date.now();
   constructor(
     public database: Database,
     private readonly done: (lease: LeaseImpl) => void,
@@ -93,7 +118,11 @@ export class DatabaseRegistry {
   /** Stands in for the database while a lease waits for the open. */
   private readonly pending = undefined as unknown as Database;
 
-  constructor(private readonly opts: RegistryOptions) {}
+  readonly activity: NodeActivity;
+
+  constructor(private readonly opts: RegistryOptions) {
+    this.activity = opts.activity ?? new NodeActivity();
+  }
 
   /** Counters for metrics and tests: how many times a PGlite was opened and closed. */
   /** Opens, closes and restarts (cancel, statement timeout, broken engine) since the start. */
@@ -132,9 +161,15 @@ export class DatabaseRegistry {
       };
       const created = entry;
       this.entries.set(record.id, created);
-      created.opening.catch(() => {
-        if (this.entries.get(record.id) === created) this.entries.delete(record.id);
-      });
+      created.opening.then(
+        (database) => {
+          created.database = database;
+        },
+        (err) => {
+          this.activity.openFailed(record.id, err);
+          if (this.entries.get(record.id) === created) this.entries.delete(record.id);
+        },
+      );
     }
     if (entry.clients.size >= this.opts.maxClientsPerDb) throw errors.tooManyClients(record.id);
     // The lease takes its slot before the open is awaited so concurrent arrivals are counted.
@@ -157,10 +192,12 @@ export class DatabaseRegistry {
     if (!(await hasPgVersion(dir))) throw errors.databaseNotFound(record.id);
     const started = performance.now();
     this.stats.opens++;
-    const open = () => this.opts.engines.open(dir, { readOnly: record.readOnly });
+    const open = () =>
+      this.opts.engines.open(dir, { readOnly: record.readOnly, writer: accessMode(record) === 'writer' });
     const engine = await open();
+    const ms = performance.now() - started;
     this.opts.logger.info(
-      { db: record.id, ms: Math.round(performance.now() - started), readOnly: record.readOnly },
+      { db: record.id, ms: Math.round(ms), readOnly: record.readOnly },
       'database opened',
     );
     const database = new Database(
@@ -171,11 +208,14 @@ export class DatabaseRegistry {
       this.opts.queryWaitTimeoutMs,
       this.opts.logger,
     );
+    attachActivity(database, this.activity.of(record.id));
     database.onRestart(async () => {
       this.stats.restarts++;
+      this.activity.restarted(record.id);
     });
     database.archivedLsn = await database.walLsn();
     await this.opts.onOpen?.(database);
+    this.activity.opened(record.id, ms / 1000);
     return database;
   }
 
@@ -196,7 +236,7 @@ export class DatabaseRegistry {
     // Bounded memory: forget the oldest entries.
     if (this.idleStretch.size > 10_000)
       this.idleStretch.delete(this.idleStretch.keys().next().value as string);
-    await this.close(id);
+    await this.close(id, CloseCause.idle);
   }
 
   private overCapacity(): boolean {
@@ -215,16 +255,16 @@ export class DatabaseRegistry {
         .sort(([, a], [, b]) => a.lastUsed - b.lastUsed)[0];
       if (!victim) throw errors.tooManyOpenDatabases();
       this.opts.logger.info({ db: victim[0] }, 'evicting database to make room');
-      await this.close(victim[0]);
+      await this.close(victim[0], CloseCause.capacity);
     }
   }
 
   /** Terminates the database's clients and closes it (delete, restore, shutdown). */
-  close(id: string): Promise<void> {
+  close(id: string, cause: CloseCause = CloseCause.admin): Promise<void> {
     const entry = this.entries.get(id);
     if (!entry) return this.closing.get(id) ?? Promise.resolve();
     this.entries.delete(id);
-    const done = this.closeEntry(id, entry).finally(() => this.closing.delete(id));
+    const done = this.closeEntry(id, entry, cause).finally(() => this.closing.delete(id));
     this.closing.set(id, done);
     return done;
   }
@@ -238,6 +278,21 @@ export class DatabaseRegistry {
     return this.held.run(id, async () => {
       await this.close(id);
       return fn();
+    });
+  }
+
+  /**
+   * Runs `fn` (dropping the closed database's local copy) only while the database is neither
+   * open, opening, closing nor held: clients arriving meanwhile wait, then open (fetch) it again.
+   * Resolves false, without running `fn`, when the database is in use.
+   */
+  whileUnused(id: string, fn: () => Promise<void>): Promise<boolean> {
+    const inUse = () => this.entries.has(id) || this.closing.has(id);
+    if (inUse() || this.held.has(id)) return Promise.resolve(false);
+    return this.held.run(id, async () => {
+      if (inUse()) return false;
+      await fn();
+      return true;
     });
   }
 
@@ -258,7 +313,38 @@ export class DatabaseRegistry {
     return all.filter((d): d is Database => d !== undefined);
   }
 
-  private async closeEntry(id: string, entry: Entry): Promise<void> {
+  /** The open and opening databases with their client counts (live stats). */
+  openViews(): OpenDatabaseView[] {
+    const views: OpenDatabaseView[] = [];
+    for (const [id, entry] of this.entries) {
+      const database = entry.database;
+      views.push({
+        id,
+        state: database ? 'open' : 'opening',
+        clients: entry.clients.size,
+        waiting: database?.hold.queued ?? 0,
+        lastUsed: entry.lastUsed,
+      });
+    }
+    return views;
+  }
+
+  /** The clients of an open database (empty when it is not open). */
+  clientsOf(id: string): ClientView[] {
+    const entry = this.entries.get(id);
+    return entry ? [...entry.clients].map((l) => ({ id: l.id, connectedAt: l.connectedAt })) : [];
+  }
+
+  /** Ends one client of a database (57P01, as an administrator command); false when not found. */
+  disconnect(id: string, clientId: number): boolean {
+    const lease = [...(this.entries.get(id)?.clients ?? [])].find((l) => l.id === clientId);
+    if (!lease?.terminate) return false;
+    lease.terminate(errors.adminTerminated());
+    this.activity.event('disconnect', id, `client ${clientId}`);
+    return true;
+  }
+
+  private async closeEntry(id: string, entry: Entry, cause: CloseCause): Promise<void> {
     clearTimeout(entry.idleTimer);
     const reason = this.shuttingDown ? errors.shuttingDown() : errors.adminTerminated();
     for (const lease of entry.clients) lease.terminate?.(reason);
@@ -269,6 +355,7 @@ export class DatabaseRegistry {
       .catch((err) => this.opts.logger.warn({ err, db: id }, 'before-close step failed'));
     const { written } = await database.close();
     this.stats.closes++;
+    this.activity.closed(id, this.shuttingDown ? CloseCause.shutdown : cause);
     this.opts.logger.info({ db: id }, 'database closed');
     await this.opts
       .afterClose?.(id, databasePath(this.opts.dataDir, id), written)

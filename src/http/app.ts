@@ -1,17 +1,25 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { type ConnectionInfoInput, connectionInfo } from '../admin/connection-info.js';
 import type { DatabaseManager } from '../admin/service.js';
+import type { TemplateManager } from '../admin/templates.js';
 import { type CreatedDatabaseJson, databaseJson, type PasswordJson } from '../admin/views.js';
+import type { Cluster } from '../cluster/cluster.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
 import { RequestError } from '../errors.js';
 import type { AuthThrottle } from '../gateway/auth-throttle.js';
 import type { Logger } from '../log.js';
 import { parseBody } from './body.js';
+import { registerClusterRoutes } from './cluster-routes.js';
+import { isAuthorized } from './dashboard/auth.js';
+import { registerDashboard } from './dashboard/routes.js';
 import type { AdminEnv } from './env.js';
+import { type LiveDeps, registerLiveRoutes, statsSources } from './live-routes.js';
+import { type MetricsSources, registerMetrics } from './metrics.js';
+import { StatsHub } from './stats.js';
+import { registerTemplateRoutes } from './templates-routes.js';
 import { DEFAULT_MAX_UPLOAD_BYTES, registerArchiveRoutes, registerUploadRoute } from './versions.js';
 
 /**
@@ -20,7 +28,7 @@ import { DEFAULT_MAX_UPLOAD_BYTES, registerArchiveRoutes, registerUploadRoute } 
  * trusted (see `http/server.ts`, which marks them through the `trusted` binding).
  */
 
-export interface AdminAppDeps {
+export interface AdminAppDeps extends MetricsSources, LiveDeps {
   manager: DatabaseManager;
   /** Source of the open-databases gauge; 0 when absent. */
   registry?: DatabaseRegistry | undefined;
@@ -36,14 +44,22 @@ export interface AdminAppDeps {
   connection: Omit<ConnectionInfoInput, 'id' | 'username' | 'password'>;
   /** Largest uploaded tarball, uncompressed (MAX_UPLOAD_BYTES). Default 100 MB. */
   maxUploadBytes?: number | undefined;
+  /** Aborted when the node closes: live streams end (so closing does not wait for them). */
+  stopping?: AbortSignal | undefined;
   /** Receives unexpected (500) errors; they never reach the client. */
   logger?: Logger | undefined;
+  /** Templates (issue 18); their routes are absent without it. */
+  templates?: TemplateManager | undefined;
+  /** Cluster mode: GET /v1/cluster and the cluster metrics; absent on a single node. */
+  cluster?: Cluster | undefined;
 }
 
-export const METRIC_OPEN_DATABASES = 'pglite_gateway_open_databases';
-export const METRIC_CONNECTED_CLIENTS = 'pglite_gateway_connected_clients';
-export const METRIC_AUTH_FAILURES = 'pglite_gateway_auth_failures_total';
-export const METRIC_AUTH_THROTTLED = 'pglite_gateway_auth_throttled_total';
+export {
+  METRIC_AUTH_FAILURES,
+  METRIC_AUTH_THROTTLED,
+  METRIC_CONNECTED_CLIENTS,
+  METRIC_OPEN_DATABASES,
+} from './metrics.js';
 
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -53,11 +69,14 @@ const CreateBody = z.strictObject({
   username: z.string().optional(),
   password: z.string().min(1).max(1024).optional(),
   poolMode: z.enum(['session', 'transaction']).nullable().optional(),
+  template: z.string().optional(),
+  roleMode: z.enum(['owner', 'writer']).nullable().optional(),
 });
 
 const UpdateBody = z.strictObject({
   readOnly: z.boolean().optional(),
   poolMode: z.enum(['session', 'transaction']).nullable().optional(),
+  roleMode: z.enum(['owner', 'writer']).nullable().optional(),
 });
 
 const PasswordBody = z.strictObject({
@@ -65,50 +84,8 @@ const PasswordBody = z.strictObject({
   password: z.string().min(1).max(1024).optional(),
 });
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
-
-/** Constant-time: both sides are hashed to equal length first. */
-function tokenMatches(header: string | undefined, token: string): boolean {
-  const match = /^Bearer (.+)$/i.exec(header ?? '');
-  return timingSafeEqual(sha256(match?.[1] ?? ''), sha256(token)) && match !== null;
-}
-
-function registerMetrics(deps: AdminAppDeps): void {
-  const { metrics } = deps;
-  if (metrics.getSingleMetric(METRIC_OPEN_DATABASES)) return;
-  collectDefaultMetrics({ register: metrics });
-  const open: Gauge = new Gauge({
-    name: METRIC_OPEN_DATABASES,
-    help: 'Databases currently open (a PGlite instance in memory).',
-    registers: [metrics],
-    collect: () => open.set(deps.registry?.openCount ?? 0),
-  });
-  const clients: Gauge = new Gauge({
-    name: METRIC_CONNECTED_CLIENTS,
-    help: 'Postgres client connections currently open on the gateway.',
-    registers: [metrics],
-    collect: () => clients.set(deps.listener?.connectionCount ?? 0),
-  });
-  // Counted by the gateway (a lower layer); read here at scrape time.
-  const counted = (name: string, help: string, read: (c: AuthThrottle['counts']) => number) => {
-    const counter: Counter = new Counter({
-      name,
-      help,
-      registers: [metrics],
-      collect: () => {
-        counter.reset();
-        counter.inc(read(deps.authThrottle?.counts ?? { failures: 0, throttled: 0 }));
-      },
-    });
-  };
-  counted(METRIC_AUTH_FAILURES, 'Failed Postgres logins (answered 28P01).', (c) => c.failures);
-  counted(METRIC_AUTH_THROTTLED, 'Postgres login attempts delayed by the throttle.', (c) => c.throttled);
-}
-
 export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
-  registerMetrics(deps);
+  registerMetrics(deps.metrics, deps);
   const { manager } = deps;
   const info = (id: string, username: string, password: string | undefined) =>
     connectionInfo({ ...deps.connection, id, username, password });
@@ -125,9 +102,14 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
+  // The dashboard answers unauthenticated browsers itself (a sign-in form, 401).
+  const live = deps.registry ? new StatsHub(statsSources(deps, deps.registry)) : undefined;
+  deps.stopping?.addEventListener('abort', () => live?.stop(), { once: true });
+  registerDashboard(app, deps.token);
+
   app.use('*', async (c, next) => {
     const { token } = deps;
-    if (token && !c.env?.trusted && !tokenMatches(c.req.header('authorization'), token)) {
+    if (token && !c.env?.trusted && !isAuthorized(c, token)) {
       c.header('WWW-Authenticate', 'Bearer');
       return c.json({ error: 'unauthorized' }, 401);
     }
@@ -141,6 +123,8 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
 
   // Streams its body; registered before /v1 so the JSON body limit below does not apply.
   registerUploadRoute(app, archiveDeps);
+  if (deps.templates) registerTemplateRoutes(app, { manager, templates: deps.templates });
+  if (deps.cluster) registerClusterRoutes(app, deps.cluster, deps.metrics);
 
   const v1 = new Hono<AdminEnv>();
   v1.use(
@@ -188,6 +172,7 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
   });
 
   registerArchiveRoutes(v1, archiveDeps);
+  if (live && deps.registry) registerLiveRoutes(v1, { ...deps, registry: deps.registry, hub: live, info });
 
   app.route('/v1', v1);
   return app;

@@ -1,0 +1,242 @@
+import type { DatabaseRecord } from '../catalog/catalog.js';
+import type { ActivityEvent, NodeActivity } from '../databases/activity.js';
+import type { ClientView, OpenDatabaseView } from '../databases/registry.js';
+
+/**
+ * The live stats of a node, as GET /v1/stats answers and /v1/stats/stream pushes every second:
+ * the node, a cluster view, every database with its state and load, recent events, and the
+ * node's TPS and latency over the last minutes. The cluster view has the shape a cluster fills
+ * (nodes[], each database's owner); a single node lists itself as the only node.
+ */
+
+export interface StatsSources {
+  nodeId: string;
+  listDatabases(): Promise<DatabaseRecord[]>;
+  registry: {
+    readonly activity: NodeActivity;
+    openViews(): OpenDatabaseView[];
+    clientsOf(id: string): ClientView[];
+  };
+  listener?: { readonly connectionCount: number } | undefined;
+  engines?: { readonly warmCount: number } | undefined;
+  walShipping?: { backlogBytes(): number } | undefined;
+}
+
+export type DatabaseState = 'opening' | 'open' | 'idle' | 'closed';
+
+export interface DatabaseStats {
+  id: string;
+  readOnly: boolean;
+  poolMode: string | null;
+  createdAt: string;
+  /** open: has clients; idle: open without clients (closes after IDLE_TIMEOUT); closed: on disk only. */
+  state: DatabaseState;
+  clients: number;
+  waiting: number;
+  /** Transactions per second over the last sample (about a second). */
+  tps: number;
+  queries: number;
+  transactions: number;
+  /** Memory of this database alone is not measured yet (one worker each; see the node's RSS). */
+  memoryBytes: number | null;
+  lastSnapshotAt: string | null;
+  lastWalShippedAt: string | null;
+  owner: string;
+}
+
+export interface NodeStats {
+  id: string;
+  state: 'running';
+  self: boolean;
+  startedAt: string;
+  rssBytes: number;
+  heapUsedBytes: number;
+  openDatabases: number;
+  connectedClients: number;
+  warmWorkers: number;
+  walBacklogBytes: number;
+  tps: number;
+  /** Mean latency of the units of the last sample, in ms. */
+  latencyMs: number;
+}
+
+export interface StatsSnapshot {
+  at: string;
+  node: NodeStats;
+  cluster: { mode: 'single-node'; nodes: NodeStats[] };
+  databases: DatabaseStats[];
+  events: ActivityEvent[];
+  /** One point per sample (about a second), oldest first, the last HISTORY_POINTS. */
+  history: { at: number; tps: number; latencyMs: number }[];
+}
+
+/** Points of the node's TPS and latency history: five minutes at one a second. */
+const HISTORY_POINTS = 300;
+/** Events a snapshot carries. */
+const EVENTS_SENT = 50;
+/** A rate is computed over at least this long (requests in between reuse the last sample). */
+const MIN_SAMPLE_MS = 900;
+
+const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+
+/** Samples counters into rates and keeps the history; one per node. */
+export class StatsHub {
+  private readonly startedAt = Date.now();
+  private last = { at: 0, units: 0, unitSeconds: 0, transactions: 0 };
+  private readonly lastTx = new Map<string, number>();
+  private tps = new Map<string, number>();
+  private nodeRate = { tps: 0, latencyMs: 0 };
+  private readonly history: StatsSnapshot['history'] = [];
+  /** Each subscriber, with what ends it when the hub stops. */
+  private readonly subscribers = new Map<(s: StatsSnapshot) => void, () => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+
+  constructor(private readonly src: StatsSources) {}
+
+  /** Updates the rates when the last sample is old enough. */
+  private sample(): void {
+    const now = Date.now();
+    if (now - this.last.at < MIN_SAMPLE_MS) return;
+    const totals = this.src.registry.activity.totals;
+    const dt = (now - this.last.at) / 1000;
+    const first = this.last.at === 0;
+    const units = totals.units - this.last.units;
+    this.nodeRate = {
+      tps: first ? 0 : (totals.transactions - this.last.transactions) / dt,
+      latencyMs: units > 0 ? ((totals.unitSeconds - this.last.unitSeconds) * 1000) / units : 0,
+    };
+    const tps = new Map<string, number>();
+    for (const a of this.src.registry.activity.all()) {
+      const before = this.lastTx.get(a.id);
+      if (before !== undefined && !first && a.transactions > before)
+        tps.set(a.id, (a.transactions - before) / dt);
+      this.lastTx.set(a.id, a.transactions);
+    }
+    this.tps = tps;
+    this.last = {
+      at: now,
+      units: totals.units,
+      unitSeconds: totals.unitSeconds,
+      transactions: totals.transactions,
+    };
+    if (!first) {
+      this.history.push({ at: now, ...this.nodeRate });
+      if (this.history.length > HISTORY_POINTS) this.history.shift();
+    }
+  }
+
+  async snapshot(): Promise<StatsSnapshot> {
+    this.sample();
+    const { src } = this;
+    const records = await src.listDatabases();
+    const open = new Map(src.registry.openViews().map((v) => [v.id, v]));
+    const activity = src.registry.activity;
+    const databases = records.map((r): DatabaseStats => {
+      const view = open.get(r.id);
+      const a = activity.peek(r.id);
+      const state: DatabaseState = !view
+        ? 'closed'
+        : view.state === 'opening'
+          ? 'opening'
+          : view.clients > 0
+            ? 'open'
+            : 'idle';
+      return {
+        id: r.id,
+        readOnly: r.readOnly,
+        poolMode: r.poolMode,
+        createdAt: r.createdAt.toISOString(),
+        state,
+        clients: view?.clients ?? 0,
+        waiting: view?.waiting ?? 0,
+        tps: round(this.tps.get(r.id) ?? 0),
+        queries: a?.units ?? 0,
+        transactions: a?.transactions ?? 0,
+        memoryBytes: null,
+        lastSnapshotAt: iso(a?.lastSnapshotAt),
+        lastWalShippedAt: iso(a?.lastWalShippedAt),
+        owner: src.nodeId,
+      };
+    });
+    const memory = process.memoryUsage();
+    const node: NodeStats = {
+      id: src.nodeId,
+      state: 'running',
+      self: true,
+      startedAt: new Date(this.startedAt).toISOString(),
+      rssBytes: memory.rss,
+      heapUsedBytes: memory.heapUsed,
+      openDatabases: open.size,
+      connectedClients: src.listener?.connectionCount ?? 0,
+      warmWorkers: src.engines?.warmCount ?? 0,
+      walBacklogBytes: src.walShipping?.backlogBytes() ?? 0,
+      tps: round(this.nodeRate.tps),
+      latencyMs: round(this.nodeRate.latencyMs),
+    };
+    return {
+      at: new Date().toISOString(),
+      node,
+      cluster: { mode: 'single-node', nodes: [node] },
+      databases,
+      events: activity.recentEvents().slice(-EVENTS_SENT),
+      history: [...this.history],
+    };
+  }
+
+  /** Detail of one database: its clients and recent latencies. */
+  detail(id: string) {
+    const a = this.src.registry.activity.peek(id);
+    return {
+      clients: this.src.registry.clientsOf(id).map((c) => ({ id: c.id, connectedAt: iso(c.connectedAt) })),
+      latencies: a?.recentLatencies() ?? [],
+      queries: a?.units ?? 0,
+      transactions: a?.transactions ?? 0,
+      lastSnapshotAt: iso(a?.lastSnapshotAt),
+      lastSnapshotBytes: a?.lastSnapshotBytes ?? null,
+      lastWalShippedAt: iso(a?.lastWalShippedAt),
+    };
+  }
+
+  /**
+   * Calls `fn` with a snapshot every `intervalMs` (about a second) until the returned function is
+   * called. One timer serves every subscriber; it stops when the last one leaves.
+   */
+  subscribe(fn: (s: StatsSnapshot) => void, onEnd: () => void, intervalMs = 1000): () => void {
+    this.subscribers.set(fn, onEnd);
+    if (!this.timer) {
+      this.timer = setInterval(() => void this.tick(), intervalMs);
+      this.timer.unref();
+    }
+    return () => {
+      this.subscribers.delete(fn);
+      if (this.subscribers.size === 0) this.stop();
+    };
+  }
+
+  /** Stops the timer and ends every subscriber (the node is closing: streams end). */
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    const ends = [...this.subscribers.values()];
+    this.subscribers.clear();
+    for (const end of ends) end();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return; // a slow catalog: skip a beat rather than pile up
+    this.ticking = true;
+    try {
+      const snapshot = await this.snapshot();
+      for (const fn of this.subscribers.keys()) fn(snapshot);
+    } catch {
+      // The catalog failed this once (closing, restarting): the next tick tries again.
+    } finally {
+      this.ticking = false;
+    }
+  }
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}
