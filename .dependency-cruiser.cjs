@@ -26,17 +26,17 @@ module.exports = {
     },
     {
       name: 'leaves-import-no-folder',
-      comment: 'errors, log, units, ids, config and keyed-chain are leaves: they import no layer',
+      comment: 'errors, log, units, ids, config(-schema) and keyed-chain are leaves: they import no layer',
       severity: 'error',
-      from: { path: '^src/(errors|log|units|ids|config|keyed-chain)\\.ts$' },
+      from: { path: '^src/(errors|log|units|ids|config|config-schema|keyed-chain)\\.ts$' },
       to: { path: '^src/[^/]+/' },
     },
     {
       name: 'no-composition-root-below-cli',
-      comment: 'only the CLI may build a node through the composition root',
+      comment: 'only the CLI may build a node through the composition root (server.ts builds on node-base.ts)',
       severity: 'error',
-      from: { path: '^src/(?!cli/|main\\.ts$)' },
-      to: { path: '^src/(main|server)\\.ts$' },
+      from: { path: '^src/(?!cli/|main\\.ts$|server\\.ts$)' },
+      to: { path: '^src/(main|server|node-base)\\.ts$' },
     },
     {
       name: 'no-circular',

@@ -1,13 +1,42 @@
-import { readFile } from 'node:fs/promises';
+import { appendFile, readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import {
+  appendDurabilityReport,
+  DURABILITY_BENCH,
+  type DurabilityBenchResults,
+  renderDurabilityReport,
+  runDurabilityBench,
+} from './durability-bench.js';
 import { runBenchmarks } from './harness.js';
+import { HTTP_BENCH, type HttpBenchResults, runHttpBench } from './http-bench.js';
+import { appendHttpReport, renderHttpReport } from './http-report.js';
+import {
+  LOCAL_CACHE_BENCH,
+  type LocalCacheResults,
+  renderLocalCacheReport,
+  runLocalCacheBench,
+} from './local-cache.js';
 import { renderReport, writeBenchmarksMd, writeJson } from './report.js';
+import {
+  appendRoundTripReport,
+  ROUND_TRIP_BENCHES,
+  type RoundTripResults,
+  renderRoundTripBenches,
+  runRoundTripBenches,
+} from './round-trip-benches.js';
 import { SYSTEM_KINDS, type SystemKind } from './systems/types.js';
+import {
+  appendTemplateReport,
+  renderTemplateReport,
+  runTemplateBench,
+  TEMPLATE_BENCH,
+  type TemplateBenchResults,
+} from './template-bench.js';
 import { stopEverything } from './tools.js';
 import { BENCHMARK_NAMES, type BenchmarkName, type BenchResults } from './types.js';
 
 /**
- * npm run bench -- [--quick] [--only pgbench,open,isolation,scale,baseline-rss] [--seconds N]
+ * npm run bench -- [--quick] [--only pgbench,open,isolation,scale,baseline-rss,http] [--seconds N]
  *                  [--systems gateway,pglite-socket,postgres] [--write-md] [--from-json FILE]
  *
  * Prints markdown tables, writes bench/results/<timestamp>.json, and with --write-md rewrites
@@ -17,8 +46,9 @@ import { BENCHMARK_NAMES, type BenchmarkName, type BenchResults } from './types.
 const USAGE = `usage: npm run bench -- [options]
   --quick                a few seconds per benchmark, 20 transactions per pgbench client
                          (checks the harness; numbers are not meaningful)
-  --only LIST            comma-separated subset of: ${BENCHMARK_NAMES.join(', ')}
+  --only LIST            comma-separated subset of: ${BENCHMARK_NAMES.join(', ')}, ${HTTP_BENCH}, ${TEMPLATE_BENCH}, ${DURABILITY_BENCH}, ${LOCAL_CACHE_BENCH}, ${ROUND_TRIP_BENCHES.join(', ')}
   --seconds N            seconds per pgbench run (default 20; --quick counts transactions instead)
+  --mix-seconds N        seconds of the multi-tenant mix (default 60; --quick 3)
   --systems LIST         comma-separated subset of: ${SYSTEM_KINDS.join(', ')}
   --write-md             also rewrite BENCHMARKS.md with these results
   --from-json FILE       measure nothing: print (and with --write-md, write) a saved results file
@@ -54,17 +84,65 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  let results: BenchResults;
+  // The HTTP front door's benchmark (bench/http-bench.ts) rides along in the same results file.
+  let results: BenchResults & {
+    http?: HttpBenchResults;
+    templates?: TemplateBenchResults;
+    durability?: DurabilityBenchResults;
+    localCache?: LocalCacheResults;
+  } & RoundTripResults;
   if (parsed.fromJson) {
     // Re-render a saved run (e.g. after the report format changed) without measuring again.
-    results = JSON.parse(await readFile(parsed.fromJson, 'utf8')) as BenchResults;
-    console.log(`\n${renderReport(results)}`);
+    results = JSON.parse(await readFile(parsed.fromJson, 'utf8')) as typeof results;
   } else {
     results = await runBenchmarks(parsed.options);
-    console.log(`\n${renderReport(results)}`);
-    console.error(`\nresults: ${await writeJson(results)}`);
+    if (parsed.http) {
+      const seconds = parsed.options.seconds ?? (parsed.options.quick ? 1 : 20);
+      results.http = await runHttpBench({ seconds, log: (m) => console.error(m) });
+    }
+    if (parsed.templates) {
+      const count = parsed.options.quick ? 20 : 200;
+      results.templates = await runTemplateBench({ count, log: (m) => console.error(m) });
+    }
+    if (parsed.durability) {
+      const seconds = parsed.options.seconds ?? (parsed.options.quick ? 1 : 20);
+      results.durability = await runDurabilityBench({
+        seconds,
+        quick: parsed.options.quick,
+        log: (m) => console.error(m),
+      });
+    }
+    if (parsed.localCache) {
+      const runs = parsed.options.quick ? 1 : 5;
+      results.localCache = await runLocalCacheBench({ runs, log: (m) => console.error(m) });
+    }
+    Object.assign(
+      results,
+      await runRoundTripBenches({
+        selected: parsed.selected,
+        quick: parsed.options.quick,
+        mixSeconds: parsed.mixSeconds,
+        log: (m) => console.error(m),
+      }),
+    );
   }
-  if (parsed.writeMd) console.error(`updated ${await writeBenchmarksMd(results)}`);
+  console.log(`\n${renderReport(results)}`);
+  if (results.http) console.log(`\n${renderHttpReport(results.http)}`);
+  if (results.templates) console.log(`\n${renderTemplateReport(results.templates)}`);
+  if (results.durability) console.log(`\n${renderDurabilityReport(results.durability)}`);
+  if (results.localCache) console.log(`\n${renderLocalCacheReport(results.localCache)}`);
+  const roundTrip = renderRoundTripBenches(results);
+  if (roundTrip) console.log(`\n${roundTrip}`);
+  if (!parsed.fromJson) console.error(`\nresults: ${await writeJson(results)}`);
+  if (parsed.writeMd) {
+    const file = await writeBenchmarksMd(results);
+    if (results.http) await appendHttpReport(file, results.http);
+    if (results.templates) await appendTemplateReport(file, results.templates);
+    if (results.durability) await appendDurabilityReport(file, results.durability);
+    if (results.localCache) await appendFile(file, `\n${renderLocalCacheReport(results.localCache)}\n`);
+    await appendRoundTripReport(file, results);
+    console.error(`updated ${file}`);
+  }
   return 0;
 }
 
@@ -74,6 +152,7 @@ function parse() {
       quick: { type: 'boolean', default: false },
       only: { type: 'string' },
       seconds: { type: 'string' },
+      'mix-seconds': { type: 'string' },
       systems: { type: 'string' },
       'write-md': { type: 'boolean', default: false },
       'from-json': { type: 'string' },
@@ -88,12 +167,35 @@ function parse() {
     if (!Number.isInteger(seconds) || seconds < 1)
       throw new UsageError('--seconds must be a positive integer');
   }
-  const only = list<BenchmarkName>(values.only, BENCHMARK_NAMES, '--only');
+  const mixSeconds = values['mix-seconds'] === undefined ? undefined : Number(values['mix-seconds']);
+  if (mixSeconds !== undefined && (!Number.isInteger(mixSeconds) || mixSeconds < 1))
+    throw new UsageError('--mix-seconds must be a positive integer');
+  const selected = list<string>(
+    values.only,
+    [
+      ...BENCHMARK_NAMES,
+      HTTP_BENCH,
+      TEMPLATE_BENCH,
+      DURABILITY_BENCH,
+      LOCAL_CACHE_BENCH,
+      ...ROUND_TRIP_BENCHES,
+    ],
+    '--only',
+  );
+  const only = selected?.filter((b): b is BenchmarkName =>
+    (BENCHMARK_NAMES as readonly string[]).includes(b),
+  );
   const systems = list<SystemKind>(values.systems, SYSTEM_KINDS, '--systems');
   return {
     help: values.help,
     fromJson: values['from-json'],
     writeMd: values['write-md'],
+    http: selected === undefined || selected.includes(HTTP_BENCH),
+    templates: selected === undefined || selected.includes(TEMPLATE_BENCH),
+    durability: selected === undefined || selected.includes(DURABILITY_BENCH),
+    localCache: selected === undefined || selected.includes(LOCAL_CACHE_BENCH),
+    selected,
+    mixSeconds,
     options: {
       quick: values.quick,
       ...(only ? { only } : {}),

@@ -1,7 +1,5 @@
-import { hostname, totalmem } from 'node:os';
 import path from 'node:path';
-import { z } from 'zod';
-import { parseBytes, parseDurationMs } from './units.js';
+import { type Env, EnvSchema } from './config-schema.js';
 
 /** S3 settings; every field falls back to the AWS SDK's own environment and config-file lookup. */
 export interface S3Settings {
@@ -34,165 +32,6 @@ export interface S3Settings {
  * local `./dbs`, embedded catalog, dev certificates generated into `./tls`.
  */
 
-const duration = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((v, ctx) => {
-      try {
-        return parseDurationMs(v);
-      } catch (e) {
-        ctx.addIssue({ code: 'custom', message: (e as Error).message });
-        return z.NEVER;
-      }
-    });
-
-const bytes = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((v, ctx) => {
-      try {
-        return parseBytes(v);
-      } catch (e) {
-        ctx.addIssue({ code: 'custom', message: (e as Error).message });
-        return z.NEVER;
-      }
-    });
-
-const int = (fallback: number, min = 0) => z.coerce.number().int().min(min).default(fallback);
-const optionalString = z
-  .string()
-  .optional()
-  .transform((v) => (v === '' ? undefined : v));
-
-/**
- * RAM, or the cgroup memory limit when one is lower (a container sees the host's RAM in
- * os.totalmem(); Node reports no limit as a huge number).
- */
-function memoryAvailable(): number {
-  const limit = process.constrainedMemory?.() ?? 0;
-  return limit > 0 && limit < totalmem() ? limit : totalmem();
-}
-
-const EnvSchema = z.object({
-  /** TCP port for Postgres clients; 0 picks a free port. */
-  PORT: int(5432),
-  /** Address the Postgres listener binds; default 127.0.0.1, or 0.0.0.0 with NODE_ENV=production. */
-  HOST: optionalString,
-  /** Databases are routed from SNI names `<id>.<WILDCARD_DOMAIN>`. */
-  WILDCARD_DOMAIN: z
-    .string()
-    .default('db.example.com')
-    .transform((v) => v.toLowerCase().replace(/^\*\./, '')),
-  /** require: TLS only; prefer: TLS or plaintext; disable: plaintext only (unsafe, local experiments). */
-  TLS_MODE: z.enum(['require', 'prefer', 'disable']).default('require'),
-  /** Directory for generated dev certificates (ca.pem, cert.pem, key.pem). */
-  TLS_DIR: z.string().default('tls'),
-  /** PEM certificate path; when unset, `TLS_DIR/cert.pem` (generated in dev if missing). */
-  TLS_CERT: optionalString,
-  /** PEM private key path; when unset, `TLS_DIR/key.pem` (generated in dev if missing). */
-  TLS_KEY: optionalString,
-  /** Root directory holding one PGDATA directory per database. */
-  DATA_DIR: z.string().default('dbs'),
-  /** Pre-initialised PGDATA copied to create databases; default `DATA_DIR/_template`. */
-  TEMPLATE_DIR: optionalString,
-  /** postgres:// URL of an external catalog; unset = embedded PGlite catalog in `DATA_DIR/_catalog`. */
-  CATALOG_URL: optionalString,
-  /** Durable copies of databases: unset (local only), file:///dir, or s3://bucket/prefix. */
-  ARCHIVE_URL: optionalString,
-  /** An open database written to is snapshotted to the archive this often; 0 = only on close. */
-  SNAPSHOT_INTERVAL: duration('60s'),
-  /** local | async | sync; default async with an archive, local without. */
-  DURABILITY: z.enum(['local', 'async', 'sync', '']).optional(),
-  /** WAL of an open database is shipped at least this often while it moves (async). */
-  WAL_SHIP_INTERVAL: duration('1s'),
-  /** Snapshot versions kept per database in the archive. */
-  KEEP_VERSIONS: int(10, 1),
-  /** Largest uploaded tarball (uncompressed) accepted by upload. */
-  MAX_UPLOAD_BYTES: bytes('100MB'),
-  /** S3 endpoint for MinIO/Tigris/s3rver (path-style is then used); unset = AWS. */
-  AWS_ENDPOINT_URL_S3: optionalString,
-  AWS_ENDPOINT_URL: optionalString,
-  AWS_REGION: optionalString,
-  AWS_DEFAULT_REGION: optionalString,
-  AWS_ACCESS_KEY_ID: optionalString,
-  AWS_SECRET_ACCESS_KEY: optionalString,
-  AWS_SESSION_TOKEN: optionalString,
-  /** HTTPS port for serverless drivers (SQL over HTTP at /sql, WebSocket); 0 picks a free port. */
-  HTTP_PORT: int(8443),
-  /** Address the HTTPS front door binds. */
-  HTTP_HOST: z.string().default('0.0.0.0'),
-  /** require: HTTPS and wss with the Postgres listener's certificate; disable: plain HTTP, loopback HTTP_HOST only. */
-  HTTP_TLS: z.enum(['require', 'disable']).default('require'),
-  /** Largest SQL-over-HTTP response; a larger one is answered with 507. */
-  MAX_HTTP_RESPONSE: bytes('10MB'),
-  /** Local admin HTTP API port (db commands, /healthz, /metrics); 0 picks a free port. */
-  ADMIN_PORT: int(5480),
-  /** Address the admin HTTP API binds; keep it on loopback unless ADMIN_TOKEN is set. */
-  ADMIN_HOST: z.string().default('127.0.0.1'),
-  /** Bearer token required by the admin HTTP API over TCP (the Unix socket relies on file mode). */
-  ADMIN_TOKEN: optionalString,
-  /** Seconds (or 500ms/2m) a connection may take to authenticate. */
-  LOGIN_TIMEOUT: duration('60s'),
-  /** Failed logins from one address, or against one database, before further attempts are delayed. */
-  AUTH_FAIL_THRESHOLD: int(5, 1),
-  /** Failed logins are forgotten once this long passes without another. */
-  AUTH_FAIL_WINDOW: duration('5m'),
-  /** Delay of the first throttled login attempt; it doubles with each further failure. */
-  AUTH_BASE_DELAY: duration('250ms'),
-  /** Longest delay of one throttled login attempt; 0 turns login throttling off. */
-  AUTH_MAX_DELAY: duration('10s'),
-  /** Shortest password accepted when one is set; generated passwords are at least this long. */
-  MIN_PASSWORD_LENGTH: z.coerce.number().int().min(1).max(1024).default(12),
-  /** Largest client message accepted after authentication. */
-  MAX_MESSAGE_SIZE: bytes('1GiB'),
-  /** Clients (active + queued) allowed per database; more get 53300. */
-  MAX_CLIENTS_PER_DB: int(100, 1),
-  /** How long a client may wait for its database before failing with 57014. */
-  QUERY_WAIT_TIMEOUT: duration('120s'),
-  /** transaction: clients share a database's session between transactions; session: one client holds it until it disconnects. */
-  POOL_MODE: z.enum(['transaction', 'session']).default('transaction'),
-  /** Named prepared statements kept per client (least recently used closed beyond). */
-  MAX_PREPARED_STATEMENTS: int(200, 1),
-  /** A statement running longer is interrupted (57014) by restarting its database's engine; 0 disables. */
-  STATEMENT_TIMEOUT: duration('0'),
-  /** A client idle inside a transaction for this long is terminated (25P03); 0 disables. */
-  IDLE_IN_TRANSACTION_TIMEOUT: duration('60s'),
-  /** A database without clients for this long is closed (its memory freed). */
-  IDLE_TIMEOUT: duration('5m'),
-  /** Ready-made copies of the template kept in DATA_DIR/_spare so creating a database is instant. */
-  SPARE_DATABASES: int(2),
-  /** Databases open at once; beyond it the least recently used idle one is closed. */
-  MAX_OPEN_DATABASES: int(100, 1),
-  /** Database workers kept prepared (PGlite loaded, Postgres not yet started) so an open is fast. */
-  WARM_ENGINES: int(2),
-  /** Postgres shared_buffers of each open database: resident memory per open database. */
-  SHARED_BUFFERS: bytes('2MiB').refine((v) => v >= 128 * 1024, 'must be at least 128KiB'),
-  /** Extensions databases may create: `all`, `none`, or names (and `all`) separated by commas. */
-  EXTENSIONS: z
-    .string()
-    .default('all')
-    .transform((v, ctx) => {
-      const names = [...new Set(v.split(',').map((n) => n.trim()))].filter((n) => n !== '' && n !== 'none');
-      const bad = names.filter((n) => !/^[a-z0-9_-]+$/.test(n));
-      if (bad.length > 0) ctx.addIssue({ code: 'custom', message: `not extension names: ${bad.join(', ')}` });
-      return names;
-    }),
-  /** on: commits reach the disk before they are acknowledged (engine/durable-fs.ts); off: the kernel's page cache only. */
-  FSYNC: z.enum(['on', 'off']).default('on'),
-  /** Process memory (RSS) above which idle databases are closed before another opens; 0 = no limit. */
-  MAX_MEMORY: bytes(String(Math.floor(memoryAvailable() * 0.8))),
-  /** How long shutdown waits for running transactions before closing connections. */
-  DRAIN_TIMEOUT: duration('30s'),
-  /** Identifies this node in logs and locks. */
-  NODE_ID: z.string().default(hostname()),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** Pretty logs for humans; default on when stdout is a terminal. */
-  LOG_PRETTY: z.enum(['true', 'false', '']).optional(),
-  NODE_ENV: z.string().default('development'),
-});
-
 /** Every environment variable the gateway reads (the README's configuration table lists exactly these). */
 export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.shape);
 
@@ -217,11 +56,21 @@ export type Config = Readonly<{
     url: string | undefined;
     s3: Readonly<S3Settings>;
     snapshotIntervalMs: number;
+    /** BASE_BACKUP_WAL in bytes (0 = bases by time only). */
+    baseBackupWalBytes: number;
+    /** MAX_WAL_BACKLOG in bytes (0 = unbounded). */
+    maxWalBacklogBytes: number;
     keepVersions: number;
     maxUploadBytes: number;
     /** local: no WAL shipping; async: every WAL_SHIP_INTERVAL; sync: before each commit is acknowledged. */
     durability: 'local' | 'async' | 'sync';
     walShipIntervalMs: number;
+    /** Embedded catalog: writer lease TTL (CATALOG_LEASE_TTL) and immediate takeover (CATALOG_TAKEOVER). */
+    catalogLeaseTtlMs: number;
+    catalogTakeover: boolean;
+    /** Local copies as a cache: idle time (LOCAL_EVICT_AFTER) and disk cap (LOCAL_DISK_MAX, 0 = none). */
+    localEvictAfterMs: number;
+    localDiskMaxBytes: number;
   }>;
   admin: Readonly<{ port: number; host: string; token: string | undefined; socketPath: string }>;
   /** The HTTPS front door (HTTP_*, MAX_HTTP_RESPONSE). */
@@ -230,6 +79,8 @@ export type Config = Readonly<{
   /** Login throttling (AUTH_*): see `gateway/auth-throttle.ts`. */
   auth: Readonly<{ failThreshold: number; failWindowMs: number; baseDelayMs: number; maxDelayMs: number }>;
   minPasswordLength: number;
+  /** METRICS_TOP_DBS: how many of the busiest databases get per-database metric series. */
+  metricsTopDatabases: number;
   maxMessageSize: number;
   maxClientsPerDb: number;
   queryWaitTimeoutMs: number;
@@ -249,11 +100,47 @@ export type Config = Readonly<{
   spareDatabases: number;
   maxMemoryBytes: number;
   nodeId: string;
+  /** Cluster mode (CLUSTER_*, LEASE_TTL); undefined when CLUSTER_ADDRESS is unset. */
+  cluster: ClusterSettings | undefined;
   log: Readonly<{ level: string; pretty: boolean }>;
   production: boolean;
 }>;
 
+export type ClusterSettings = Readonly<{
+  /** `host:port` peers dial (CLUSTER_ADDRESS). */
+  address: string;
+  /** Internal listener port (CLUSTER_PORT, default 5433); it binds HOST. */
+  port: number;
+  secret: string;
+  /** LEASE_TTL, default 10 s. */
+  leaseTtlMs: number;
+}>;
+
 export class ConfigError extends Error {}
+
+/** Cluster mode needs a shared catalog and archive, a named node and a secret: refuse otherwise. */
+function clusterSettings(e: Env, present: Record<string, unknown>): ClusterSettings | undefined {
+  if (!e.CLUSTER_ADDRESS) return undefined;
+  const problems: string[] = [];
+  if (!e.CATALOG_URL)
+    problems.push('CATALOG_URL: cluster mode (CLUSTER_ADDRESS) needs the shared PostgreSQL catalog');
+  if (!e.ARCHIVE_URL) problems.push('ARCHIVE_URL: cluster mode (CLUSTER_ADDRESS) needs the shared archive');
+  if (e.DURABILITY === 'local')
+    problems.push('DURABILITY: local keeps commits on one node; cluster mode needs async or sync');
+  if (present.NODE_ID === undefined) problems.push('NODE_ID: cluster mode needs a unique NODE_ID per node');
+  if (!e.CLUSTER_SECRET || e.CLUSTER_SECRET.length < 16)
+    problems.push('CLUSTER_SECRET: cluster mode needs a shared secret of at least 16 characters');
+  if (!/^[^\s:]+:\d{1,5}$/.test(e.CLUSTER_ADDRESS))
+    problems.push(`CLUSTER_ADDRESS: expected host:port, got ${e.CLUSTER_ADDRESS}`);
+  if (e.LEASE_TTL < 500) problems.push('LEASE_TTL: must be at least 500ms');
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  return Object.freeze({
+    address: e.CLUSTER_ADDRESS,
+    port: e.CLUSTER_PORT,
+    secret: e.CLUSTER_SECRET as string,
+    leaseTtlMs: e.LEASE_TTL,
+  });
+}
 
 export function loadConfig(
   env: Record<string, string | undefined> = process.env,
@@ -303,11 +190,19 @@ export function loadConfig(
         secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
         sessionToken: e.AWS_SESSION_TOKEN,
       }),
-      snapshotIntervalMs: e.SNAPSHOT_INTERVAL,
+      snapshotIntervalMs:
+        e.SNAPSHOT_INTERVAL ??
+        ((e.DURABILITY || (e.ARCHIVE_URL ? 'async' : 'local')) === 'local' ? 60_000 : 0),
+      baseBackupWalBytes: e.BASE_BACKUP_WAL,
+      maxWalBacklogBytes: e.MAX_WAL_BACKLOG,
       keepVersions: e.KEEP_VERSIONS,
       maxUploadBytes: e.MAX_UPLOAD_BYTES,
       durability: e.DURABILITY || (e.ARCHIVE_URL ? 'async' : 'local'),
       walShipIntervalMs: Math.max(e.WAL_SHIP_INTERVAL, 10),
+      catalogLeaseTtlMs: Math.max(e.CATALOG_LEASE_TTL, 300),
+      catalogTakeover: e.CATALOG_TAKEOVER === 'true',
+      localEvictAfterMs: e.LOCAL_EVICT_AFTER,
+      localDiskMaxBytes: e.LOCAL_DISK_MAX,
     }),
     admin: Object.freeze({
       port: e.ADMIN_PORT,
@@ -329,6 +224,7 @@ export function loadConfig(
       maxDelayMs: e.AUTH_MAX_DELAY,
     }),
     minPasswordLength: e.MIN_PASSWORD_LENGTH,
+    metricsTopDatabases: e.METRICS_TOP_DBS,
     maxMessageSize: e.MAX_MESSAGE_SIZE,
     maxClientsPerDb: e.MAX_CLIENTS_PER_DB,
     queryWaitTimeoutMs: e.QUERY_WAIT_TIMEOUT,
@@ -346,6 +242,7 @@ export function loadConfig(
     spareDatabases: e.SPARE_DATABASES,
     maxMemoryBytes: e.MAX_MEMORY,
     nodeId: e.NODE_ID,
+    cluster: clusterSettings(e, present),
     log: Object.freeze({
       level: e.LOG_LEVEL,
       pretty:

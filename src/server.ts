@@ -1,13 +1,15 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { connectionDefaults } from './admin/connection-info.js';
 import { DatabaseManager } from './admin/service.js';
-import { type Catalog, openCatalog } from './catalog/index.js';
+import { TemplateManager } from './admin/templates.js';
+import type { Catalog } from './catalog/index.js';
+import { Cluster } from './cluster/cluster.js';
 import type { Config } from './config.js';
-import { Archiving } from './databases/archiving.js';
+import { NodeActivity } from './databases/activity.js';
+import { LocalCache } from './databases/local-cache.js';
 import { DatabaseRegistry } from './databases/registry.js';
-import { WalShipping } from './databases/wal-shipping.js';
 import { postgresSettings } from './engine/engine.js';
 import { EngineHost } from './engine/engine-host.js';
 import { ScramLookup } from './gateway/auth.js';
@@ -20,13 +22,8 @@ import { startFrontDoor } from './http/front-door.js';
 import { startAdmin } from './http/server.js';
 import { databasePath } from './ids.js';
 import type { Logger } from './log.js';
-import { acquireDataDirLock } from './pgdata/dir-lock.js';
+import { openArchiving, openNodeBase } from './node-base.js';
 import { TemplateSpares } from './pgdata/spares.js';
-import { readPgDataIdentity } from './pgdata/tarball.js';
-import { ensureTemplate } from './pgdata/template.js';
-import { openArchive } from './storage/open-archive.js';
-import { Snapshots } from './storage/snapshots.js';
-import { WalObjects } from './storage/wal-objects.js';
 
 /** A running node: the Postgres listener plus what it needs. Used by `serve` and by tests. */
 export interface RunningServer {
@@ -40,85 +37,53 @@ export interface RunningServer {
   listener: GatewayListener;
   /** The database workers: their fsync counts (FSYNC), warm pool. */
   engines: EngineHost;
+  /** Cluster mode (CLUSTER_ADDRESS); undefined on a single node. */
+  cluster: Cluster | undefined;
   /** Graceful: stop accepting, drain, close every database, release the data directory. */
   close(): Promise<void>;
   /** Makes a running (or coming) `close()` end its clients now instead of draining; databases still close. */
   endDrain(): void;
 }
 
-/**
- * What every way of running a node over a data directory needs, the server and the CLI's local
- * mode alike: the data-directory lock, the template, the catalog and the archive's versions.
- * `close()` releases them in reverse order.
- */
-export interface NodeBase {
-  catalog: Catalog;
-  /** The archive's versions; undefined without ARCHIVE_URL. */
-  snapshots: Snapshots | undefined;
-  /** Shipped WAL in the archive; undefined without ARCHIVE_URL. */
-  wal: WalObjects | undefined;
-  describeArchive: string | undefined;
-  close(): Promise<void>;
-}
-
-export async function openNodeBase(
-  config: Config,
-  logger: Logger,
-  opts: { storageLogger?: Logger } = {},
-): Promise<NodeBase> {
-  await mkdir(config.dataDir, { recursive: true });
-  const lock = await acquireDataDirLock(config.dataDir, config.nodeId);
-  const cleanups: (() => Promise<void>)[] = [() => lock.release()];
-  const close = async () => {
-    for (const fn of cleanups.reverse())
-      await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
-  };
-  try {
-    await ensureTemplate(config.templateDir);
-    const catalog = await openCatalog({
-      url: config.catalogUrl,
-      dir: path.join(config.dataDir, '_catalog'),
-      templateDir: config.templateDir,
-      onError: (err) => logger.error({ err }, 'catalog connection error'),
-    });
-    cleanups.push(() => catalog.close());
-    const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
-    if (archive) cleanups.push(() => archive.close());
-    const wal = archive
-      ? new WalObjects({ archive, catalog, logger: opts.storageLogger ?? logger.child({ mod: 'wal' }) })
-      : undefined;
-    const snapshots = archive
-      ? new Snapshots({
-          archive,
-          catalog,
-          workDir: path.join(config.dataDir, '.storage'),
-          logger: opts.storageLogger ?? logger.child({ mod: 'storage' }),
-          keepVersions: config.archive.keepVersions,
-          expect: await readPgDataIdentity(config.templateDir),
-          wal,
-        })
-      : undefined;
-    return { catalog, snapshots, wal, describeArchive: archive?.describe(), close };
-  } catch (err) {
-    await close();
-    throw err;
-  }
-}
-
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   const secureContext = await loadSecureContext(config, logger);
-  const base = await openNodeBase(config, logger);
+  // Cluster mode: built first because the archive writers record through its fence.
+  let registryRef: DatabaseRegistry | undefined;
+  const cluster =
+    config.cluster && config.catalogUrl
+      ? new Cluster({
+          settings: config.cluster,
+          nodeId: config.nodeId,
+          catalogUrl: config.catalogUrl,
+          logger,
+          openDatabases: () => registryRef?.openCount ?? 0,
+          closeDatabase: (id) => registryRef?.close(id) ?? Promise.resolve(),
+          dataDirOf: (id) => databasePath(config.dataDir, id),
+        })
+      : undefined;
+  const base = await openNodeBase(config, logger, { archiveCatalog: cluster?.fence }).catch(async (err) => {
+    await cluster?.stop();
+    throw err;
+  });
   const cleanups: (() => Promise<void>)[] = [() => base.close()];
+  // Runs after every database closed and released (cleanups run in reverse).
+  if (cluster) cleanups.push(() => cluster.stop());
   const cleanup = async () => {
     for (const fn of cleanups.reverse())
       await fn().catch((err) => logger.error({ err }, 'shutdown step failed'));
   };
   try {
     const catalog = base.catalog;
-    const archiving = await openArchiving(config, base, logger);
+    // Counted by the registry, the pooler and archiving; read by /metrics and the live stats.
+    const activity = new NodeActivity();
+    const archiving = await openArchiving(config, base, logger, activity);
     const engines = new EngineHost({
       warm: config.warmEngines,
-      settings: postgresSettings(config.sharedBuffersBytes),
+      settings: [
+        ...postgresSettings(config.sharedBuffersBytes),
+        // The slot WAL shipping pins unshipped WAL with must not keep WAL once nothing ships it.
+        ...(config.archive.durability === 'local' ? ['max_slot_wal_keep_size=0'] : []),
+      ],
       fsync: config.fsync,
       extensions: config.extensions,
       logger,
@@ -134,18 +99,61 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       maxOpenDatabases: config.maxOpenDatabases,
       maxMemoryBytes: config.maxMemoryBytes,
       logger,
+      activity,
       ...(archiving
-        ? { materialize: archiving.archiving.materialize, afterClose: archiving.archiving.afterClose }
+        ? {
+            // Cluster mode: claimed before it opens, released once closed (WAL shipped, snapshot taken).
+            materialize: cluster
+              ? cluster.node.wrapMaterialize(archiving.archiving.materialize)
+              : archiving.archiving.materialize,
+            afterClose: cluster
+              ? async (id: string, dir: string, written: boolean) => {
+                  await archiving.archiving.afterClose(id, dir, written);
+                  await cluster.node.release(id);
+                }
+              : archiving.archiving.afterClose,
+          }
         : {}),
-      ...(archiving?.shipping
-        ? { onOpen: archiving.shipping.onOpen, beforeClose: archiving.shipping.beforeClose }
-        : {}),
+      ...(archiving?.shipping ? { beforeClose: archiving.shipping.beforeClose } : {}),
+      // WAL shipping first (it ships what a migration writes), then the template migration (issue 18),
+      // which never fails the open: a database whose migration failed stays usable at its version.
+      onOpen: async (db) => {
+        await archiving?.shipping?.onOpen(db);
+        await templates.migrateOpen(db).catch((err: unknown) => {
+          logger.error({ err, db: db.id }, 'could not check the template version of a database');
+        });
+      },
     });
+    const templates: TemplateManager = new TemplateManager({
+      catalog,
+      baseDir: config.templateDir,
+      templatesDir: path.join(config.dataDir, '_templates'),
+      registry,
+      engines,
+      logger,
+      spares: config.spareDatabases,
+    });
+    cleanups.push(() => templates.idle());
     cleanups.push(() => registry.closeAll());
+    registryRef = registry;
+    await cluster?.start();
     archiving?.archiving.start(registry);
     if (archiving) cleanups.push(() => archiving.archiving.stop());
     archiving?.shipping?.start(registry);
     if (archiving?.shipping) cleanups.push(() => archiving.shipping?.stop() ?? Promise.resolve());
+    if (archiving) {
+      // With an archive, local copies are a cache (LOCAL_EVICT_AFTER, LOCAL_DISK_MAX).
+      const cache = new LocalCache({
+        dataDir: config.dataDir,
+        evictAfterMs: config.archive.localEvictAfterMs,
+        diskMaxBytes: config.archive.localDiskMaxBytes,
+        whileUnused: (id, fn) => registry.whileUnused(id, fn),
+        logger: logger.child({ mod: 'local-cache' }),
+      });
+      archiving.archiving.onClosed = () => cache.nudge();
+      cache.start();
+      cleanups.push(() => cache.stop());
+    }
     const spares = new TemplateSpares(
       config.templateDir,
       path.join(config.dataDir, '_spare'),
@@ -162,6 +170,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       dataDir: config.dataDir,
       templateDir: config.templateDir,
       minPasswordLength: config.minPasswordLength,
+      templates,
     });
     const authThrottle = new AuthThrottle({
       threshold: config.auth.failThreshold,
@@ -189,11 +198,22 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         registry,
         cancelKeys,
         logger,
+        cluster,
       },
       logger,
     );
     const port = await listener.listen(config.port, config.host);
     cleanups.push(() => listener.close(config.drainTimeoutMs));
+    if (cluster) {
+      const clusterPort = await cluster.listen(config.host, {
+        adoptSession: (socket, hello, pipelined) =>
+          listener.adopt(socket, { db: hello.db, user: hello.user, params: hello.params, pipelined }),
+        cancel: (hello) => void cancelKeys.cancel(hello.processId, hello.secretKey),
+      });
+      // Cleanups run in reverse: forwarded sessions stop arriving before the listener drains.
+      cleanups.push(() => cluster.closeListener());
+      logger.info({ clusterPort, address: config.cluster?.address, node: config.nodeId }, 'cluster mode');
+    }
     const frontDoor = await startFrontDoor({
       host: config.http.host,
       port: config.http.port,
@@ -221,14 +241,22 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (!config.admin.token && !isLoopback(config.admin.host)) {
       logger.warn({ host: config.admin.host }, 'admin API listens beyond loopback without ADMIN_TOKEN');
     }
+    const adminStopping = new AbortController();
     const admin = await startAdmin({
       app: createAdminApp({
+        stopping: adminStopping.signal,
         manager,
+        templates,
         registry,
         listener,
         authThrottle,
         logger,
         metrics: new Registry(),
+        topDatabases: config.metricsTopDatabases,
+        nodeId: config.nodeId,
+        engines,
+        walShipping: archiving?.shipping,
+        cluster,
         token: config.admin.token,
         maxUploadBytes: config.archive.maxUploadBytes,
         connection: connectionDefaults(config, port),
@@ -239,7 +267,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       logger,
     });
     // Cleanups run in reverse: the admin API stops first.
-    cleanups.push(() => admin.close());
+    cleanups.push(() => {
+      adminStopping.abort();
+      return admin.close();
+    });
     logger.info(
       { port, adminPort: admin.port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode },
       'listening',
@@ -257,6 +288,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       manager,
       listener,
       engines,
+      cluster,
       close: cleanup,
       endDrain,
     };
@@ -279,33 +311,4 @@ async function readCertificate(config: Config, logger: Logger): Promise<{ cert: 
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
-}
-
-/** Write-back of databases to the archive (ARCHIVE_URL); undefined when local only. */
-async function openArchiving(config: Config, base: NodeBase, logger: Logger) {
-  const snapshots = base.snapshots;
-  if (!snapshots) return undefined;
-  await snapshots.cleanup(config.dataDir);
-  const dataDirOf = (id: string) => databasePath(config.dataDir, id);
-  const archiving = new Archiving({
-    snapshots,
-    dataDirOf,
-    intervalMs: config.archive.snapshotIntervalMs,
-    logger,
-    wal: base.wal,
-  });
-  const durability = config.archive.durability;
-  const shipping =
-    base.wal && durability !== 'local'
-      ? new WalShipping({
-          wal: base.wal,
-          mode: durability,
-          intervalMs: config.archive.walShipIntervalMs,
-          waitTimeoutMs: config.queryWaitTimeoutMs,
-          dataDirOf,
-          logger,
-        })
-      : undefined;
-  logger.info({ archive: base.describeArchive, durability }, 'archive enabled');
-  return { snapshots, archiving, shipping };
 }
