@@ -18,6 +18,7 @@ import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
 import { loadSecureContext } from './gateway/tls.js';
 import { createAdminApp } from './http/app.js';
+import { FaultControl } from './http/fault-control.js';
 import { startFrontDoor } from './http/front-door.js';
 import { startAdmin } from './http/server.js';
 import { databasePath } from './ids.js';
@@ -162,6 +163,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     );
     await spares.start();
     cleanups.push(() => spares.idle());
+    // A fetch from the archive writes over a spare: rewriting files is far cheaper than creating them.
+    if (base.snapshots) base.snapshots.seed = (dir) => spares.takeReady(dir);
     const manager = new DatabaseManager({
       catalog,
       registry,
@@ -257,6 +260,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         engines,
         walShipping: archiving?.shipping,
         cluster,
+        // Test and development runs with a fault harness only (config.ts refuses it in production).
+        faults: config.faultControlUrl ? new FaultControl(config.faultControlUrl) : undefined,
         token: config.admin.token,
         maxUploadBytes: config.archive.maxUploadBytes,
         connection: connectionDefaults(config, port),

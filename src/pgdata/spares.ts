@@ -43,6 +43,24 @@ export class TemplateSpares {
     this.refill();
   }
 
+  /** Moves a ready spare to `dest` (which must not exist) if there is one; never copies. */
+  async takeReady(dest: string): Promise<boolean> {
+    const [spare] = (await readdir(this.spareDir).catch(() => [] as string[])).filter(
+      (n) => !n.includes('.tmp-'),
+    );
+    if (!spare) return false;
+    try {
+      await rename(path.join(this.spareDir, spare), dest);
+      return true;
+    } catch (err) {
+      // Taken by a concurrent create or fetch.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    } finally {
+      this.refill();
+    }
+  }
+
   /** Waits for background refills (tests, shutdown). */
   async idle(): Promise<void> {
     while (this.refilling) await this.refilling;

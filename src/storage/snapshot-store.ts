@@ -70,6 +70,11 @@ export abstract class SnapshotStore {
   /** Per-database chain serialising writes (snapshot, restore, upload, clone target). */
   protected readonly writes = new KeyedChain();
   protected readonly objects: VersionObjects;
+  /**
+   * Where a fetch gets a ready-made copy of the template to write the version over (see
+   * `ExtractOptions.seed`); set by the server once its spare directories exist.
+   */
+  seed: ((dir: string) => Promise<boolean>) | undefined;
 
   constructor(protected readonly opts: SnapshotsOptions) {
     this.archive = opts.archive;
@@ -240,6 +245,7 @@ export abstract class SnapshotStore {
           maxBytes: NO_SIZE_LIMIT,
           sha256: record.sha256,
           ...this.extractOptions(),
+          ...(this.seed ? { seed: this.seed } : {}),
         });
       } catch (err) {
         if (attempt + 1 >= attempts || err instanceof ArchiveNotFoundError) throw err;
