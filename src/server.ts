@@ -235,6 +235,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         maxResponseBytes: config.http.maxResponseBytes,
         maxRequestBytes: MAX_HTTP_REQUEST_BYTES,
         logger,
+        cluster,
       },
       // WebSocket clients: TLS is the wss layer, so no SSLRequest is expected inside.
       connection: { ...listener.deps, tlsMode: 'disable' },
@@ -277,7 +278,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       return admin.close();
     });
     logger.info(
-      { port, adminPort: admin.port, host: config.host, dataDir: config.dataDir, tls: config.tls.mode },
+      {
+        port,
+        adminPort: admin.port,
+        httpPort: frontDoor.port,
+        host: config.host,
+        dataDir: config.dataDir,
+        tls: config.tls.mode,
+      },
       'listening',
     );
     const endDrain = () => {

@@ -28,6 +28,12 @@ export interface ClusterHooks {
   ): Promise<void>;
   /** A CancelRequest for a key this node does not know: every live peer gets it. */
   cancelElsewhere(processId: number, secretKey: number): void;
+  /** An authenticated session on the owner, for front doors that speak the protocol themselves. */
+  dialOwner(
+    target: Target & { kind: 'forward' },
+    session: Omit<ForwardedSession, 'pipelined'>,
+    log: Logger,
+  ): Promise<{ socket: Socket; rest: Buffer }>;
 }
 
 export interface ForwardedSession {
@@ -130,6 +136,21 @@ export class Cluster implements ClusterHooks {
    * elsewhere, so the client waits about LEASE_TTL instead of failing.
    */
   async forward(client: Socket, first: Target & { kind: 'forward' }, session: ForwardedSession, log: Logger) {
+    const { socket, rest } = await this.dialOwner(first, session, log, () => client.destroyed);
+    return relay(client, socket, rest, session.pipelined, log);
+  }
+
+  /**
+   * An authenticated session on the database's owner, as a socket speaking the Postgres protocol
+   * from just after authentication (the SQL-over-HTTP front door runs its unit over it). Throws
+   * `LocalAfterAll` when, meanwhile, this node became the one to serve it.
+   */
+  async dialOwner(
+    first: Target & { kind: 'forward' },
+    session: Omit<ForwardedSession, 'pipelined'>,
+    log: Logger,
+    abandoned: () => boolean = () => false,
+  ): Promise<{ socket: Socket; rest: Buffer }> {
     const deadline = performance.now() + this.opts.settings.leaseTtlMs * 2 + 2000;
     let target: Target = first;
     for (let attempt = 0; ; attempt++) {
@@ -142,14 +163,14 @@ export class Cluster implements ClusterHooks {
         params: session.params,
       };
       try {
-        const { socket, rest } = await dialPeer(target.address, this.opts.settings.secret, hello);
+        const dialed = await dialPeer(target.address, this.opts.settings.secret, hello);
         this.node.stats.forwardedSessions++;
         log.info({ owner: target.nodeId }, 'client forwarded to the owner');
-        return await relay(client, socket, rest, session.pipelined, log);
+        return dialed;
       } catch (err) {
         const retryable =
           err instanceof PeerUnreachableError || (err instanceof PeerRefusedError && err.reply.retry);
-        if (!retryable || client.destroyed || performance.now() > deadline || attempt > 100) {
+        if (!retryable || abandoned() || performance.now() > deadline || attempt > 100) {
           if (err instanceof PeerRefusedError) throw errors.databaseUnavailable(session.db);
           throw err instanceof PeerUnreachableError ? errors.databaseUnavailable(session.db) : err;
         }

@@ -21,6 +21,8 @@ export interface UnitDeps extends PoolLimits {
   registry: DatabaseRegistry;
   poolMode: 'transaction' | 'session';
   logger: Logger;
+  /** Cluster mode: a reply goes out only while this node provably owns the database. */
+  mayAcknowledge?: ((id: string) => boolean) | undefined;
 }
 
 /** The reply outgrew the response limit (MAX_HTTP_RESPONSE): answered with 507. */
@@ -81,6 +83,10 @@ async function run(
     port: {
       write: (data) => {
         if (failure) return undefined;
+        if (deps.mayAcknowledge && !deps.mayAcknowledge(opts.id)) {
+          fail(errors.databaseUnavailable(opts.id));
+          return undefined;
+        }
         try {
           for (const msg of framer.push(data)) reader.push(msg);
         } catch {

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { z } from 'zod';
+import { type ClusterHooks, LocalAfterAll } from '../cluster/cluster.js';
 import { GatewayError } from '../errors.js';
 import type { ScramLookup } from '../gateway/auth.js';
 import type { AuthThrottle } from '../gateway/auth-throttle.js';
@@ -14,7 +15,8 @@ import {
   requestMessages,
   resultJson,
 } from '../wire/sql-over-http.js';
-import { ResponseTooLarge, runUnit, type UnitDeps } from './session-unit.js';
+import { runRemoteUnit } from './remote-unit.js';
+import { ResponseTooLarge, runUnit, type UnitDeps, type UnitRun } from './session-unit.js';
 
 /**
  * `POST /sql` as the Neon serverless driver sends it: the connection string in a header, one
@@ -29,6 +31,8 @@ export interface SqlOverHttpDeps extends UnitDeps {
   maxResponseBytes: number;
   /** Largest request body; a longer one is refused with 413 before it is parsed. */
   maxRequestBytes: number;
+  /** Cluster mode: a database owned by another node runs its unit there. */
+  cluster?: ClusterHooks | undefined;
 }
 
 export const CORS_HEADERS: Readonly<Record<string, string>> = {
@@ -213,7 +217,7 @@ export async function handleSql(
           deferrable: flag(req, 'neon-batch-deferrable'),
         })
       : undefined;
-    const unit = runUnit(deps, {
+    const unit = await startUnit(deps, {
       id: route.id,
       user: conn.user,
       messages: requestMessages(queries, begin),
@@ -242,3 +246,31 @@ export async function handleSql(
 }
 
 const emptyResult = { command: null, rowCount: null, fields: [], rows: [] };
+
+/** Runs the unit here, or in cluster mode on the database's owner when that is another node. */
+async function startUnit(
+  deps: SqlOverHttpDeps,
+  opts: { id: string; user: string; messages: Buffer[]; maxResponseBytes: number; logger: Logger },
+): Promise<UnitRun> {
+  const cluster = deps.cluster;
+  if (!cluster) return runUnit(deps, opts);
+  const local = () => runUnit({ ...deps, mayAcknowledge: (id) => cluster.mayAcknowledge(id) }, opts);
+  const target = await cluster.route(opts.id);
+  if (target.kind !== 'forward') return local();
+  const forwarded = runRemoteUnit({
+    ...opts,
+    dial: () => cluster.dialOwner(target, { db: opts.id, user: opts.user, params: {} }, opts.logger),
+    cancelKey: (processId, secretKey) => cluster.cancelElsewhere(processId, secretKey),
+  });
+  // The owner may have gone while routing: this node then serves the database itself.
+  let cancel = forwarded.cancel;
+  return {
+    cancel: () => cancel(),
+    reply: forwarded.reply.catch((err: unknown) => {
+      if (!(err instanceof LocalAfterAll)) throw err;
+      const here = local();
+      cancel = here.cancel;
+      return here.reply;
+    }),
+  };
+}
