@@ -65,6 +65,10 @@ export interface DbOps {
     opts: { create?: boolean; username?: string },
     onProgress?: (sent: number, total: number) => void,
   ): Promise<UploadedJson>;
+  /** Cluster mode, on the owner's running server: hands the database to `node` (`db move`). */
+  move(id: string, node: string): Promise<{ database: string; owner: string; generation: string }>;
+  /** Cluster mode, on a running server: hands all its databases to other nodes (`node drain`). */
+  drain(): Promise<{ node: string; databases: { database: string; owner?: string; error?: string }[] }>;
   close(): Promise<void>;
 }
 
@@ -235,6 +239,8 @@ export function remoteOps(socketPath: string, holderPid: number): DbOps {
     templateTypes: async (name) =>
       (await call<{ typescript: string }>('GET', `${tpl(name)}/types`)).typescript,
     types: async (id) => (await call<{ typescript: string }>('GET', `${db(id)}/types`)).typescript,
+    move: (id, node) => call('POST', '/v1/cluster/move', { database: id, node }, LONG_TIMEOUT_MS),
+    drain: () => call('POST', '/v1/cluster/drain', undefined, LONG_TIMEOUT_MS),
     migrate: (id) => call<MigrationResultJson>('POST', `${db(id)}/migrate`, undefined, LONG_TIMEOUT_MS),
     create: (id, opts) => call<CreatedDatabaseJson>('POST', '/v1/databases', { id, ...opts }),
     list: async () => (await call<{ databases: DatabaseJson[] }>('GET', '/v1/databases')).databases,

@@ -7,6 +7,7 @@ import { errors } from '../errors.js';
 import { isValidDatabaseId } from '../ids.js';
 import { DataDirLockedError, readLockHolder } from '../pgdata/dir-lock.js';
 import { type DbOps, type Progress, remoteOps } from './admin-client.js';
+import { runClusterCommand } from './cluster.js';
 import { runTemplateCommand, TemplateUsageError } from './templates.js';
 import { COMMAND_HELP, COMMANDS, type Command, HELP_OPTION, USAGE } from './usage.js';
 
@@ -31,7 +32,7 @@ function parseCommandLine(argv: string[]): Parsed {
   const [first, second] = argv;
   if (first === undefined) return { command: 'usage', values: {}, positionals: [] };
   if (first === '-h' || first === '--help') return { command: 'help', values: {}, positionals: [] };
-  const grouped = first === 'db' || first === 'template';
+  const grouped = first === 'db' || first === 'template' || first === 'node';
   const name = grouped ? `${first} ${second ?? ''}` : first;
   if (grouped && (second === '-h' || second === '--help')) {
     return { command: 'help', values: {}, positionals: [] };
@@ -41,10 +42,12 @@ function parseCommandLine(argv: string[]): Parsed {
       throw new UsageError(
         `${second ? `unknown template command "${second}"` : 'template needs a command'}: create, list, delete, update, migrate, types`,
       );
+    if (first === 'node')
+      throw new UsageError(`${second ? `unknown node command "${second}"` : 'node needs a command'}: drain`);
     if (first !== 'db') throw new UsageError(`unknown command "${first}"`);
     throw new UsageError(
       `${second ? `unknown db command "${second}"` : 'db needs a command'}: ` +
-        'create, list, delete, set, passwd, versions, restore, clone, types',
+        'create, list, delete, set, passwd, versions, restore, clone, types, move',
     );
   }
   const command = name as Command;
@@ -160,7 +163,12 @@ function progressReporter(): { progress: Progress; done(): void } {
 
 async function runDb(command: Command, values: Parsed['values'], positionals: string[]): Promise<void> {
   const [id, second] = positionals;
-  const ids = command.startsWith('template ') ? [] : command === 'db clone' ? [id, second] : [id];
+  const ids =
+    command.startsWith('template ') || command === 'node drain'
+      ? []
+      : command === 'db clone'
+        ? [id, second]
+        : [id];
   for (const each of ids) {
     if (each !== undefined && !isValidDatabaseId(each)) {
       throw new Error(`invalid database id "${each}": ${errors.invalidDatabaseId().hint}`);
@@ -177,6 +185,10 @@ async function runDb(command: Command, values: Parsed['values'], positionals: st
   };
   const ops = await openOps(loadConfig());
   try {
+    if (command === 'db move' || command === 'node drain') {
+      await runClusterCommand(command, positionals, ops);
+      return;
+    }
     if (command.startsWith('template ') || command === 'db types') {
       await runTemplateCommand(command, values, positionals, ops).catch((err: unknown) => {
         throw err instanceof TemplateUsageError ? new UsageError(err.message) : err;

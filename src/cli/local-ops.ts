@@ -11,6 +11,9 @@ import type { Config } from '../config.js';
 import { openNodeBase } from '../node-base.js';
 import type { DbOps } from './admin-client.js';
 
+const NEEDS_CLUSTER_SERVER =
+  'db move and node drain need the running server of a cluster node (CLUSTER_ADDRESS set) on this DATA_DIR';
+
 /**
  * The `db` commands when no server runs: this process takes the data-directory lock (so a server
  * starting meanwhile fails instead of opening the catalog twice), opens the catalog, and works
@@ -48,6 +51,8 @@ export async function openLocalOps(config: Config): Promise<DbOps> {
       // Both read or migrate an open database: they need the running server.
       types: (id) => manager.types(id),
       migrate: (id) => manager.migrate(id),
+      move: () => Promise.reject(new Error(NEEDS_CLUSTER_SERVER)),
+      drain: () => Promise.reject(new Error(NEEDS_CLUSTER_SERVER)),
       create: async (id, opts) => {
         const created = await manager.create(id, opts);
         const { database, username, password } = created;

@@ -43,6 +43,8 @@ export const COMMANDS = {
   },
   upload: { options: { create: { type: 'boolean' }, user: { type: 'string' } }, args: ['id', 'file'] },
   certs: { options: { force: { type: 'boolean' } }, args: [] },
+  'db move': { options: {}, args: ['id', 'node'] },
+  'node drain': { options: {}, args: [] },
   'template create': { options: { sql: { type: 'string' } }, args: ['name'] },
   'template list': { options: {}, args: [] },
   'template delete': { options: {}, args: ['name'] },
@@ -75,6 +77,8 @@ commands:
                                           install a PGDATA tarball (PGlite dumpDataDir(), .tar.gz or
                                           .tar) as the database; --create makes a new database with a
                                           generated password, otherwise its credentials stay
+  db move <id> <node>                     cluster mode: hand a database this node owns to node <node>
+  node drain                              cluster mode: hand every database of this node to the others
   certs [--force]                         generate dev TLS certificates into TLS_DIR for *.WILDCARD_DOMAIN
   template create <name> --sql FILE       a template databases are made from: its SQL, built once
   template list                           list templates: version, databases made from each
@@ -203,6 +207,22 @@ disconnected and its credentials stay.`,
 Database interface with Row, Insert and Update per table, typed as node-postgres returns values).`,
     ['--out FILE        write it to FILE instead of stdout'],
     'Needs a running server (the types are read from the open database).',
+  ),
+  'db move': help(
+    'db move <id> <node>',
+    `Cluster mode: hands database <id>, owned by this node, to the live node <node> (its NODE_ID).
+Its clients are ended (they reconnect and are forwarded), its last WAL shipped and a snapshot
+taken, then <node> claims it with the next generation and opens it from the archive.`,
+    [],
+    'Needs the running server of the owning node (through DATA_DIR/admin.sock).',
+  ),
+  'node drain': help(
+    'node drain',
+    `Cluster mode: this node takes no new databases and hands each one it owns to the node
+rendezvous hashing prefers among the other live nodes, as db move does; prints where each went.
+A restart of the node ends the draining state.`,
+    [],
+    'Needs the running server of the node (through DATA_DIR/admin.sock).',
   ),
   'template create': help(
     'template create <name> --sql FILE',

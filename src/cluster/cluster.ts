@@ -10,6 +10,7 @@ import { dialPeer, PeerRefusedError, PeerUnreachableError, relay } from './forwa
 import type { Hello } from './hello.js';
 import { ClusterNode, type Target } from './node.js';
 import { type PeerHandlers, PeerListener } from './peer-listener.js';
+import { rendezvousOwner } from './rendezvous.js';
 
 export { ClusterNode, type Target };
 
@@ -200,6 +201,30 @@ export class Cluster implements ClusterHooks {
       );
     if (target === this.opts.nodeId) return this.placed(id);
     return this.node.handingOver(id, () => this.handOver(id, node.address, target));
+  }
+
+  /**
+   * `node drain`: this node takes no new databases (its heartbeat says so) and hands every database
+   * it owns to the node rendezvous hashing prefers among the other live, non-draining nodes, one
+   * after another, each as `move` does. A restart ends the draining state.
+   */
+  async drain(): Promise<{ database: string; owner?: string; error?: string }[]> {
+    this.node.setDraining();
+    const others = (await this.coordination.nodes()).filter(
+      (n) => n.alive && !n.draining && n.id !== this.opts.nodeId,
+    );
+    if (others.length === 0) throw new MoveError('no other live node to take the databases', 'conflict');
+    const ids = others.map((n) => n.id);
+    const outcomes: { database: string; owner?: string; error?: string }[] = [];
+    for (const { id } of this.node.ownedDatabases()) {
+      const target = rendezvousOwner(id, ids) as string;
+      try {
+        outcomes.push({ database: id, owner: (await this.move(id, target)).owner });
+      } catch (err) {
+        outcomes.push({ database: id, error: (err as Error).message });
+      }
+    }
+    return outcomes;
   }
 
   private async handOver(id: string, address: string, target: string) {

@@ -15,6 +15,22 @@ const P = 'pglite_gateway_cluster_';
 
 const MoveBody = z.strictObject({ database: z.string(), node: z.string() });
 
+/**
+ * `db move` on this node, the database's owner: 404 for an unknown or dead target node, 409 when
+ * this node does not own the database (or it changed owner meanwhile). POST /v1/cluster/move and
+ * the dashboard's move (POST /v1/databases/:id/move) both run it.
+ */
+export async function moveDatabase(cluster: Cluster, database: string, node: string) {
+  try {
+    const placed = await cluster.move(database, node);
+    return { database, owner: placed.owner, generation: placed.generation.toString() };
+  } catch (err) {
+    if (err instanceof MoveError)
+      throw err.kind === 'not_found' ? new NotFoundError(err.message) : new ConflictError(err.message);
+    throw err;
+  }
+}
+
 export function registerClusterRoutes(app: Hono<AdminEnv>, cluster: Cluster, metrics: Registry): void {
   app.get('/v1/cluster', async (c) => {
     const [nodes, placements] = await Promise.all([
@@ -38,12 +54,15 @@ export function registerClusterRoutes(app: Hono<AdminEnv>, cluster: Cluster, met
   // `db move`: run on the database's owner; the target claims it once its last WAL is shipped.
   app.post('/v1/cluster/move', async (c) => {
     const { database, node } = await parseBody(c.req, MoveBody);
+    return c.json(await moveDatabase(cluster, database, node));
+  });
+
+  // `node drain`: run on the node to drain; answers once every owned database was handed over.
+  app.post('/v1/cluster/drain', async (c) => {
     try {
-      const placed = await cluster.move(database, node);
-      return c.json({ database, owner: placed.owner, generation: placed.generation.toString() });
+      return c.json({ node: cluster.node.nodeId, databases: await cluster.drain() });
     } catch (err) {
-      if (err instanceof MoveError)
-        throw err.kind === 'not_found' ? new NotFoundError(err.message) : new ConflictError(err.message);
+      if (err instanceof MoveError) throw new ConflictError(err.message);
       throw err;
     }
   });

@@ -1,6 +1,8 @@
+import path from 'node:path';
 import { NeonDbError, neonConfig, Pool } from '@neondatabase/serverless';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runCli } from '../helpers/cli.js';
 import { type ClusterHarness, type HarnessNode, startClusterHarness } from '../helpers/cluster.js';
 import { caFetch, caWebSocket, neon, neonUrl } from '../helpers/neon.js';
 
@@ -86,5 +88,33 @@ describe('cluster: the HTTPS front door of a node that does not own the database
       await pool.end();
     }
     expect((await cluster.placement(DB))?.owner).toBe(owner.id);
+  });
+});
+
+describe('cluster: db move and node drain from the CLI', () => {
+  const cli = (node: HarnessNode, ...args: string[]) =>
+    runCli({ DATA_DIR: path.join(node.root, node.id) }, ...args);
+
+  it('node drain hands the databases over; db move brings one back; no data is lost', async () => {
+    const sql = neon(neonUrl(DB, PASSWORD));
+    const before = await sql`select count(*)::int as n from notes`;
+    const drained = await cli(owner, 'node', 'drain');
+    expect(drained.stderr).toBe('');
+    expect(drained.stdout).toContain(`${DB}: moved to ${entry.id}`);
+    expect(drained.code).toBe(0);
+    expect((await cluster.placement(DB))?.owner).toBe(entry.id);
+    expect(await sql`select count(*)::int as n from notes`).toEqual(before);
+    // On a node that does not own it, db move says who does.
+    const refused = await cli(owner, 'db', 'move', DB, owner.id);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`owned by ${entry.id}`);
+    const moved = await cli(entry, 'db', 'move', DB, owner.id);
+    expect(moved.stdout).toContain(`moved database "${DB}" to ${owner.id}`);
+    expect((await cluster.placement(DB))?.owner).toBe(owner.id);
+    await sql`insert into notes values (20, 'after the moves')`;
+    expect(await sql`select count(*)::int as n from notes`).toEqual([{ n: (before[0]?.n as number) + 1 }]);
+    // An unknown node command is a usage error.
+    const usage = await cli(owner, 'node', 'rebalance');
+    expect(usage.code).toBe(2);
   });
 });
