@@ -10,7 +10,14 @@ import { startServer } from './server.js';
 export async function serve(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.log);
-  const server = await startServer(config, logger);
+  const server = await startServer(config, logger, {
+    onFenced: (reason) => {
+      // Nothing more may reach the archive: no drain, no final snapshot. Exit code 3 says why.
+      logger.fatal({ reason }, 'fenced: exiting at once so this node writes nothing more to the archive');
+      logger.flush();
+      process.exit(3);
+    },
+  });
   let signals = 0;
   const stop = (signal: string) => {
     signals++;

@@ -37,6 +37,8 @@ export async function openNodeBase(
     storageLogger?: Logger;
     /** Cluster mode: the catalog the archive writers record through (fenced by generation). */
     archiveCatalog?: ((catalog: Catalog) => Catalog) | undefined;
+    /** The embedded catalog's archive lease went to another node (see ArchivedCatalogOptions.onLost). */
+    onCatalogLost?: (() => void) | undefined;
   } = {},
 ): Promise<NodeBase> {
   await mkdir(config.dataDir, { recursive: true });
@@ -65,6 +67,7 @@ export async function openNodeBase(
             shipIntervalMs: config.archive.walShipIntervalMs,
             expect: await readPgDataIdentity(config.templateDir),
             logger: logger.child({ mod: 'catalog' }),
+            onLost: opts.onCatalogLost,
           })
         : await openCatalog({
             url: config.catalogUrl,

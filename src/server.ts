@@ -46,7 +46,19 @@ export interface RunningServer {
   endDrain(): void;
 }
 
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+export interface ServerHooks {
+  /**
+   * This node lost the right to write to the archive (another node took the embedded catalog's
+   * lease). `serve` exits at once: a graceful close would ship WAL and run retention.
+   */
+  onFenced?: (reason: string) => void;
+}
+
+export async function startServer(
+  config: Config,
+  logger: Logger,
+  hooks: ServerHooks = {},
+): Promise<RunningServer> {
   const secureContext = await loadSecureContext(config, logger);
   // Cluster mode: built first because the archive writers record through its fence.
   let registryRef: DatabaseRegistry | undefined;
@@ -62,10 +74,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           dataDirOf: (id) => databasePath(config.dataDir, id),
         })
       : undefined;
-  const base = await openNodeBase(config, logger, { archiveCatalog: cluster?.fence }).catch(async (err) => {
-    await cluster?.stop();
-    throw err;
-  });
+  const onCatalogLost = () => {
+    const reason = 'another node took over the embedded catalog (its archive lease)';
+    if (hooks.onFenced) hooks.onFenced(reason);
+    else logger.error({ reason }, 'this node may no longer write to the archive');
+  };
+  const base = await openNodeBase(config, logger, { archiveCatalog: cluster?.fence, onCatalogLost }).catch(
+    async (err) => {
+      await cluster?.stop();
+      throw err;
+    },
+  );
   const cleanups: (() => Promise<void>)[] = [() => base.close()];
   // Runs after every database closed and released (cleanups run in reverse).
   if (cluster) cleanups.push(() => cluster.stop());

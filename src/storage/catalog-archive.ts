@@ -57,6 +57,11 @@ export interface ArchivedCatalogOptions {
   shipIntervalMs: number;
   expect?: PgDataIdentity;
   logger: Logger;
+  /**
+   * Another node took the catalog's lease: from now on this node must write nothing to the archive
+   * (its retention could delete what the new holder's catalog references). The server stops.
+   */
+  onLost?: (() => void) | undefined;
 }
 
 interface Piece {
@@ -351,6 +356,7 @@ export async function openArchivedCatalog(opts: ArchivedCatalogOptions): Promise
     takeover: opts.takeover,
     previous: mine,
     logger: opts.logger,
+    onLost: () => opts.onLost?.(),
   });
   let pg: EmbeddedPglite | undefined;
   try {

@@ -188,4 +188,24 @@ describe('embedded catalog in the archive', () => {
     running.delete(second);
     await second.close();
   }, 180_000);
+
+  it('CATALOG_TAKEOVER past a running node: the taken-over node exits at once (code 3), writing nothing more', async () => {
+    const env = envFor('takeover', path.join(root, 'takeover-a'));
+    const first = await start(env);
+    await first.createDatabase('cat-taken', 'taken-password');
+    const second = await start({
+      ...env,
+      DATA_DIR: path.join(root, 'takeover-b'),
+      NODE_ID: 'taking-node',
+      CATALOG_TAKEOVER: 'true',
+    });
+    // The first node hears of the newer claim on its next renewal (a third of CATALOG_LEASE_TTL).
+    for (let i = 0; i < 100 && first.alive(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(first.exitStatus()).toBe('code 3');
+    expect(first.tail(20)).toContain('fenced: exiting at once');
+    running.delete(first);
+    await withClient(second, 'cat-taken', 'taken-password', (c) => c.query('select 1'));
+    running.delete(second);
+    await second.close();
+  }, 180_000);
 });
