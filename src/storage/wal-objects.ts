@@ -92,7 +92,18 @@ export class WalObjects {
     const wal = await walLayout(dataDir);
     let end: bigint | undefined;
     let pieces = 0;
-    for (const record of records) {
+    // Downloads run ahead of the (ordered) writes, a few pieces at a time: a restore of a lot of
+    // WAL is bound by round trips to the archive otherwise. At most PREFETCH pieces are held.
+    const fetches = new Map<number, Promise<Buffer>>();
+    const fetchAhead = (i: number) => {
+      const record = records[i];
+      if (!record || fetches.has(i)) return;
+      const download = this.download(record);
+      download.catch(() => undefined); // awaited in order below; one left behind by a gap is dropped
+      fetches.set(i, download);
+    };
+    for (let i = 0; i < PREFETCH; i++) fetchAhead(i);
+    for (const [i, record] of records.entries()) {
       if (end !== undefined && record.startLsn > end) {
         this.opts.logger.warn(
           { db: id, at: end.toString(16), next: record.startLsn.toString(16) },
@@ -100,7 +111,9 @@ export class WalObjects {
         );
         break;
       }
-      const bytes = await this.download(record);
+      const bytes = await (fetches.get(i) ?? this.download(record));
+      fetches.delete(i);
+      fetchAhead(i + PREFETCH);
       await writeWal(wal, record.startLsn, bytes);
       if (end === undefined || record.endLsn > end) end = record.endLsn;
       pieces++;
@@ -135,6 +148,9 @@ export class WalObjects {
     return bytes;
   }
 }
+
+/** WAL pieces downloaded ahead of the one being written during a replay. */
+const PREFETCH = 4;
 
 /** Piece keys and ship order: the same page range is shipped again as it fills. */
 export function walKey(id: string, start: bigint, end: bigint, seq: bigint): string {
