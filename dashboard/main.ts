@@ -1,11 +1,12 @@
 import { lineChart } from './chart.js';
+import { clusterView, moveControl } from './cluster.js';
 import { ago, confirmAction, formatBytes, h } from './dom.js';
 import { DatabaseTable } from './table.js';
 import type { DatabaseDetail, StatsSnapshot } from './types.js';
 
 /**
- * The dashboard: a cluster view (nodes and their load), TPS and latency charts, the database
- * table, a database's detail with its actions, and recent events. Fed by /v1/stats/stream
+ * The dashboard: a cluster view (nodes and their load, cluster.ts), TPS and latency charts, the
+ * database table, a database's detail with its actions, and recent events. Fed by /v1/stats/stream
  * (Server-Sent Events; the browser reconnects by itself); actions call the admin API with the
  * session cookie, each after a confirmation.
  */
@@ -46,85 +47,22 @@ async function act(
 ): Promise<void> {
   if (!(await confirmAction(question, label))) return;
   const res = await api(method, path, body);
-  const text = res.ok
-    ? `${label}: done`
-    : `${label} failed: ${((await res.json().catch(() => ({}))) as { error?: string }).error ?? res.status}`;
-  notice.textContent = text;
+  const answer = (await res.json().catch(() => ({}))) as {
+    error?: string;
+    /** A drain's outcome, one entry per database it owned. */
+    databases?: { database: string; error?: string }[];
+  };
+  const failed = answer.databases?.filter((d) => d.error) ?? [];
+  notice.textContent = !res.ok
+    ? `${label} failed: ${answer.error ?? res.status}`
+    : failed.length > 0
+      ? `${label}: done, ${failed.length} failed (${failed[0]?.database}: ${failed[0]?.error})`
+      : `${label}: done`;
   if (selected) void showDetail(selected);
 }
 
 function renderCluster(s: StatsSnapshot): void {
-  const rows = s.cluster.nodes.map((n) =>
-    h(
-      'tr',
-      { 'data-node': n.id },
-      h('td', {}, n.id, n.self ? ' (this node)' : ''),
-      h('td', {}, n.state),
-      h('td', {}, n.openDatabases),
-      h('td', {}, n.connectedClients),
-      h('td', {}, n.tps.toFixed(1)),
-      h('td', {}, formatBytes(n.rssBytes)),
-      h('td', {}, formatBytes(n.walBacklogBytes)),
-      h(
-        'td',
-        {},
-        h('button', { disabled: s.cluster.mode === 'single-node', title: 'needs cluster mode' }, 'Drain'),
-        ...faults.map((f) =>
-          h(
-            'button',
-            {
-              class: 'danger',
-              onclick: () =>
-                void act(f, `${f} node ${n.id}?`, 'POST', `/v1/faults/${f}?node=${encodeURIComponent(n.id)}`),
-            },
-            f,
-          ),
-        ),
-      ),
-    ),
-  );
-  const count = (state: string) => s.databases.filter((d) => d.state === state).length;
-  clusterBox.replaceChildren(
-    h('h2', {}, `Cluster (${s.cluster.mode})`),
-    h(
-      'div',
-      { class: 'cards' },
-      ...(
-        [
-          ['Databases', s.databases.length],
-          ['Open', count('open')],
-          ['Idle', count('idle')],
-          ['Clients', s.node.connectedClients],
-          ['TPS', s.node.tps.toFixed(1)],
-          ['Latency', `${s.node.latencyMs.toFixed(2)} ms`],
-          ['Warm workers', s.node.warmWorkers],
-        ] as [string, string | number][]
-      ).map(([k, v]) =>
-        h(
-          'div',
-          { class: 'card' },
-          h('span', { class: 'muted' }, k),
-          h('b', { 'data-testid': `card-${k.toLowerCase().replace(' ', '-')}` }, v),
-        ),
-      ),
-    ),
-    h(
-      'table',
-      { 'data-testid': 'nodes' },
-      h(
-        'thead',
-        {},
-        h(
-          'tr',
-          {},
-          ...['Node', 'State', 'Open', 'Clients', 'TPS', 'Memory', 'WAL backlog', ''].map((t) =>
-            h('th', {}, t),
-          ),
-        ),
-      ),
-      h('tbody', {}, ...rows),
-    ),
-  );
+  clusterBox.replaceChildren(...clusterView(s, faults, act));
   chartsBox.replaceChildren(
     h('h2', {}, 'Last minutes'),
     lineChart(
@@ -170,7 +108,8 @@ async function showDetail(id: string): Promise<void> {
   }
   const d = (await res.json()) as DatabaseDetail;
   if (selected !== id) return;
-  const state = latest?.databases.find((x) => x.id === id)?.state ?? 'closed';
+  const row = latest?.databases.find((x) => x.id === id);
+  const state = row?.state ?? 'closed';
   const path = `/v1/databases/${encodeURIComponent(id)}`;
   detailBox.replaceChildren(
     h('h2', {}, `Database ${id}`),
@@ -179,7 +118,10 @@ async function showDetail(id: string): Promise<void> {
       {},
       `State `,
       h('b', { 'data-testid': 'detail-state' }, state),
-      ` · node ${d.owner} · ${d.queries} queries · ${d.transactions} transactions`,
+      ` · node `,
+      h('span', { 'data-testid': 'detail-owner' }, d.owner ?? 'none'),
+      ` · ${d.queries} queries · ${d.transactions} transactions`,
+      row?.memoryBytes ? ` · ${formatBytes(row.memoryBytes)} in memory` : '',
     ),
     h('p', {}, 'Connection string: ', h('code', { 'data-testid': 'connection-string' }, d.connectionString)),
     h(
@@ -195,7 +137,7 @@ async function showDetail(id: string): Promise<void> {
         },
         'Close database',
       ),
-      h('button', { disabled: true, title: 'needs cluster mode' }, 'Move…'),
+      moveControl(id, d.owner, latest, act),
     ),
     lineChart(d.latencies, 'Recent statement latency', 'ms'),
     h('h2', {}, `Clients (${d.clients.length})`),

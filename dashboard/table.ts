@@ -1,4 +1,4 @@
-import { ago, h } from './dom.js';
+import { ago, formatBytes, h } from './dom.js';
 import type { DatabaseStats } from './types.js';
 
 /**
@@ -15,6 +15,7 @@ const COLUMNS: [Key, string][] = [
   ['waiting', 'Waiting'],
   ['tps', 'TPS'],
   ['queries', 'Queries'],
+  ['memoryBytes', 'Memory'],
   ['lastSnapshotAt', 'Last snapshot'],
   ['owner', 'Node'],
 ];
@@ -49,7 +50,9 @@ export class DatabaseTable {
     const state = h(
       'select',
       { 'data-testid': 'state-filter', 'aria-label': 'Filter by state' },
-      ...['', 'open', 'idle', 'opening', 'closed'].map((s) => h('option', { value: s }, s || 'any state')),
+      ...['', 'open', 'idle', 'opening', 'closed', 'remote'].map((s) =>
+        h('option', { value: s }, s || 'any state'),
+      ),
     );
     state.addEventListener('change', () => {
       this.state = state.value;
@@ -128,8 +131,9 @@ export class DatabaseTable {
           h('td', {}, r.waiting),
           h('td', {}, r.tps.toFixed(1)),
           h('td', {}, r.queries),
+          h('td', { 'data-testid': 'memory' }, r.memoryBytes === null ? '—' : formatBytes(r.memoryBytes)),
           h('td', {}, ago(r.lastSnapshotAt)),
-          h('td', {}, r.owner),
+          h('td', { 'data-testid': 'owner' }, r.owner ?? '—'),
         ),
       ),
     );

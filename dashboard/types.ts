@@ -5,7 +5,8 @@ export interface DatabaseStats {
   readOnly: boolean;
   poolMode: string | null;
   createdAt: string;
-  state: 'opening' | 'open' | 'idle' | 'closed';
+  /** remote: served by another live node (cluster mode). */
+  state: 'opening' | 'open' | 'idle' | 'closed' | 'remote';
   clients: number;
   waiting: number;
   tps: number;
@@ -14,7 +15,8 @@ export interface DatabaseStats {
   memoryBytes: number | null;
   lastSnapshotAt: string | null;
   lastWalShippedAt: string | null;
-  owner: string;
+  /** null: no node owns it now (cluster mode, released). */
+  owner: string | null;
 }
 
 export interface NodeStats {
@@ -32,6 +34,23 @@ export interface NodeStats {
   latencyMs: number;
 }
 
+/** A node of the cluster view; load is null where this node cannot know it (another node's). */
+export interface ClusterNodeStats {
+  id: string;
+  state: 'running' | 'draining' | 'dead';
+  self: boolean;
+  alive: boolean;
+  draining: boolean;
+  openDatabases: number;
+  ownedDatabases: number;
+  heartbeatAgeMs: number | null;
+  connectedClients: number | null;
+  tps: number | null;
+  latencyMs: number | null;
+  rssBytes: number | null;
+  walBacklogBytes: number | null;
+}
+
 export interface ActivityEvent {
   seq: number;
   at: number;
@@ -43,7 +62,7 @@ export interface ActivityEvent {
 export interface StatsSnapshot {
   at: string;
   node: NodeStats;
-  cluster: { mode: string; nodes: NodeStats[] };
+  cluster: { mode: 'single-node' | 'cluster'; leaseValid?: boolean; nodes: ClusterNodeStats[] };
   databases: DatabaseStats[];
   events: ActivityEvent[];
   history: { at: number; tps: number; latencyMs: number }[];
@@ -52,7 +71,7 @@ export interface StatsSnapshot {
 export interface DatabaseDetail {
   id: string;
   readOnly: boolean;
-  owner: string;
+  owner: string | null;
   clients: { id: number; connectedAt: string | null }[];
   latencies: [number, number][];
   queries: number;

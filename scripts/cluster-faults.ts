@@ -8,7 +8,9 @@
  * `latency` measures `select 1` round trips on the owner directly and through another node (forwarded).
  *
  * Each fault is bounded (a pause or a cut lasts 2 × LEASE_TTL, then heals). Logs of a node go to
- * stdout on failure (`--verbose`: always).
+ * stdout on failure (`--verbose`: always). Every node's dashboard (listed at start) offers the
+ * harness's faults too (FAULT_CONTROL_URL); `--hold 10m` keeps the cluster up that long at the end
+ * to try them by hand.
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -22,6 +24,7 @@ const { values, positionals } = parseArgs({
     lease: { type: 'string', default: '2s' },
     durability: { type: 'string', default: 'sync' },
     verbose: { type: 'boolean', default: false },
+    hold: { type: 'string', default: '0s' },
   },
 });
 const leaseMs = parseDurationMs(values.lease);
@@ -64,6 +67,10 @@ const selectLatency = async (node: HarnessNode, n = 2000) => {
 };
 const report = (what: string) => console.log(`[${new Date().toISOString()}] ${what}`);
 let failed = false;
+for (const node of cluster.nodes)
+  report(
+    `${node.id}: dashboard http://127.0.0.1:${node.adminPort}/dashboard (faults via ${cluster.control.url})`,
+  );
 try {
   await cluster.nodes[0]?.createDatabase('faults', PASSWORD);
   await write(cluster.anyNode(), 'create table t (n serial primary key, by text)');
@@ -112,6 +119,11 @@ try {
     await sleep(leaseMs);
   }
   report(`rows: ${JSON.stringify(await write(cluster.anyNode(), 'select count(*)::int as n from t'))}`);
+  const holdMs = parseDurationMs(values.hold);
+  if (holdMs > 0) {
+    report(`holding the cluster for ${values.hold} (Ctrl-C ends it)`);
+    await sleep(holdMs);
+  }
 } catch (err) {
   failed = true;
   console.error(err);

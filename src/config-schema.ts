@@ -193,6 +193,11 @@ export const EnvSchema = z.object({
   CLUSTER_SECRET: optionalString,
   /** A node whose heartbeat is older than this is dead: its databases may be claimed by others. */
   LEASE_TTL: duration('10s'),
+  /**
+   * Test and development runs only (refused with NODE_ENV=production): a loopback http:// URL of a
+   * fault-injection harness whose actions the admin API and the dashboard offer (/v1/faults).
+   */
+  FAULT_CONTROL_URL: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Pretty logs for humans; default on when stdout is a terminal. */
   LOG_PRETTY: z.enum(['true', 'false', '']).optional(),

@@ -102,6 +102,8 @@ export type Config = Readonly<{
   nodeId: string;
   /** Cluster mode (CLUSTER_*, LEASE_TTL); undefined when CLUSTER_ADDRESS is unset. */
   cluster: ClusterSettings | undefined;
+  /** FAULT_CONTROL_URL: a fault harness on loopback (never in production); undefined when unset. */
+  faultControlUrl: string | undefined;
   log: Readonly<{ level: string; pretty: boolean }>;
   production: boolean;
 }>;
@@ -140,6 +142,27 @@ function clusterSettings(e: Env, present: Record<string, unknown>): ClusterSetti
     secret: e.CLUSTER_SECRET as string,
     leaseTtlMs: e.LEASE_TTL,
   });
+}
+
+/** A fault harness is for test runs: http:// on a loopback address, never in production. */
+function faultControlUrl(value: string | undefined, production: boolean): string | undefined {
+  if (value === undefined) return undefined;
+  const refuse = (why: string): never => {
+    throw new ConfigError(`invalid configuration:\n  FAULT_CONTROL_URL: ${why}`);
+  };
+  if (production)
+    refuse('fault injection is for test and development runs; unset it with NODE_ENV=production');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return refuse(`not a URL: ${value}`);
+  }
+  if (url.protocol !== 'http:' || !isLoopbackHost(url.hostname.replace(/^\[(.*)\]$/, '$1')))
+    refuse(`expected an http:// URL on a loopback address (127.0.0.1, ::1, localhost), got ${value}`);
+  if (url.username || url.password || url.search || url.hash)
+    refuse('expected a plain http://host:port[/path] URL, without credentials, query or fragment');
+  return url.href.replace(/\/+$/, '');
 }
 
 export function loadConfig(
@@ -243,6 +266,7 @@ export function loadConfig(
     maxMemoryBytes: e.MAX_MEMORY,
     nodeId: e.NODE_ID,
     cluster: clusterSettings(e, present),
+    faultControlUrl: faultControlUrl(e.FAULT_CONTROL_URL, production),
     log: Object.freeze({
       level: e.LOG_LEVEL,
       pretty:

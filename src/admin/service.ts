@@ -138,6 +138,7 @@ export class DatabaseManager {
     await this.deps.registry?.close(id);
     await this.deps.snapshots?.purge(id);
     await this.deps.catalog.deleteDatabase(id);
+    this.deps.registry?.forget(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
   }
 
@@ -322,6 +323,7 @@ export class DatabaseManager {
   /** Undoes a half-made database: no catalog entry, no directory, no archived objects stay. */
   private async discard(id: string): Promise<void> {
     await this.deps.catalog.deleteDatabase(id);
+    this.deps.registry?.forget(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
     await this.deps.snapshots?.purge(id).catch(() => undefined);
   }

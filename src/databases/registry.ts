@@ -52,6 +52,8 @@ export interface OpenDatabaseView {
   /** Clients waiting for the database's session. */
   waiting: number;
   lastUsed: number;
+  /** What its worker holds (engine.memoryBytes()); null while opening or not measured. */
+  memoryBytes: number | null;
 }
 
 export interface Lease {
@@ -324,9 +326,19 @@ export class DatabaseRegistry {
         clients: entry.clients.size,
         waiting: database?.hold.queued ?? 0,
         lastUsed: entry.lastUsed,
+        memoryBytes: database?.engine.memoryBytes() ?? null,
       });
     }
     return views;
+  }
+
+  /**
+   * Forgets a deleted database: its counters (live stats, per-database metrics) and its idle
+   * history, so those of deleted databases do not pile up. Call after it was closed.
+   */
+  forget(id: string): void {
+    this.activity.forget(id);
+    this.idleStretch.delete(id);
   }
 
   /** The clients of an open database (empty when it is not open). */

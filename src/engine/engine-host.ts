@@ -8,6 +8,7 @@ import { DURABILITY_COUNTERS, DurabilityCounter } from './durable-fs.js';
 import { type Engine, HostWorker, WorkerEngine, type WorkerPool } from './engine.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './engine-worker.js';
 import { bundleExtensions, type ExtensionBundle, loadCatalog } from './extensions.js';
+import { newMemoryBuffer } from './memory-meter.js';
 import type { PgliteArtifacts, WasmModule } from './pglite-open.js';
 import { shareBundle } from './shared-bundle.js';
 import { workerUrl } from './worker-entry.js';
@@ -284,6 +285,7 @@ export class EngineHost implements WorkerPool {
     const unacked = new SharedArrayBuffer(4);
     const walEnd = new SharedArrayBuffer(16);
     const channel = newChannelBuffer();
+    const memory = newMemoryBuffer();
     const [base, extensions] = await Promise.all([loadArtifacts(), this.extensionBundle()]);
     // A later -c wins: this replaces the empty shared_preload_libraries pinned before it.
     const preload = extensions?.preload.length
@@ -297,6 +299,7 @@ export class EngineHost implements WorkerPool {
       durability: this.durability.buffer as SharedArrayBuffer,
       walEnd,
       channel,
+      memory,
     };
     this.stats.spawned++;
     const worker = new Worker(await workerUrl(), {
@@ -305,7 +308,7 @@ export class EngineHost implements WorkerPool {
       // committed is resident memory for as long as its database is open.
       resourceLimits: { maxYoungGenerationSizeMb: 4 },
     });
-    const host = new HostWorker(worker, unacked, walEnd, channel);
+    const host = new HostWorker(worker, unacked, walEnd, channel, memory);
     await host.whenParked().catch(async (err: unknown) => {
       await worker.terminate();
       throw err;

@@ -3,6 +3,7 @@ import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Channel, REPLY_BYTES, Slot } from './channel.js';
 import { DurableFs } from './durable-fs.js';
+import { MemoryMeter } from './memory-meter.js';
 import {
   type AccessMode,
   openParked,
@@ -36,6 +37,8 @@ export interface WorkerInit {
   walEnd: SharedArrayBuffer;
   /** The request and reply slots of the fast path (channel.ts). */
   channel: SharedArrayBuffer;
+  /** The memory this worker's database holds, as the worker last measured it (memory-meter.ts). */
+  memory: SharedArrayBuffer;
 }
 
 /** Output bytes in a batch before it is posted while the statement still runs. */
@@ -93,7 +96,10 @@ function collectIfIdleLongEnough(): void {
 
 async function park(): Promise<ParkedPglite | Error> {
   try {
-    return await parkPglite(init.artifacts, init.settings, (mod) => durable.install(mod));
+    return await parkPglite(init.artifacts, init.settings, (mod) => {
+      durable.install(mod);
+      memory.install(mod);
+    });
   } catch (err) {
     return err instanceof Error ? err : new Error(messageText(err));
   }
@@ -110,6 +116,7 @@ const durable = new DurableFs({
     Atomics.add(walEnd, 1, 1n);
   },
 });
+const memory = new MemoryMeter(init.memory);
 const batcher = new ResponseBatcher(BATCH_BYTES);
 const channel = new Channel(init.channel);
 
@@ -191,6 +198,7 @@ async function run(pg: ParkedPglite['pg'], id: number, data: Uint8Array, fromSlo
     answer.post({ type: 'broken', id, message: messageText(err), data: new ArrayBuffer(0), length: 0 });
   }
   collectWhenIdle();
+  memory.maybeMeasure();
 }
 
 let parked = await park();
@@ -205,13 +213,17 @@ async function handle(request: WorkerRequest): Promise<void> {
       if (parked instanceof Error) throw parked;
       open = parked;
       const opened = await openParked(parked, request.dataDir, request.access ?? request.readOnly);
-      // WAL positions are reported from here on, with the database's own segment size.
-      const [segment] = (
-        await parked.pg.query<{ bytes: string }>(
-          "SELECT setting AS bytes FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
+      // WAL positions are reported from here on, with the database's own segment size; the
+      // shared memory is part of what the database holds (memory-meter.ts).
+      const [sizes] = (
+        await parked.pg.query<{ segment: string; shared: string }>(
+          `SELECT (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size') AS segment,
+             (SELECT setting::int8 * 1048576 FROM pg_catalog.pg_settings
+              WHERE name = 'shared_memory_size' AND unit = 'MB') AS shared`,
         )
       ).rows;
-      durable.setSegmentSize(Number(segment?.bytes ?? 0));
+      durable.setSegmentSize(Number(sizes?.segment ?? 0));
+      memory.opened(Number(sizes?.shared ?? 0));
       reply({ type: 'opened', ...opened });
       collectWhenIdle();
     } catch (err) {
@@ -223,6 +235,7 @@ async function handle(request: WorkerRequest): Promise<void> {
     durable.syncAll();
     durable.setSegmentSize(0);
     Atomics.store(walEnd, 0, 0n);
+    memory.closed();
     open = undefined;
     reply({ type: 'closed', id: request.id });
     if (!request.park) {
@@ -281,8 +294,10 @@ while (!stopped) {
     await nextMessage();
     continue;
   }
-  if (Atomics.wait(channel.slots, Slot.Doorbell, rung, IDLE_SLICE_MS) === 'timed-out')
+  if (Atomics.wait(channel.slots, Slot.Doorbell, rung, IDLE_SLICE_MS) === 'timed-out') {
     collectIfIdleLongEnough();
+    if (open) memory.maybeMeasure();
+  }
   // A request in the slot is served at once; anything else (a posted message, a timer) needs
   // the event loop.
   if (Atomics.load(channel.slots, Slot.RequestReady) !== 1) await turnEventLoop();

@@ -1,6 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import { Channel, newChannelBuffer, REQUEST_BYTES, Slot } from './channel.js';
 import type { WorkerReply, WorkerRequest } from './engine-worker.js';
+import { newMemoryBuffer, readMemory } from './memory-meter.js';
 
 export { postgresSettings, READ_ONLY_ROLE, REPORTED_PARAMETERS } from './pglite-open.js';
 
@@ -24,6 +25,12 @@ export interface Engine {
   walEnd(): bigint;
   /** How many WAL writes the worker made (grows when a commit rewrites the last page too). */
   walWrites(): bigint;
+  /**
+   * The memory the database holds, as its worker last measured it (at most a second old while it
+   * works): Postgres' shared memory and memory contexts plus the worker's JS heap; null when not
+   * measured (memory-meter.ts).
+   */
+  memoryBytes(): number | null;
   /** Stops a running statement by ending the worker; the engine is dead afterwards. */
   kill(): Promise<void>;
   close(): Promise<void>;
@@ -106,15 +113,20 @@ export class HostWorker {
   /** The request and reply slots shared with the worker (channel.ts). */
   readonly channel: Channel;
 
+  /** The memory its database holds, as the worker measured it (memory-meter.ts). */
+  readonly memory: BigInt64Array;
+
   constructor(
     readonly worker: Worker,
     unacked: SharedArrayBuffer,
     walEnd: SharedArrayBuffer = new SharedArrayBuffer(16),
     channel: SharedArrayBuffer = newChannelBuffer(),
+    memory: SharedArrayBuffer = newMemoryBuffer(),
   ) {
     this.unacked = new Int32Array(unacked);
     this.walEnd = new BigInt64Array(walEnd);
     this.channel = new Channel(channel);
+    this.memory = new BigInt64Array(memory);
     worker.on('message', (reply: WorkerReply) => {
       if (reply.type !== 'parked') return;
       this.parked = true;
@@ -341,6 +353,10 @@ export class WorkerEngine implements Engine {
 
   walWrites(): bigint {
     return Atomics.load(this.host.walEnd, 1);
+  }
+
+  memoryBytes(): number | null {
+    return this.dead ? null : readMemory(this.host.memory);
   }
 
   exec(messages: Uint8Array, onChunk?: OnChunk): Promise<Uint8Array> {

@@ -6,7 +6,6 @@ import { type ConnectionInfoInput, connectionInfo } from '../admin/connection-in
 import type { DatabaseManager } from '../admin/service.js';
 import type { TemplateManager } from '../admin/templates.js';
 import { type CreatedDatabaseJson, databaseJson, type PasswordJson } from '../admin/views.js';
-import type { Cluster } from '../cluster/cluster.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
 import { RequestError } from '../errors.js';
 import type { AuthThrottle } from '../gateway/auth-throttle.js';
@@ -50,8 +49,6 @@ export interface AdminAppDeps extends MetricsSources, LiveDeps {
   logger?: Logger | undefined;
   /** Templates (issue 18); their routes are absent without it. */
   templates?: TemplateManager | undefined;
-  /** Cluster mode: GET /v1/cluster and the cluster metrics; absent on a single node. */
-  cluster?: Cluster | undefined;
 }
 
 export {

@@ -31,6 +31,20 @@ export async function moveDatabase(cluster: Cluster, database: string, node: str
   }
 }
 
+/**
+ * `node drain` on this node: it takes no new databases and hands each one it owns to another live
+ * node (409 when there is none). POST /v1/cluster/drain and the dashboard's drain
+ * (POST /v1/nodes/:node/drain) both run it.
+ */
+export async function drainNode(cluster: Cluster) {
+  try {
+    return { node: cluster.node.nodeId, databases: await cluster.drain() };
+  } catch (err) {
+    if (err instanceof MoveError) throw new ConflictError(err.message);
+    throw err;
+  }
+}
+
 export function registerClusterRoutes(app: Hono<AdminEnv>, cluster: Cluster, metrics: Registry): void {
   app.get('/v1/cluster', async (c) => {
     const [nodes, placements] = await Promise.all([
@@ -58,14 +72,7 @@ export function registerClusterRoutes(app: Hono<AdminEnv>, cluster: Cluster, met
   });
 
   // `node drain`: run on the node to drain; answers once every owned database was handed over.
-  app.post('/v1/cluster/drain', async (c) => {
-    try {
-      return c.json({ node: cluster.node.nodeId, databases: await cluster.drain() });
-    } catch (err) {
-      if (err instanceof MoveError) throw new ConflictError(err.message);
-      throw err;
-    }
-  });
+  app.post('/v1/cluster/drain', async (c) => c.json(await drainNode(cluster)));
 
   const reading = (name: string, help: string, read: () => number) => {
     const gauge: Gauge = new Gauge({

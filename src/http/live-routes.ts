@@ -1,45 +1,56 @@
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import { z } from 'zod';
 import type { ConnectionInfo } from '../admin/connection-info.js';
 import { type DatabaseManager, DEFAULT_USER, NO_ARCHIVE_MESSAGE } from '../admin/service.js';
 import { versionJson } from '../admin/views.js';
+import type { Cluster } from '../cluster/cluster.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
-import { InvalidRequestError, NotFoundError } from '../errors.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js';
+import { parseBody } from './body.js';
+import { drainNode, moveDatabase } from './cluster-routes.js';
 import type { AdminEnv } from './env.js';
+import { type FaultActions, FaultHarnessError } from './fault-control.js';
 import type { StatsHub, StatsSources } from './stats.js';
 
 /**
  * The live reporting API behind the admin authentication: GET /v1/stats (a snapshot),
  * GET /v1/stats/stream (Server-Sent Events, one `stats` event a second), a database's detail,
- * and the dashboard's actions (close a database, disconnect a client). Moving a database and
- * draining a node need cluster mode and answer 501 until it exists.
+ * and the dashboard's actions (close a database, disconnect a client, move a database and drain a
+ * node in cluster mode, fault injection in test runs). Moving and draining answer 501 on a single
+ * node.
  */
 
-/** Fault injection for test and development runs (pause, kill, isolate a node). */
-export interface FaultActions {
-  /** Action names the dashboard offers, e.g. ['pause', 'kill', 'isolate']. */
-  readonly actions: readonly string[];
-  run(action: string, node: string): Promise<void>;
-}
+export type { FaultActions };
 
 export interface LiveDeps {
   /** This node's name (NODE_ID): the owner of its databases in the cluster view. */
   nodeId?: string | undefined;
   engines?: { readonly warmCount: number } | undefined;
   walShipping?: { backlogBytes(): number } | undefined;
+  /** Cluster mode: GET /v1/cluster, the cluster metrics, the cluster view and moves; absent on a single node. */
+  cluster?: Cluster | undefined;
   /**
-   * Set only in test/development runs that have a fault-injection harness; the dashboard shows
-   * its actions then. Nothing sets it yet: the harness arrives with cluster mode.
+   * Set only in test/development runs with a fault-injection harness (FAULT_CONTROL_URL): the
+   * admin API and the dashboard offer its actions then.
    */
   faults?: FaultActions | undefined;
 }
+
+const MoveBody = z.strictObject({ node: z.string().min(1).max(200) });
 
 export function statsSources(
   deps: LiveDeps & { manager: DatabaseManager; listener?: { readonly connectionCount: number } | undefined },
   registry: DatabaseRegistry,
 ): StatsSources {
+  const { cluster } = deps;
   return {
     nodeId: deps.nodeId ?? 'local',
+    cluster: cluster && {
+      nodes: () => cluster.coordination.nodes(),
+      placements: () => cluster.coordination.placements(),
+      leaseValid: () => cluster.node.lease.valid(),
+    },
     listDatabases: () => deps.manager.list(),
     registry,
     listener: deps.listener,
@@ -103,10 +114,13 @@ export function registerLiveRoutes(
   v1.get('/stats/databases/:id', async (c) => {
     const id = c.req.param('id');
     const record = await manager.get(id);
+    const owner = deps.cluster
+      ? ((await deps.cluster.coordination.placement(id))?.owner ?? null)
+      : (deps.nodeId ?? 'local');
     return c.json({
       id,
       readOnly: record.readOnly,
-      owner: deps.nodeId ?? 'local',
+      owner,
       ...hub.detail(id),
       ...(await versionsOf(manager, id)),
       ...deps.info(id, DEFAULT_USER, undefined),
@@ -128,14 +142,47 @@ export function registerLiveRoutes(
     return c.body(null, 204);
   });
 
-  v1.post('/databases/:id/move', (c) => c.json({ error: NOT_CLUSTERED }, 501));
-  v1.post('/nodes/:node/drain', (c) => c.json({ error: NOT_CLUSTERED }, 501));
+  // `db move`, as POST /v1/cluster/move: run on the database's owner (409 elsewhere).
+  v1.post('/databases/:id/move', async (c) => {
+    const { cluster } = deps;
+    if (!cluster) return c.json({ error: NOT_CLUSTERED }, 501);
+    const id = c.req.param('id');
+    const { node } = await parseBody(c.req, MoveBody);
+    await manager.get(id);
+    return c.json(await moveDatabase(cluster, id, node));
+  });
+  // `node drain`, as POST /v1/cluster/drain: a node drains itself (409 for another node).
+  v1.post('/nodes/:node/drain', async (c) => {
+    const { cluster } = deps;
+    if (!cluster) return c.json({ error: NOT_CLUSTERED }, 501);
+    const node = c.req.param('node');
+    if (node !== cluster.node.nodeId)
+      throw new ConflictError(
+        `this is ${cluster.node.nodeId}: run the drain of ${node} on ${node}'s admin API`,
+      );
+    return c.json(await drainNode(cluster));
+  });
 
-  v1.get('/faults', (c) => c.json({ actions: deps.faults?.actions ?? [] }));
+  v1.get('/faults', async (c) => {
+    if (!deps.faults) return c.json({ actions: [] });
+    try {
+      return c.json({ actions: await deps.faults.actions() });
+    } catch (err) {
+      if (err instanceof FaultHarnessError) return c.json({ actions: [], error: err.message }, 502);
+      throw err;
+    }
+  });
   v1.post('/faults/:action', async (c) => {
     const action = c.req.param('action');
-    if (!deps.faults?.actions.includes(action)) throw new NotFoundError(`no fault action "${action}"`);
-    await deps.faults.run(action, c.req.query('node') ?? deps.nodeId ?? 'local');
+    const { faults } = deps;
+    try {
+      if (!faults || !(await faults.actions()).includes(action))
+        throw new NotFoundError(`no fault action "${action}"`);
+      await faults.run(action, c.req.query('node') ?? deps.nodeId ?? 'local');
+    } catch (err) {
+      if (err instanceof FaultHarnessError) return c.json({ error: err.message }, err.status);
+      throw err;
+    }
     return c.body(null, 204);
   });
 }

@@ -1,16 +1,27 @@
 import type { DatabaseRecord } from '../catalog/catalog.js';
 import type { ActivityEvent, NodeActivity } from '../databases/activity.js';
 import type { ClientView, OpenDatabaseView } from '../databases/registry.js';
+import {
+  type ClusterNodeStats,
+  type ClusterSource,
+  type ClusterView,
+  clusterNodes,
+} from './stats-cluster.js';
+
+export type { ClusterNodeStats, ClusterSource };
 
 /**
  * The live stats of a node, as GET /v1/stats answers and /v1/stats/stream pushes every second:
  * the node, a cluster view, every database with its state and load, recent events, and the
- * node's TPS and latency over the last minutes. The cluster view has the shape a cluster fills
- * (nodes[], each database's owner); a single node lists itself as the only node.
+ * node's TPS and latency over the last minutes. A single node lists itself as the only node; in
+ * cluster mode the view lists every node of the catalog and each database's owner, read with one
+ * nodes and one placements query at most once a sample, however many watch (stats-cluster.ts).
  */
 
 export interface StatsSources {
   nodeId: string;
+  /** Cluster mode: the catalog's nodes and placements; absent on a single node. */
+  cluster?: ClusterSource | undefined;
   listDatabases(): Promise<DatabaseRecord[]>;
   registry: {
     readonly activity: NodeActivity;
@@ -22,14 +33,19 @@ export interface StatsSources {
   walShipping?: { backlogBytes(): number } | undefined;
 }
 
-export type DatabaseState = 'opening' | 'open' | 'idle' | 'closed';
+/** On this node (opening, open, idle, closed), or `remote`: served by another live node. */
+export type DatabaseState = 'opening' | 'open' | 'idle' | 'closed' | 'remote';
 
 export interface DatabaseStats {
   id: string;
   readOnly: boolean;
   poolMode: string | null;
   createdAt: string;
-  /** open: has clients; idle: open without clients (closes after IDLE_TIMEOUT); closed: on disk only. */
+  /**
+   * open: has clients; idle: open without clients (closes after IDLE_TIMEOUT); closed: on disk or
+   * in the archive only; remote (cluster mode): owned and served by another live node. The
+   * counters below are this node's.
+   */
   state: DatabaseState;
   clients: number;
   waiting: number;
@@ -37,11 +53,15 @@ export interface DatabaseStats {
   tps: number;
   queries: number;
   transactions: number;
-  /** Memory of this database alone is not measured yet (one worker each; see the node's RSS). */
+  /**
+   * What its worker holds, measured by the worker (Postgres shared memory and memory contexts, the
+   * worker's JS heap); null when it is not open here.
+   */
   memoryBytes: number | null;
   lastSnapshotAt: string | null;
   lastWalShippedAt: string | null;
-  owner: string;
+  /** The node serving it: this node on a single node; the placement's owner in cluster mode (null: none). */
+  owner: string | null;
 }
 
 export interface NodeStats {
@@ -63,7 +83,12 @@ export interface NodeStats {
 export interface StatsSnapshot {
   at: string;
   node: NodeStats;
-  cluster: { mode: 'single-node'; nodes: NodeStats[] };
+  cluster: {
+    mode: 'single-node' | 'cluster';
+    /** Cluster mode: whether this node can prove its lease now (it serves nothing otherwise). */
+    leaseValid?: boolean;
+    nodes: ClusterNodeStats[];
+  };
   databases: DatabaseStats[];
   events: ActivityEvent[];
   /** One point per sample (about a second), oldest first, the last HISTORY_POINTS. */
@@ -83,7 +108,7 @@ const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).
 export class StatsHub {
   private readonly startedAt = Date.now();
   private last = { at: 0, units: 0, unitSeconds: 0, transactions: 0 };
-  private readonly lastTx = new Map<string, number>();
+  private lastTx = new Map<string, number>();
   private tps = new Map<string, number>();
   private nodeRate = { tps: 0, latencyMs: 0 };
   private readonly history: StatsSnapshot['history'] = [];
@@ -91,6 +116,7 @@ export class StatsHub {
   private readonly subscribers = new Map<(s: StatsSnapshot) => void, () => void>();
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
+  private clusterCache: { at: number; view: Promise<ClusterView> } | undefined;
 
   constructor(private readonly src: StatsSources) {}
 
@@ -107,12 +133,15 @@ export class StatsHub {
       latencyMs: units > 0 ? ((totals.unitSeconds - this.last.unitSeconds) * 1000) / units : 0,
     };
     const tps = new Map<string, number>();
+    // Rebuilt each sample: a forgotten (deleted) database leaves no entry behind.
+    const lastTx = new Map<string, number>();
     for (const a of this.src.registry.activity.all()) {
       const before = this.lastTx.get(a.id);
       if (before !== undefined && !first && a.transactions > before)
         tps.set(a.id, (a.transactions - before) / dt);
-      this.lastTx.set(a.id, a.transactions);
+      lastTx.set(a.id, a.transactions);
     }
+    this.lastTx = lastTx;
     this.tps = tps;
     this.last = {
       at: now,
@@ -126,17 +155,39 @@ export class StatsHub {
     }
   }
 
+  /** The catalog's nodes and placements, read at most once a sample (concurrent callers share it). */
+  private clusterView(): Promise<ClusterView> | undefined {
+    const source = this.src.cluster;
+    if (!source) return undefined;
+    const now = Date.now();
+    if (this.clusterCache && now - this.clusterCache.at < MIN_SAMPLE_MS) return this.clusterCache.view;
+    const view = Promise.all([source.nodes(), source.placements()]).then(([nodes, placements]) => ({
+      nodes,
+      placements: new Map(placements.map((p) => [p.databaseId, p])),
+    }));
+    this.clusterCache = { at: now, view };
+    // A failed read is not kept: the next request tries again.
+    view.catch(() => {
+      if (this.clusterCache?.view === view) this.clusterCache = undefined;
+    });
+    return view;
+  }
+
   async snapshot(): Promise<StatsSnapshot> {
     this.sample();
     const { src } = this;
-    const records = await src.listDatabases();
+    const [records, cluster] = await Promise.all([src.listDatabases(), this.clusterView()]);
     const open = new Map(src.registry.openViews().map((v) => [v.id, v]));
     const activity = src.registry.activity;
     const databases = records.map((r): DatabaseStats => {
       const view = open.get(r.id);
       const a = activity.peek(r.id);
+      const placement = cluster?.placements.get(r.id);
+      const owner = cluster ? (placement?.owner ?? null) : src.nodeId;
       const state: DatabaseState = !view
-        ? 'closed'
+        ? owner !== null && owner !== src.nodeId && placement?.ownerAlive
+          ? 'remote'
+          : 'closed'
         : view.state === 'opening'
           ? 'opening'
           : view.clients > 0
@@ -153,10 +204,10 @@ export class StatsHub {
         tps: round(this.tps.get(r.id) ?? 0),
         queries: a?.units ?? 0,
         transactions: a?.transactions ?? 0,
-        memoryBytes: null,
+        memoryBytes: view?.memoryBytes ?? null,
         lastSnapshotAt: iso(a?.lastSnapshotAt),
         lastWalShippedAt: iso(a?.lastWalShippedAt),
-        owner: src.nodeId,
+        owner,
       };
     });
     const memory = process.memoryUsage();
@@ -177,7 +228,13 @@ export class StatsHub {
     return {
       at: new Date().toISOString(),
       node,
-      cluster: { mode: 'single-node', nodes: [node] },
+      cluster: cluster
+        ? {
+            mode: 'cluster',
+            leaseValid: src.cluster?.leaseValid() ?? false,
+            nodes: clusterNodes(node, cluster),
+          }
+        : { mode: 'single-node', nodes: clusterNodes(node, undefined, records.length) },
       databases,
       events: activity.recentEvents().slice(-EVENTS_SENT),
       history: [...this.history],

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { type FaultControlServer, startFaultControl } from './fault-control-server.js';
 import { TcpFaultProxy } from './fault-proxy.js';
 import { freePort } from './ports.js';
 import { createTestDatabase, startPostgres, type TestPostgres } from './postgres.js';
@@ -15,8 +16,9 @@ import { startS3, type TestS3 } from './s3.js';
  * The fault-injection harness of cluster mode: N real gateway processes on one machine with a
  * real PostgreSQL 15 catalog and s3rver. Each node reaches the catalog, the archive and its peers
  * through its own TCP fault proxies, so one node can be cut off or slowed down alone. Per node:
- * kill -9, SIGSTOP/SIGCONT, SIGTERM, restart on the same data directory and ports.
- * Usable from tests and from scripts/cluster-faults.ts.
+ * kill -9, SIGSTOP/SIGCONT, SIGTERM, restart on the same data directory and ports. A loopback
+ * control API (fault-control-server.ts) is every node's FAULT_CONTROL_URL, so a node's admin API
+ * and dashboard can inject the same faults. Usable from tests and from scripts/cluster-faults.ts.
  */
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -46,6 +48,8 @@ export interface NodeFaults {
 export class HarnessNode {
   port = 0;
   adminPort = 0;
+  /** The HTTPS front door (SQL over HTTP, WebSocket). */
+  httpPort = 0;
   private child: ChildProcess | undefined;
   private exit: string | undefined;
   private exited: Promise<void> = Promise.resolve();
@@ -59,6 +63,11 @@ export class HarnessNode {
     private readonly env: Record<string, string>,
     private readonly ca: () => Buffer,
   ) {}
+
+  /** The CA that signed the nodes' certificate (HTTPS and WebSocket clients trust it). */
+  get tlsCa(): Buffer {
+    return this.ca();
+  }
 
   get pid(): number | undefined {
     return this.child?.pid;
@@ -87,7 +96,7 @@ export class HarnessNode {
 
   async start(timeoutMs = 120_000): Promise<void> {
     this.exit = undefined;
-    let listening: { port: number; adminPort: number } | undefined;
+    let listening: { port: number; adminPort: number; httpPort: number } | undefined;
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', 'serve'], {
       cwd: repo,
       env: this.env,
@@ -99,8 +108,9 @@ export class HarnessNode {
       if (this.recent.length > MAX_KEPT_LINES) this.recent.shift();
       if (!line.includes('"listening"')) return;
       try {
-        const entry = JSON.parse(line) as { port?: number; adminPort?: number };
-        if (entry.port && entry.adminPort) listening = { port: entry.port, adminPort: entry.adminPort };
+        const entry = JSON.parse(line) as { port?: number; adminPort?: number; httpPort?: number };
+        if (entry.port && entry.adminPort)
+          listening = { port: entry.port, adminPort: entry.adminPort, httpPort: entry.httpPort ?? 0 };
       } catch {}
     };
     const lines = () => {
@@ -135,6 +145,7 @@ export class HarnessNode {
     }
     this.port = listening.port;
     this.adminPort = listening.adminPort;
+    this.httpPort = listening.httpPort;
   }
 
   /** kill -9: no shutdown, nothing released. */
@@ -227,6 +238,8 @@ export interface ClusterHarness {
   nodes: HarnessNode[];
   catalogUrl: string;
   s3: TestS3;
+  /** The control API the nodes' /v1/faults routes call (FAULT_CONTROL_URL). */
+  control: FaultControlServer;
   /** A node chosen at random among the live ones. */
   anyNode(except?: HarnessNode): HarnessNode;
   /** The live node the catalog names as the database's owner (undefined when none). */
@@ -256,10 +269,12 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
     const catalogTarget = new URL(catalogUrl);
     const s3Target = new URL(s3.directEndpoint);
     const secret = randomBytes(24).toString('hex');
+    const nodes: HarnessNode[] = [];
+    const control = await startFaultControl(() => nodes);
+    cleanups.push(() => control.close());
     const tlsDir = path.join(root, 'tls');
     await mkdir(tlsDir, { recursive: true });
     let ca: Buffer | undefined;
-    const nodes: HarnessNode[] = [];
     for (let i = 0; i < opts.size; i++) {
       const id = `node-${i + 1}`;
       const clusterPort = await freePort();
@@ -298,6 +313,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
         CLUSTER_PORT: String(clusterPort),
         CLUSTER_SECRET: secret,
         LEASE_TTL: opts.leaseTtl ?? '2s',
+        FAULT_CONTROL_URL: control.url,
         ...(opts.templateDir ? { TEMPLATE_DIR: opts.templateDir } : {}),
         ...opts.env,
       };
@@ -328,6 +344,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
       nodes,
       catalogUrl,
       s3,
+      control,
       anyNode: (except) => {
         const live = nodes.filter((n) => n.alive() && n !== except);
         return live[Math.floor(Math.random() * live.length)] as HarnessNode;

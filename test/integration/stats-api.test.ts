@@ -100,8 +100,15 @@ function readStream(headers: Record<string, string>, until: (data: unknown) => b
 
 interface Snapshot {
   node: { id: string; openDatabases: number };
-  cluster: { mode: string; nodes: { id: string }[] };
-  databases: { id: string; state: string; clients: number; owner: string; queries: number }[];
+  cluster: { mode: string; nodes: { id: string; self: boolean; alive: boolean; ownedDatabases: number }[] };
+  databases: {
+    id: string;
+    state: string;
+    clients: number;
+    owner: string;
+    queries: number;
+    memoryBytes: number | null;
+  }[];
   events: { kind: string; db: string; detail?: string }[];
 }
 
@@ -171,7 +178,13 @@ describe('live stats', () => {
       expect(snap).toBeDefined();
       expect(snap.cluster.mode).toBe('single-node');
       expect(snap.cluster.nodes.map((n) => n.id)).toEqual([snap.node.id]);
-      expect(snap.databases.find((d) => d.id === 'streamed')?.owner).toBe(snap.node.id);
+      expect(snap.cluster.nodes[0]).toMatchObject({ self: true, alive: true });
+      expect(snap.cluster.nodes[0]?.ownedDatabases).toBe(snap.databases.length);
+      const streamed = snap.databases.find((d) => d.id === 'streamed');
+      expect(streamed?.owner).toBe(snap.node.id);
+      // Measured by its worker: Postgres' shared memory and contexts plus the worker's JS heap.
+      expect(streamed?.memoryBytes).toBeGreaterThan(1024 * 1024);
+      expect(streamed?.memoryBytes).toBeLessThan(1024 * 1024 * 1024);
       expect(snap.events.some((e) => e.kind === 'open' && e.db === 'streamed')).toBe(true);
     } finally {
       await client.end();
@@ -209,8 +222,27 @@ describe('live stats', () => {
     expect((await request('POST', '/v1/databases/missing/close', bearer)).status).toBe(404);
   });
 
+  it('forgets a deleted database: gone from /v1/stats and from the node activity', async () => {
+    const password = await t.createDatabase('doomed');
+    const client = new pg.Client(t.pgConfig('doomed', password));
+    client.on('error', () => undefined);
+    await client.connect();
+    await client.query('select 1');
+    await client.end();
+    const before = JSON.parse((await request('GET', '/v1/stats', bearer)).body) as Snapshot;
+    expect(before.databases.find((d) => d.id === 'doomed')?.queries).toBeGreaterThan(0);
+    expect(t.server.registry.activity.peek('doomed')).toBeDefined();
+
+    expect((await request('DELETE', '/v1/databases/doomed', bearer)).status).toBe(204);
+    const after = JSON.parse((await request('GET', '/v1/stats', bearer)).body) as Snapshot;
+    expect(after.databases.some((d) => d.id === 'doomed')).toBe(false);
+    expect(t.server.registry.activity.peek('doomed')).toBeUndefined();
+    expect([...t.server.registry.activity.all()].some((a) => a.id === 'doomed')).toBe(false);
+    expect((await request('GET', '/v1/stats/databases/doomed', bearer)).status).toBe(404);
+  });
+
   it('answers 501 for cluster actions on a single node and offers no fault actions', async () => {
-    expect((await request('POST', '/v1/databases/acted/move', bearer)).status).toBe(501);
+    expect((await request('POST', '/v1/databases/acted/move', bearer, '{"node":"x"}')).status).toBe(501);
     expect((await request('POST', '/v1/nodes/x/drain', bearer)).status).toBe(501);
     expect(JSON.parse((await request('GET', '/v1/faults', bearer)).body)).toEqual({ actions: [] });
     expect((await request('POST', '/v1/faults/kill', bearer)).status).toBe(404);

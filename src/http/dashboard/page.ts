@@ -14,6 +14,7 @@ header .grow { flex: 1; }
 main { display: grid; grid-template-columns: minmax(0, 3fr) minmax(320px, 2fr); gap: 1rem; padding: 1rem; }
 section { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: .75rem; margin-bottom: 1rem; }
 section h2 { font-size: .95rem; margin: 0 0 .5rem; }
+.scroll { overflow-x: auto; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th[data-sort] { cursor: pointer; user-select: none; }
@@ -24,7 +25,7 @@ tr.selected { outline: 2px solid var(--accent); }
 input, select, button { font: inherit; color: inherit; background: var(--bg); border: 1px solid var(--line); border-radius: 4px; padding: .25rem .5rem; }
 button { cursor: pointer; } button:disabled { opacity: .5; cursor: not-allowed; }
 button.danger { border-color: var(--bad); color: var(--bad); }
-.state-open { color: var(--ok); } .state-idle { color: var(--accent); } .state-closed { color: var(--muted); }
+.state-open, .state-running { color: var(--ok); } .state-idle, .state-draining { color: var(--accent); } .state-closed, .state-remote { color: var(--muted); } .state-dead { color: var(--bad); }
 .muted { color: var(--muted); }
 .cards { display: flex; gap: .75rem; flex-wrap: wrap; }
 .card { min-width: 7rem; } .card b { display: block; font-size: 1.2rem; }
