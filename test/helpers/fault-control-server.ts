@@ -10,7 +10,15 @@ import type { HarnessNode } from './cluster.js';
  * itself after MAX_FAULT_MS.
  */
 
-export const FAULT_ACTIONS = ['pause', 'resume', 'kill', 'restart', 'isolate-catalog', 'heal'] as const;
+export const FAULT_ACTIONS = [
+  'pause',
+  'resume',
+  'kill',
+  'restart',
+  'isolate',
+  'isolate-catalog',
+  'heal',
+] as const;
 export type FaultAction = (typeof FAULT_ACTIONS)[number];
 
 /** Longest a pause or an isolation lasts without a resume or a heal. */
@@ -50,6 +58,10 @@ export async function startFaultControl(nodes: () => readonly HarnessNode[]): Pr
       case 'restart':
         // Answered at once: the node takes seconds to start, and may be the one that asked.
         void node.restart().catch(() => undefined);
+        return;
+      case 'isolate':
+        // Cut off from everything it talks to: the catalog, the archive and its peers.
+        for (const proxy of Object.values(node.faults)) proxy.fault('blackhole', MAX_FAULT_MS);
         return;
       case 'isolate-catalog':
         return node.faults.catalog.fault('blackhole', MAX_FAULT_MS);

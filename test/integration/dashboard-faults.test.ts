@@ -161,6 +161,20 @@ describe('cluster view, move and faults through the admin API', () => {
     expect((await target.request('GET', '/healthz', undefined, 10_000)).status).toBe(200);
     expect(cluster.control.log.slice(-2)).toEqual([`pause ${target.id}`, `resume ${target.id}`]);
   });
+
+  it('isolates a node from everything: the others see it dead, then running again once healed', async () => {
+    const [entry, target] = [node(0), node(1)];
+    const stateOf = (s: Snapshot) =>
+      (s.cluster.nodes.find((n) => n.id === target.id) as { state?: string } | undefined)?.state;
+    expect((await entry.request('POST', `/v1/faults/isolate?node=${target.id}`)).status).toBe(204);
+    try {
+      // Its heartbeats cannot reach the catalog: dead once LEASE_TTL (2 s) passed without one.
+      expect(stateOf(await statsUntil(entry, (s) => stateOf(s) === 'dead'))).toBe('dead');
+    } finally {
+      expect((await entry.request('POST', `/v1/faults/heal?node=${target.id}`)).status).toBe(204);
+    }
+    expect(stateOf(await statsUntil(entry, (s) => stateOf(s) === 'running', 30_000))).toBe('running');
+  });
 });
 
 describe('dashboard in Chromium, cluster mode', () => {
