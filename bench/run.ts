@@ -1,6 +1,13 @@
 import { appendFile, readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import {
+  appendClusterReport,
+  CLUSTER_BENCH,
+  type ClusterBenchResults,
+  renderClusterReport,
+  runClusterBench,
+} from './cluster-bench.js';
+import {
   appendDurabilityReport,
   DURABILITY_BENCH,
   type DurabilityBenchResults,
@@ -46,7 +53,7 @@ import { BENCHMARK_NAMES, type BenchmarkName, type BenchResults } from './types.
 const USAGE = `usage: npm run bench -- [options]
   --quick                a few seconds per benchmark, 20 transactions per pgbench client
                          (checks the harness; numbers are not meaningful)
-  --only LIST            comma-separated subset of: ${BENCHMARK_NAMES.join(', ')}, ${HTTP_BENCH}, ${TEMPLATE_BENCH}, ${DURABILITY_BENCH}, ${LOCAL_CACHE_BENCH}, ${ROUND_TRIP_BENCHES.join(', ')}
+  --only LIST            comma-separated subset of: ${BENCHMARK_NAMES.join(', ')}, ${HTTP_BENCH}, ${TEMPLATE_BENCH}, ${DURABILITY_BENCH}, ${LOCAL_CACHE_BENCH}, ${CLUSTER_BENCH}, ${ROUND_TRIP_BENCHES.join(', ')}
   --seconds N            seconds per pgbench run (default 20; --quick counts transactions instead)
   --mix-seconds N        seconds of the multi-tenant mix (default 60; --quick 3)
   --systems LIST         comma-separated subset of: ${SYSTEM_KINDS.join(', ')}
@@ -90,6 +97,7 @@ async function main(): Promise<number> {
     templates?: TemplateBenchResults;
     durability?: DurabilityBenchResults;
     localCache?: LocalCacheResults;
+    cluster?: ClusterBenchResults;
   } & RoundTripResults;
   if (parsed.fromJson) {
     // Re-render a saved run (e.g. after the report format changed) without measuring again.
@@ -116,6 +124,12 @@ async function main(): Promise<number> {
       const runs = parsed.options.quick ? 1 : 5;
       results.localCache = await runLocalCacheBench({ runs, log: (m) => console.error(m) });
     }
+    if (parsed.cluster) {
+      results.cluster = await runClusterBench({
+        quick: parsed.options.quick,
+        log: (m) => console.error(m),
+      });
+    }
     Object.assign(
       results,
       await runRoundTripBenches({
@@ -131,6 +145,7 @@ async function main(): Promise<number> {
   if (results.templates) console.log(`\n${renderTemplateReport(results.templates)}`);
   if (results.durability) console.log(`\n${renderDurabilityReport(results.durability)}`);
   if (results.localCache) console.log(`\n${renderLocalCacheReport(results.localCache)}`);
+  if (results.cluster) console.log(`\n${renderClusterReport(results.cluster)}`);
   const roundTrip = renderRoundTripBenches(results);
   if (roundTrip) console.log(`\n${roundTrip}`);
   if (!parsed.fromJson) console.error(`\nresults: ${await writeJson(results)}`);
@@ -140,6 +155,7 @@ async function main(): Promise<number> {
     if (results.templates) await appendTemplateReport(file, results.templates);
     if (results.durability) await appendDurabilityReport(file, results.durability);
     if (results.localCache) await appendFile(file, `\n${renderLocalCacheReport(results.localCache)}\n`);
+    if (results.cluster) await appendClusterReport(file, results.cluster);
     await appendRoundTripReport(file, results);
     console.error(`updated ${file}`);
   }
@@ -178,6 +194,7 @@ function parse() {
       TEMPLATE_BENCH,
       DURABILITY_BENCH,
       LOCAL_CACHE_BENCH,
+      CLUSTER_BENCH,
       ...ROUND_TRIP_BENCHES,
     ],
     '--only',
@@ -194,6 +211,7 @@ function parse() {
     templates: selected === undefined || selected.includes(TEMPLATE_BENCH),
     durability: selected === undefined || selected.includes(DURABILITY_BENCH),
     localCache: selected === undefined || selected.includes(LOCAL_CACHE_BENCH),
+    cluster: selected === undefined || selected.includes(CLUSTER_BENCH),
     selected,
     mixSeconds,
     options: {
