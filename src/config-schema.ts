@@ -62,10 +62,18 @@ export const EnvSchema = z.object({
   TLS_MODE: z.enum(['require', 'prefer', 'disable']).default('require'),
   /** Directory for generated dev certificates (ca.pem, cert.pem, key.pem). */
   TLS_DIR: z.string().default('tls'),
-  /** PEM certificate path; when unset, `TLS_DIR/cert.pem` (generated in dev if missing). */
+  /** PEM certificate path (TLS_SOURCE=files) or the PEM itself (TLS_SOURCE=env). */
   TLS_CERT: optionalString,
-  /** PEM private key path; when unset, `TLS_DIR/key.pem` (generated in dev if missing). */
+  /** PEM private key path (TLS_SOURCE=files) or the PEM itself (TLS_SOURCE=env). */
   TLS_KEY: optionalString,
+  /**
+   * Where the certificate and key come from: files (TLS_CERT/TLS_KEY paths, or TLS_DIR), env
+   * (TLS_CERT/TLS_KEY hold the PEM text: secrets), archive (`_tls/cert.pem` and `_tls/key.pem`
+   * in ARCHIVE_URL, so nodes without a volume share them).
+   */
+  TLS_SOURCE: z.enum(['files', 'env', 'archive']).default('files'),
+  /** How often the certificate is read again and, when it changed, served to new handshakes; 0 = never. */
+  TLS_RELOAD_INTERVAL: duration('1m'),
   /** Root directory holding one PGDATA directory per database. */
   DATA_DIR: z.string().default('dbs'),
   /** Pre-initialised PGDATA copied to create databases; default `DATA_DIR/_template`. */

@@ -100,4 +100,21 @@ describe('loadConfig', () => {
     expect(loadConfig({ NODE_ENV: 'production' }, false).tls.generateIfMissing).toBe(false);
     expect(loadConfig({ TLS_CERT: '/c.pem', TLS_KEY: '/k.pem' }, false).tls.generateIfMissing).toBe(false);
   });
+
+  it('checks what each TLS_SOURCE needs', () => {
+    const pem = '-----BEGIN X-----\nAA==\n-----END X-----\n';
+    const env = loadConfig({ TLS_SOURCE: 'env', TLS_CERT: pem, TLS_KEY: pem }, false).tls;
+    expect(env).toMatchObject({ source: 'env', certPem: pem, keyPem: pem, generateIfMissing: false });
+    expect(() => loadConfig({ TLS_SOURCE: 'env', TLS_CERT: '/c.pem', TLS_KEY: '/k.pem' }, false)).toThrow(
+      /PEM text/,
+    );
+    expect(() => loadConfig({ TLS_SOURCE: 'archive' }, false)).toThrow(/ARCHIVE_URL/);
+    expect(() =>
+      loadConfig({ TLS_SOURCE: 'archive', ARCHIVE_URL: 'file:///tmp/a', TLS_CERT: '/c.pem' }, false),
+    ).toThrow(/not used/);
+    const archived = loadConfig({ TLS_SOURCE: 'archive', ARCHIVE_URL: 'file:///tmp/a' }, false).tls;
+    expect(archived).toMatchObject({ source: 'archive', generateIfMissing: false, reloadIntervalMs: 60_000 });
+    expect(loadConfig({ TLS_RELOAD_INTERVAL: '0' }, false).tls.reloadIntervalMs).toBe(0);
+    expect(() => loadConfig({ TLS_SOURCE: 'vault' }, false)).toThrow(/TLS_SOURCE/);
+  });
 });

@@ -44,10 +44,17 @@ export type Config = Readonly<{
   tls: Readonly<{
     mode: 'require' | 'prefer' | 'disable';
     dir: string;
+    /** TLS_SOURCE: files (certPath/keyPath), env (certPem/keyPem) or archive (`_tls/` in ARCHIVE_URL). */
+    source: 'files' | 'env' | 'archive';
     certPath: string;
     keyPath: string;
+    /** TLS_SOURCE=env: the PEM text of TLS_CERT and TLS_KEY. */
+    certPem: string | undefined;
+    keyPem: string | undefined;
     /** Generate a dev CA + cert when the files are missing (never in production). */
     generateIfMissing: boolean;
+    /** TLS_RELOAD_INTERVAL in ms; 0 = read once at start. */
+    reloadIntervalMs: number;
   }>;
   dataDir: string;
   templateDir: string;
@@ -144,6 +151,33 @@ function clusterSettings(e: Env, present: Record<string, unknown>): ClusterSetti
   });
 }
 
+/** TLS_* : where the certificate comes from, checked for what each source needs. */
+function tlsSettings(e: Env, production: boolean): Config['tls'] {
+  const refuse = (why: string): never => {
+    throw new ConfigError(`invalid configuration:\n  ${why}`);
+  };
+  const files = e.TLS_SOURCE === 'files';
+  if (e.TLS_SOURCE === 'env' && e.TLS_MODE !== 'disable') {
+    if (!e.TLS_CERT?.includes('-----BEGIN') || !e.TLS_KEY?.includes('-----BEGIN'))
+      refuse('TLS_SOURCE=env: TLS_CERT and TLS_KEY must hold the PEM text of the certificate and key');
+  }
+  if (e.TLS_SOURCE === 'archive' && !e.ARCHIVE_URL)
+    refuse('TLS_SOURCE=archive: reads _tls/cert.pem and _tls/key.pem from ARCHIVE_URL, which is unset');
+  if (e.TLS_SOURCE === 'archive' && (e.TLS_CERT || e.TLS_KEY))
+    refuse('TLS_SOURCE=archive: TLS_CERT and TLS_KEY are not used; unset them');
+  return Object.freeze({
+    mode: e.TLS_MODE,
+    source: e.TLS_SOURCE,
+    dir: path.resolve(e.TLS_DIR),
+    certPath: path.resolve((files && e.TLS_CERT) || path.join(e.TLS_DIR, 'cert.pem')),
+    keyPath: path.resolve((files && e.TLS_KEY) || path.join(e.TLS_DIR, 'key.pem')),
+    certPem: e.TLS_SOURCE === 'env' ? e.TLS_CERT : undefined,
+    keyPem: e.TLS_SOURCE === 'env' ? e.TLS_KEY : undefined,
+    generateIfMissing: files && !production && !e.TLS_CERT && !e.TLS_KEY,
+    reloadIntervalMs: e.TLS_RELOAD_INTERVAL,
+  });
+}
+
 /** A fault harness is for test runs: http:// on a loopback address, never in production. */
 function faultControlUrl(value: string | undefined, production: boolean): string | undefined {
   if (value === undefined) return undefined;
@@ -194,13 +228,7 @@ export function loadConfig(
     portSet: present.PORT !== undefined,
     host: e.HOST ?? (production ? '0.0.0.0' : '127.0.0.1'),
     wildcardDomain: e.WILDCARD_DOMAIN,
-    tls: Object.freeze({
-      mode: e.TLS_MODE,
-      dir: path.resolve(e.TLS_DIR),
-      certPath: path.resolve(e.TLS_CERT ?? path.join(e.TLS_DIR, 'cert.pem')),
-      keyPath: path.resolve(e.TLS_KEY ?? path.join(e.TLS_DIR, 'key.pem')),
-      generateIfMissing: !production && !e.TLS_CERT && !e.TLS_KEY,
-    }),
+    tls: tlsSettings(e, production),
     dataDir,
     templateDir: path.resolve(e.TEMPLATE_DIR ?? path.join(dataDir, '_template')),
     catalogUrl: e.CATALOG_URL,

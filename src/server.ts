@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { connectionDefaults } from './admin/connection-info.js';
@@ -16,7 +15,7 @@ import { ScramLookup } from './gateway/auth.js';
 import { AuthThrottle } from './gateway/auth-throttle.js';
 import { CancelKeys } from './gateway/cancel.js';
 import { GatewayListener } from './gateway/listener.js';
-import { loadSecureContext } from './gateway/tls.js';
+import { Certificates } from './gateway/tls.js';
 import { createAdminApp } from './http/app.js';
 import { FaultControl } from './http/fault-control.js';
 import { startFrontDoor } from './http/front-door.js';
@@ -59,7 +58,13 @@ export async function startServer(
   logger: Logger,
   hooks: ServerHooks = {},
 ): Promise<RunningServer> {
-  const secureContext = await loadSecureContext(config, logger);
+  if (config.tls.mode === 'disable')
+    logger.warn('TLS_MODE=disable: passwords and data cross the network in plaintext');
+  // Read again every TLS_RELOAD_INTERVAL: a renewed certificate needs no restart.
+  const certificates =
+    config.tls.mode !== 'disable' || config.http.tls !== 'disable'
+      ? await Certificates.open(config, logger)
+      : undefined;
   // Cluster mode: built first because the archive writers record through its fence.
   let registryRef: DatabaseRegistry | undefined;
   const cluster =
@@ -82,10 +87,16 @@ export async function startServer(
   const base = await openNodeBase(config, logger, { archiveCatalog: cluster?.fence, onCatalogLost }).catch(
     async (err) => {
       await cluster?.stop();
+      await certificates?.close();
       throw err;
     },
   );
-  const cleanups: (() => Promise<void>)[] = [() => base.close()];
+  const cleanups: (() => Promise<void>)[] = [
+    async () => {
+      await certificates?.close();
+    },
+    () => base.close(),
+  ];
   // Runs after every database closed and released (cleanups run in reverse).
   if (cluster) cleanups.push(() => cluster.stop());
   const cleanup = async () => {
@@ -206,7 +217,7 @@ export async function startServer(
     const listener = new GatewayListener(
       {
         tlsMode: config.tls.mode,
-        secureContext: () => secureContext,
+        secureContext: () => (config.tls.mode === 'disable' ? undefined : certificates?.secureContext()),
         wildcardDomain: config.wildcardDomain,
         loginTimeoutMs: config.loginTimeoutMs,
         maxMessageSize: config.maxMessageSize,
@@ -239,7 +250,7 @@ export async function startServer(
     const frontDoor = await startFrontDoor({
       host: config.http.host,
       port: config.http.port,
-      tls: config.http.tls === 'disable' ? undefined : await readCertificate(config, logger),
+      tls: config.http.tls === 'disable' ? undefined : certificates?.current(),
       sql: {
         catalog,
         registry,
@@ -261,6 +272,7 @@ export async function startServer(
       logger,
     });
     cleanups.push(() => frontDoor.close(config.drainTimeoutMs));
+    if (config.http.tls !== 'disable') certificates?.onChange((pair) => frontDoor.setCertificate(pair));
     if (!config.admin.token && !isLoopback(config.admin.host)) {
       logger.warn({ host: config.admin.host }, 'admin API listens beyond loopback without ADMIN_TOKEN');
     }
@@ -332,14 +344,6 @@ export async function startServer(
 
 /** Largest SQL-over-HTTP request body; a larger one is refused (413) before it is parsed. */
 const MAX_HTTP_REQUEST_BYTES = 1024 * 1024;
-
-/** The Postgres listener's certificate for HTTPS (generated in development when missing). */
-async function readCertificate(config: Config, logger: Logger): Promise<{ cert: Buffer; key: Buffer }> {
-  if (config.tls.mode === 'disable')
-    await loadSecureContext({ ...config, tls: { ...config.tls, mode: 'require' } }, logger);
-  const [cert, key] = await Promise.all([readFile(config.tls.certPath), readFile(config.tls.keyPath)]);
-  return { cert, key };
-}
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');

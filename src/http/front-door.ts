@@ -43,6 +43,8 @@ export interface FrontDoor {
   close(drainTimeoutMs: number): Promise<void>;
   /** Ends the WebSocket clients now instead of draining. */
   endDrain(): void;
+  /** Serves a renewed certificate to new TLS handshakes (no effect without TLS). */
+  setCertificate(pair: { cert: Buffer; key: Buffer }): void;
 }
 
 /** Requests and responses are small: a slow or silent client does not hold a socket for long. */
@@ -147,6 +149,10 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     port,
     get connectionCount() {
       return clients.count;
+    },
+    setCertificate(pair) {
+      if (opts.tls && 'setSecureContext' in server)
+        server.setSecureContext({ cert: pair.cert, key: pair.key, minVersion: 'TLSv1.2' });
     },
     async close(drainTimeoutMs) {
       closing = true;

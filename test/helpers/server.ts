@@ -53,7 +53,10 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     ...env,
   };
   const logger = createLogger({ level: fullEnv.LOG_LEVEL as string, pretty: false });
-  let server = await startServer(loadConfig(fullEnv), logger);
+  let server = await startServer(loadConfig(fullEnv), logger).catch(async (err: unknown) => {
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  });
   const handle: TestServer = {
     port: server.port,
     httpPort: server.httpPort,
