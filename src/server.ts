@@ -204,6 +204,7 @@ export async function startServer(
       templateDir: config.templateDir,
       minPasswordLength: config.minPasswordLength,
       templates,
+      ownership: cluster,
     });
     const authThrottle = new AuthThrottle({
       threshold: config.auth.failThreshold,

@@ -95,6 +95,14 @@ export class DatabaseManager {
       minPasswordLength?: number;
       /** Templates databases can be made from (issue 18). */
       templates?: TemplateManager;
+      /**
+       * Cluster mode: a command that rewrites a database's files runs only on its owner
+       * (Cluster.whileLocal claims it and keeps it, or refuses with 409 naming the owner).
+       */
+      ownership?: {
+        whileLocal<T>(id: string, fn: () => Promise<T>): Promise<T>;
+        forgetLocal(id: string): void;
+      };
     },
   ) {}
 
@@ -135,9 +143,12 @@ export class DatabaseManager {
   /** Disconnects its clients, closes it, and removes its catalog entry and data. */
   async delete(id: string): Promise<void> {
     await this.get(id);
-    await this.deps.registry?.close(id);
-    await this.deps.snapshots?.purge(id);
-    await this.deps.catalog.deleteDatabase(id);
+    await this.local(id, async () => {
+      await this.deps.registry?.close(id);
+      await this.deps.snapshots?.purge(id);
+      await this.deps.catalog.deleteDatabase(id);
+    });
+    this.deps.ownership?.forgetLocal(id);
     this.deps.registry?.forget(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
   }
@@ -362,8 +373,13 @@ export class DatabaseManager {
   }
 
   /** Runs `fn` while the database is closed and its clients wait (see `DatabaseRegistry.closeWhile`). */
+  /** Closed meanwhile; in cluster mode also owned by this node throughout (see `ownership`). */
   private whileClosed<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    return this.deps.registry ? this.deps.registry.closeWhile(id, fn) : fn();
+    return this.local(id, () => (this.deps.registry ? this.deps.registry.closeWhile(id, fn) : fn()));
+  }
+
+  private local<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.deps.ownership ? this.deps.ownership.whileLocal(id, fn) : fn();
   }
 
   /** Stages, validates and installs the tarball as the local copy; stores it as a version when archived. */

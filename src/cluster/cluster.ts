@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { Catalog } from '../catalog/catalog.js';
 import { openPostgresSqlClient } from '../catalog/postgres.js';
 import type { ClusterSettings } from '../config.js';
-import { errors } from '../errors.js';
+import { ConflictError, errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Coordination } from './coordination.js';
 import { fencedCatalog } from './fenced-catalog.js';
@@ -201,6 +201,36 @@ export class Cluster implements ClusterHooks {
       );
     if (target === this.opts.nodeId) return this.placed(id);
     return this.node.handingOver(id, () => this.handOver(id, node.address, target));
+  }
+
+  /**
+   * Runs an admin command that rewrites a database's files (restore, upload, clone into it,
+   * delete): this node must own it, so no other node serves it meanwhile and the new version
+   * passes the fence. Claims it when nobody owns it; 409 naming the owner when another live node
+   * does.
+   */
+  async whileLocal<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    await this.ensureLocal(id);
+    // Closing it for the command must not release it: another node would serve the old data.
+    return this.node.pinning(id, fn);
+  }
+
+  private async ensureLocal(id: string): Promise<void> {
+    try {
+      await this.node.ensureOwned(id);
+    } catch {
+      const owner = (await this.coordination.placement(id).catch(() => undefined))?.owner;
+      throw new ConflictError(
+        owner && owner !== this.opts.nodeId
+          ? `database "${id}" is served by node ${owner}: run this on ${owner}, or move it here first (db move ${id} ${this.opts.nodeId}, on ${owner})`
+          : `database "${id}" cannot be claimed by this node now (its owner is changing or the catalog is unreachable); try again`,
+      );
+    }
+  }
+
+  /** A deleted database: this node no longer holds it. */
+  forgetLocal(id: string): void {
+    this.node.giveUp(id);
   }
 
   /**

@@ -49,6 +49,8 @@ export class ClusterNode {
   private readonly claiming = new Map<string, Promise<void>>();
   /** Databases being handed over (`db move`): never served or claimed here meanwhile. */
   private readonly moving = new Set<string>();
+  /** Databases an admin command is rewriting here: not released when they close meanwhile. */
+  private readonly pinned = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
@@ -246,11 +248,24 @@ export class ClusterNode {
   release = async (id: string): Promise<void> => {
     const entry = this.owned.get(id);
     if (!entry || entry.state !== OwnerState.owned) return;
-    // A hand-over transfers the placement itself, without leaving it free for anyone else.
-    if (this.moving.has(id)) return;
+    // A hand-over transfers the placement itself, without leaving it free for anyone else; an
+    // admin command (restore, upload) closes the database only to rewrite it here.
+    if (this.moving.has(id) || this.pinned.has(id)) return;
     this.owned.delete(id);
     if (await this.opts.coordination.release(id, entry.generation)) this.stats.releases++;
   };
+
+  /** Runs `fn` (it closes and rewrites the database) while this node keeps owning `id`. */
+  async pinning<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    this.pinned.set(id, (this.pinned.get(id) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      const left = (this.pinned.get(id) ?? 1) - 1;
+      if (left > 0) this.pinned.set(id, left);
+      else this.pinned.delete(id);
+    }
+  }
 
   /** Runs a hand-over of `id`: meanwhile this node neither serves nor claims it (clients retry). */
   async handingOver<T>(id: string, fn: () => Promise<T>): Promise<T> {

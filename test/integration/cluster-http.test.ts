@@ -118,3 +118,50 @@ describe('cluster: db move and node drain from the CLI', () => {
     expect(usage.code).toBe(2);
   });
 });
+
+describe('cluster: admin commands that rewrite a database run on its owner', () => {
+  const json = async (node: HarnessNode, method: string, route: string, body?: unknown) => {
+    const res = await node.request(method, route, body, 120_000);
+    return { status: res.status, body: res.body ? (JSON.parse(res.body) as Record<string, unknown>) : {} };
+  };
+
+  it('refuses restore, upload and delete with 409 naming the owner; clone claims the new database; restore works on the owner', async () => {
+    const ownerNow = (await cluster.ownerOf(DB)) as HarnessNode;
+    const other = cluster.nodes.find((n) => n !== ownerNow) as HarnessNode;
+    const { body: listed } = await json(other, 'GET', `/v1/databases/${DB}/versions`);
+    const versions = (listed.versions as { version: string; createdAt: string }[]).toSorted((a, b) =>
+      a.createdAt.localeCompare(b.createdAt),
+    );
+    const oldest = versions[0]?.version as string;
+    expect(oldest).toBeDefined();
+
+    const refusedRestore = await json(other, 'POST', `/v1/databases/${DB}/restore`, { version: oldest });
+    expect(refusedRestore.status).toBe(409);
+    expect(String(refusedRestore.body.error)).toContain(`served by node ${ownerNow.id}`);
+    expect((await json(other, 'DELETE', `/v1/databases/${DB}`)).status).toBe(409);
+    const upload = await other.request('PUT', `/v1/databases/${DB}/upload`, 'not a tarball');
+    expect(upload.status).toBe(409);
+    // Nothing changed: the owner still serves every row.
+    const sql = neon(neonUrl(DB, PASSWORD));
+    const rows = await sql`select count(*)::int as n from notes`;
+    expect((rows[0]?.n as number) > 0).toBe(true);
+
+    // A clone is a new database: the node that makes it owns it, and every node serves it.
+    const cloned = await json(other, 'POST', `/v1/databases/${DB}/clone`, {
+      id: 'httpclone',
+      password: PASSWORD,
+    });
+    expect(cloned.status).toBe(201);
+    expect((await cluster.placement('httpclone'))?.owner).toBe(other.id);
+    const c = new pg.Client(ownerNow.pgConfig('httpclone', PASSWORD));
+    await c.connect();
+    expect((await c.query('select count(*)::int as n from notes')).rows).toEqual(rows);
+    await c.end();
+
+    // On the owner: the restore takes effect, seen through the other node.
+    const restored = await json(ownerNow, 'POST', `/v1/databases/${DB}/restore`, { version: oldest });
+    expect(restored.status).toBe(200);
+    expect(await sql`select to_regclass('notes')::text as t`).toEqual([{ t: null }]);
+    expect((await cluster.placement(DB))?.owner).toBe(ownerNow.id);
+  });
+});
