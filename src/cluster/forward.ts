@@ -1,7 +1,9 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { connect } from 'node:tls';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type Hello, type HelloReply, sealHello } from './hello.js';
+import { peerClientTls } from './peer-tls.js';
 import { readFrame } from './wire.js';
 
 /** How long dialing a peer and its answer to the hello may take. */
@@ -28,14 +30,16 @@ export async function dialPeer(
   hello: Hello,
 ): Promise<{ socket: Socket; rest: Buffer }> {
   const { host, port } = splitAddress(address);
-  const socket = connect({ host, port, noDelay: true });
+  // TLS keyed by CLUSTER_SECRET (peer-tls.ts): a peer without the secret fails the handshake.
+  const socket = connect({ host, port, ...peerClientTls(secret) });
+  socket.setNoDelay(true);
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new PeerUnreachableError(`${address}: connect timed out`)),
         PEER_TIMEOUT_MS,
       );
-      socket.once('connect', () => {
+      socket.once('secureConnect', () => {
         clearTimeout(timer);
         resolve();
       });

@@ -1,7 +1,9 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { createServer, type Server } from 'node:tls';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { frame, type Hello, HelloError, type HelloReply, NonceWindow, openHello } from './hello.js';
+import { peerServerTls } from './peer-tls.js';
 import { readFrame } from './wire.js';
 
 /** How long a peer has to send its hello. */
@@ -22,9 +24,10 @@ export interface PeerHandlers {
 }
 
 /**
- * The internal listener (CLUSTER_PORT): only peers that know CLUSTER_SECRET get past the hello.
- * Plain TCP: run it on a private network (the hello is authenticated, not encrypted; the client's
- * traffic inside is whatever the client sent after its TLS was terminated at the entry node).
+ * The internal listener (CLUSTER_PORT): TLS keyed by CLUSTER_SECRET (peer-tls.ts), so only peers
+ * that know it complete the handshake and a forwarded session's traffic is encrypted between
+ * nodes; inside, the authenticated hello (a fresh nonce, a recent timestamp) says what the peer
+ * wants.
  */
 export class PeerListener {
   private readonly server: Server;
@@ -36,8 +39,16 @@ export class PeerListener {
     private readonly handlers: PeerHandlers,
     private readonly logger: Logger,
   ) {
-    this.server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => void this.accept(socket));
+    this.server = createServer(
+      { ...peerServerTls(secret), noDelay: true },
+      (socket) => void this.accept(socket),
+    );
     this.server.on('error', (err) => this.logger.error({ err }, 'cluster listener error'));
+    // Someone without the secret (or not speaking TLS) reached the port.
+    this.server.on('tlsClientError', (err, socket) => {
+      this.logger.warn({ err: err.message, peer: socket.remoteAddress }, 'peer TLS handshake refused');
+      socket.destroy();
+    });
   }
 
   async listen(port: number, host: string): Promise<number> {
