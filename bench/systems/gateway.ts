@@ -55,7 +55,8 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       TEMPLATE_DIR: await benchTemplate(opts.templateDir),
       // Databases stay open for the whole run, as they would under steady load.
       IDLE_TIMEOUT: '1h',
-      LOG_LEVEL: 'silent',
+      // BENCH_GATEWAY_LOG=info shows what the gateway did (timings of opens and fetches).
+      LOG_LEVEL: process.env.BENCH_GATEWAY_LOG ?? 'silent',
       LOG_PRETTY: 'false',
       NODE_ENV: 'development',
       // What the extensions cost is measured by running the bench with EXTENSIONS=none and without.
@@ -64,7 +65,10 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       ...(process.env.FSYNC ? { FSYNC: process.env.FSYNC } : {}),
       ...opts.env,
     };
-    const server = await startServer(loadConfig(env), createLogger({ level: 'silent', pretty: false }));
+    const server = await startServer(
+      loadConfig(env),
+      createLogger({ level: env.LOG_LEVEL ?? 'silent', pretty: false }),
+    );
     const port = server.port;
     let stopping: Promise<void> | undefined;
     return {
