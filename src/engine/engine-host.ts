@@ -124,6 +124,8 @@ export class EngineHost implements WorkerPool {
   readonly stats = { spawned: 0, recycled: 0 };
   /** fsync counts of all workers (DurabilityCounter), shared with them. */
   private readonly durability = new Int32Array(new SharedArrayBuffer(4 * DURABILITY_COUNTERS));
+  /** How many workers watch their doorbell right now (engine-worker.ts: at most one at a time). */
+  private readonly spinners = new SharedArrayBuffer(4);
 
   /** Workers parked and ready for the next open (metrics). */
   get warmCount(): number {
@@ -297,6 +299,7 @@ export class EngineHost implements WorkerPool {
       unacked,
       fsync: this.opts.fsync ?? true,
       durability: this.durability.buffer as SharedArrayBuffer,
+      spinners: this.spinners,
       walEnd,
       channel,
       memory,
