@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { createServer, type Server } from 'node:tls';
 import { GatewayError } from '../errors.js';
+import { listen } from '../listen.js';
 import type { Logger } from '../log.js';
 import { frame, type Hello, HelloError, type HelloReply, NonceWindow, openHello } from './hello.js';
 import { peerServerTls } from './peer-tls.js';
@@ -51,17 +52,8 @@ export class PeerListener {
     });
   }
 
-  async listen(port: number, host: string): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address();
-    if (!address || typeof address === 'string') throw new Error('cluster listener has no TCP address');
-    return address.port;
+  listen(port: number, host: string): Promise<number> {
+    return listen(this.server, port, host);
   }
 
   private async accept(socket: Socket): Promise<void> {

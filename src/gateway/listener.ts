@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { listen } from '../listen.js';
 import type { Logger } from '../log.js';
 import {
   type ClientHandle,
@@ -34,17 +35,8 @@ export class GatewayListener {
     return this.clients.size;
   }
 
-  async listen(port: number, host: string): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address();
-    if (!address || typeof address === 'string') throw new Error('listener has no TCP address');
-    return address.port;
+  listen(port: number, host: string): Promise<number> {
+    return listen(this.server, port, host);
   }
 
   private accept(socket: Socket, forwarded?: ForwardedClient): void {

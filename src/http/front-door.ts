@@ -1,8 +1,9 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createSecureServer, type Http2SecureServer, type Http2Session } from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import type { ConnectionDeps } from '../gateway/connection.js';
+import { listen } from '../listen.js';
 import type { Logger } from '../log.js';
 import {
   CORS_HEADERS,
@@ -135,14 +136,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listen(server, opts.port, opts.host);
   log.info({ host: opts.host, port, tls: opts.tls !== undefined }, 'http front door listening');
 
   return {

@@ -1,8 +1,8 @@
 import { chmod, lstat, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
+import { listen } from '../listen.js';
 import type { Logger } from '../log.js';
 import type { AdminEnv } from './env.js';
 
@@ -33,16 +33,6 @@ export interface AdminServer {
 
 /** sun_path is 108 bytes on Linux, 104 on macOS, including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 103;
-
-function listen(server: Server, ...args: [number, string] | [string]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(...(args as [number, string]), () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
 
 /** A socket file left by a process that died is removed; anything else at that path is an error. */
 async function removeStaleSocket(socketPath: string): Promise<void> {
@@ -87,8 +77,9 @@ export async function startAdmin(opts: AdminServerOptions): Promise<AdminServer>
     await Promise.all([closeServer(tcp, closeTimeoutMs), closeServer(unix, closeTimeoutMs)]);
     if (ownsSocket) await rm(opts.socketPath, { force: true });
   };
+  let port: number;
   try {
-    await listen(tcp, opts.port, opts.host);
+    port = await listen(tcp, opts.port, opts.host);
     await removeStaleSocket(opts.socketPath);
     await listen(unix, opts.socketPath);
     ownsSocket = true;
@@ -97,7 +88,6 @@ export async function startAdmin(opts: AdminServerOptions): Promise<AdminServer>
     await close();
     throw err;
   }
-  const port = (tcp.address() as AddressInfo).port;
   logger.info({ host: opts.host, port, socket: opts.socketPath }, 'admin API listening');
   return { port, close };
 }
