@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { adminRequest } from './admin-request.js';
 import { type FaultControlServer, startFaultControl } from './fault-control-server.js';
 import { TcpFaultProxy } from './fault-proxy.js';
 import { freePort } from './ports.js';
@@ -198,34 +198,13 @@ export class HarnessNode {
     body?: unknown,
     timeoutMs = 30_000,
   ): Promise<{ status: number; body: string }> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        {
-          host: '127.0.0.1',
-          port: this.adminPort,
-          method,
-          path: pathname,
-          agent: false,
-          headers: payload ? { 'content-type': 'application/json' } : {},
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            clearTimeout(timer);
-            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
-          });
-          res.on('error', reject);
-        },
-      );
-      const timer = setTimeout(() => req.destroy(new Error(`${method} ${pathname}: no answer`)), timeoutMs);
-      req.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      req.end(payload);
-    });
+    return adminRequest(
+      this.adminPort,
+      method,
+      pathname,
+      body === undefined ? undefined : JSON.stringify(body),
+      timeoutMs,
+    );
   }
 
   async createDatabase(id: string, password: string): Promise<void> {

@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { adminRequest } from './admin-request.js';
 
 /**
  * The real gateway (`serve`) in a child process, for fuzzing. Unlike `startTestServer` it does
@@ -154,41 +154,8 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
   const { port, adminPort } = listening;
   const ca = await readFile(path.join(root, 'tls', 'ca.pem'));
 
-  const request = (
-    method: string,
-    pathname: string,
-    body: string | undefined,
-    timeoutMs: number,
-  ): Promise<{ status: number; body: string }> =>
-    new Promise((resolve, reject) => {
-      const req = http.request(
-        {
-          host: '127.0.0.1',
-          port: adminPort,
-          method,
-          path: pathname,
-          agent: false,
-          headers: body ? { 'content-type': 'application/json' } : {},
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            clearTimeout(timer);
-            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
-          });
-          res.on('error', reject);
-        },
-      );
-      const timer = setTimeout(() => {
-        req.destroy(new Error(`${method} ${pathname}: no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      req.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      req.end(body);
-    });
+  const request = (method: string, pathname: string, body: string | undefined, timeoutMs: number) =>
+    adminRequest(adminPort, method, pathname, body, timeoutMs);
 
   const gauge = (text: string, name: string): number => {
     const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
