@@ -40,13 +40,7 @@ export interface DurabilityBenchResults {
 }
 
 function archiveEnv(s3: TestS3, prefix: string): Record<string, string> {
-  return {
-    ARCHIVE_URL: `s3://${s3.bucket}/${prefix}`,
-    AWS_ENDPOINT_URL_S3: s3.directEndpoint,
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_SECRET_ACCESS_KEY: 'S3RVER',
-    AWS_REGION: 'us-east-1',
-  };
+  return s3.env(prefix, { direct: true });
 }
 
 export async function runDurabilityBench(opts: {

@@ -35,13 +35,7 @@ afterAll(async () => {
   await s3?.close();
 });
 
-const s3Env = (prefix: string) => ({
-  ARCHIVE_URL: `s3://${s3.bucket}/${prefix}`,
-  AWS_ENDPOINT_URL_S3: s3.endpoint,
-  AWS_ACCESS_KEY_ID: 'S3RVER',
-  AWS_SECRET_ACCESS_KEY: 'S3RVER',
-  AWS_REGION: 'us-east-1',
-});
+const s3Env = (prefix: string) => s3.env(prefix);
 
 interface Outcome {
   client: number;

@@ -216,6 +216,8 @@ export interface TestS3 {
   proxy: FaultProxy;
   /** Static credentials s3rver accepts (it checks no signatures). */
   credentials: { accessKeyId: string; secretAccessKey: string };
+  /** A gateway's ARCHIVE_URL and AWS_* for `prefix` in the bucket (through the fault proxy unless `direct`). */
+  env(prefix: string, opts?: { direct?: boolean }): Record<string, string>;
   close(): Promise<void>;
 }
 
@@ -239,6 +241,13 @@ export async function startS3(opts: { bucket?: string } = {}): Promise<TestS3> {
     bucket,
     proxy,
     credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    env: (prefix, opts = {}) => ({
+      ARCHIVE_URL: `s3://${bucket}/${prefix}`,
+      AWS_ENDPOINT_URL_S3: opts.direct ? `http://127.0.0.1:${port}` : proxy.endpoint,
+      AWS_ACCESS_KEY_ID: 'S3RVER',
+      AWS_SECRET_ACCESS_KEY: 'S3RVER',
+      AWS_REGION: 'us-east-1',
+    }),
     close: async () => {
       await proxy.close();
       await s3rver.close();

@@ -31,11 +31,7 @@ afterAll(async () => {
 function envFor(prefix: string, dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     DATA_DIR: dataDir,
-    ARCHIVE_URL: `s3://${s3.bucket}/${prefix}`,
-    AWS_ENDPOINT_URL_S3: s3.endpoint,
-    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-    AWS_REGION: 'us-east-1',
+    ...s3.env(prefix),
     DURABILITY: 'async',
     WAL_SHIP_INTERVAL: '300ms',
     CATALOG_LEASE_TTL: '2s',

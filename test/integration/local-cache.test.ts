@@ -37,11 +37,7 @@ async function start(
     templateDir: inject('templateDir'),
     env: {
       DATA_DIR: dataDir,
-      ARCHIVE_URL: `s3://${s3.bucket}/${prefix}`,
-      AWS_ENDPOINT_URL_S3: s3.endpoint,
-      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-      AWS_REGION: 'us-east-1',
+      ...s3.env(prefix),
       IDLE_TIMEOUT: '300ms',
       ...extra,
     },

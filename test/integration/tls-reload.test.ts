@@ -159,11 +159,7 @@ describe('TLS_SOURCE=archive (s3rver)', () => {
 
   it('serves the certificate stored in the archive, and the one that replaces it', async () => {
     const env = {
-      ARCHIVE_URL: `s3://${s3.bucket}/tls-test`,
-      AWS_ENDPOINT_URL_S3: s3.endpoint,
-      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-      AWS_REGION: 'us-east-1',
+      ...s3.env('tls-test'),
       TLS_SOURCE: 'archive',
       TLS_RELOAD_INTERVAL: '100ms',
     };
