@@ -40,6 +40,29 @@ type Sql = Pick<SqlClient, 'query'>;
 const alive = (alias: string) => `${alias}.heartbeat_at > now() - $ttl::bigint * interval '1 millisecond'`;
 const withTtl = (sql: string, index: number) => sql.replaceAll('$ttl', `$${index}`);
 
+/** A placement with its owner's address and liveness (add a where or an order by). */
+const PLACEMENTS = `select p.database_id, p.owner, p.generation::text, n.address, ${alive('n')} as alive,
+    p.released_by
+  from gateway_placements p left join gateway_nodes n on n.id = p.owner`;
+
+interface PlacementRow {
+  database_id: string;
+  owner: string | null;
+  generation: string;
+  address: string | null;
+  alive: boolean | null;
+  released_by: string | null;
+}
+
+const placementOf = (r: PlacementRow): Placement => ({
+  databaseId: r.database_id,
+  owner: r.owner,
+  generation: BigInt(r.generation),
+  ownerAddress: r.address,
+  ownerAlive: r.owner !== null && r.alive === true,
+  releasedBy: r.released_by,
+});
+
 export class Coordination {
   constructor(
     private readonly sql: Sql,
@@ -70,31 +93,11 @@ export class Coordination {
   }
 
   async placement(databaseId: string): Promise<Placement | undefined> {
-    const { rows } = await this.sql.query<{
-      owner: string | null;
-      generation: string;
-      address: string | null;
-      alive: boolean | null;
-      released_by: string | null;
-    }>(
-      withTtl(
-        `select p.owner, p.generation::text, n.address, ${alive('n')} as alive, p.released_by
-         from gateway_placements p left join gateway_nodes n on n.id = p.owner
-         where p.database_id = $1`,
-        2,
-      ),
+    const { rows } = await this.sql.query<PlacementRow>(
+      withTtl(`${PLACEMENTS} where p.database_id = $1`, 2),
       [databaseId, this.ttlMs],
     );
-    const row = rows[0];
-    if (!row) return undefined;
-    return {
-      databaseId,
-      owner: row.owner,
-      generation: BigInt(row.generation),
-      ownerAddress: row.address,
-      ownerAlive: row.owner !== null && row.alive === true,
-      releasedBy: row.released_by,
-    };
+    return rows[0] && placementOf(rows[0]);
   }
 
   /** Live nodes (fresh heartbeat), draining ones included (flagged). */
@@ -199,28 +202,9 @@ export class Coordination {
 
   /** Every placement with its owner's liveness (GET /v1/cluster). */
   async placements(): Promise<Placement[]> {
-    const { rows } = await this.sql.query<{
-      database_id: string;
-      owner: string | null;
-      generation: string;
-      address: string | null;
-      alive: boolean | null;
-      released_by: string | null;
-    }>(
-      withTtl(
-        `select p.database_id, p.owner, p.generation::text, n.address, ${alive('n')} as alive, p.released_by
-         from gateway_placements p left join gateway_nodes n on n.id = p.owner order by p.database_id`,
-        1,
-      ),
-      [this.ttlMs],
-    );
-    return rows.map((r) => ({
-      databaseId: r.database_id,
-      owner: r.owner,
-      generation: BigInt(r.generation),
-      ownerAddress: r.address,
-      ownerAlive: r.owner !== null && r.alive === true,
-      releasedBy: r.released_by,
-    }));
+    const { rows } = await this.sql.query<PlacementRow>(withTtl(`${PLACEMENTS} order by p.database_id`, 1), [
+      this.ttlMs,
+    ]);
+    return rows.map(placementOf);
   }
 }
