@@ -190,6 +190,7 @@ export async function startServer(
       path.join(config.dataDir, '_spare'),
       config.spareDatabases,
       logger,
+      { fsync: config.fsync },
     );
     await spares.start();
     cleanups.push(() => spares.idle());

@@ -1,4 +1,5 @@
-import { copyFile, lstat, mkdir, readdir, readlink, symlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, readlink, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { TarballRejectedError } from './tarball.js';
 
@@ -17,13 +18,16 @@ export async function copyTree(
   src: string,
   dest: string,
   skip: (name: string) => boolean = () => false,
+  opts: { fsync?: boolean } = {},
 ): Promise<void> {
   const files: [string, string][] = [];
   const links: [string, string][] = [];
   const special: string[] = [];
+  const dirs: string[] = [];
   const walk = async (from: string, to: string): Promise<void> => {
     const { mode } = await lstat(from);
     await mkdir(to, { mode: mode & 0o7777 });
+    dirs.push(to);
     const subdirs: Promise<void>[] = [];
     for (const entry of await readdir(from, { withFileTypes: true })) {
       if (skip(entry.name)) continue;
@@ -45,8 +49,23 @@ export async function copyTree(
     while (next < files.length) {
       const [from, to] = files[next++] as [string, string];
       await copyFile(from, to);
+      if (opts.fsync) await syncPath(to);
     }
   };
   await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, copier));
   for (const [from, to] of links) await symlink(await readlink(from), to);
+  if (opts.fsync) for (const dir of dirs) await syncPath(dir);
+}
+
+/** fsyncs a file or directory (a directory's entries survive a crash once it is synced). */
+async function syncPath(p: string): Promise<void> {
+  const handle = await open(p, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } catch (err) {
+    // Directories on file systems without directory fsync (some FUSE mounts).
+    if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+  } finally {
+    await handle.close();
+  }
 }

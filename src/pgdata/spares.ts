@@ -17,6 +17,11 @@ export class TemplateSpares {
     private readonly spareDir: string,
     private readonly count: number,
     private readonly logger: Logger,
+    /**
+     * Flush each spare to disk as it is made (FSYNC=on): a database made from a spare, or fetched
+     * over one (whose files a delta base left as they are), must survive an OS crash.
+     */
+    private readonly opts: { fsync?: boolean } = {},
   ) {}
 
   /** Drops spares from a previous run (maybe an older template) and starts making new ones. */
@@ -39,7 +44,7 @@ export class TemplateSpares {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
     }
-    await createFromTemplate(this.templateDir, dest);
+    await createFromTemplate(this.templateDir, dest, this.opts);
     this.refill();
   }
 
@@ -75,6 +80,7 @@ export class TemplateSpares {
           await createFromTemplate(
             this.templateDir,
             path.join(this.spareDir, randomBytes(6).toString('hex')),
+            this.opts,
           );
         }
       } catch (err) {

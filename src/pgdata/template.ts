@@ -97,13 +97,18 @@ async function dropRecycledWal(dataDir: string, current: string, offset: number)
 
 /**
  * Materialises a new PGDATA at `dest` from the template, atomically: a crash mid-copy leaves a
- * temp directory, never a half database at `dest`. Fails if `dest` exists.
+ * temp directory, never a half database at `dest`. Fails if `dest` exists. With `fsync`, every
+ * file and directory of the copy is flushed before it gets its name.
  */
-export async function createFromTemplate(templateDir: string, dest: string): Promise<void> {
+export async function createFromTemplate(
+  templateDir: string,
+  dest: string,
+  opts: { fsync?: boolean } = {},
+): Promise<void> {
   if (await exists(dest)) throw new Error(`data directory already exists: ${dest}`);
   const tmp = `${dest}.tmp-${randomBytes(4).toString('hex')}`;
   try {
-    await copyTree(templateDir, tmp, (name) => name === STAMP);
+    await copyTree(templateDir, tmp, (name) => name === STAMP, opts);
     await rename(tmp, dest);
   } finally {
     await rm(tmp, { recursive: true, force: true });
