@@ -139,7 +139,10 @@ export async function runLocalCacheBench(opts: { runs?: number; log: Log }): Pro
   };
 }
 
-const mb = (n: number | undefined) => (n === undefined ? '—' : `${(n / 1024 / 1024).toFixed(1)} MB`);
+const mb = (n: number | undefined) => {
+  if (n === undefined) return '—';
+  return n < 1024 * 1024 ? `${Math.round(n / 1024)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
+};
 const ms = (n: number | undefined) => (n === undefined ? '—' : `${n} ms`);
 
 export function renderLocalCacheReport(results: LocalCacheResults): string {

@@ -10,6 +10,7 @@ import type { Logger } from './log.js';
 import { acquireDataDirLock } from './pgdata/dir-lock.js';
 import { readPgDataIdentity } from './pgdata/tarball.js';
 import { ensureTemplate } from './pgdata/template.js';
+import { TemplateFiles } from './pgdata/template-delta.js';
 import { openArchivedCatalog } from './storage/catalog-archive.js';
 import { openArchive } from './storage/open-archive.js';
 import { Snapshots } from './storage/snapshots.js';
@@ -84,6 +85,9 @@ export async function openNodeBase(
           logger: opts.storageLogger ?? logger.child({ mod: 'wal' }),
         })
       : undefined;
+    const template = archive ? new TemplateFiles(config.templateDir) : undefined;
+    // Hashed now rather than by the first fetch, which a failover's first open waits for.
+    template?.contents().catch((err: unknown) => logger.warn({ err }, 'could not hash the template'));
     const snapshots = archive
       ? new Snapshots({
           archive,
@@ -92,6 +96,8 @@ export async function openNodeBase(
           logger: opts.storageLogger ?? logger.child({ mod: 'storage' }),
           keepVersions: config.archive.keepVersions,
           expect: await readPgDataIdentity(config.templateDir),
+          template,
+          fsync: config.fsync,
           wal,
         })
       : undefined;

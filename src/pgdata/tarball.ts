@@ -55,6 +55,9 @@ export interface PgDataIdentity {
 /** Files never archived: they describe a running server, not the data. */
 export const NOT_ARCHIVED = new Set(['postmaster.pid', 'postmaster.opts', '.pglite-version']);
 
+/** The first member of a delta base (template-delta.ts): its manifest, never written to disk. */
+export const DELTA_MEMBER = 'pg_gateway_delta';
+
 /** Default cap on members in one tarball; an empty PGlite PGDATA has about 1,000. */
 export const DEFAULT_MAX_ENTRIES = 100_000;
 
@@ -247,6 +250,11 @@ export interface PackOptions {
   expect?: PgDataIdentity;
   /** Largest number of members, as for extraction. Default `DEFAULT_MAX_ENTRIES`. */
   maxEntries?: number;
+  /**
+   * Packs a delta base (template-delta.ts `deltaPacking`): `first` is written as the first
+   * member, and the files named in `omit` (relative paths) are left out.
+   */
+  delta?: (dir: string) => Promise<{ first: Buffer; omit: ReadonlySet<string> }>;
 }
 
 /**
@@ -265,6 +273,8 @@ export function packDataDir(dir: string, opts: PackOptions = {}): Readable {
       refused ??= err;
     };
     const check = new MemberCheck(opts.maxEntries);
+    const delta = opts.delta ? await opts.delta(dir) : undefined;
+    const omit = delta?.omit ?? new Set<string>();
     // Called with each member just before its header is written, as extraction will read it.
     const onWriteEntry = (entry: WriteEntry) => {
       try {
@@ -274,6 +284,7 @@ export function packDataDir(dir: string, opts: PackOptions = {}): Readable {
       }
     };
     const filter = (name: string, stat: Stats | ReadEntry) => {
+      if (omit.has(name)) return false;
       // Packing a directory, tar passes its lstat results (ReadEntry is for re-packing a tarball).
       const type = 'isFIFO' in stat ? typeOf(stat) : stat.type;
       if (type === 'File' || type === 'Directory' || type === 'SymbolicLink') return true;
@@ -288,6 +299,10 @@ export function packDataDir(dir: string, opts: PackOptions = {}): Readable {
     const pack = new Pack({ cwd: dir, portable: true, filter, onWriteEntry });
     let packed = false;
     try {
+      if (delta) {
+        check.plan({ path: DELTA_MEMBER, type: 'File' });
+        yield delta.first;
+      }
       for (const name of names) pack.add(name);
       pack.end();
       for await (const chunk of pack) {

@@ -5,14 +5,21 @@ import path from 'node:path';
 import type { Catalog, VersionRecord } from '../catalog/catalog.js';
 import { KeyedChain } from '../keyed-chain.js';
 import type { Logger } from '../log.js';
-import { type StagedDir, stageTarball } from '../pgdata/extract.js';
+import { installDir, type StagedDir, stageTarball } from '../pgdata/extract.js';
 import {
   type PackOptions,
   type PgDataIdentity,
   packToFile,
   TarballRejectedError,
 } from '../pgdata/tarball.js';
-import { ArchiveNotFoundError, type ArchiveStore, backoffMs, sleep } from './archive.js';
+import { deltaPacking, type TemplateFiles, type TemplateSource } from '../pgdata/template-delta.js';
+import {
+  ArchiveKeyExistsError,
+  ArchiveNotFoundError,
+  type ArchiveStore,
+  backoffMs,
+  sleep,
+} from './archive.js';
 import {
   DatabaseGoneError,
   DEFAULT_KEEP_VERSIONS,
@@ -52,6 +59,17 @@ export interface SnapshotsOptions {
   gzipLevel?: number;
   /** fsync extracted files before their directory is renamed into place. Default true. */
   fsync?: boolean;
+  /**
+   * This node's template (TEMPLATE_DIR, which its spares copy): bases are packed as deltas that
+   * leave out the files it holds, and delta bases can be read (see template-delta.ts). Without
+   * it bases are whole PGDATAs and a delta base is refused.
+   */
+  template?: TemplateFiles | undefined;
+}
+
+/** Where the template a delta base was made against is stored (content-addressed, never deleted). */
+export function templateKey(hash: string): string {
+  return `_templates/${hash}.tar.gz`;
 }
 
 /** Names `siblingTemp()` gives the temporary directories of extraction and replacement. */
@@ -143,7 +161,70 @@ export abstract class SnapshotStore {
     return {
       ...(this.opts.expect ? { expect: this.opts.expect } : {}),
       fsync: this.opts.fsync ?? true,
+      template: this.templateSource(),
     };
+  }
+
+  private templateStored: Promise<void> | undefined;
+  private readonly writerTemplates = new Map<string, Promise<string>>();
+
+  private templateSource(): TemplateSource | undefined {
+    const local = this.opts.template;
+    return local && { local, fetch: (hash) => this.writerTemplate(hash) };
+  }
+
+  /**
+   * Stores this node's template in the archive unless it is there: every base packed here may
+   * leave out its files, so it must be stored before the first such base is recorded.
+   */
+  protected ensureTemplateStored(): Promise<void> {
+    const template = this.opts.template;
+    if (!template) return Promise.resolve();
+    this.templateStored ??= (async () => {
+      const { hash } = await template.contents();
+      const key = templateKey(hash);
+      if (await this.archive.head(key)) return;
+      const spool = this.spoolPath('_template', 'tar.gz');
+      try {
+        const packed = await packToFile(template.dir, spool, {
+          gzipLevel: this.opts.gzipLevel ?? 6,
+          ...(this.opts.expect ? { expect: this.opts.expect } : {}),
+        });
+        // Another node storing the same contents first is as good.
+        await this.archive
+          .put(key, () => createReadStream(spool), packed.size)
+          .catch((err: unknown) => {
+            if (!(err instanceof ArchiveKeyExistsError)) throw err;
+          });
+        this.logger.info({ key, bytes: packed.size }, 'template stored in the archive');
+      } finally {
+        await rm(spool, { force: true });
+      }
+    })().catch((err: unknown) => {
+      this.templateStored = undefined;
+      throw err;
+    });
+    return this.templateStored;
+  }
+
+  /** The template a delta base names, from the archive, unpacked once per process under workDir. */
+  private writerTemplate(hash: string): Promise<string> {
+    let dir = this.writerTemplates.get(hash);
+    if (!dir) {
+      const target = path.join(this.opts.workDir, `template-${hash}`);
+      dir = (async () => {
+        const staged = await stageTarball(await this.archive.get(templateKey(hash)), target, {
+          maxBytes: NO_SIZE_LIMIT,
+          ...(this.opts.expect ? { expect: this.opts.expect } : {}),
+          fsync: false,
+        });
+        await installDir(staged.dir, target, { replace: true });
+        return target;
+      })();
+      dir.catch(() => this.writerTemplates.delete(hash));
+      this.writerTemplates.set(hash, dir);
+    }
+    return dir;
   }
 
   /**
@@ -161,7 +242,11 @@ export abstract class SnapshotStore {
 
   /** Packing checks what extraction will (`expect` included), so no stored version is refused later. */
   protected packOptions(): PackOptions {
-    return { gzipLevel: this.opts.gzipLevel ?? 6, ...(this.opts.expect ? { expect: this.opts.expect } : {}) };
+    return {
+      gzipLevel: this.opts.gzipLevel ?? 6,
+      ...(this.opts.expect ? { expect: this.opts.expect } : {}),
+      ...(this.opts.template ? { delta: deltaPacking(this.opts.template) } : {}),
+    };
   }
 
   protected spoolPath(id: string, what: string): string {
@@ -192,6 +277,7 @@ export abstract class SnapshotStore {
     packed: { sha256: string; size: number },
     wal: { walLsn?: bigint | undefined; walSince?: Date } = {},
   ): Promise<VersionRecord> {
+    await this.ensureTemplateStored();
     const version = await this.objects.upload(id, spool, packed);
     const record = await this.catalog.addVersion({
       databaseId: id,
