@@ -10,6 +10,8 @@ import type { DatabaseRegistry } from './registry.js';
 import { parseLsn } from './wal-shipping.js';
 
 const CHECKPOINT = query('CHECKPOINT');
+/** WAL pieces since the newest base past which a close takes a new base though nothing was written. */
+const BASE_AFTER_PIECES = 8;
 /** How often the WAL written since each open database's last base is compared with BASE_BACKUP_WAL. */
 const BASE_CHECK_MS = 2_000;
 
@@ -93,7 +95,7 @@ export class Archiving {
 
   private archiveOnClose = async (id: string, dir: string, written: boolean) => {
     const archivedAtOpen = this.archivedAtOpen.delete(id);
-    if (!written) {
+    if (!written && !(await this.manyPiecesSinceBase(id))) {
       // Nothing written: what the archive held at open is still all there is.
       if (archivedAtOpen) await markArchived(dir);
       return;
@@ -101,6 +103,20 @@ export class Archiving {
     const version = await this.timed(id, () => this.opts.snapshots.snapshot(id, dir));
     this.opts.logger.info({ db: id, version: version.version }, 'database archived on close');
   };
+
+  /**
+   * Whether enough WAL pieces were shipped since the newest base that a fetch would spend more on
+   * them than on a new base. Every open and close ships a few (their checkpoint records) even when
+   * no client writes, so a database opened and closed often would otherwise pile up pieces that
+   * each fetch downloads one by one and crash recovery replays. A delta base of such a database
+   * is small (template-delta.ts).
+   */
+  private async manyPiecesSinceBase(id: string): Promise<boolean> {
+    const wal = this.opts.wal;
+    if (!wal) return false;
+    const base = await this.opts.snapshots.latest(id);
+    return base !== undefined && (await wal.piecesAfter(id, base)) >= BASE_AFTER_PIECES;
+  }
 
   /** Starts periodic snapshots of the registry's open databases. */
   start(registry: DatabaseRegistry): void {

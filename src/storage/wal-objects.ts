@@ -73,6 +73,21 @@ export class WalObjects {
     return records;
   }
 
+  /** How many pieces continue `base` (shipped after it was frozen): what a fetch replays. */
+  async piecesAfter(id: string, base: Pick<VersionRecord, 'walSince' | 'walLsn'>): Promise<number> {
+    return (await this.continuing(id, base)).length;
+  }
+
+  private async continuing(
+    id: string,
+    base: Pick<VersionRecord, 'walSince' | 'walLsn'>,
+    until?: Date,
+  ): Promise<WalRecord[]> {
+    return (await this.opts.catalog.listWal(id, base.walLsn ?? 0n)).filter(
+      (r) => r.writtenAt > base.walSince && (!until || r.writtenAt <= until),
+    );
+  }
+
   /**
    * Writes the pieces of `id`'s WAL that continue `base` (shipped after it was frozen, and by
    * `until` when given) into `dataDir`'s segment files, in order. Each piece's checksum is
@@ -85,9 +100,7 @@ export class WalObjects {
     base: Pick<VersionRecord, 'walSince' | 'walLsn'>,
     until?: Date,
   ): Promise<{ pieces: number; end: bigint | undefined }> {
-    const records = (await this.opts.catalog.listWal(id, base.walLsn ?? 0n)).filter(
-      (r) => r.writtenAt > base.walSince && (!until || r.writtenAt <= until),
-    );
+    const records = await this.continuing(id, base, until);
     if (records.length === 0) return { pieces: 0, end: base.walLsn };
     const wal = await walLayout(dataDir);
     let end: bigint | undefined;
