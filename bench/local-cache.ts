@@ -59,7 +59,21 @@ async function firstQueryMs(config: pg.ClientConfig): Promise<number> {
 }
 
 export async function runLocalCacheBench(opts: { runs?: number; log: Log }): Promise<LocalCacheResults> {
-  const runs = opts.runs ?? 5;
+  const rows: LocalCacheRow[] = [];
+  // FSYNC=on (the default) flushes what a fetch writes; off shows what that flush costs.
+  for (const fsync of ['on', 'off'] as const) rows.push(...(await measureGateway(fsync, opts)));
+  return {
+    description:
+      'in-process gateway with an s3rver archive on this machine (DURABILITY=async), FSYNC=on then off; first query = new TLS connection + SCRAM + `select 1`',
+    rows,
+  };
+}
+
+async function measureGateway(
+  fsync: 'on' | 'off',
+  opts: { runs?: number; log: Log },
+): Promise<LocalCacheRow[]> {
+  const runs = opts.runs ?? 7;
   const root = await mkdtemp(path.join(tmpdir(), 'bench-local-cache-'));
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverConstructor;
   const s3 = new S3rver({
@@ -80,6 +94,7 @@ export async function runLocalCacheBench(opts: { runs?: number; log: Log }): Pro
       AWS_SECRET_ACCESS_KEY: 'S3RVER',
       AWS_REGION: 'us-east-1',
       DURABILITY: 'async',
+      FSYNC: fsync,
     },
   });
   const { server } = gateway;
@@ -93,7 +108,7 @@ export async function runLocalCacheBench(opts: { runs?: number; log: Log }): Pro
     });
   };
   const measure = async (label: string, target: Target, prepare: () => Promise<void>) => {
-    const row: LocalCacheRow = { database: label, runs };
+    const row: LocalCacheRow = { database: `${label}, FSYNC=${fsync}`, runs };
     try {
       await prepare();
       await server.registry.close(target.name);
@@ -110,7 +125,7 @@ export async function runLocalCacheBench(opts: { runs?: number; log: Log }): Pro
       row.openLocalMs = round(percentile(local, 50), 0);
       row.openEvictedP50Ms = round(percentile(evicted, 50), 0);
       row.openEvictedMaxMs = round(Math.max(...evicted), 0);
-      opts.log(`local-cache: ${label}: evicted open p50 ${row.openEvictedP50Ms} ms`);
+      opts.log(`local-cache: ${row.database}: evicted open p50 ${row.openEvictedP50Ms} ms`);
     } catch (err) {
       row.error = errorMessage(err);
     }
@@ -132,11 +147,7 @@ export async function runLocalCacheBench(opts: { runs?: number; log: Log }): Pro
     await s3.close();
     await rm(root, { recursive: true, force: true });
   }
-  return {
-    description:
-      'in-process gateway with an s3rver archive on this machine (DURABILITY=async); first query = new TLS connection + SCRAM + `select 1`',
-    rows,
-  };
+  return rows;
 }
 
 const mb = (n: number | undefined) => {

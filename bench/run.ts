@@ -121,7 +121,7 @@ async function main(): Promise<number> {
       });
     }
     if (parsed.localCache) {
-      const runs = parsed.options.quick ? 1 : 5;
+      const runs = parsed.options.quick ? 1 : 7;
       results.localCache = await runLocalCacheBench({ runs, log: (m) => console.error(m) });
     }
     if (parsed.cluster) {
