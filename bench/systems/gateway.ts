@@ -63,18 +63,20 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       ...(process.env.EXTENSIONS ? { EXTENSIONS: process.env.EXTENSIONS } : {}),
       // And what FSYNC=on costs by running it with FSYNC=off and on.
       ...(process.env.FSYNC ? { FSYNC: process.env.FSYNC } : {}),
+      // And what the 2 MiB default of SHARED_BUFFERS costs against pglite-socket's 128 MB.
+      ...(process.env.SHARED_BUFFERS ? { SHARED_BUFFERS: process.env.SHARED_BUFFERS } : {}),
       ...opts.env,
     };
+    const config = loadConfig(env);
     const server = await startServer(
-      loadConfig(env),
+      config,
       createLogger({ level: env.LOG_LEVEL ?? 'silent', pretty: false }),
     );
     const port = server.port;
     let stopping: Promise<void> | undefined;
     return {
       kind: 'gateway',
-      description:
-        'this gateway, in-process: TLS (verify-full, SNI routing) + SCRAM-SHA-256, transaction pool mode',
+      description: `this gateway, in-process: TLS (verify-full, SNI routing) + SCRAM-SHA-256, transaction pool mode, FSYNC=${config.fsync ? 'on' : 'off'}, SHARED_BUFFERS=${Math.round(config.sharedBuffersBytes / 1024 / 1024)}MiB`,
       server,
       caPath,
       ca,
