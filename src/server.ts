@@ -121,6 +121,18 @@ export async function startServer(
     });
     await engines.start();
     cleanups.push(() => engines.close());
+    const spares = new TemplateSpares(
+      config.templateDir,
+      path.join(config.dataDir, '_spare'),
+      config.spareDatabases,
+      logger,
+      { fsync: config.fsync },
+    );
+    await spares.start();
+    cleanups.push(() => spares.idle());
+    const materialize = archiving
+      ? (id: string, dir: string) => spares.whilePaused(() => archiving.archiving.materialize(id, dir))
+      : undefined;
     const registry = new DatabaseRegistry({
       engines,
       dataDir: config.dataDir,
@@ -134,9 +146,7 @@ export async function startServer(
       ...(archiving
         ? {
             // Cluster mode: claimed before it opens, released once closed (WAL shipped, snapshot taken).
-            materialize: cluster
-              ? cluster.node.wrapMaterialize(archiving.archiving.materialize)
-              : archiving.archiving.materialize,
+            materialize: cluster && materialize ? cluster.node.wrapMaterialize(materialize) : materialize,
             afterClose: cluster
               ? async (id: string, dir: string, written: boolean) => {
                   await archiving.archiving.afterClose(id, dir, written);
@@ -185,15 +195,6 @@ export async function startServer(
       cache.start();
       cleanups.push(() => cache.stop());
     }
-    const spares = new TemplateSpares(
-      config.templateDir,
-      path.join(config.dataDir, '_spare'),
-      config.spareDatabases,
-      logger,
-      { fsync: config.fsync },
-    );
-    await spares.start();
-    cleanups.push(() => spares.idle());
     // A fetch from the archive writes over a spare: rewriting files is far cheaper than creating them.
     if (base.snapshots) base.snapshots.seed = (dir) => spares.takeReady(dir);
     const manager = new DatabaseManager({

@@ -14,11 +14,20 @@ import { TarballRejectedError } from './tarball.js';
 /** Files copied at once: enough to keep the libuv pool busy, few enough not to exhaust fds. */
 const CONCURRENCY = 16;
 
+export interface CopyOptions {
+  /** fsync every file and directory of the copy. */
+  fsync?: boolean;
+  /** Files copied at once. Default 16. */
+  concurrency?: number;
+  /** Awaited before each file is copied (a background copy pauses there). */
+  beforeFile?: () => Promise<void>;
+}
+
 export async function copyTree(
   src: string,
   dest: string,
   skip: (name: string) => boolean = () => false,
-  opts: { fsync?: boolean } = {},
+  opts: CopyOptions = {},
 ): Promise<void> {
   const files: [string, string][] = [];
   const links: [string, string][] = [];
@@ -48,11 +57,13 @@ export async function copyTree(
   const copier = async (): Promise<void> => {
     while (next < files.length) {
       const [from, to] = files[next++] as [string, string];
+      await opts.beforeFile?.();
       await copyFile(from, to);
       if (opts.fsync) await syncPath(to);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, copier));
+  const copiers = Math.min(opts.concurrency ?? CONCURRENCY, files.length);
+  await Promise.all(Array.from({ length: copiers }, copier));
   for (const [from, to] of links) await symlink(await readlink(from), to);
   if (opts.fsync) for (const dir of dirs) await syncPath(dir);
 }

@@ -9,6 +9,15 @@ import { createFromTemplate } from './template.js';
  * than a copy of ~1000 files (~0.1 s, more on a busy disk). Spares are refilled in the background after each use and
  * rebuilt at startup, so they always match the current template.
  */
+/**
+ * Files a background refill copies at once. Copies, fsyncs and zlib all run on libuv's pool of 4
+ * threads: a refill that took them all made the fetch that had just taken a spare (gunzip and its
+ * few writes) wait behind ~1,000 copies.
+ */
+const REFILL_CONCURRENCY = 2;
+/** How often a paused refill looks whether it may go on. */
+const PAUSE_POLL_MS = 20;
+
 export class TemplateSpares {
   private refilling: Promise<void> | undefined;
 
@@ -66,6 +75,25 @@ export class TemplateSpares {
     }
   }
 
+  private paused = 0;
+
+  /**
+   * Runs `fn` with refills paused between files: a fetch from the archive (its gunzip, writes and
+   * fsyncs) should not queue behind a refill's ~1,000 copies and, with FSYNC=on, their flushes.
+   */
+  async whilePaused<T>(fn: () => Promise<T>): Promise<T> {
+    this.paused++;
+    try {
+      return await fn();
+    } finally {
+      this.paused--;
+    }
+  }
+
+  private readonly yieldToOthers = async (): Promise<void> => {
+    while (this.paused > 0) await new Promise((resolve) => setTimeout(resolve, PAUSE_POLL_MS));
+  };
+
   /** Waits for background refills (tests, shutdown). */
   async idle(): Promise<void> {
     while (this.refilling) await this.refilling;
@@ -80,7 +108,7 @@ export class TemplateSpares {
           await createFromTemplate(
             this.templateDir,
             path.join(this.spareDir, randomBytes(6).toString('hex')),
-            this.opts,
+            { ...this.opts, concurrency: REFILL_CONCURRENCY, beforeFile: this.yieldToOthers },
           );
         }
       } catch (err) {

@@ -4,7 +4,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { copyTree } from './copy-tree.js';
+import { type CopyOptions, copyTree } from './copy-tree.js';
 import { hasPgVersion } from './pg-version.js';
 
 /**
@@ -103,7 +103,7 @@ async function dropRecycledWal(dataDir: string, current: string, offset: number)
 export async function createFromTemplate(
   templateDir: string,
   dest: string,
-  opts: { fsync?: boolean } = {},
+  opts: CopyOptions = {},
 ): Promise<void> {
   if (await exists(dest)) throw new Error(`data directory already exists: ${dest}`);
   const tmp = `${dest}.tmp-${randomBytes(4).toString('hex')}`;
