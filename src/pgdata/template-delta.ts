@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Header } from 'tar';
 import { z } from 'zod';
 import { DELTA_MEMBER, MemberCheck, NOT_ARCHIVED, TarballRejectedError } from './tarball.js';
+import { unwrittenWalSegments } from './wal-segments.js';
 
 export { DELTA_MEMBER };
 
@@ -144,11 +145,13 @@ export async function planDelta(
 
 /**
  * What `packDataDir` needs to pack a delta base (`PackOptions.delta`): the manifest member to put
- * first and the files to leave out.
+ * first and the files to leave out (the template's, and WAL segments that hold no WAL).
  */
 export function deltaPacking(template: TemplateFiles) {
   return async (dir: string): Promise<{ first: Buffer; omit: ReadonlySet<string> }> => {
     const { manifest, omit } = await planDelta(dir, await template.contents());
+    // Segments recycled for later use hold no WAL: Postgres makes them again when it needs them.
+    for (const segment of await unwrittenWalSegments(dir)) omit.add(segment);
     return { first: manifestMember(manifest), omit };
   };
 }

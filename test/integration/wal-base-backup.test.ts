@@ -1,8 +1,14 @@
+import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { pathToFileURL } from 'node:url';
+import { createGunzip } from 'node:zlib';
+import { Parser } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { unwrittenWalSegments } from '../../src/pgdata/wal-segments.js';
+import { versionKey } from '../../src/storage/version-objects.js';
 import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 /**
@@ -84,5 +90,45 @@ describe('BASE_BACKUP_WAL', () => {
     // Not on every close: only once the pieces had piled up.
     expect(cycles).toBeGreaterThan(2);
     expect(await piecesAfterNewest()).toBe(0);
+  });
+
+  it('a base leaves out the WAL segments a checkpoint recycled, and the database comes back from it and goes on', async () => {
+    const pw = await t.createDatabase('recycled');
+    const config = t.pgConfig('recycled', pw);
+    // ~6 MB of WAL, then a checkpoint: the segments it no longer needs are renamed for reuse.
+    await withClient(config, async (c) => {
+      await c.query('create table bulk (n int, pad text)');
+      await c.query("insert into bulk select g, repeat('r', 400) from generate_series(1, 12000) g");
+      await c.query('checkpoint');
+    });
+    await t.server.registry.close('recycled');
+    const dir = path.join(t.dataDir, 'recycled');
+    const recycled = await unwrittenWalSegments(dir);
+    expect(recycled.length).toBeGreaterThan(0);
+    // The newest base (taken at that close) holds none of them.
+    const [base] = await t.server.catalog.listVersions('recycled');
+    const members: string[] = [];
+    await pipeline(
+      createReadStream(path.join(archiveDir, versionKey('recycled', base?.version ?? ''))),
+      createGunzip(),
+      new Parser({
+        onReadEntry: (entry) => {
+          members.push(entry.path);
+          entry.resume();
+        },
+      }),
+    );
+    expect(members.some((m) => m.startsWith('pg_wal/'))).toBe(true);
+    for (const segment of recycled) expect(members).not.toContain(segment);
+    // Dropped locally, fetched back: every row, and writes go on past the segments left out.
+    await t.server.registry.whileUnused('recycled', () => rm(dir, { recursive: true, force: true }));
+    await withClient(config, async (c) => {
+      expect((await c.query('select count(*)::int as n from bulk')).rows[0].n).toBe(12000);
+      await c.query("insert into bulk select g, repeat('s', 400) from generate_series(12001, 24000) g");
+    });
+    await t.server.registry.close('recycled');
+    await withClient(config, async (c) => {
+      expect((await c.query('select count(*)::int as n from bulk')).rows[0].n).toBe(24000);
+    });
   });
 });
