@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:tls';
 import { GatewayError } from '../errors.js';
 import { listen } from '../listen.js';
 import type { Logger } from '../log.js';
+import { ThrottledWarning } from '../log-throttle.js';
 import { frame, type Hello, HelloError, type HelloReply, NonceWindow, openHello } from './hello.js';
 import { peerServerTls } from './peer-tls.js';
 import { readFrame } from './wire.js';
@@ -46,8 +47,10 @@ export class PeerListener {
     );
     this.server.on('error', (err) => this.logger.error({ err }, 'cluster listener error'));
     // Someone without the secret (or not speaking TLS) reached the port.
+    const refused = new ThrottledWarning(this.logger, 'peer TLS handshake refused');
     this.server.on('tlsClientError', (err, socket) => {
-      this.logger.warn({ err: err.message, peer: socket.remoteAddress }, 'peer TLS handshake refused');
+      const peer = socket.remoteAddress ?? 'unknown';
+      refused.warn(peer, { err: err.message, peer });
       socket.destroy();
     });
   }
