@@ -80,11 +80,18 @@ export class Certificates {
       archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
       const store = archive as ArchiveStore;
       read = async () => {
-        const [cert, key] = await Promise.all([
+        // Both read at once; every object that is missing is named, the certificate first.
+        const [cert, key] = await Promise.allSettled([
           readObject(store, ARCHIVE_CERT_KEY),
           readObject(store, ARCHIVE_KEY_KEY),
         ]);
-        return { cert, key };
+        if (cert.status === 'fulfilled' && key.status === 'fulfilled')
+          return { cert: cert.value, key: key.value };
+        const failed = [cert, key].flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+        // An archive that did not answer is not a missing certificate: that error goes as it is.
+        const unreachable = failed.find((e) => !(e instanceof CertificateError));
+        if (unreachable || failed.length === 1) throw unreachable ?? failed[0];
+        throw new CertificateError(failed.map((e) => e.message).join('; '));
       };
     } else {
       if (tls.generateIfMissing) {

@@ -166,8 +166,10 @@ describe('TLS_SOURCE=archive (s3rver)', () => {
     const config = loadConfig(env);
     const archive = await openArchive(config.archive.url, { s3: config.archive.s3 });
     if (!archive) throw new Error('no archive');
-    // Missing objects: the node does not start, and says what it looked for.
-    await expect(startTestServer(env)).rejects.toThrow(/_tls\/cert\.pem is not in the archive/);
+    // Missing objects: the node does not start, and names each one it looked for.
+    await expect(startTestServer(env)).rejects.toThrow(
+      /_tls\/cert\.pem is not in the archive.*; _tls\/key\.pem is not in the archive/,
+    );
 
     const pair = await newAuthority('archived');
     await archive.put(ARCHIVE_CERT_KEY, Readable.from([pair.cert]));
