@@ -69,7 +69,7 @@ export async function copyTree(
 }
 
 /** fsyncs a file or directory (a directory's entries survive a crash once it is synced). */
-async function syncPath(p: string): Promise<void> {
+export async function syncPath(p: string): Promise<void> {
   const handle = await open(p, constants.O_RDONLY);
   try {
     await handle.sync();

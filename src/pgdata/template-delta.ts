@@ -4,6 +4,7 @@ import { copyFile, mkdir, open, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Header } from 'tar';
 import { z } from 'zod';
+import { syncPath } from './copy-tree.js';
 import { DELTA_MEMBER, MemberCheck, NOT_ARCHIVED, TarballRejectedError } from './tarball.js';
 import { unwrittenWalSegments } from './wal-segments.js';
 
@@ -205,15 +206,6 @@ export function parseManifest(bytes: Buffer, maxEntries: number): DeltaManifest 
   return { format: 1, template: parsed.data.template, files };
 }
 
-async function syncFile(file: string): Promise<void> {
-  const handle = await open(file, constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 const SHA256 = /^[0-9a-f]{64}$/;
 const MANIFEST = z.object({
   format: z.literal(1),
@@ -259,7 +251,7 @@ export async function fillFromTemplate(
       made.add(dir);
     }
     await copyFile(from, to);
-    if (opts.fsync) await syncFile(to);
+    if (opts.fsync) await syncPath(to);
   };
   if (!opts.seeded) await mapLimited(fromLocal, (name) => place(path.join(source.local.dir, name), name));
   if (fromWriter.length === 0) return;
