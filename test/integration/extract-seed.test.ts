@@ -1,24 +1,10 @@
-import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { stageTarball } from '../../src/pgdata/extract.js';
 import { packDataDir } from '../../src/pgdata/tarball.js';
-
-/** Every path under `dir` with its kind and content, as one digest. */
-async function treeDigest(dir: string): Promise<string> {
-  const hash = createHash('sha256');
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  const files = entries
-    .map((e) => ({ e, rel: path.relative(dir, path.join(e.parentPath, e.name)) }))
-    .sort((a, b) => (a.rel < b.rel ? -1 : 1));
-  for (const { e, rel } of files) {
-    hash.update(`${rel}\0${e.isDirectory() ? 'd' : 'f'}\0`);
-    if (e.isFile()) hash.update(await readFile(path.join(dir, rel)));
-  }
-  return hash.digest('hex');
-}
+import { treeDigest } from '../helpers/tree-digest.js';
 
 describe('extraction over a seed directory (a spare copy of the template)', () => {
   let root: string;

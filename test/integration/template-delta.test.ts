@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -30,6 +29,10 @@ import { openArchive } from '../../src/storage/open-archive.js';
 import { templateKey } from '../../src/storage/snapshot-store.js';
 import { Snapshots } from '../../src/storage/snapshots.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
+import { treeDigest as digestOf } from '../helpers/tree-digest.js';
+
+/** The template's version stamp is not part of a PGDATA's contents. */
+const treeDigest = (dir: string) => digestOf(dir, (rel) => rel === '.pglite-version');
 
 /**
  * Delta bases (template-delta.ts): a base leaves out the files its writer's template holds, and a
@@ -37,21 +40,6 @@ import { startS3, type TestS3 } from '../helpers/s3.js';
  * the local one has another version of a file. Every way of filling in must give the source back
  * byte for byte, and a hostile manifest is refused with nothing left behind.
  */
-
-/** Every path under `dir` (except the template's stamp) with its kind and content, as one digest. */
-async function treeDigest(dir: string): Promise<string> {
-  const hash = createHash('sha256');
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  const files = entries
-    .map((e) => ({ e, rel: path.relative(dir, path.join(e.parentPath, e.name)) }))
-    .filter(({ rel }) => rel !== '.pglite-version')
-    .sort((a, b) => (a.rel < b.rel ? -1 : 1));
-  for (const { e, rel } of files) {
-    hash.update(`${rel}\0${e.isDirectory() ? 'd' : 'f'}\0`);
-    if (e.isFile()) hash.update(await readFile(path.join(dir, rel)));
-  }
-  return hash.digest('hex');
-}
 
 /** The members of a gzip tarball, in order: [path, type]. */
 async function members(tarball: Readable): Promise<[string, string][]> {
