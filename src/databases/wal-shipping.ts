@@ -1,7 +1,7 @@
 import type { Engine } from '../engine/engine.js';
 import { errors, GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { WalObjects } from '../storage/wal-objects.js';
+import { WAL_PAGE, type WalObjects } from '../storage/wal-objects.js';
 import { firstRow } from '../wire/backend-scan.js';
 import { query } from '../wire/protocol.js';
 import type { NodeActivity } from './activity.js';
@@ -176,11 +176,22 @@ export class WalShipping {
   /** WAL written by the open databases and not yet in the archive, in bytes. */
   backlogBytes(): number {
     let total = 0n;
-    for (const [db, state] of this.states) {
-      this.follow(db, state);
-      if (state.end > state.shipped) total += state.end - state.shipped;
-    }
+    for (const [db, state] of this.states) total += this.unshipped(db, state);
     return Number(total);
+  }
+
+  /**
+   * `db`'s WAL not in the archive, in bytes: 0 exactly when every write the engine counted was
+   * shipped. A rewrite of the last shipped page (a commit that did not move the end) counts
+   * from that page's start, since that page is shipped again.
+   */
+  private unshipped(db: Database, state: ShipState): bigint {
+    // The count before the end, as in ship(): every write counted here has moved `end` already.
+    const writes = db.engine.walWrites();
+    this.follow(db, state);
+    if (writes <= state.shippedWrites) return 0n;
+    const from = state.shipped > 0n ? ((state.shipped - 1n) / WAL_PAGE) * WAL_PAGE : 0n;
+    return state.end > from ? state.end - from : 0n;
   }
 
   private async tick(registry: DatabaseRegistry): Promise<void> {
@@ -252,9 +263,12 @@ export class WalShipping {
       await state.running.catch(() => undefined);
       if (done()) return;
     }
-    this.follow(db, state);
-    // The write count first: whatever it counts is in the files when they are read.
+    // The write count before the end: the worker moves the end before it counts a write, so
+    // every write counted here lies below `to` and is in the files when they are read. (Read
+    // the other way round, a write landing in between would be counted as shipped while lying
+    // past `to`: nothing would ship it until the database wrote again.)
     const writes = db.engine.walWrites();
+    this.follow(db, state);
     const to = state.end;
     if (writes <= state.shippedWrites) return;
     state.running = (async () => {

@@ -84,7 +84,12 @@ function writeLoad(g: GatewayProcess, id: string, password: string) {
   };
 }
 
-/** Polls until the catalog records WAL shipped up to the database's current position. */
+/**
+ * Polls until the node has shipped every WAL write it made (its backlog gauge reads 0) and the
+ * catalog records WAL up to the database's current position. The catalog alone is not enough:
+ * pieces end at page boundaries, so a piece read before the last commits were written into its
+ * page already reaches past their position; the rewritten page ships at the next tick.
+ */
 async function waitShipped(g: GatewayProcess, catalogUrl: string, id: string, password: string) {
   const lsn = await withClient(g.pgConfig(id, password), async (c) => {
     const { rows } = await c.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
@@ -96,11 +101,12 @@ async function waitShipped(g: GatewayProcess, catalogUrl: string, id: string, pa
   await client.connect();
   try {
     for (let i = 0; i < 120; i++) {
+      const { walBacklogBytes } = await g.metrics();
       const { rows } = await client.query<{ end: string | null }>(
         'select max(end_lsn)::text as end from gateway_wal where database_id = $1',
         [id],
       );
-      if (rows[0]?.end && BigInt(rows[0].end) >= target) return;
+      if (walBacklogBytes === 0 && rows[0]?.end && BigInt(rows[0].end) >= target) return;
       await new Promise((r) => setTimeout(r, 500));
     }
     throw new Error(`the WAL up to ${lsn} was not shipped`);

@@ -41,8 +41,10 @@ export interface GatewayProcess {
   createDatabase(id: string, password: string): Promise<void>;
   /** GET on the admin port; rejects after `timeoutMs`. */
   adminGet(pathname: string, timeoutMs?: number): Promise<{ status: number; body: string }>;
-  /** One sample of /metrics: RSS in bytes and the open-databases / connected-clients gauges. */
-  metrics(timeoutMs?: number): Promise<{ rss: number; openDatabases: number; connectedClients: number }>;
+  /** One sample of /metrics: RSS in bytes and the open-databases / connected-clients / WAL backlog gauges. */
+  metrics(
+    timeoutMs?: number,
+  ): Promise<{ rss: number; openDatabases: number; connectedClients: number; walBacklogBytes: number }>;
   /** SIGTERM, then SIGKILL after `graceMs`; removes the data directory. */
   close(graceMs?: number): Promise<void>;
 }
@@ -194,6 +196,7 @@ export async function startGatewayProcess(opts: GatewayProcessOptions = {}): Pro
         rss: gauge(res.body, 'process_resident_memory_bytes'),
         openDatabases: gauge(res.body, 'pglite_gateway_open_databases'),
         connectedClients: gauge(res.body, 'pglite_gateway_connected_clients'),
+        walBacklogBytes: gauge(res.body, 'pglite_gateway_wal_backlog_bytes'),
       };
     },
     async close(graceMs = 10_000) {
