@@ -100,6 +100,13 @@ export const errors = {
     ),
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),
+  fetchFailed: (id: string) =>
+    fatal(
+      '57P03',
+      'database_fetch_failed',
+      `database "${id}" could not be fetched from the archive`,
+      'the server logged why; try again shortly',
+    ),
   readOnly: () => error('25006', 'read_only', 'cannot execute this in a read-only database'),
   walNotArchived: () =>
     fatal(
@@ -107,6 +114,13 @@ export const errors = {
       'wal_not_archived',
       'terminating connection: the archive did not store this commit in time (DURABILITY=sync)',
       'the transaction is committed locally and will be archived when the archive is reachable again',
+    ),
+  localCopyNotDurable: () =>
+    fatal(
+      '58030',
+      'local_copy_not_durable',
+      'terminating connection: the database fetched from the archive could not be flushed to local disk; this commit was not acknowledged',
+      'the node logged why; writes to this database are refused until it is opened again',
     ),
 } as const;
 

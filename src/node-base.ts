@@ -122,6 +122,7 @@ export async function openArchiving(config: Config, base: NodeBase, logger: Logg
     wal: base.wal,
     activity,
     baseBackupWalBytes: config.archive.baseBackupWalBytes,
+    fsync: config.fsync,
     // Declared below; called only once the node runs.
     beforeCheckpoint: (db) => shipping?.beforeCheckpoint(db) ?? Promise.resolve(),
   });

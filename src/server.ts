@@ -159,6 +159,7 @@ export async function startServer(
       // WAL shipping first (it ships what a migration writes), then the template migration (issue 18),
       // which never fails the open: a database whose migration failed stays usable at its version.
       onOpen: async (db) => {
+        db.awaitLocalFlush(archiving?.archiving.pendingFlush(db.id));
         await archiving?.shipping?.onOpen(db);
         await templates.migrateOpen(db).catch((err: unknown) => {
           logger.error({ err, db: db.id }, 'could not check the template version of a database');

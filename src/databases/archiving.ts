@@ -1,5 +1,13 @@
 import type { Logger } from '../log.js';
-import { isMarkedArchived, markArchived, unmarkArchived } from '../storage/local-marks.js';
+import { removeDir } from '../pgdata/extract.js';
+import { FlushLater, flushOff } from '../pgdata/file-flush.js';
+import {
+  clearUnflushed,
+  isMarkedArchived,
+  markArchived,
+  markUnflushed,
+  unmarkArchived,
+} from '../storage/local-marks.js';
 import type { Snapshots } from '../storage/snapshots.js';
 import type { WalObjects } from '../storage/wal-objects.js';
 import { query } from '../wire/protocol.js';
@@ -40,6 +48,8 @@ export class Archiving {
       activity?: NodeActivity | undefined;
       /** BASE_BACKUP_WAL: a snapshot after this much WAL since the last one; 0 = off. */
       baseBackupWalBytes?: number | undefined;
+      /** FSYNC=on: fetched copies are flushed to disk (after they open; see `materialize`). */
+      fsync?: boolean | undefined;
       /** Runs before a snapshot's checkpoint, holding the session (WAL shipping: ship first). */
       beforeCheckpoint?: ((db: Database) => Promise<void>) | undefined;
     },
@@ -64,23 +74,89 @@ export class Archiving {
   /** Databases whose local copy was all in the archive when they opened (see local-marks.ts). */
   private readonly archivedAtOpen = new Set<string>();
 
+  /** Fetched copies whose files are still being flushed (FSYNC=on), by database. */
+  private readonly flushes = new Map<string, Promise<void>>();
+
+  /**
+   * Resolves once the copy `id` was fetched into is on disk; undefined when nothing is pending.
+   * A unit that wrote to it has its reply held back until then (Database.localFlush).
+   */
+  pendingFlush(id: string): Promise<void> | undefined {
+    return this.flushes.get(id);
+  }
+
   materialize = async (id: string, dir: string) => {
-    const outcome = await this.opts.snapshots.ensureLocal(id, dir);
+    // A flush still under way for an earlier fetch would clear this fetch's mark when it ends.
+    await this.flushes.get(id)?.catch(() => undefined);
+    // FSYNC=on: a fetched copy serves its first query without waiting for the disk; its files
+    // are flushed after it opened (see pendingFlush), under a durable mark that makes a restart
+    // after an OS crash fetch it again (local-marks.ts).
+    const later = this.opts.fsync ? new FlushLater() : undefined;
+    const flush = later ?? flushOff;
+    let marked = false;
+    const outcome = await this.opts.snapshots
+      .ensureLocal(id, dir, {
+        flush,
+        beforeFetch: later
+          ? async () => {
+              await markUnflushed(dir);
+              marked = true;
+            }
+          : undefined,
+      })
+      .catch(async (err: unknown) => {
+        if (marked) await clearUnflushed(dir).catch(() => undefined);
+        throw err;
+      });
     // Unmarked while open: a crash with unarchived commits must not leave a droppable copy.
     if (outcome === 'present' && (await isMarkedArchived(dir))) this.archivedAtOpen.add(id);
     else this.archivedAtOpen.delete(id);
     await unmarkArchived(dir);
     if (outcome !== 'fetched') return outcome;
     this.archivedAtOpen.add(id);
-    // The newest base plus every WAL piece shipped after it: crash recovery replays them on open.
-    const base = await this.opts.snapshots.latest(id);
-    const replayed = base && this.opts.wal ? await this.opts.wal.replayInto(id, dir, base) : undefined;
-    this.opts.logger.info(
-      { db: id, version: base?.version, walPieces: replayed?.pieces ?? 0 },
-      'database fetched from the archive',
-    );
+    try {
+      // The newest base plus every WAL piece shipped after it: crash recovery replays them on open.
+      const base = await this.opts.snapshots.latest(id);
+      const replayed =
+        base && this.opts.wal ? await this.opts.wal.replayInto(id, dir, base, undefined, flush) : undefined;
+      this.opts.logger.info(
+        { db: id, version: base?.version, walPieces: replayed?.pieces ?? 0 },
+        'database fetched from the archive',
+      );
+    } catch (err) {
+      // Without its WAL the copy lacks shipped commits: it must not be opened as it is, now or later.
+      this.archivedAtOpen.delete(id);
+      await removeDir(dir);
+      if (marked) await clearUnflushed(dir).catch(() => undefined);
+      throw err;
+    }
+    if (later) this.flushLater(id, dir, later);
     return outcome;
   };
+
+  private flushLater(id: string, dir: string, later: FlushLater): void {
+    const started = performance.now();
+    const done = (async () => {
+      const synced = await later.flush();
+      await clearUnflushed(dir);
+      this.opts.logger.debug(
+        { db: id, ...synced, ms: Math.round(performance.now() - started) },
+        'fetched copy flushed',
+      );
+    })();
+    done.catch((err: unknown) =>
+      this.opts.logger.error(
+        { err, db: id },
+        'could not flush a fetched copy to disk; writes to it are refused',
+      ),
+    );
+    const forget = () => {
+      if (this.flushes.get(id) === done) this.flushes.delete(id);
+    };
+    // A failed flush stays pending-and-failed: the writes it should have made durable are refused.
+    done.then(forget, () => undefined);
+    this.flushes.set(id, done);
+  }
 
   /** Told after each close's archiving (the local cache looks at the disk again). */
   onClosed: (() => void) | undefined;

@@ -1,4 +1,5 @@
 import type { Engine } from '../engine/engine.js';
+import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import { firstRow } from '../wire/backend-scan.js';
 import { query } from '../wire/protocol.js';
@@ -28,6 +29,38 @@ export class Database {
    * wait timeout). The pooler awaits it before a unit's reply; unset in other modes.
    */
   walBarrier: (() => Promise<void>) | undefined;
+  /**
+   * A copy fetched from the archive with FSYNC=on: resolves once its files are on disk (rejects
+   * when they could not be flushed). Cleared once it resolved.
+   */
+  private localFlush: Promise<void> | undefined;
+
+  /** Holds back acknowledgements of writes until `flush` resolves (see `commitBarrier`). */
+  awaitLocalFlush(flush: Promise<void> | undefined): void {
+    this.localFlush = flush;
+    flush?.then(
+      () => {
+        if (this.localFlush === flush) this.localFlush = undefined;
+      },
+      () => undefined,
+    );
+  }
+
+  /**
+   * What a unit that wrote WAL waits for before its client may hear of a commit: the fetched
+   * copy's flush, then the archive (`walBarrier`). Undefined when nothing is to be waited for.
+   */
+  get commitBarrier(): (() => Promise<void>) | undefined {
+    const flush = this.localFlush;
+    const wal = this.walBarrier;
+    if (!flush) return wal;
+    return async () => {
+      await flush.catch(() => {
+        throw errors.localCopyNotDurable();
+      });
+      await wal?.();
+    };
+  }
 
   constructor(
     readonly id: string,

@@ -1,8 +1,8 @@
-import { lstat, readdir, rename, rm } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { databasePath, isValidDatabaseId } from '../ids.js';
 import type { Logger } from '../log.js';
-import { siblingTemp } from '../pgdata/extract.js';
+import { removeDir } from '../pgdata/extract.js';
 import { isMarkedArchived, listMarked, unmarkArchived } from '../storage/local-marks.js';
 import { Periodic } from './periodic.js';
 
@@ -125,10 +125,8 @@ export class LocalCache {
           throw new NotArchived();
         }
         // Out of the way in one step, so an open never sees a half-deleted copy.
-        const aside = siblingTemp(dir, 'old');
-        await rename(dir, aside);
+        await removeDir(dir);
         await unmarkArchived(dir);
-        await rm(aside, { recursive: true, force: true });
       })
       .catch((err: unknown) => {
         if (err instanceof NotArchived) return false;

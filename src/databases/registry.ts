@@ -1,6 +1,6 @@
 import { accessMode, type DatabaseRecord } from '../catalog/catalog.js';
 import type { Engine } from '../engine/engine.js';
-import { errors, type GatewayError } from '../errors.js';
+import { errors, GatewayError } from '../errors.js';
 import { databasePath } from '../ids.js';
 import { KeyedChain } from '../keyed-chain.js';
 import type { Logger } from '../log.js';
@@ -190,7 +190,12 @@ export class DatabaseRegistry {
 
   private async open(record: DatabaseRecord): Promise<Database> {
     const dir = databasePath(this.opts.dataDir, record.id);
-    await this.opts.materialize?.(record.id, dir);
+    await this.opts.materialize?.(record.id, dir).catch((err: unknown) => {
+      if (err instanceof GatewayError) throw err;
+      // The archive's side (unreachable, a corrupt piece): the client hears it as such.
+      this.opts.logger.error({ err, db: record.id }, 'could not fetch the database from the archive');
+      throw errors.fetchFailed(record.id);
+    });
     if (!(await hasPgVersion(dir))) throw errors.databaseNotFound(record.id);
     const started = performance.now();
     this.stats.opens++;

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { lstat, mkdir, open, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { type FileFlush, flushNow } from './file-flush.js';
 import { ChecksumMismatchError, Digest, type PgDataIdentity, validatePgData } from './tarball.js';
-import { pruneExcept, type UnpackOptions, unpack } from './unpack.js';
+import { flushOf, pruneExcept, type UnpackOptions, unpack } from './unpack.js';
 
 /**
  * Unpacking PGDATA tarballs. Accepts our own tarballs and PGlite's `dumpDataDir()` output
@@ -64,7 +64,7 @@ export async function stageTarball(
   try {
     const digest = new Digest();
     const members = await unpack(input, dir, digest, opts, seeded);
-    if (seeded) await pruneExcept(dir, '', members);
+    if (seeded) await pruneExcept(dir, '', members, flushOf(opts));
     const sha256 = digest.sha256();
     if (opts.sha256 !== undefined && sha256 !== opts.sha256) {
       throw new ChecksumMismatchError(`archive checksum mismatch: got ${sha256}, expected ${opts.sha256}`);
@@ -87,12 +87,14 @@ export async function stageTarball(
 export async function installDir(
   staged: string,
   dest: string,
-  opts: { replace?: boolean } = {},
+  opts: { replace?: boolean; flush?: FileFlush } = {},
 ): Promise<void> {
+  const flush = opts.flush ?? flushNow;
   const existing = await lstat(dest).catch(() => undefined);
   if (!existing) {
     await rename(staged, dest);
-    await syncDir(path.dirname(dest));
+    flush.moved(staged, dest);
+    await flush.dir(path.dirname(dest));
     return;
   }
   if (!opts.replace) throw new Error(`destination already exists: ${dest}`);
@@ -104,21 +106,21 @@ export async function installDir(
     await rename(aside, dest).catch(() => undefined);
     throw err;
   }
-  await syncDir(path.dirname(dest));
+  flush.moved(staged, dest);
+  await flush.dir(path.dirname(dest));
   await rm(aside, { recursive: true, force: true });
 }
 
-/** fsyncs a directory so renames in it survive a crash; best effort (not every file system can). */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY).catch(() => undefined);
-  if (!handle) return;
+/** Removes the directory `dir` in one step (renamed aside, then deleted): nothing sees it half-deleted. */
+export async function removeDir(dir: string): Promise<void> {
+  const aside = siblingTemp(dir, 'old');
   try {
-    await handle.sync();
-  } catch {
-    // EINVAL/EISDIR on file systems without directory fsync (some FUSE mounts).
-  } finally {
-    await handle.close();
+    await rename(dir, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
   }
+  await rm(aside, { recursive: true, force: true });
 }
 
 /** Stages and installs in one step; returns the archive's sha256 and size. */

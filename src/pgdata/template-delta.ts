@@ -4,7 +4,8 @@ import { copyFile, mkdir, open, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Header } from 'tar';
 import { z } from 'zod';
-import { syncPath } from './copy-tree.js';
+import type { FileFlush } from './file-flush.js';
+import { mapLimited } from './map-limited.js';
 import { DELTA_MEMBER, MemberCheck, NOT_ARCHIVED, TarballRejectedError } from './tarball.js';
 import { unwrittenWalSegments } from './wal-segments.js';
 
@@ -86,23 +87,10 @@ export async function sha256File(file: string): Promise<string> {
 /** Files hashed at once. */
 const CONCURRENCY = 16;
 
-async function mapLimited<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const run = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, run));
-  return out;
-}
-
 async function hashTree(dir: string): Promise<TemplateContents> {
   const names = (await listFiles(dir)).sort();
   const files = new Map<string, TemplateFile>();
-  const entries = await mapLimited(names, async (name) => {
+  const entries = await mapLimited(names, CONCURRENCY, async (name) => {
     const bytes = await readFile(path.join(dir, name));
     return [name, { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') }] as const;
   });
@@ -123,7 +111,7 @@ export async function planDelta(
   template: TemplateContents,
 ): Promise<{ manifest: DeltaManifest; omit: Set<string> }> {
   const candidates = (await listFiles(dir)).filter((name) => template.files.has(name));
-  const same = await mapLimited(candidates, async (name) => {
+  const same = await mapLimited(candidates, CONCURRENCY, async (name) => {
     const expected = template.files.get(name) as TemplateFile;
     const handle = await open(path.join(dir, name), constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
@@ -227,13 +215,13 @@ export interface TemplateSource {
 /**
  * Puts the files `manifest` leaves out into `root`. `seeded`: `root` is already a copy of the local
  * template, so only the files the local template has in another version are written; otherwise
- * every one is copied (and fsynced with `fsync`). Each file taken from the writer's template is checked against its sha256.
+ * every one is copied (and flushed as `flush` says). Each file taken from the writer's template is checked against its sha256.
  */
 export async function fillFromTemplate(
   root: string,
   manifest: DeltaManifest,
   source: TemplateSource,
-  opts: { seeded: boolean; fsync: boolean },
+  opts: { seeded: boolean; flush: FileFlush },
 ): Promise<void> {
   const local = await source.local.contents();
   const fromLocal: string[] = [];
@@ -251,12 +239,13 @@ export async function fillFromTemplate(
       made.add(dir);
     }
     await copyFile(from, to);
-    if (opts.fsync) await syncPath(to);
+    await opts.flush.file(to);
   };
-  if (!opts.seeded) await mapLimited(fromLocal, (name) => place(path.join(source.local.dir, name), name));
+  if (!opts.seeded)
+    await mapLimited(fromLocal, CONCURRENCY, (name) => place(path.join(source.local.dir, name), name));
   if (fromWriter.length === 0) return;
   const writerDir = await source.fetch(manifest.template);
-  await mapLimited(fromWriter, async ([name, sha]) => {
+  await mapLimited(fromWriter, CONCURRENCY, async ([name, sha]) => {
     const from = path.join(writerDir, name);
     const found = await sha256File(from).catch(() => undefined);
     if (found !== sha) {

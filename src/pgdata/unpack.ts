@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
+import { type FileFlush, flushNow, flushOff } from './file-flush.js';
 import {
   DEFAULT_MAX_ENTRIES,
   DELTA_MEMBER,
@@ -36,6 +37,8 @@ export interface UnpackOptions {
   maxEntries?: number;
   /** fsync every extracted file before the directory is renamed into place. Default true. */
   fsync?: boolean;
+  /** How written files reach the disk (file-flush.ts); given, it overrides `fsync`. */
+  flush?: FileFlush | undefined;
   /** Where the files a delta base leaves out come from (template-delta.ts); without it one is refused. */
   template?: TemplateSource | undefined;
 }
@@ -86,7 +89,7 @@ async function writeMember(
   root: string,
   entry: ReadEntry,
   planned: PlannedMember,
-  fsync: boolean,
+  flush: FileFlush,
   made: Set<string>,
 ): Promise<void> {
   if (planned.kind === 'skip') {
@@ -105,7 +108,7 @@ async function writeMember(
     return;
   }
   await ensureDir(path.dirname(target));
-  await writeFileAt(target, entry, fsync);
+  await writeFileAt(target, entry, flush);
 }
 
 /**
@@ -114,13 +117,12 @@ async function writeMember(
  * Not O_TRUNC: ext4 (auto_da_alloc) flushes a file truncated to zero and rewritten when it is
  * closed, so every rewritten file waited for the disk, hundreds of ms when it was busy.
  */
-async function writeFileAt(target: string, data: AsyncIterable<Uint8Array>, fsync: boolean): Promise<void> {
+async function writeFileAt(target: string, data: AsyncIterable<Uint8Array>, flush: FileFlush): Promise<void> {
   const handle = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   try {
     const written = await writeAll(data, handle);
     if ((await handle.stat()).size !== written) await handle.truncate(written);
-    // fdatasync: a file rewritten in place at its old size needs no journal commit for its mtime.
-    if (fsync) await handle.datasync();
+    await flush.file(target, handle);
   } finally {
     await handle.close();
   }
@@ -155,15 +157,31 @@ function asConflict(err: unknown, member: string): unknown {
 }
 
 /** Removes everything under `root/relative` that is not one of `keep` (relative paths). */
-export async function pruneExcept(root: string, relative: string, keep: ReadonlySet<string>): Promise<void> {
-  const entries = await readdir(path.join(root, relative), { withFileTypes: true });
+export async function pruneExcept(
+  root: string,
+  relative: string,
+  keep: ReadonlySet<string>,
+  flush: FileFlush = flushOff,
+): Promise<void> {
+  const dir = path.join(root, relative);
+  const entries = await readdir(dir, { withFileTypes: true });
+  let removed = false;
   await Promise.all(
     entries.map(async (entry) => {
       const name = relative === '' ? entry.name : `${relative}/${entry.name}`;
-      if (!keep.has(name)) await rm(path.join(root, name), { recursive: true, force: true });
-      else if (entry.isDirectory()) await pruneExcept(root, name, keep);
+      if (!keep.has(name)) {
+        await rm(path.join(root, name), { recursive: true, force: true });
+        removed = true;
+      } else if (entry.isDirectory()) await pruneExcept(root, name, keep, flush);
     }),
   );
+  // A removed file must not come back after a crash (a stale WAL segment or relation file).
+  if (removed) await flush.dir(dir);
+}
+
+/** How `opts` has written files reach the disk. */
+export function flushOf(opts: Pick<UnpackOptions, 'fsync' | 'flush'>): FileFlush {
+  return opts.flush ?? ((opts.fsync ?? true) ? flushNow : flushOff);
 }
 
 /** Unpacks into `root`; returns the relative paths written (files, directories and their parents). */
@@ -175,6 +193,7 @@ export async function unpack(
   seeded: boolean,
 ): Promise<Set<string>> {
   const check = new MemberCheck(opts.maxEntries);
+  const flush = flushOf(opts);
   const members = new Set<string>();
   const remember = (relative: string) => {
     for (let p = relative; p !== '' && p !== '.' && !members.has(p); p = path.posix.dirname(p))
@@ -222,7 +241,7 @@ export async function unpack(
       .then(async () => {
         const manifest = parseManifest(Buffer.concat(chunks), opts.maxEntries ?? DEFAULT_MAX_ENTRIES);
         for (const [name] of manifest.files) remember(name);
-        await fillFromTemplate(root, manifest, template, { seeded, fsync: opts.fsync ?? true });
+        await fillFromTemplate(root, manifest, template, { seeded, flush });
       })
       .catch((err: unknown) => fail(err));
   };
@@ -240,7 +259,7 @@ export async function unpack(
           await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
           made.add(path.dirname(target));
         }
-        await writeFileAt(target, fromChunks(chunks), opts.fsync ?? true);
+        await writeFileAt(target, fromChunks(chunks), flush);
       })()
         .catch((err: unknown) => fail(asConflict(err, entry.path)))
         .finally(() => {
@@ -286,7 +305,7 @@ export async function unpack(
       await whenReady();
       await Promise.all(writing);
       current = entry;
-      await writeMember(root, entry, planned, opts.fsync ?? true, made).catch((err: unknown) => {
+      await writeMember(root, entry, planned, flush, made).catch((err: unknown) => {
         fail(asConflict(err, entry.path));
         entry.resume();
       });

@@ -110,11 +110,11 @@ export abstract class SessionExecutor {
         ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
         : undefined;
     this.execInFlight = true;
-    // DURABILITY=sync: from the first part that may acknowledge a commit whose WAL this unit
-    // wrote, its reply waits for the archive in the gate, not here: the session is given back
-    // first (group commit).
+    // DURABILITY=sync (or a copy just fetched, FSYNC=on, whose files are still being flushed):
+    // from the first part that may acknowledge a commit whose WAL this unit wrote, its reply waits
+    // in the gate, not here: the session is given back first (group commit).
     const engine = db.engine;
-    const walBefore = db.walBarrier ? engine.walWrites() : undefined;
+    const walBefore = db.commitBarrier ? engine.walWrites() : undefined;
     let held = false;
     const holdIfCommitted = (part: Uint8Array, last: boolean) => {
       if (held || walBefore === undefined || engine.walWrites() === walBefore) return;
@@ -150,7 +150,7 @@ export abstract class SessionExecutor {
       clearTimeout(timer);
       this.execInFlight = false;
       // Taken now, before another unit can write: it covers exactly the WAL written so far.
-      if (held) this.gate.release(db.walBarrier?.() ?? Promise.resolve());
+      if (held) this.gate.release(db.commitBarrier?.() ?? Promise.resolve());
     }
     const status = lastReadyStatus(response);
     if (status) {

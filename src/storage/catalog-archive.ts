@@ -8,7 +8,8 @@ import { type EmbeddedPglite, openEmbeddedPglite } from '../catalog/embedded.js'
 import { openSqlCatalog } from '../catalog/sql-catalog.js';
 import type { Logger } from '../log.js';
 import { copyTree } from '../pgdata/copy-tree.js';
-import { installDir, stageTarball, syncDir } from '../pgdata/extract.js';
+import { installDir, stageTarball } from '../pgdata/extract.js';
+import { syncDir } from '../pgdata/file-flush.js';
 import { requireWalReplay } from '../pgdata/pg-control.js';
 import { hasPgVersion } from '../pgdata/pg-version.js';
 import { type PgDataIdentity, packToFile } from '../pgdata/tarball.js';

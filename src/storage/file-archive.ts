@@ -4,7 +4,7 @@ import { link, lstat, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/p
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { syncDir } from '../pgdata/extract.js';
+import { syncDir } from '../pgdata/file-flush.js';
 import { writeAll } from '../pgdata/tarball.js';
 import {
   ArchiveKeyExistsError,

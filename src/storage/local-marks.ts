@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { syncPath } from '../pgdata/copy-tree.js';
+import { syncDir } from '../pgdata/file-flush.js';
 
 /**
  * "Everything this local copy holds is in the archive": a mark per database in
@@ -55,4 +57,39 @@ export async function listMarked(dataDir: string): Promise<{ id: string; markedA
     if (info) marks.push({ id, markedAt: info.mtimeMs });
   }
   return marks;
+}
+
+/**
+ * "This local copy was fetched and may not be on disk yet": a mark per database in
+ * `DATA_DIR/_unflushed/<id>`, made durable before a fetch (FSYNC=on) writes anything and removed
+ * once everything the fetch wrote was flushed (pgdata/file-flush.ts). Until then no write to the
+ * copy is acknowledged (databases/archiving.ts), so a restart that finds the mark (an OS crash
+ * mid-flush) drops the copy and fetches it again: nothing in it is missing from the archive.
+ */
+const UNFLUSHED = '_unflushed';
+
+function unflushedFile(dir: string): string {
+  return path.join(path.dirname(dir), UNFLUSHED, path.basename(dir));
+}
+
+/** Marks the copy at `dir` (not there yet) as not flushed, durably, before it is written. */
+export async function markUnflushed(dir: string): Promise<void> {
+  const file = unflushedFile(dir);
+  const created = await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, '');
+  await syncPath(file);
+  await syncDir(path.dirname(file));
+  if (created) await syncDir(path.dirname(path.dirname(file)));
+}
+
+/** Everything the fetch into `dir` wrote is on disk: its writes may be acknowledged from now on. */
+export async function clearUnflushed(dir: string): Promise<void> {
+  const file = unflushedFile(dir);
+  await rm(file, { force: true });
+  await syncDir(path.dirname(file));
+}
+
+/** The databases of `dataDir` whose fetched copy was not flushed when the node last stopped. */
+export async function listUnflushed(dataDir: string): Promise<string[]> {
+  return readdir(path.join(dataDir, UNFLUSHED)).catch(() => [] as string[]);
 }

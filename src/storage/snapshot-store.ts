@@ -6,6 +6,7 @@ import type { Catalog, VersionRecord } from '../catalog/catalog.js';
 import { KeyedChain } from '../keyed-chain.js';
 import type { Logger } from '../log.js';
 import { installDir, type StagedDir, stageTarball } from '../pgdata/extract.js';
+import type { FileFlush } from '../pgdata/file-flush.js';
 import {
   type PackOptions,
   type PgDataIdentity,
@@ -322,7 +323,11 @@ export abstract class SnapshotStore {
    * `target`, checking its sha256 at the end (a mismatch removes the staged directory). A dropped,
    * truncated or corrupt download is retried from the start.
    */
-  protected async stageStreamed(record: VersionRecord, target: string): Promise<StagedDir> {
+  protected async stageStreamed(
+    record: VersionRecord,
+    target: string,
+    flush?: FileFlush,
+  ): Promise<StagedDir> {
     const key = versionKey(record.databaseId, record.version);
     const attempts = Math.max(1, this.opts.attempts ?? 3);
     for (let attempt = 0; ; attempt++) {
@@ -331,6 +336,7 @@ export abstract class SnapshotStore {
           maxBytes: NO_SIZE_LIMIT,
           sha256: record.sha256,
           ...this.extractOptions(),
+          ...(flush ? { flush } : {}),
           ...(this.seed ? { seed: this.seed } : {}),
         });
       } catch (err) {

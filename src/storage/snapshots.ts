@@ -2,8 +2,10 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { VersionRecord } from '../catalog/catalog.js';
+import { isValidDatabaseId } from '../ids.js';
 import { copyTree } from '../pgdata/copy-tree.js';
 import { installDir, stageTarball } from '../pgdata/extract.js';
+import type { FileFlush } from '../pgdata/file-flush.js';
 import { hasPgVersion } from '../pgdata/pg-version.js';
 import { packToFile } from '../pgdata/tarball.js';
 
@@ -58,7 +60,7 @@ export interface UploadOptions {
 
 export type { SnapshotsOptions } from './snapshot-store.js';
 
-import { markArchived } from './local-marks.js';
+import { clearUnflushed, listUnflushed, markArchived, unmarkArchived } from './local-marks.js';
 import { exists, SnapshotStore, TEMPORARY_SIBLING } from './snapshot-store.js';
 
 export class Snapshots extends SnapshotStore {
@@ -66,10 +68,15 @@ export class Snapshots extends SnapshotStore {
    * Makes sure `dataDir` holds the database: 'present' when it already does, 'fetched' after
    * downloading the latest version, 'absent' when the archive has no version of it either.
    */
-  async ensureLocal(id: string, dataDir: string): Promise<'present' | 'fetched' | 'absent'> {
+  async ensureLocal(
+    id: string,
+    dataDir: string,
+    opts: { flush?: FileFlush; beforeFetch?: () => Promise<void> } = {},
+  ): Promise<'present' | 'fetched' | 'absent'> {
     if (await hasPgVersion(dataDir)) return 'present';
     if (!(await this.latest(id))) return 'absent';
-    await this.fetch(id, dataDir);
+    await opts.beforeFetch?.();
+    await this.fetch(id, dataDir, undefined, opts.flush);
     return 'fetched';
   }
 
@@ -131,9 +138,10 @@ export class Snapshots extends SnapshotStore {
   /**
    * Downloads a version (the latest by default), verifies it against the catalog's sha256 and
    * extracts it to `destDir`, which must not exist. Concurrent calls for the same database and
-   * destination share one download. On any failure nothing is left at `destDir`.
+   * destination share one download. On any failure nothing is left at `destDir`. `flush`: how
+   * the files reach the disk (default: as FSYNC says, before it returns).
    */
-  fetch(id: string, destDir: string, version?: string): Promise<VersionRecord> {
+  fetch(id: string, destDir: string, version?: string, flush?: FileFlush): Promise<VersionRecord> {
     const key = `${id}\0${destDir}\0${version ?? ''}`;
     const inflight = this.fetching.get(key);
     if (inflight) return inflight;
@@ -141,9 +149,9 @@ export class Snapshots extends SnapshotStore {
       const started = performance.now();
       const record = await this.resolve(id, version);
       // Streamed: the download is extracted as it arrives (no spool file) and checked at the end.
-      const staged = await this.stageStreamed(record, destDir);
+      const staged = await this.stageStreamed(record, destDir, flush);
       try {
-        await installDir(staged.dir, destDir);
+        await installDir(staged.dir, destDir, flush ? { flush } : {});
       } catch (err) {
         await rm(staged.dir, { recursive: true, force: true });
         throw err;
@@ -256,8 +264,9 @@ export class Snapshots extends SnapshotStore {
   }
 
   /**
-   * Removes what an interrupted run left behind: spool files in `workDir`, and the hidden
-   * temporary directories (`.<id>.extract-*`, `.<id>.old-*`) next to the databases in `dataDir`.
+   * Removes what an interrupted run left behind: spool files in `workDir`, the hidden
+   * temporary directories (`.<id>.extract-*`, `.<id>.old-*`) next to the databases in `dataDir`,
+   * and local copies whose fetch was not flushed (local-marks.ts).
    * Call at startup, while holding the data directory lock, before any fetch or snapshot.
    */
   async cleanup(dataDir: string): Promise<number> {
@@ -269,6 +278,21 @@ export class Snapshots extends SnapshotStore {
     for (const name of await readdir(dataDir).catch(() => [] as string[])) {
       if (!TEMPORARY_SIBLING.test(name)) continue;
       await rm(path.join(dataDir, name), { recursive: true, force: true });
+      removed++;
+    }
+    // A fetched copy whose flush never finished may have lost writes to an OS crash. Nothing
+    // written to it since was acknowledged, so the archive has all it should hold.
+    for (const id of await listUnflushed(dataDir)) {
+      const dir = path.join(dataDir, id);
+      if (isValidDatabaseId(id)) {
+        await rm(dir, { recursive: true, force: true });
+        await unmarkArchived(dir);
+        this.logger.warn(
+          { db: id },
+          'local copy fetched but not yet flushed when the node stopped; fetched again on open',
+        );
+      }
+      await clearUnflushed(dir);
       removed++;
     }
     if (removed > 0) this.logger.info({ removed }, 'removed leftovers of interrupted storage operations');

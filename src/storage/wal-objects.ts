@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Catalog, VersionRecord, WalRecord } from '../catalog/catalog.js';
 import type { Logger } from '../log.js';
+import { type FileFlush, flushNow } from '../pgdata/file-flush.js';
 import { requireWalReplay } from '../pgdata/pg-control.js';
 import { ArchiveKeyExistsError, type ArchiveStore } from './archive.js';
 
@@ -99,6 +100,7 @@ export class WalObjects {
     dataDir: string,
     base: Pick<VersionRecord, 'walSince' | 'walLsn'>,
     until?: Date,
+    flush: FileFlush = flushNow,
   ): Promise<{ pieces: number; end: bigint | undefined }> {
     const records = await this.continuing(id, base, until);
     if (records.length === 0) return { pieces: 0, end: base.walLsn };
@@ -127,7 +129,7 @@ export class WalObjects {
       const bytes = await (fetches.get(i) ?? this.download(record));
       fetches.delete(i);
       fetchAhead(i + PREFETCH);
-      await writeWal(wal, record.startLsn, bytes);
+      await writeWal(wal, record.startLsn, bytes, flush);
       if (end === undefined || record.endLsn > end) end = record.endLsn;
       pieces++;
     }
@@ -219,7 +221,12 @@ export async function readWal(wal: WalLayout, start: bigint, end: bigint): Promi
   return out;
 }
 
-export async function writeWal(wal: WalLayout, start: bigint, bytes: Buffer): Promise<void> {
+export async function writeWal(
+  wal: WalLayout,
+  start: bigint,
+  bytes: Buffer,
+  flush: FileFlush = flushNow,
+): Promise<void> {
   let at = start;
   let done = 0;
   while (done < bytes.length) {
@@ -233,10 +240,11 @@ export async function writeWal(wal: WalLayout, start: bigint, bytes: Buffer): Pr
     });
     try {
       // Segments are full-size files: a new one is extended with zeros (the end of the WAL).
-      if ((await handle.stat()).size < Number(wal.segmentSize))
-        await handle.truncate(Number(wal.segmentSize));
+      const created = (await handle.stat()).size < Number(wal.segmentSize);
+      if (created) await handle.truncate(Number(wal.segmentSize));
       await handle.write(bytes, done, n, Number(offset));
-      await handle.sync();
+      await flush.file(file, handle);
+      if (created) await flush.dir(wal.dir);
     } finally {
       await handle.close();
     }
