@@ -114,6 +114,8 @@ const PGDATA_TOP_LEVEL =
 export class MemberCheck {
   /** Members seen so far. */
   entries = 0;
+  /** Paths of the file members so far: a second one would be written at the same time as the first. */
+  private readonly files = new Set<string>();
 
   constructor(private readonly maxEntries = DEFAULT_MAX_ENTRIES) {}
 
@@ -132,7 +134,14 @@ export class MemberCheck {
     if (member.type === 'Directory') return { kind: 'directory', relative };
     if (FILE_TYPES.has(member.type)) {
       if (relative === '') throw new TarballRejectedError('unsafe-path', 'file member without a name');
-      return { kind: NOT_ARCHIVED.has(relative) ? 'skip' : 'file', relative };
+      if (NOT_ARCHIVED.has(relative)) return { kind: 'skip', relative };
+      // tar allows a later copy to replace an earlier one; here the two would be written at once
+      // and interleave. No PGDATA tarball has one.
+      if (this.files.has(relative)) {
+        throw new TarballRejectedError('corrupt', `member ${JSON.stringify(member.path)} appears twice`);
+      }
+      this.files.add(relative);
+      return { kind: 'file', relative };
     }
     if (member.type === 'SymbolicLink' || member.type === 'Link') {
       throw new TarballRejectedError(

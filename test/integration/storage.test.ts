@@ -695,6 +695,16 @@ describe.each([s3Mode(), fileMode()])('$name archive', (mode) => {
           ]),
         'corrupt',
       ],
+      [
+        'the same file twice (the two copies would be written at once)',
+        async () =>
+          tarball([
+            ...(await minimalPgData()),
+            { name: 'base/1/1259', body: Buffer.alloc(8192, 1) },
+            { name: 'base/1/1259', body: Buffer.alloc(8192, 2) },
+          ]),
+        'corrupt',
+      ],
       ['garbage', async () => Buffer.from('this is not a tarball at all'.repeat(100)), 'corrupt'],
       ['truncated gzip', async () => gzipSync(tarball(await minimalPgData())).subarray(0, 200), 'corrupt'],
       ['gzip inside gzip', async () => gzipSync(gzipSync(tarball(await minimalPgData()))), 'corrupt'],
