@@ -120,7 +120,7 @@ export const errors = {
       '58030',
       'local_copy_not_durable',
       'terminating connection: the database fetched from the archive could not be flushed to local disk; this commit was not acknowledged',
-      'the node logged why; writes to this database are refused until it is opened again',
+      'the node logged why; writes are refused until the database is closed and fetched again',
     ),
 } as const;
 

@@ -87,7 +87,19 @@ export class Archiving {
 
   materialize = async (id: string, dir: string) => {
     // A flush still under way for an earlier fetch would clear this fetch's mark when it ends.
-    await this.flushes.get(id)?.catch(() => undefined);
+    const earlier = this.flushes.get(id);
+    if (
+      earlier &&
+      !(await earlier.then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      // That copy never reached the disk in full: it is fetched again (no write to it was acknowledged).
+      this.flushes.delete(id);
+      await removeDir(dir);
+      await clearUnflushed(dir);
+    }
     // FSYNC=on: a fetched copy serves its first query without waiting for the disk; its files
     // are flushed after it opened (see pendingFlush), under a durable mark that makes a restart
     // after an OS crash fetch it again (local-marks.ts).
@@ -153,7 +165,7 @@ export class Archiving {
     const forget = () => {
       if (this.flushes.get(id) === done) this.flushes.delete(id);
     };
-    // A failed flush stays pending-and-failed: the writes it should have made durable are refused.
+    // A failed flush stays here, failed: writes to the copy are refused, and its next open fetches it again.
     done.then(forget, () => undefined);
     this.flushes.set(id, done);
   }

@@ -109,6 +109,32 @@ describe('a copy fetched with FSYNC=on', () => {
     }
   });
 
+  it('refuses a write when its flush fails, and is fetched again on its next open', async () => {
+    await evict();
+    FlushLater.prototype.flush = async () => {
+      throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    };
+    const c = new pg.Client(t.pgConfig(ID, pw));
+    c.on('error', () => undefined);
+    await c.connect();
+    // Reads go on.
+    expect(await count(c)).toBeTypeOf('number');
+    const err = await c.query('insert into ledger values (99)').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(codeOf(err)).toBe('58030');
+    await c.end().catch(() => undefined);
+    FlushLater.prototype.flush = flushOriginal;
+    await t.server.registry.close(ID);
+    // A file only this local copy has tells whether the next open uses it or fetches a new one.
+    const sentinel = path.join(dir(), 'kept-local-copy');
+    await writeFile(sentinel, '');
+    await withClient(t.pgConfig(ID, pw), (c2) => c2.query('delete from ledger where n = 99'));
+    expect(await exists(sentinel)).toBe(false);
+    expect(await exists(mark())).toBe(false);
+  });
+
   it('is dropped and fetched again when a restart finds its mark (an OS crash before the flush)', async () => {
     await withClient(t.pgConfig(ID, pw), (c) => c.query('insert into ledger values (4)'));
     await t.server.registry.close(ID);
