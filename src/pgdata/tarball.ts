@@ -138,7 +138,7 @@ export class MemberCheck {
       // tar allows a later copy to replace an earlier one; here the two would be written at once
       // and interleave. No PGDATA tarball has one.
       if (this.files.has(relative)) {
-        throw new TarballRejectedError('corrupt', `member ${JSON.stringify(member.path)} appears twice`);
+        throw new TarballRejectedError('corrupt', `member ${JSON.stringify(member.path)} is named twice`);
       }
       this.files.add(relative);
       return { kind: 'file', relative };
