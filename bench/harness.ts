@@ -5,6 +5,7 @@ import { initPgbench, pgbenchPlan, runPgbenchRows, threadsFor } from './pgbench.
 import { CLIENTS_PER_DB, runScale } from './scale.js';
 import { benchTemplate } from './systems/gateway.js';
 import {
+  DEFAULT_SYSTEMS,
   databaseSource,
   SYSTEM_KINDS,
   type SystemKind,
@@ -27,7 +28,7 @@ export async function runBenchmarks(options: BenchOptions = {}): Promise<BenchRe
   const started = new Date();
   const quick = options.quick ?? false;
   const only = [...(options.only ?? BENCHMARK_NAMES)];
-  const systems = [...(options.systems ?? SYSTEM_KINDS)];
+  const systems = [...(options.systems ?? DEFAULT_SYSTEMS)];
   const seconds = options.seconds ?? (quick ? 1 : 20);
   const log = options.log ?? defaultLog;
   const tools = findTools();

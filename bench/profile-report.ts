@@ -51,8 +51,10 @@ interface RunSettings {
   started: string;
   seconds: number;
   intervalUs: number;
-  /** --gateway-env as given. */
+  /** --matched and --gateway-env as given. */
   gatewayEnv: string | undefined;
+  /** pgbench's built-in script. */
+  script: 'select-only' | 'tpcb';
 }
 
 function perTx(r: SystemResult | undefined, us: number | undefined): number | undefined {
@@ -84,10 +86,10 @@ export function renderBreakdown(results: SystemResult[], run: RunSettings): stri
   const ps = results.find((r) => r.system === 'pglite-socket');
   const out: string[] = [];
   out.push(
-    `### One client's round trip, per stage (pgbench -n -S -M simple -c 1 -T ${run.seconds}, ${run.started})`,
+    `### One client's ${run.script === 'tpcb' ? 'TPC-B transaction (7 round trips)' : 'round trip'}, per stage (pgbench -n ${run.script === 'tpcb' ? '' : '-S '}-M simple -c 1 -T ${run.seconds}, ${run.started})`,
     '',
     `Self time of V8 CPU-profile samples (every ${run.intervalUs} µs) taken while pgbench ran, by stage, ` +
-      'divided by the transactions pgbench reported: µs per transaction (one round trip). A profile ' +
+      `divided by the transactions pgbench reported: µs per transaction${run.script === 'tpcb' ? '' : ' (one round trip)'}. A profile ` +
       'is wall time: the "wait" rows are where a thread was blocked or spinning, not CPU.' +
       (run.gatewayEnv ? ` Gateway settings: ${run.gatewayEnv}.` : ''),
     '',

@@ -45,6 +45,10 @@ const { values: args } = parseArgs({
     systems: { type: 'string', default: 'gateway,pglite-socket' },
     /** Extra gateway settings, e.g. SHARED_BUFFERS=128MiB,FSYNC=off. */
     'gateway-env': { type: 'string', default: '' },
+    /** The gateway set up like pglite-socket (plaintext, FSYNC=off, 128 MiB; systems/gateway.ts). */
+    matched: { type: 'boolean', default: false },
+    /** pgbench's built-in script: select-only (-S, one round trip) or tpcb (seven). */
+    script: { type: 'string', default: 'select-only' },
     out: { type: 'string' },
     profiles: { type: 'string' },
   },
@@ -52,6 +56,7 @@ const { values: args } = parseArgs({
 const SECONDS = Number(args.seconds);
 const WARMUP = Number(args.warmup);
 const INTERVAL_US = Number(args['interval-us']);
+const SCRIPT = args.script === 'tpcb' ? 'tpcb' : 'select-only';
 const SYSTEMS = (args.systems ?? '').split(',').filter(Boolean) as SystemName[];
 const GATEWAY_ENV = Object.fromEntries(
   (args['gateway-env'] ?? '')
@@ -157,7 +162,7 @@ function cpuDelta(before: Sched, after: Sched, pgbenchUs: number, known: Set<num
 function pgbenchArgs(target: Target, seconds: number, progress: boolean): string[] {
   return [
     '-n',
-    '-S',
+    ...(SCRIPT === 'tpcb' ? [] : ['-S']),
     ...['-M', 'simple'],
     ...['-c', '1', '-j', '1'],
     ...['-T', String(seconds)],
@@ -179,7 +184,9 @@ function progressTps(run: PgbenchRun, untilSecond: number): number | undefined {
 async function profileSystem(name: SystemName, pgbench: string): Promise<SystemResult> {
   log(`${name}: starting`);
   const system: SystemUnderTest =
-    name === 'gateway' ? await startGateway({ env: GATEWAY_ENV }) : await startPgliteSocket();
+    name === 'gateway'
+      ? await startGateway({ env: GATEWAY_ENV, matched: args.matched })
+      : await startPgliteSocket();
   try {
     const target = await system.createDatabase('profile');
     log(`${name}: pgbench -i -s 1`);
@@ -291,7 +298,13 @@ const text = renderBreakdown(results, {
   started,
   seconds: SECONDS,
   intervalUs: INTERVAL_US,
-  gatewayEnv: args['gateway-env'],
+  gatewayEnv: [
+    args.matched ? 'matched (plaintext, FSYNC=off, SHARED_BUFFERS=128MiB)' : '',
+    args['gateway-env'],
+  ]
+    .filter(Boolean)
+    .join(', '),
+  script: SCRIPT,
 });
 if (args.out) await writeFile(args.out, `${text}\n`);
 console.log(text);

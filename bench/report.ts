@@ -39,29 +39,36 @@ function pgbenchTables(results: BenchResults): string {
     if (keys.size === 0) continue;
     const seconds = rows.find((r) => r.workload === workload)?.seconds;
     out.push(`### pgbench ${WORKLOAD_TITLE[workload]}, -T ${seconds} s: TPS\n`);
+    // The matched gateway (bench/systems/types.ts) gets its own columns when it ran.
+    const matched = rows.some((r) => r.system === 'gateway-matched');
     out.push(
       table(
         [
           'mode',
           'clients',
           'gateway',
+          ...(matched ? ['gateway, matched'] : []),
           'pglite-socket',
           'postgres',
           'gateway / pglite-socket',
+          ...(matched ? ['matched / pglite-socket'] : []),
           'gateway / postgres',
         ],
-        ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
+        ['l', ...Array<'r'>(matched ? 8 : 6).fill('r')],
         [...keys.values()].map(({ mode, clients }) => {
           const g = find('gateway', workload, mode, clients);
+          const m = find('gateway-matched', workload, mode, clients);
           const s = find('pglite-socket', workload, mode, clients);
           const p = find('postgres', workload, mode, clients);
           return [
             mode,
             String(clients),
             tpsCell(g),
+            ...(matched ? [tpsCell(m)] : []),
             tpsCell(s),
             tpsCell(p),
             ratio(okTps(g), okTps(s)),
+            ...(matched ? [ratio(okTps(m), okTps(s))] : []),
             ratio(okTps(g), okTps(p)),
           ];
         }),
@@ -322,8 +329,14 @@ What differs between the systems, so the ratios can be read fairly:
 
 - The gateway speaks TLS (\`sslmode=verify-full\`, SNI routing) and authenticates with SCRAM-SHA-256;
   pglite-socket and PostgreSQL are measured over plaintext TCP with no authentication (trust).
-- PostgreSQL runs with fsync, synchronous_commit and full_page_writes on; PGlite (gateway and
-  pglite-socket) runs Postgres with fsync off, so every commit there is cheaper and less durable.
+- PostgreSQL runs with fsync, synchronous_commit and full_page_writes on. PGlite never calls
+  fsync itself: the gateway flushes each commit's WAL from outside (\`FSYNC=on\`, its default);
+  pglite-socket never flushes, so its commits are cheaper and less durable.
+- The gateway runs Postgres with 2 MiB of \`shared_buffers\` (\`SHARED_BUFFERS\`, memory per open
+  database); pglite-socket with PGlite's 128 MB.
+- \`--systems gateway-matched\` adds the gateway set up like pglite-socket (plaintext,
+  \`FSYNC=off\`, 128 MiB of buffers; SCRAM stays): its ratio to pglite-socket is the gateway's own
+  cost per round trip, apart from TLS, fsync and the smaller buffers.
 - The gateway and pglite-socket are Node processes hosting PGlite (Postgres 18 compiled to WASM);
   PostgreSQL is native code with one process per connection.
 - pgbench runs on the same machine, so it competes with the server for the cores; the gateway
@@ -344,6 +357,9 @@ npm run bench -- --quick               # a few seconds per benchmark: checks the
 npm run bench -- --only pgbench,scale --seconds 10 --systems gateway,postgres
 npm run bench -- --only baseline-rss   # a node's memory at rest (builds dist/; about 8 minutes)
 npm run bench -- --from-json bench/results/<file>.json --write-md   # re-render a saved run
+npm run bench:profile -- --interval-us 1000 --out breakdown.md      # one client's round trip, per stage
+SHARED_BUFFERS=128MiB npm run bench -- --only pgbench   # the gateway with pglite-socket's buffer size
+npm run bench -- --only pgbench --systems gateway,gateway-matched,pglite-socket   # also the gateway set up like pglite-socket
 \`\`\`
 
 Every run prints the tables and writes the raw results to \`bench/results/<timestamp>.json\`

@@ -36,7 +36,16 @@ export interface GatewayOptions {
   templateDir?: string;
   /** Extra gateway environment (e.g. IDLE_TIMEOUT). */
   env?: Record<string, string>;
+  /**
+   * Set up like pglite-socket (the `gateway-matched` system): clients connect in plaintext
+   * (`sslmode=disable`, the database named by dbname), FSYNC=off and SHARED_BUFFERS=128MiB.
+   * SCRAM-SHA-256 stays: it costs only at connect.
+   */
+  matched?: boolean;
 }
+
+/** What `matched` sets; opts.env still wins. */
+const MATCHED_ENV = { TLS_MODE: 'prefer', FSYNC: 'off', SHARED_BUFFERS: '128MiB' };
 
 export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySystem> {
   const root = await mkdtemp(path.join(tmpdir(), 'bench-gateway-'));
@@ -65,6 +74,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       ...(process.env.FSYNC ? { FSYNC: process.env.FSYNC } : {}),
       // And what the 2 MiB default of SHARED_BUFFERS costs against pglite-socket's 128 MB.
       ...(process.env.SHARED_BUFFERS ? { SHARED_BUFFERS: process.env.SHARED_BUFFERS } : {}),
+      ...(opts.matched ? MATCHED_ENV : {}),
       ...opts.env,
     };
     const config = loadConfig(env);
@@ -74,9 +84,12 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
     );
     const port = server.port;
     let stopping: Promise<void> | undefined;
+    const settings = `transaction pool mode, FSYNC=${config.fsync ? 'on' : 'off'}, SHARED_BUFFERS=${Math.round(config.sharedBuffersBytes / 1024 / 1024)}MiB`;
     return {
-      kind: 'gateway',
-      description: `this gateway, in-process: TLS (verify-full, SNI routing) + SCRAM-SHA-256, transaction pool mode, FSYNC=${config.fsync ? 'on' : 'off'}, SHARED_BUFFERS=${Math.round(config.sharedBuffersBytes / 1024 / 1024)}MiB`,
+      kind: opts.matched ? 'gateway-matched' : 'gateway',
+      description: opts.matched
+        ? `this gateway, in-process, set up like pglite-socket: plaintext (sslmode=disable) + SCRAM-SHA-256, ${settings}`
+        : `this gateway, in-process: TLS (verify-full, SNI routing) + SCRAM-SHA-256, ${settings}`,
       server,
       caPath,
       ca,
@@ -84,6 +97,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
       async createDatabase(name: string): Promise<Target> {
         const password = `bench-${randomBytes(9).toString('base64url')}`;
         await server.manager.create(name, { password });
+        if (opts.matched) return plaintextTarget(name, port, password);
         return {
           name,
           conninfo: [
@@ -120,4 +134,22 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewaySy
     await rm(root, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** A database of the matched gateway: plaintext, the database named by dbname (no SNI). */
+function plaintextTarget(name: string, port: number, password: string): Target {
+  return {
+    name,
+    conninfo: `host=127.0.0.1 port=${port} user=postgres dbname=${name} sslmode=disable`,
+    env: { PGPASSWORD: password },
+    pgConfig: {
+      host: '127.0.0.1',
+      port,
+      user: 'postgres',
+      password,
+      database: name,
+      ssl: false,
+      connectionTimeoutMillis: 30_000,
+    },
+  };
 }

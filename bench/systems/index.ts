@@ -5,7 +5,7 @@ import { startPostgres } from './postgres.js';
 import type { SystemKind, SystemUnderTest, Target } from './types.js';
 
 export type { SystemKind, SystemUnderTest, Target } from './types.js';
-export { SYSTEM_KINDS } from './types.js';
+export { DEFAULT_SYSTEMS, SYSTEM_KINDS } from './types.js';
 
 export interface SystemContext {
   tools: Tools;
@@ -24,6 +24,8 @@ export function startSystem(kind: SystemKind, ctx: SystemContext): Promise<Syste
   switch (kind) {
     case 'gateway':
       return startGateway({ templateDir: ctx.templateDir });
+    case 'gateway-matched':
+      return startGateway({ templateDir: ctx.templateDir, matched: true });
     case 'pglite-socket':
       return startPgliteSocket({ templateDir: ctx.templateDir });
     case 'postgres': {

@@ -1,8 +1,15 @@
 import type pg from 'pg';
 
-/** The three systems every benchmark row is measured on, in table order. */
-export const SYSTEM_KINDS = ['gateway', 'pglite-socket', 'postgres'] as const;
+/**
+ * The systems a benchmark row can be measured on, in table order. `gateway-matched` is the
+ * gateway set up the way pglite-socket runs (plaintext, FSYNC=off, PGlite's 128 MB of
+ * shared_buffers; SCRAM stays), so a ratio against pglite-socket shows the gateway's own cost
+ * apart from what TLS, fsync and the smaller buffers cost. It runs only when named in --systems.
+ */
+export const SYSTEM_KINDS = ['gateway', 'gateway-matched', 'pglite-socket', 'postgres'] as const;
 export type SystemKind = (typeof SYSTEM_KINDS)[number];
+/** What runs without --systems. */
+export const DEFAULT_SYSTEMS: readonly SystemKind[] = ['gateway', 'pglite-socket', 'postgres'];
 
 /** One database of a system under test, as clients reach it. */
 export interface Target {

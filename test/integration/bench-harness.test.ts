@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { runBenchmarks } from '../../bench/harness.js';
+import pg from 'pg';
 import { renderReport, writeBenchmarksMd, writeJson } from '../../bench/report.js';
+import { startGateway } from '../../bench/systems/gateway.js';
 import type { BenchResults } from '../../bench/types.js';
 
 /**
@@ -90,6 +92,14 @@ describe('benchmark harness (--quick)', () => {
     try {
       const report = renderReport(results);
       expect(report).toContain('| gateway |');
+      // The matched gateway runs only when asked for, and then gets its own columns.
+      expect(results.pgbench.some((r) => r.system === 'gateway-matched')).toBe(false);
+      expect(report).not.toContain('matched / pglite-socket');
+      const asMatched = results.pgbench
+        .filter((r) => r.system === 'gateway')
+        .map((r) => ({ ...r, system: 'gateway-matched' as const }));
+      const withMatched = renderReport({ ...results, pgbench: [...results.pgbench, ...asMatched] });
+      expect(withMatched).toContain('matched / pglite-socket');
       expect(report).toContain('gateway / postgres');
       expect(report).toContain('### Memory at rest');
       const json = JSON.parse(await readFile(await writeJson(results, dir), 'utf8')) as BenchResults;
@@ -99,6 +109,28 @@ describe('benchmark harness (--quick)', () => {
       expect(md).toContain('| gateway |');
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('starts the gateway set up like pglite-socket: plaintext, FSYNC=off, 128 MiB', async () => {
+    const system = await startGateway({ templateDir: inject('templateDir'), matched: true });
+    try {
+      expect(system.kind).toBe('gateway-matched');
+      const target = await system.createDatabase('matched');
+      expect(target.conninfo).toContain('sslmode=disable');
+      const client = new pg.Client(target.pgConfig);
+      await client.connect();
+      try {
+        const { rows } = await client.query(
+          "SELECT current_setting('shared_buffers') AS sb, pg_catalog.pg_backend_pid() IS NOT NULL AS up",
+        );
+        expect(rows[0]).toEqual({ sb: '128MB', up: true });
+      } finally {
+        await client.end();
+      }
+      expect(system.description).toContain('FSYNC=off');
+    } finally {
+      await system.stop();
     }
   });
 });
