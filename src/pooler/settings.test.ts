@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parameterStatus } from '../wire/protocol.js';
-import { ClientSettings, readBackSql, readSettingsSql, switchSettingsSql } from './settings.js';
+import { ClientSettings, listElements, readBackSql, readSettingsSql, switchSettingsSql } from './settings.js';
 
 /** A database's shared session as the pooler tracks it, at its defaults. */
 function database(opts: { readOnly?: boolean } = {}) {
@@ -41,6 +41,22 @@ describe('switchSettingsSql', () => {
       `SET "TimeZone" TO 'GMT'; RESET "work_mem"; SET "search_path" TO 'app'`,
     );
     expect(switchSettingsSql(defaults, new Map(), defaults)).toBeUndefined();
+  });
+
+  it('gives a list setting back element by element, not as one quoted name', () => {
+    const wanted = new Map([['search_path', 'foo, "My ""x"" Schema", "$user", public']]);
+    expect(switchSettingsSql(new Map(), wanted, new Map())).toBe(
+      `SET "search_path" TO 'foo', 'My "x" Schema', '$user', 'public'`,
+    );
+    expect(switchSettingsSql(new Map(), new Map([['search_path', '']]), new Map())).toBe(
+      `SET "search_path" TO ''`,
+    );
+    // DateStyle splits its own string.
+    expect(switchSettingsSql(new Map(), new Map([['DateStyle', 'ISO, MDY']]), new Map())).toBe(
+      `SET "DateStyle" TO 'ISO, MDY'`,
+    );
+    expect(listElements('"a,b", c')).toEqual(['a,b', 'c']);
+    expect(listElements('""""')).toEqual(['"']);
   });
 
   it('quotes names and values', () => {

@@ -37,6 +37,55 @@ const readOne = (name: string) =>
     : `pg_catalog.current_setting(${literal(name)}, true)`;
 
 /**
+ * Settings whose value is a list of names, each quoted as needed (Postgres' GUC_LIST_QUOTE):
+ * `SET search_path TO 'a, b'` would make one schema named "a, b", so their values are given back
+ * element by element. (Other list settings, such as DateStyle, split a single string themselves.)
+ */
+const QUOTED_LISTS = new Set([
+  'search_path',
+  'temp_tablespaces',
+  'local_preload_libraries',
+  'session_preload_libraries',
+  'shared_preload_libraries',
+]);
+
+/** The elements of a list setting as current_setting() shows it: `a, "My ""x""", b`. */
+export function listElements(value: string): string[] {
+  const elements: string[] = [];
+  let i = 0;
+  while (i < value.length) {
+    while (value[i] === ' ') i++;
+    let element = '';
+    if (value[i] === '"') {
+      i++;
+      while (i < value.length) {
+        if (value[i] === '"' && value[i + 1] === '"') {
+          element += '"';
+          i += 2;
+        } else if (value[i] === '"') {
+          i++;
+          break;
+        } else element += value[i++];
+      }
+      while (i < value.length && value[i] !== ',') i++;
+    } else {
+      const end = value.indexOf(',', i);
+      element = value.slice(i, end < 0 ? value.length : end).trim();
+      i = end < 0 ? value.length : end;
+    }
+    elements.push(element);
+    i++; // past the comma
+  }
+  return elements;
+}
+
+/** A value as SET takes it back: list settings element by element, others as one literal. */
+function valueSql(name: string, value: string): string {
+  if (value === '' || !QUOTED_LISTS.has(name.toLowerCase())) return literal(value);
+  return listElements(value).map(literal).join(', ');
+}
+
+/**
  * SQL that moves the session from `current` to `wanted`: SET for differing values, RESET for
  * names someone set that this client has no value for. Undefined when nothing differs.
  */
@@ -50,7 +99,7 @@ export function switchSettingsSql(
   for (const name of names) {
     const want = wanted.get(name) ?? defaults.get(name);
     if (want === undefined) statements.push(`RESET ${ident(name)}`);
-    else if (current.get(name) !== want) statements.push(`SET ${ident(name)} TO ${literal(want)}`);
+    else if (current.get(name) !== want) statements.push(`SET ${ident(name)} TO ${valueSql(name, want)}`);
   }
   return statements.length > 0 ? statements.join('; ') : undefined;
 }

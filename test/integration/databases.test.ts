@@ -173,6 +173,6 @@ describe('read-only databases', () => {
       ['-tAc', "select current_setting('is_superuser')"],
       { PGPASSWORD: pw },
     );
-    expect(r.stdout.trim()).toBe('off');
+    expect(r.stdout.trim(), r.stderr).toBe('off');
   });
 });

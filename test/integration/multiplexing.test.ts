@@ -214,6 +214,36 @@ describe('per-client session state', () => {
     }
   });
 
+  it('gives a client its search_path list back as a list after another client used the session', async () => {
+    const id = 'pathlist';
+    const pw = await t.createDatabase(id);
+    await withClient(t.pgConfig(id, pw), (c) =>
+      c.query(`create schema other; create schema "My Schema"; create table public.pub (v text);
+               create table other.oth (v text); insert into public.pub values ('p');
+               insert into other.oth values ('o')`),
+    );
+    const a = new pg.Client(t.pgConfig(id, pw, { options: '-c search_path=other,public' }));
+    const b = new pg.Client(t.pgConfig(id, pw));
+    a.on('error', () => undefined);
+    b.on('error', () => undefined);
+    await Promise.all([a.connect(), b.connect()]);
+    const both = 'select (select v from pub) as pub, (select v from oth) as oth';
+    try {
+      // From the startup options: B runs in between, then A gets its list back.
+      await b.query('select 1');
+      expect((await a.query(both)).rows).toEqual([{ pub: 'p', oth: 'o' }]);
+      await a.query(`set search_path = other, "My Schema", public`);
+      for (let round = 0; round < 3; round++) {
+        await b.query('select 1');
+        const r = await a.query("select current_setting('search_path') as path");
+        expect(r.rows[0].path).toBe('other, "My Schema", public');
+        expect((await a.query(both)).rows).toEqual([{ pub: 'p', oth: 'o' }]);
+      }
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+
   it('reports a changed setting with ParameterStatus before the ReadyForQuery that ends the SET', async () => {
     const id = 'reporting';
     const pw = await t.createDatabase(id);
