@@ -19,7 +19,7 @@ import { finalReady, findError, firstErrorMessage, replaceParseText } from './se
 import type { SessionOptions } from './session-options.js';
 import { ClientSettings } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
-import { judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
 /**
@@ -28,15 +28,21 @@ import { closeStatements, renameStatement, restoreNames, StatementNames } from '
  * recovering after the database restarted, and shaping replies (statement names, refusals,
  * notifications, settings read-back). ClientSession (session.ts) adds the queue and the turns.
  */
-/** DISCARD ALL / DEALLOCATE ALL: the session's, not one client's; handled as a simple query only. */
-export const FORGET_ALL = /^\s*(discard\s+|deallocate\s+(prepare\s+)?)all\s*;?\s*$/i;
-
+/** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
 const forgetAllExtended = () =>
   new GatewayError(
     '0A000',
     'ERROR',
-    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query outside a transaction',
+    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query of their own',
     'forget_all_extended',
+  );
+export const forgetAllInBatch = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DISCARD ALL and DEALLOCATE ALL must be sent as a query of their own',
+    'forget_all_batch',
+    'send the statement alone, with nothing else in the query string',
   );
 
 export abstract class SessionExecutor {
@@ -253,7 +259,7 @@ export abstract class SessionExecutor {
           ? copyInExtended()
           : verdict.kind === 'refuse'
             ? verdict.error
-            : FORGET_ALL.test(sql)
+            : forgetAll(sql)
               ? forgetAllExtended()
               : undefined;
       // Failing inside the engine keeps the transaction state the client sees and the real one equal.

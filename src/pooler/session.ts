@@ -5,9 +5,9 @@ import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, quoteIdent, Retry } from './session-errors.js';
-import { FORGET_ALL, SessionExecutor } from './session-executor.js';
+import { forgetAllInBatch, SessionExecutor } from './session-executor.js';
 import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
-import { judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
 
 /**
@@ -263,20 +263,29 @@ export class ClientSession extends SessionExecutor {
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
-    if (FORGET_ALL.test(sql) && this.status === 'I') {
-      return this.forgetStatements(message);
+    const forget = forgetAll(sql);
+    if (forget && !forget.alone) return this.raise(forgetAllInBatch());
+    // DEALLOCATE ALL may run in a transaction, DISCARD ALL may not (the database says so: 25001);
+    // in a failed transaction both go on to be refused (25P02).
+    if (forget && this.status !== 'E' && (forget.kind === 'deallocate' || this.status === 'I')) {
+      return this.forgetStatements(forget.kind === 'discard');
     }
     await this.deliver(await this.exec(message, true));
   }
 
-  /** DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. */
-  private async forgetStatements(message: Buffer): Promise<void> {
+  /**
+   * DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. DISCARD ALL
+   * also takes this client's settings back to those it connected with (RESET ALL would restore the
+   * startup options too) and ends its LISTENs; the read-back reports what changed.
+   */
+  private async forgetStatements(isDiscard: boolean): Promise<void> {
     const names = this.names.backendNames();
     this.names.forgetAll();
     if (names.length > 0) await this.exec(closeStatements(names));
-    const isDiscard = /discard/i.test(message.toString('utf8', 5));
     if (isDiscard) {
+      await this.resetSettings();
       this.settings.reset();
+      await this.switchTo();
       const unlisten = this.listening.leaveSql();
       if (unlisten) await this.exec(query(unlisten));
     }

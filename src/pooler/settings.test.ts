@@ -225,16 +225,19 @@ describe('ClientSettings.apply', () => {
 });
 
 describe('ClientSettings.reset', () => {
-  it('forgets everything the client asked for, named or not (DISCARD ALL)', () => {
+  it('forgets what the client set, named or not, and keeps what it connected with (DISCARD ALL)', () => {
     const db = database();
     const { client, names } = switchedClient(db, { TimeZone: 'UTC' });
-    client.apply(db, names, ['postgres', 'none', '', 'UTC', 'ISO, MDY', JSON.stringify({ work_mem: '8MB' })]);
+    client.apply(db, names, ['postgres', 'none', 'zz', 'UTC', 'ISO, MDY', JSON.stringify({ work_mem: '8MB' })]);
     expect(client.switchSql(db)).toBeUndefined();
     client.reset();
     expect(client.due('I')).toBe(true);
-    expect(client.switchSql(db)).toBe(`SET "TimeZone" TO 'GMT'; RESET "work_mem"`);
+    expect(client.switchSql(db)).toBe(`SET "application_name" TO ''; RESET "work_mem"`);
     client.switched(db);
-    expect(db.settings).toEqual(db.defaults);
+    expect(db.settings).toEqual(new Map([...db.defaults, ['TimeZone', 'UTC']]));
+    // The read-back after it reports the change against the values before the reset.
+    const after = client.apply(db, names, ['postgres', 'none', '', 'UTC', 'ISO, MDY', '{}']);
+    expect(after.map((m) => m.toString('latin1'))).toEqual([expect.stringContaining('application_name')]);
     expect(client.readBack(db, 'I').names).toEqual([
       'session_authorization',
       'role',

@@ -152,12 +152,17 @@ export function readBackSql(names: readonly string[]): string {
  */
 export class ClientSettings {
   private readonly wanted: Map<string, string>;
+  /** What the client connected with (startup packet, options -c): DISCARD ALL goes back to it. */
+  private readonly initial: ReadonlyMap<string, string>;
+  /** The values before a DISCARD ALL, so the read-back after it reports what it changed. */
+  private beforeReset: ReadonlyMap<string, string> | undefined;
   private dirty: boolean;
   private recheck = false;
   private changed = false;
 
   constructor(initial: Readonly<Record<string, string>>) {
     this.wanted = new Map(Object.entries(initial));
+    this.initial = new Map(this.wanted);
     // A client that asked for nothing sees the database's defaults, which are known: no read-back
     // before its first answer (a one-shot HTTP query would otherwise pay a second round trip).
     this.dirty = this.wanted.size > 0;
@@ -200,9 +205,11 @@ export class ClientSettings {
     this.changed = true;
   }
 
-  /** DISCARD ALL: back to the defaults. */
+  /** DISCARD ALL: back to what the client connected with. */
   reset(): void {
+    this.beforeReset = new Map(this.wanted);
     this.wanted.clear();
+    for (const [k, v] of this.initial) this.wanted.set(k, v);
     this.others.clear();
     this.dirty = true;
   }
@@ -226,13 +233,15 @@ export class ClientSettings {
   apply(db: SharedSettings, names: string[], values: (string | null)[]): Buffer[] {
     const reports: Buffer[] = [];
     const identity = identityNames(db);
+    const previous = this.beforeReset ?? this.wanted;
+    this.beforeReset = undefined;
     names.forEach((name, i) => {
       let value = values[i];
       if (value === null || value === undefined) return;
       if (identity.includes(name)) {
         const unchanged = identityDefault(db, name);
         if (value === '') value = unchanged ?? value;
-        const before = this.wanted.get(name) ?? unchanged;
+        const before = previous.get(name) ?? unchanged;
         if (value === unchanged) {
           this.wanted.delete(name);
           db.settings.delete(name);
@@ -243,7 +252,7 @@ export class ClientSettings {
         if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
         return;
       }
-      const before = this.wanted.get(name) ?? db.defaults.get(name);
+      const before = previous.get(name) ?? db.defaults.get(name);
       db.settings.set(name, value);
       if (value !== db.defaults.get(name) || this.wanted.has(name)) this.wanted.set(name, value);
       if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));

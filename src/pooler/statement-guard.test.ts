@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { detectCopyFromStdin, judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { detectCopyFromStdin, forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 
 describe('detectCopyFromStdin', () => {
   it.each([
@@ -99,5 +99,23 @@ describe('writer databases (a baseline identity)', () => {
     const verdict = judgeStatement(sql, writer);
     expect(verdict.kind === 'refuse' && verdict.error.code).toBe('42501');
     expect(judgeStatement(sql, owner).kind).toBe('pass');
+  });
+});
+
+describe('forgetAll', () => {
+  it('finds DISCARD ALL and DEALLOCATE [PREPARE] ALL however they are written', () => {
+    expect(forgetAll('discard all')).toEqual({ kind: 'discard', alone: true });
+    expect(forgetAll(' /* c */ DISCARD ALL -- bye\n;')).toEqual({ kind: 'discard', alone: true });
+    expect(forgetAll('deallocate prepare all')).toEqual({ kind: 'deallocate', alone: true });
+    expect(forgetAll('Deallocate All;')).toEqual({ kind: 'deallocate', alone: true });
+    expect(forgetAll('select 1; deallocate all')).toEqual({ kind: 'deallocate', alone: false });
+    expect(forgetAll('discard all; discard all')).toEqual({ kind: 'discard', alone: false });
+  });
+
+  it('ignores other statements and the words inside strings or comments', () => {
+    expect(forgetAll('deallocate mine')).toBeUndefined();
+    expect(forgetAll('discard plans')).toBeUndefined();
+    expect(forgetAll("select 'discard all'")).toBeUndefined();
+    expect(forgetAll('select 1 /* deallocate all */')).toBeUndefined();
   });
 });

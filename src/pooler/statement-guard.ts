@@ -133,6 +133,34 @@ function changesIdentity(statement: readonly Token[]): boolean {
   );
 }
 
+/**
+ * DISCARD ALL or DEALLOCATE [PREPARE] ALL in a client's text. On the shared session they would
+ * drop every client's prepared statements (and DISCARD ALL their LISTENs), so the pooler does
+ * them for the one client itself; `alone`: the statement is the text's only one, with nothing
+ * after ALL (anything else is refused, see forgetAllInBatch).
+ */
+export function forgetAll(sql: string): { kind: 'discard' | 'deallocate'; alone: boolean } | undefined {
+  if (!/discard|deallocate/i.test(sql)) return undefined;
+  const parsed = statements(sql);
+  for (const statement of parsed) {
+    const [first, second, third] = leadingWords(statement, 3);
+    const length =
+      first === 'discard' && second === 'all'
+        ? 2
+        : first === 'deallocate' && second === 'all'
+          ? 2
+          : first === 'deallocate' && second === 'prepare' && third === 'all'
+            ? 3
+            : 0;
+    if (length === 0) continue;
+    return {
+      kind: first === 'discard' ? 'discard' : 'deallocate',
+      alone: parsed.length === 1 && statement.length === length,
+    };
+  }
+  return undefined;
+}
+
 /** Whether a statement may change session settings (SET/RESET/DISCARD/set_config). */
 export function mayChangeSettings(sql: string): boolean {
   if (!/set|discard/i.test(sql)) return false;

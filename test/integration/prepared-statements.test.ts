@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type pg from 'pg';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { codeOf } from '../helpers/clients.js';
 import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 /**
@@ -59,6 +60,70 @@ describe('prepared statements past the session cap', () => {
         expect((err as pg.DatabaseError).code).toBe('26000');
       });
     });
+  });
+
+  it("DEALLOCATE ALL or DISCARD ALL written any way touches only the sender's statements", async () => {
+    await withClient(t.pgConfig('prep', pw), async (a) => {
+      await withClient(t.pgConfig('prep', pw), async (b) => {
+        await b.query({ name: 'kept2', text: 'select 21 as v' });
+        await b.query('listen kept_channel');
+        for (const sql of ['/* c */ deallocate all', 'deallocate prepare all -- x', 'DISCARD ALL /* c */']) {
+          await a.query({ name: `mine_${sql.length}`, text: 'select 22 as v' });
+          await a.query(sql);
+          const err = await a.query({ name: `mine_${sql.length}`, text: 'select 22 as v' }).catch((e) => e);
+          expect((err as pg.DatabaseError).code, sql).toBe('26000');
+          expect((await b.query({ name: 'kept2', text: 'select 21 as v' })).rows[0].v, sql).toBe(21);
+        }
+        // Inside a transaction: DEALLOCATE ALL is done for the sender; DISCARD ALL fails as in Postgres.
+        await a.query('begin');
+        await a.query('deallocate all');
+        expect(codeOf(await a.query('discard all').catch((e) => e))).toBe('25001');
+        await a.query('rollback');
+        // Beside other statements it would reach the shared session: refused, nothing run.
+        for (const sql of [
+          'select 1; deallocate all',
+          'deallocate all; select 1',
+          'discard all; discard all',
+        ]) {
+          expect(codeOf(await a.query(sql).catch((e) => e)), sql).toBe('0A000');
+        }
+        expect((await b.query({ name: 'kept2', text: 'select 21 as v' })).rows[0].v).toBe(21);
+        expect((await b.query('select pg_listening_channels() as c')).rows).toEqual([{ c: 'kept_channel' }]);
+      });
+    });
+  });
+
+  it('DISCARD ALL takes the settings back to those the client connected with, and says so', async () => {
+    const a = new pg.Client({
+      ...t.pgConfig('prep', pw),
+      application_name: 'app0',
+      options: '-c search_path=x,public',
+    });
+    await a.connect();
+    try {
+      const reported: Record<string, string> = {};
+      (
+        a as unknown as {
+          connection: {
+            on(e: string, f: (m: { parameterName: string; parameterValue: string }) => void): void;
+          };
+        }
+      ).connection.on('parameterStatus', (m) => {
+        reported[m.parameterName] = m.parameterValue;
+      });
+      await a.query("set application_name = 'zz'; set timezone = 'Asia/Tokyo'; set search_path = foo");
+      await a.query('DISCARD ALL');
+      const r = await a.query(
+        "select current_setting('application_name') as app, current_setting('search_path') as path, current_setting('TimeZone') as tz",
+      );
+      expect(r.rows[0].app).toBe('app0');
+      expect(r.rows[0].path).toBe('x, public');
+      expect(r.rows[0].tz).not.toBe('Asia/Tokyo');
+      expect(reported.application_name).toBe('app0');
+      expect(reported.TimeZone).toBe(r.rows[0].tz);
+    } finally {
+      await a.end();
+    }
   });
 
   it('a statement whose table went away fails as a Bind would, and the client carries on', async () => {
