@@ -60,6 +60,15 @@ export const errors = {
       'database_id_mismatch',
       `database id from TLS SNI ("${sni}") does not match the one requested ("${other}")`,
     ),
+  /** PGlite has no encoding conversions: anything but UTF8 breaks its replies (see settings.ts). */
+  clientEncodingUnsupported: (value: string, severity: Severity = 'FATAL') =>
+    new GatewayError(
+      '0A000',
+      severity,
+      `client_encoding "${value.slice(0, 64)}" is not supported: this server speaks UTF8 only`,
+      'client_encoding',
+      'use client_encoding UTF8 (psql: unset PGCLIENTENCODING; \\encoding UTF8)',
+    ),
   databaseNotFound: (id: string) => fatal('3D000', 'database_not_found', `database "${id}" does not exist`),
   authFailed: (user: string) =>
     fatal('28P01', 'auth_failed', `password authentication failed for user "${user}"`),

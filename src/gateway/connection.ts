@@ -8,6 +8,7 @@ import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
 import { limitsOf, startupSettings } from '../pooler/session-options.js';
+import { isServableEncoding } from '../pooler/settings.js';
 import { MessageFramer } from '../wire/framer.js';
 import { frontendProblem, isFrontendType } from '../wire/frontend-check.js';
 import {
@@ -165,6 +166,10 @@ export function handleConnection(
     params: Record<string, string>,
     pipelined: Buffer,
   ) => {
+    const settings = startupSettings(params, route.options.settings);
+    const encoding = settings.client_encoding;
+    if (encoding !== undefined && !isServableEncoding(encoding))
+      throw errors.clientEncodingUnsupported(encoding);
     const record = await deps.catalog.getDatabase(route.id);
     if (!record) throw errors.databaseNotFound(route.id);
     if (deps.cluster && !forwarded) {
@@ -198,7 +203,6 @@ export function handleConnection(
       });
       return drained;
     };
-    const settings = startupSettings(params, route.options.settings);
     const current = new ClientSession({
       database,
       poolMode: record.poolMode ?? deps.poolMode,

@@ -228,7 +228,14 @@ describe('ClientSettings.reset', () => {
   it('forgets what the client set, named or not, and keeps what it connected with (DISCARD ALL)', () => {
     const db = database();
     const { client, names } = switchedClient(db, { TimeZone: 'UTC' });
-    client.apply(db, names, ['postgres', 'none', 'zz', 'UTC', 'ISO, MDY', JSON.stringify({ work_mem: '8MB' })]);
+    client.apply(db, names, [
+      'postgres',
+      'none',
+      'zz',
+      'UTC',
+      'ISO, MDY',
+      JSON.stringify({ work_mem: '8MB' }),
+    ]);
     expect(client.switchSql(db)).toBeUndefined();
     client.reset();
     expect(client.due('I')).toBe(true);

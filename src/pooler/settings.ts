@@ -19,6 +19,19 @@ export const TRACKED_SETTINGS = [
   'default_transaction_read_only',
 ] as const;
 
+/**
+ * Client encodings PGlite can serve: its build has no conversion functions (Postgres loads them
+ * from shared libraries), so a conversion to LATIN1 or WIN1252 breaks the session instead of
+ * converting. UTF8 (under any of its names) needs none; SQL_ASCII means none is done.
+ */
+export function isServableEncoding(value: string): boolean {
+  const name = value
+    .trim()
+    .toLowerCase()
+    .replace(/[-_\s]/g, '');
+  return name === 'utf8' || name === 'unicode' || name === 'sqlascii' || name === 'default' || name === '';
+}
+
 const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
 const ident = (v: string) => `"${v.replace(/"/g, '""')}"`;
 

@@ -119,3 +119,37 @@ describe('forgetAll', () => {
     expect(forgetAll('select 1 /* deallocate all */')).toBeUndefined();
   });
 });
+
+describe('client_encoding', () => {
+  const refused = (sql: string) => {
+    const verdict = judgeStatement(sql, { readOnly: false });
+    return verdict.kind === 'refuse' ? verdict.error.code : undefined;
+  };
+
+  it('refuses encodings that would need a conversion PGlite does not have', () => {
+    for (const sql of [
+      "set client_encoding = 'LATIN1'",
+      'SET client_encoding TO win1252',
+      "set session client_encoding to 'SJIS'",
+      "SET NAMES 'LATIN1'",
+      "select pg_catalog.set_config('client_encoding', 'LATIN9', false)",
+      "select 1; set local client_encoding = 'EUC_JP'",
+    ]) {
+      expect(refused(sql), sql).toBe('0A000');
+    }
+  });
+
+  it('lets UTF8 under any name, SQL_ASCII and DEFAULT through, and the words elsewhere', () => {
+    for (const sql of [
+      "set client_encoding = 'UTF8'",
+      'set client_encoding to "utf-8"',
+      "SET NAMES 'unicode'",
+      'set client_encoding to default',
+      "set client_encoding = 'SQL_ASCII'",
+      "select 'set names latin1' as s",
+      'select names from encoding',
+    ]) {
+      expect(refused(sql), sql).toBeUndefined();
+    }
+  });
+});

@@ -1,4 +1,5 @@
-import { GatewayError } from '../errors.js';
+import { errors, GatewayError } from '../errors.js';
+import { isServableEncoding } from './settings.js';
 import { hasWords, leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**
@@ -78,7 +79,7 @@ export type StatementVerdict =
   | { kind: 'refuse'; error: GatewayError };
 
 /** Only texts with one of these words are lexed; everything else passes at the cost of one regex. */
-const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard/i;
+const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard|encoding|names/i;
 
 /**
  * Decides how a client's SQL text may reach the database. The session identity is fixed for a
@@ -104,11 +105,44 @@ export function judgeStatement(
     if (first === 'create' && second === 'tablespace')
       return { kind: 'refuse', error: refusals.tablespace() };
     if (fixedIdentity && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
+    const encoding = encodingSet(statement);
+    if (encoding !== undefined && !isServableEncoding(encoding))
+      return { kind: 'refuse', error: errors.clientEncodingUnsupported(encoding, 'ERROR') };
   }
   const copy = copyFromStdin(parsed);
   if (copy === 'embedded') return { kind: 'refuse', error: refusals.copyInBatch() };
   return copy === 'single' ? { kind: 'copy-in' } : { kind: 'pass' };
 }
+
+/**
+ * The client_encoding a statement sets: `SET [SESSION|LOCAL] client_encoding TO|= x`,
+ * `SET NAMES x`, or `set_config('client_encoding', 'x', ...)`; undefined when it sets none.
+ */
+function encodingSet(statement: readonly Token[]): string | undefined {
+  const words = leadingWords(statement, 3);
+  if (words[0] === 'set') {
+    let i = words[1] === 'session' || words[1] === 'local' ? 2 : 1;
+    const name = statement[i];
+    if (name?.kind === 'word' && name.text === 'names') return valueAt(statement, i + 1);
+    if (!name || !/^client_encoding$/i.test(name.text) || name.kind === 'string') return undefined;
+    i++;
+    const op = statement[i];
+    if ((op?.kind === 'word' && op.text === 'to') || (op?.kind === 'symbol' && op.text === '=')) i++;
+    return valueAt(statement, i);
+  }
+  for (let i = 0; i + 4 < statement.length; i++) {
+    const [fn, open, name, comma, value] = statement.slice(i, i + 5);
+    if (fn?.kind === 'word' && fn.text === 'set_config' && open?.text === '(' && comma?.text === ',')
+      if (name?.kind === 'string' && /^\s*client_encoding\s*$/i.test(name.text) && value?.kind === 'string')
+        return value.text;
+  }
+  return undefined;
+}
+
+const valueAt = (statement: readonly Token[], i: number): string | undefined => {
+  const t = statement[i];
+  return t && t.kind !== 'symbol' ? t.text : undefined;
+};
 
 /** `COPY ... FROM 'file'` / `COPY ... TO 'file'`: a string right after FROM/TO. */
 function copiesServerFile(statement: readonly Token[]): boolean {

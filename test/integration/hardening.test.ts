@@ -1,10 +1,10 @@
 import type { TLSSocket } from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { internals } from '../helpers/clients.js';
+import { internals, psqlConninfo } from '../helpers/clients.js';
 import { tagged } from '../helpers/messages.js';
 import { errorFields, rawConnect, readUntilClose, SSL_REQUEST, startupMessage } from '../helpers/raw.js';
-import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
+import { psql, sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 /**
  * Regression tests for issue 11: inputs that stopped the whole gateway or broke one database.
@@ -262,5 +262,30 @@ describe('issue 12: statement inspection understands SQL', () => {
       expect(await sqlstateOf(c.query('reset session authorization'))).toBe('42501');
       expect(await sqlstateOf(c.query('discard all'))).toBe('42501');
     });
+  });
+});
+
+describe('client encodings PGlite cannot convert to', () => {
+  it('refuses them at connect and in SET with 0A000, and UTF8 keeps working', async () => {
+    const restartsBefore = t.server.registry.stats.restarts;
+    const latin = new pg.Client({ ...t.pgConfig('hard', pw), options: '-c client_encoding=LATIN1' });
+    latin.on('error', () => undefined);
+    expect(await sqlstateOf(latin.connect())).toBe('0A000');
+    await latin.end().catch(() => undefined);
+    const r = await psql(psqlConninfo(t, 'hard'), ['-tAc', 'select 1'], {
+      PGPASSWORD: pw,
+      PGCLIENTENCODING: 'LATIN1',
+    });
+    expect(r.stderr).toContain('UTF8 only');
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      for (const sql of ["set client_encoding = 'WIN1252'", "set names 'LATIN1'"]) {
+        expect(await sqlstateOf(c.query(sql)), sql).toBe('0A000');
+      }
+      expect((await c.query("select current_setting('client_encoding') as e, 'é' as s")).rows[0]).toEqual({
+        e: 'UTF8',
+        s: 'é',
+      });
+    });
+    expect(t.server.registry.stats.restarts).toBe(restartsBefore);
   });
 });
