@@ -110,7 +110,11 @@ export abstract class SessionExecutor {
     const db = this.database;
     await db.ready();
     if (this.generation !== db.generation) await this.afterRestart();
-    const timeout = this.opts.statementTimeoutMs;
+    // The client's own statement_timeout applies to its statements (not to the gateway's own
+    // switches and read-backs), within the server's STATEMENT_TIMEOUT.
+    const server = this.opts.statementTimeoutMs;
+    const own = stream ? this.settings.statementTimeoutMs() : undefined;
+    const timeout = own !== undefined && (server <= 0 || own < server) ? Math.ceil(own) : server;
     const timer =
       timeout > 0
         ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { parameterStatus } from '../wire/protocol.js';
-import { ClientSettings, listElements, readBackSql, readSettingsSql, switchSettingsSql } from './settings.js';
+import {
+  ClientSettings,
+  durationMs,
+  listElements,
+  readBackSql,
+  readSettingsSql,
+  switchSettingsSql,
+} from './settings.js';
 
 /** A database's shared session as the pooler tracks it, at its defaults. */
 function database(opts: { readOnly?: boolean } = {}) {
@@ -252,5 +259,32 @@ describe('ClientSettings.reset', () => {
       'TimeZone',
       'DateStyle',
     ]);
+  });
+});
+
+describe('statement_timeout', () => {
+  it('reads Postgres time values, no unit meaning ms', () => {
+    expect(durationMs('1000')).toBe(1000);
+    expect(durationMs('1.5s')).toBe(1500);
+    expect(durationMs(' 2min ')).toBe(120_000);
+    expect(durationMs('250us')).toBe(0.25);
+    expect(durationMs('soon')).toBeUndefined();
+  });
+
+  it("is the client's own value, from its startup options or a read-back, and none when 0", () => {
+    expect(new ClientSettings({ statement_timeout: '2s' }).statementTimeoutMs()).toBe(2000);
+    expect(new ClientSettings({ statement_timeout: '0' }).statementTimeoutMs()).toBeUndefined();
+    const db = database();
+    const { client, names } = switchedClient(db, {});
+    expect(client.statementTimeoutMs()).toBeUndefined();
+    client.apply(db, names, [
+      'postgres',
+      'none',
+      '',
+      'GMT',
+      'ISO, MDY',
+      JSON.stringify({ statement_timeout: '500' }),
+    ]);
+    expect(client.statementTimeoutMs()).toBe(500);
   });
 });

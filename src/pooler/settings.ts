@@ -200,6 +200,16 @@ export class ClientSettings {
     return first && rest ? `${first}; ${rest}` : (first ?? rest);
   }
 
+  /**
+   * The statement_timeout this client set (startup options, SET, SET LOCAL as last read back), in
+   * ms; undefined when none or 0. PGlite has no timers of its own, so the pooler enforces it.
+   */
+  statementTimeoutMs(): number | undefined {
+    const value = this.wanted.get('statement_timeout');
+    const ms = value === undefined ? undefined : durationMs(value);
+    return ms !== undefined && ms > 0 ? ms : undefined;
+  }
+
   /** Whether a statement of this client ever changed settings (its departure resets the session). */
   get everChanged(): boolean {
     return this.changed;
@@ -297,4 +307,20 @@ export class ClientSettings {
       db.settings.set(name, value);
     }
   }
+}
+
+const TIME_UNITS: Record<string, number> = {
+  us: 0.001,
+  ms: 1,
+  s: 1000,
+  min: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** A Postgres time setting (`1000`, `1.5s`, `2min`; no unit means ms) in ms; undefined if unreadable. */
+export function durationMs(value: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/i.exec(value);
+  if (!m) return undefined;
+  return Number(m[1]) * (TIME_UNITS[(m[2] ?? 'ms').toLowerCase()] ?? 1);
 }

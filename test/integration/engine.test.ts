@@ -89,6 +89,30 @@ describe('interrupting a running statement', () => {
   });
 });
 
+describe("a client's own statement_timeout", () => {
+  it('interrupts its statements (SET, startup options), not those of other clients', async () => {
+    const pw = await t.createDatabase('own-timeout');
+    await withClient(t.pgConfig('own-timeout', pw), async (a) => {
+      await withClient(t.pgConfig('own-timeout', pw), async (b) => {
+        await a.query("set statement_timeout = '300ms'");
+        expect(await sqlstateOf(a.query('select pg_sleep(5)'))).toBe('57014');
+        // The other client has no timeout of its own (and the server none).
+        expect((await b.query('select pg_sleep(0.6) is not null as ok')).rows[0].ok).toBe(true);
+        expect((await a.query("select current_setting('statement_timeout') as v")).rows[0].v).toBe('300ms');
+        await a.query('reset statement_timeout');
+        expect((await a.query('select pg_sleep(0.6) is not null as ok')).rows[0].ok).toBe(true);
+      });
+    });
+    const c = new pg.Client({ ...t.pgConfig('own-timeout', pw), options: '-c statement_timeout=1s' });
+    await c.connect();
+    try {
+      expect(await sqlstateOf(c.query('select pg_sleep(5)'))).toBe('57014');
+    } finally {
+      await c.end();
+    }
+  });
+});
+
 describe('eviction', () => {
   it('serves 10 databases round-robin under a cap of 3 open, with data intact', async () => {
     const ids = Array.from({ length: 10 }, (_, i) => `rr-${i}`);
