@@ -81,6 +81,13 @@ export const errors = {
     ),
   queueTimeout: () =>
     fatal('57014', 'queue_timeout', 'canceling connection: timed out waiting for the database'),
+  idleInUnitTimeout: () =>
+    fatal(
+      '25P03',
+      'idle_in_unit_timeout',
+      'terminating connection due to idle timeout inside an unfinished extended-protocol unit or COPY',
+      'send Sync (or finish the COPY) promptly: the database is held for you until then',
+    ),
   idleInTransactionTimeout: () =>
     fatal(
       '25P03',

@@ -78,9 +78,16 @@ export class ClientSession extends SessionExecutor {
     if (this.closed) return;
     this.opts.port.drained();
     if (this.onIdle && this.idle) this.onIdle(errors.shuttingDown());
-    if (this.status !== 'I' && this.opts.idleInTransactionTimeoutMs > 0) {
+    // A client holding the session between messages blocks every other client of the database:
+    // inside a transaction, and also in the middle of an extended-protocol unit (no Sync yet) or
+    // of a COPY FROM STDIN whose data stopped coming.
+    const unfinished = this.inUnit || this.copy !== undefined;
+    if ((this.status !== 'I' || unfinished) && this.opts.idleInTransactionTimeoutMs > 0) {
       this.idleTimer = setTimeout(
-        () => this.opts.port.end(errors.idleInTransactionTimeout()),
+        () =>
+          this.opts.port.end(
+            this.status === 'I' ? errors.idleInUnitTimeout() : errors.idleInTransactionTimeout(),
+          ),
         this.opts.idleInTransactionTimeoutMs,
       );
       this.idleTimer.unref();

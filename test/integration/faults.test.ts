@@ -102,6 +102,33 @@ describe('clients that vanish', () => {
     expect(after).toBe('{2}');
   });
 
+  it('terminates a client that holds the session mid-unit (Parse + Flush, no Sync), freeing it', async () => {
+    const t = idle;
+    const id = 'midunit';
+    const pw = await t.createDatabase(id);
+    const config = t.pgConfig(id, pw);
+    const a = new pg.Client(config);
+    // node-postgres also complains about the ParseComplete it did not ask for: keep every error.
+    const errs: (Error & { code?: string; severity?: string })[] = [];
+    a.on('error', (e) => errs.push(e));
+    await a.connect();
+    const con = internals(a).connection;
+    const parsed = new Promise<void>((resolve) => con.once('parseComplete', resolve));
+    con.parse({ name: '', text: 'select 1' });
+    con.flush();
+    await parsed;
+    // B waits for the session A holds, and gets it once A is ended.
+    const b = await connected(config);
+    try {
+      expect((await b.query('select 2 as v')).rows).toEqual([{ v: 2 }]);
+      await vi.waitFor(() => expect(errs.map((e) => e.code)).toContain('25P03'));
+      expect(errs.find((e) => e.code === '25P03')?.severity).toBe('FATAL');
+    } finally {
+      await b.end();
+      await a.end().catch(() => undefined);
+    }
+  });
+
   it('caps prepared statements per client, keeping the most recent', async () => {
     const t = idle;
     const id = 'capped';
