@@ -1,9 +1,9 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { runBenchmarks } from '../../bench/harness.js';
-import pg from 'pg';
 import { renderReport, writeBenchmarksMd, writeJson } from '../../bench/report.js';
 import { startGateway } from '../../bench/systems/gateway.js';
 import type { BenchResults } from '../../bench/types.js';
