@@ -45,6 +45,8 @@ export const forgetAllInBatch = () =>
     'send the statement alone, with nothing else in the query string',
   );
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export abstract class SessionExecutor {
   protected readonly owner = Symbol('client');
   protected status: TransactionStatus = 'I';
@@ -115,8 +117,9 @@ export abstract class SessionExecutor {
     const server = this.opts.statementTimeoutMs;
     const own = stream ? this.settings.statementTimeoutMs() : undefined;
     const timeout = own !== undefined && (server <= 0 || own < server) ? Math.ceil(own) : server;
+    // Node fires a longer timer at once (past 2^31-1 ms, ~24.8 days): that is no limit in practice.
     const timer =
-      timeout > 0
+      timeout > 0 && timeout <= MAX_TIMER_MS
         ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
         : undefined;
     this.execInFlight = true;
