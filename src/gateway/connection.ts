@@ -167,9 +167,10 @@ export function handleConnection(
     pipelined: Buffer,
   ) => {
     const settings = startupSettings(params, route.options.settings);
-    const encoding = settings.client_encoding;
-    if (encoding !== undefined && !isServableEncoding(encoding))
-      throw errors.clientEncodingUnsupported(encoding);
+    // Setting names are case-insensitive (options=-c CLIENT_ENCODING=... is the same setting).
+    for (const [name, value] of Object.entries(settings))
+      if (name.toLowerCase() === 'client_encoding' && !isServableEncoding(value))
+        throw errors.clientEncodingUnsupported(value);
     const record = await deps.catalog.getDatabase(route.id);
     if (!record) throw errors.databaseNotFound(route.id);
     if (deps.cluster && !forwarded) {

@@ -17,7 +17,7 @@ import { Refusals } from './refusals.js';
 import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted } from './session-errors.js';
 import { finalReady, findError, firstErrorMessage, replaceParseText } from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
-import { ClientSettings } from './settings.js';
+import { ClientSettings, isServableEncoding } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
@@ -45,7 +45,8 @@ export const forgetAllInBatch = () =>
     'send the statement alone, with nothing else in the query string',
   );
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest delay Node's timers keep (2^31-1 ms); a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export abstract class SessionExecutor {
   protected readonly owner = Symbol('client');
@@ -235,6 +236,13 @@ export abstract class SessionExecutor {
     if (!values) return;
     const reports = this.settings.apply(this.shared, names, values);
     if (reports.length > 0) this.gate.write(Buffer.concat(reports));
+    // The statement check cannot see every way to set it (a parameter of set_config, a DO
+    // block): an encoding PGlite cannot convert to is put back to UTF8 before anything else runs.
+    const encoding = this.settings.value('client_encoding');
+    if (encoding !== undefined && !isServableEncoding(encoding)) {
+      await this.exec(query("SET client_encoding TO 'UTF8'"));
+      throw errors.clientEncodingUnsupported(encoding);
+    }
   }
 
   /**

@@ -5,7 +5,7 @@ import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, quoteIdent, Retry } from './session-errors.js';
-import { forgetAllInBatch, SessionExecutor } from './session-executor.js';
+import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
 import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
@@ -82,13 +82,15 @@ export class ClientSession extends SessionExecutor {
     // inside a transaction, and also in the middle of an extended-protocol unit (no Sync yet) or
     // of a COPY FROM STDIN whose data stopped coming.
     const unfinished = this.inUnit || this.copy !== undefined;
-    if ((this.status !== 'I' || unfinished) && this.opts.idleInTransactionTimeoutMs > 0) {
+    const idleMs = this.opts.idleInTransactionTimeoutMs;
+    // Node fires a timer past 2^31-1 ms (~24.8 days) at once: that long means no limit.
+    if ((this.status !== 'I' || unfinished) && idleMs > 0 && idleMs <= MAX_TIMER_MS) {
       this.idleTimer = setTimeout(
         () =>
           this.opts.port.end(
             this.status === 'I' ? errors.idleInUnitTimeout() : errors.idleInTransactionTimeout(),
           ),
-        this.opts.idleInTransactionTimeoutMs,
+        idleMs,
       );
       this.idleTimer.unref();
     }
@@ -266,12 +268,13 @@ export class ClientSession extends SessionExecutor {
   private async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
     this.settings.noteStatement(mayChangeSettings(sql));
-    this.listening.note(sql);
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
-    if (verdict.kind === 'copy-in') return this.beginCopy(message);
     const forget = forgetAll(sql);
     if (forget && !forget.alone) return this.raise(forgetAllInBatch());
+    // Only a text that runs may subscribe its client.
+    this.listening.note(sql);
+    if (verdict.kind === 'copy-in') return this.beginCopy(message);
     // DEALLOCATE ALL may run in a transaction, DISCARD ALL may not (the database says so: 25001);
     // in a failed transaction both go on to be refused (25P02).
     if (forget && this.status !== 'E' && (forget.kind === 'deallocate' || this.status === 'I')) {

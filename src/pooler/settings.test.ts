@@ -63,6 +63,8 @@ describe('switchSettingsSql', () => {
       `SET "DateStyle" TO 'ISO, MDY'`,
     );
     expect(listElements('"a,b", c')).toEqual(['a,b', 'c']);
+    // Unquoted names fold to lower case, as in Postgres (JDBC's currentSchema=MySchema).
+    expect(listElements('MySchema, "Kept", public')).toEqual(['myschema', 'Kept', 'public']);
     expect(listElements('""""')).toEqual(['"']);
   });
 
@@ -274,6 +276,7 @@ describe('statement_timeout', () => {
   it("is the client's own value, from its startup options or a read-back, and none when 0", () => {
     expect(new ClientSettings({ statement_timeout: '2s' }).statementTimeoutMs()).toBe(2000);
     expect(new ClientSettings({ statement_timeout: '0' }).statementTimeoutMs()).toBeUndefined();
+    expect(new ClientSettings({ Statement_Timeout: '3s' }).statementTimeoutMs()).toBe(3000);
     const db = database();
     const { client, names } = switchedClient(db, {});
     expect(client.statementTimeoutMs()).toBeUndefined();

@@ -25,10 +25,8 @@ export const TRACKED_SETTINGS = [
  * converting. UTF8 (under any of its names) needs none; SQL_ASCII means none is done.
  */
 export function isServableEncoding(value: string): boolean {
-  const name = value
-    .trim()
-    .toLowerCase()
-    .replace(/[-_\s]/g, '');
+  // asyncpg sends 'utf-8' with its quotes.
+  const name = value.toLowerCase().replace(/[-_\s'"]/g, '');
   return name === 'utf8' || name === 'unicode' || name === 'sqlascii' || name === 'default' || name === '';
 }
 
@@ -83,7 +81,11 @@ export function listElements(value: string): string[] {
       while (i < value.length && value[i] !== ',') i++;
     } else {
       const end = value.indexOf(',', i);
-      element = value.slice(i, end < 0 ? value.length : end).trim();
+      // Unquoted names are folded to lower case, as Postgres' own list parsing does.
+      element = value
+        .slice(i, end < 0 ? value.length : end)
+        .trim()
+        .replace(/[A-Z]/g, (c) => c.toLowerCase());
       i = end < 0 ? value.length : end;
     }
     elements.push(element);
@@ -205,9 +207,17 @@ export class ClientSettings {
    * ms; undefined when none or 0. PGlite has no timers of its own, so the pooler enforces it.
    */
   statementTimeoutMs(): number | undefined {
-    const value = this.wanted.get('statement_timeout');
+    const value = this.value('statement_timeout');
     const ms = value === undefined ? undefined : durationMs(value);
     return ms !== undefined && ms > 0 ? ms : undefined;
+  }
+
+  /** What the client has for a setting, its name matched case-insensitively as Postgres does. */
+  value(name: string): string | undefined {
+    const exact = this.wanted.get(name);
+    if (exact !== undefined) return exact;
+    for (const [k, v] of this.wanted) if (k.toLowerCase() === name) return v;
+    return undefined;
   }
 
   /** Whether a statement of this client ever changed settings (its departure resets the session). */

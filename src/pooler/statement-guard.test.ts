@@ -146,6 +146,8 @@ describe('client_encoding', () => {
       "SET NAMES 'unicode'",
       'set client_encoding to default',
       "set client_encoding = 'SQL_ASCII'",
+      'set client_encoding from current',
+      "set client_encoding = '''utf-8'''",
       "select 'set names latin1' as s",
       'select names from encoding',
     ]) {

@@ -127,6 +127,7 @@ function encodingSet(statement: readonly Token[]): string | undefined {
     if (!name || !/^client_encoding$/i.test(name.text) || name.kind === 'string') return undefined;
     i++;
     const op = statement[i];
+    if (op?.kind === 'word' && op.text === 'from') return undefined; // SET ... FROM CURRENT
     if ((op?.kind === 'word' && op.text === 'to') || (op?.kind === 'symbol' && op.text === '=')) i++;
     return valueAt(statement, i);
   }

@@ -141,7 +141,7 @@ describe('finding 7: a departing client leaves the session clean (transaction mo
   it('SET ROLE and SET statement_timeout do not reach the next client', async () => {
     await withClient(t.pgConfig('hard', pw), async (c) => {
       await c.query('set role pg_read_all_data');
-      await c.query("set statement_timeout = '1ms'");
+      await c.query("set statement_timeout = '30s'");
       await c.query('set work_mem = 65');
     });
     await withClient(t.pgConfig('hard', pw), async (c) => {
@@ -272,6 +272,26 @@ describe('client encodings PGlite cannot convert to', () => {
     latin.on('error', () => undefined);
     expect(await sqlstateOf(latin.connect())).toBe('0A000');
     await latin.end().catch(() => undefined);
+    // Setting names are case-insensitive.
+    const upper = new pg.Client({ ...t.pgConfig('hard', pw), options: '-c CLIENT_ENCODING=LATIN1' });
+    upper.on('error', () => undefined);
+    const upperErr = await upper.connect().then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    );
+    expect(upperErr?.code, String(upperErr)).toBe('0A000');
+    await upper.end().catch(() => undefined);
+    // A way the statement check cannot see (set_config's arguments as parameters): the read-back
+    // puts UTF8 back and ends that client; nobody else notices.
+    const sneaky = new pg.Client(t.pgConfig('hard', pw));
+    sneaky.on('error', () => undefined);
+    await sneaky.connect();
+    expect(
+      await sqlstateOf(
+        sneaky.query('select pg_catalog.set_config($1, $2, false)', ['client_encoding', 'LATIN1']),
+      ),
+    ).toBe('0A000');
+    await sneaky.end().catch(() => undefined);
     const r = await psql(psqlConninfo(t, 'hard'), ['-tAc', 'select 1'], {
       PGPASSWORD: pw,
       PGCLIENTENCODING: 'LATIN1',
