@@ -12,6 +12,7 @@ import { drainNode, moveDatabase } from './cluster-routes.js';
 import type { AdminEnv } from './env.js';
 import { type FaultActions, FaultHarnessError } from './fault-control.js';
 import type { StatsHub, StatsSources } from './stats.js';
+import type { DatabaseDetail } from './stats-wire.js';
 
 /**
  * The live reporting API behind the admin authentication: GET /v1/stats (a snapshot),
@@ -117,14 +118,15 @@ export function registerLiveRoutes(
     const owner = deps.cluster
       ? ((await deps.cluster.coordination.placement(id))?.owner ?? null)
       : (deps.nodeId ?? 'local');
-    return c.json({
+    const detail: DatabaseDetail = {
       id,
       readOnly: record.readOnly,
       owner,
       ...hub.detail(id),
       ...(await versionsOf(manager, id)),
       ...deps.info(id, DEFAULT_USER, undefined),
-    });
+    };
+    return c.json(detail);
   });
 
   v1.post('/databases/:id/close', async (c) => {

@@ -5,6 +5,10 @@
  * null here: open that node's dashboard for it.
  */
 
+import type { ClusterNodeStats } from './stats-wire.js';
+
+export type { ClusterNodeStats };
+
 /** What the cluster view reads (a Cluster's coordination; one query each). */
 export interface ClusterSource {
   /** Every node with a row in the catalog, alive or not. */
@@ -27,27 +31,6 @@ export interface ClusterSource {
 export interface ClusterView {
   nodes: Awaited<ReturnType<ClusterSource['nodes']>>;
   placements: Map<string, { owner: string | null; ownerAlive: boolean }>;
-}
-
-/** One node in the cluster view; load fields are null where this node cannot know them. */
-export interface ClusterNodeStats {
-  id: string;
-  /** running; draining (takes no new databases); dead (no heartbeat within LEASE_TTL). */
-  state: 'running' | 'draining' | 'dead';
-  self: boolean;
-  alive: boolean;
-  draining: boolean;
-  /** Open on the node (this node: now; another: as of its last heartbeat). */
-  openDatabases: number;
-  /** Databases the catalog names it the owner of (a single node: every database). */
-  ownedDatabases: number;
-  /** Age of its last heartbeat by the catalog's clock; null on a single node. */
-  heartbeatAgeMs: number | null;
-  connectedClients: number | null;
-  tps: number | null;
-  latencyMs: number | null;
-  rssBytes: number | null;
-  walBacklogBytes: number | null;
 }
 
 /** What the view takes from this node's own stats. */

@@ -1,14 +1,17 @@
 import type { DatabaseRecord } from '../catalog/catalog.js';
-import type { ActivityEvent, NodeActivity } from '../databases/activity.js';
+import type { NodeActivity } from '../databases/activity.js';
 import type { ClientView, OpenDatabaseView } from '../databases/registry.js';
-import {
-  type ClusterNodeStats,
-  type ClusterSource,
-  type ClusterView,
-  clusterNodes,
-} from './stats-cluster.js';
+import { type ClusterSource, type ClusterView, clusterNodes } from './stats-cluster.js';
+import type {
+  ClusterNodeStats,
+  DatabaseDetail,
+  DatabaseState,
+  DatabaseStats,
+  NodeStats,
+  StatsSnapshot,
+} from './stats-wire.js';
 
-export type { ClusterNodeStats, ClusterSource };
+export type { ClusterNodeStats, ClusterSource, DatabaseState, DatabaseStats, NodeStats, StatsSnapshot };
 
 /**
  * The live stats of a node, as GET /v1/stats answers and /v1/stats/stream pushes every second:
@@ -31,68 +34,6 @@ export interface StatsSources {
   listener?: { readonly connectionCount: number } | undefined;
   engines?: { readonly warmCount: number } | undefined;
   walShipping?: { backlogBytes(): number } | undefined;
-}
-
-/** On this node (opening, open, idle, closed), or `remote`: served by another live node. */
-export type DatabaseState = 'opening' | 'open' | 'idle' | 'closed' | 'remote';
-
-export interface DatabaseStats {
-  id: string;
-  readOnly: boolean;
-  poolMode: string | null;
-  createdAt: string;
-  /**
-   * open: has clients; idle: open without clients (closes after IDLE_TIMEOUT); closed: on disk or
-   * in the archive only; remote (cluster mode): owned and served by another live node. The
-   * counters below are this node's.
-   */
-  state: DatabaseState;
-  clients: number;
-  waiting: number;
-  /** Transactions per second over the last sample (about a second). */
-  tps: number;
-  queries: number;
-  transactions: number;
-  /**
-   * What its worker holds, measured by the worker (Postgres shared memory and memory contexts, the
-   * worker's JS heap); null when it is not open here.
-   */
-  memoryBytes: number | null;
-  lastSnapshotAt: string | null;
-  lastWalShippedAt: string | null;
-  /** The node serving it: this node on a single node; the placement's owner in cluster mode (null: none). */
-  owner: string | null;
-}
-
-export interface NodeStats {
-  id: string;
-  state: 'running';
-  self: boolean;
-  startedAt: string;
-  rssBytes: number;
-  heapUsedBytes: number;
-  openDatabases: number;
-  connectedClients: number;
-  warmWorkers: number;
-  walBacklogBytes: number;
-  tps: number;
-  /** Mean latency of the units of the last sample, in ms. */
-  latencyMs: number;
-}
-
-export interface StatsSnapshot {
-  at: string;
-  node: NodeStats;
-  cluster: {
-    mode: 'single-node' | 'cluster';
-    /** Cluster mode: whether this node can prove its lease now (it serves nothing otherwise). */
-    leaseValid?: boolean;
-    nodes: ClusterNodeStats[];
-  };
-  databases: DatabaseStats[];
-  events: ActivityEvent[];
-  /** One point per sample (about a second), oldest first, the last HISTORY_POINTS. */
-  history: { at: number; tps: number; latencyMs: number }[];
 }
 
 /** Points of the node's TPS and latency history: five minutes at one a second. */
@@ -242,7 +183,12 @@ export class StatsHub {
   }
 
   /** Detail of one database: its clients and recent latencies. */
-  detail(id: string) {
+  detail(
+    id: string,
+  ): Omit<
+    DatabaseDetail,
+    'id' | 'readOnly' | 'owner' | 'connectionString' | 'psql' | 'versions' | 'restorable'
+  > {
     const a = this.src.registry.activity.peek(id);
     return {
       clients: this.src.registry.clientsOf(id).map((c) => ({ id: c.id, connectedAt: iso(c.connectedAt) })),
