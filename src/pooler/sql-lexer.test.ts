@@ -19,6 +19,40 @@ describe('sql lexer', () => {
     expect(hasWords(parsed[2] ?? [], 'from', 'stdin')).toBe(true);
   });
 
+  it('ends a line comment where Postgres does (\\n or \\r) and takes \\v for whitespace', () => {
+    // Each of these is two statements to Postgres; a guard that saw one would miss the second.
+    for (const sql of [
+      'select 1; -- c\rdeallocate all',
+      'select 1 -- c\r;deallocate all',
+      'select 1;\vdeallocate all',
+    ]) {
+      expect(statements(sql).map((s) => leadingWords(s, 2))).toEqual([['select'], ['deallocate', 'all']]);
+    }
+    expect(words('select -- deallocate\r\nall')).toEqual(['select', 'all']);
+  });
+
+  it('finds a statement after any mix of whitespace and comments', () => {
+    const gap = fc.constantFrom(
+      ' ',
+      '\t',
+      '\n',
+      '\r',
+      '\f',
+      '\v',
+      '-- x\r',
+      '-- x\n',
+      '/* x */',
+      '/* /* x */ */',
+    );
+    fc.assert(
+      fc.property(fc.array(gap, { maxLength: 6 }), (gaps) => {
+        const parsed = statements(`select 1;${gaps.join('')}discard all`);
+        expect(parsed.map((s) => leadingWords(s, 2))).toEqual([['select'], ['discard', 'all']]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('keeps $1 parameters and operators as symbols', () => {
     expect([...tokens('select $1 + $2')].map((t) => t.text)).toEqual(['select', '$1', '+', '$2']);
   });

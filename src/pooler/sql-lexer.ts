@@ -41,11 +41,13 @@ export function* tokens(sql: string): Generator<Token> {
   while (i < n) {
     const ch = sql[i] as string;
     const next = sql[i + 1];
-    if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r' || ch === '\f') {
+    if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r' || ch === '\f' || ch === '\v') {
+      // Postgres' scanner (scan.l, `space`) takes exactly these as whitespace, \v included.
       i++;
     } else if (ch === '-' && next === '-') {
-      const end = sql.indexOf('\n', i);
-      i = end < 0 ? n : end + 1;
+      // A line comment ends at \n or \r (scan.l: `non_newline [^\n\r]`): ending it only at \n
+      // would hide from every guard a statement Postgres runs after a lone \r.
+      i = lineEnd(sql, i + 2);
     } else if (ch === '/' && next === '*') {
       i = skipBlockComment(sql, i);
     } else if (ch === "'") {
@@ -96,6 +98,12 @@ export function* tokens(sql: string): Generator<Token> {
       i++;
     }
   }
+}
+
+/** The index of the first \n or \r at or after `from` (the length when there is none). */
+function lineEnd(sql: string, from: number): number {
+  for (let i = from; i < sql.length; i++) if (sql[i] === '\n' || sql[i] === '\r') return i;
+  return sql.length;
 }
 
 function skipBlockComment(sql: string, start: number): number {
