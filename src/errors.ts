@@ -69,6 +69,14 @@ export const errors = {
       'client_encoding',
       'use client_encoding UTF8 (psql: unset PGCLIENTENCODING; \\encoding UTF8)',
     ),
+  /** A read-only or writer database runs its clients under a fixed, restricted identity. */
+  identityFixed: (severity: Severity = 'FATAL') =>
+    new GatewayError(
+      '42501',
+      severity,
+      'permission denied to change the session identity of a read-only or writer database',
+      'readonly_identity',
+    ),
   databaseNotFound: (id: string) => fatal('3D000', 'database_not_found', `database "${id}" does not exist`),
   authFailed: (user: string) =>
     fatal('28P01', 'auth_failed', `password authentication failed for user "${user}"`),

@@ -7,7 +7,7 @@ import type { DatabaseRegistry, Lease } from '../databases/registry.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
-import { limitsOf, startupSettings } from '../pooler/session-options.js';
+import { changesFixedIdentity, limitsOf, startupSettings } from '../pooler/session-options.js';
 import { isServableEncoding } from '../pooler/settings.js';
 import { MessageFramer } from '../wire/framer.js';
 import { frontendProblem, isFrontendType } from '../wire/frontend-check.js';
@@ -189,6 +189,7 @@ export function handleConnection(
     lease = await deps.registry.connect(record);
     if (ended) return lease.release();
     const database = lease.database;
+    if (changesFixedIdentity(settings, database)) throw errors.identityFixed();
     // One waiter for all the writes made while the client is behind (a listener each would pile up).
     let drained: Promise<void> | undefined;
     const whenDrained = () => {

@@ -14,7 +14,7 @@ import { ArchiveGate, mayAcknowledgeCommit } from './archive-gate.js';
 import { ClientListening } from './client-listening.js';
 import type { CopyIn } from './copy-in.js';
 import { Refusals } from './refusals.js';
-import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted } from './session-errors.js';
+import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted, quoteIdent } from './session-errors.js';
 import { finalReady, findError, firstErrorMessage, replaceParseText } from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
 import { ClientSettings, isServableEncoding } from './settings.js';
@@ -97,12 +97,36 @@ export abstract class SessionExecutor {
   protected async switchTo(): Promise<void> {
     const shared = this.shared;
     if (shared.lastOwner === this.owner) return;
-    shared.lastOwner = this.owner;
     const sql = this.settings.switchSql(shared);
-    if (!sql) return;
-    const error = findError(await this.exec(query(sql)));
-    if (error) throw error;
-    this.settings.switched(shared);
+    if (sql) {
+      // The switch is one implicit transaction: when it fails, none of it took effect.
+      let error = findError(await this.exec(query(sql)));
+      if (error && shared.lastOwner !== undefined) {
+        // Undoing the last client's settings may be what failed (a setting Postgres will not
+        // RESET, one only its identity could set): start over from the session's baseline, so
+        // that one client's settings can never keep the others out.
+        await this.resetSettings();
+        const again = this.settings.switchSql(shared);
+        error = again ? findError(await this.exec(query(again))) : undefined;
+      }
+      if (error) throw error;
+      this.settings.switched(shared);
+    }
+    shared.lastOwner = this.owner;
+  }
+
+  /**
+   * Takes the shared session back to how it started (identity, RESET ALL, the database's
+   * baseline) without DISCARD ALL: other clients' prepared statements live in the same session.
+   */
+  protected async resetSettings(): Promise<void> {
+    // As the superuser (PGlite's session user; its setting reads as ''), whatever the database's
+    // baseline identity: RESET ALL then covers every setting, and the baseline is applied again.
+    const user = this.database.parameters.session_authorization || 'postgres';
+    await this.exec(query(`RESET ROLE; SET SESSION AUTHORIZATION ${quoteIdent(user)}; RESET ALL`));
+    const baseline = this.database.engine.baselineSql;
+    if (baseline) await this.exec(query(baseline));
+    this.shared.reset();
   }
 
   /**

@@ -55,8 +55,31 @@ export function limitsOf(
 /** Startup packet keys that are protocol-level rather than GUCs. */
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
+/**
+ * Settings a startup packet may carry that no client keeps: Postgres overwrites the transaction_*
+ * ones from their default_* settings when the first transaction starts, and `seed` only seeds
+ * random() once. Neither can be RESET, so on a shared session they would stop the next client's
+ * switch; they are left out (see README, Pool modes).
+ */
+const NOT_KEPT = /^(transaction_isolation|transaction_read_only|transaction_deferrable|seed)$/i;
+
 export function startupSettings(params: Record<string, string>, fromOptions: Record<string, string>) {
   const settings: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) if (!NOT_SETTINGS.has(k)) settings[k] = v;
-  return { ...settings, ...fromOptions };
+  Object.assign(settings, fromOptions);
+  for (const k of Object.keys(settings)) if (NOT_KEPT.test(k)) delete settings[k];
+  return settings;
+}
+
+/**
+ * A startup setting that would change the session identity of a database whose identity is fixed
+ * (read-only, or made from a template with the writer role), refused at connect as SET SESSION
+ * AUTHORIZATION is refused later: it would run the client as the superuser.
+ */
+export function changesFixedIdentity(
+  settings: Readonly<Record<string, string>>,
+  database: { readonly readOnly: boolean; readonly engine: { readonly baselineSql: string } },
+): boolean {
+  if (!database.readOnly && !database.engine.baselineSql) return false;
+  return Object.keys(settings).some((name) => name.toLowerCase() === 'session_authorization');
 }

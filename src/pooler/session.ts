@@ -4,7 +4,7 @@ import { errorResponse, Frontend, query, readyForQuery, syncMessage } from '../w
 import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
-import { Cancelled, cancelledWait, Interrupted, quoteIdent, Retry } from './session-errors.js';
+import { Cancelled, cancelledWait, Interrupted, Retry } from './session-errors.js';
 import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
 import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
@@ -100,6 +100,11 @@ export class ClientSession extends SessionExecutor {
   private async drain(): Promise<boolean> {
     try {
       while (this.queue.length > 0 && !this.closed) {
+        if (this.skipUntilSync && !this.database.hold.isHeldBy(this.owner)) {
+          // Discarding the rest of a failed unit needs no session.
+          this.skipToSync();
+          continue;
+        }
         if (this.database.hold.isHeldBy(this.owner)) {
           await this.database.hold.unpark(this.owner);
         } else {
@@ -196,10 +201,15 @@ export class ClientSession extends SessionExecutor {
 
   /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
   private answerCancelled(): void {
-    let message = this.queue.shift();
-    while (message && message[0] !== Frontend.Sync && message[0] !== Frontend.Query)
-      message = this.queue.shift();
-    this.opts.port.write(Buffer.concat([errorResponse(cancelledWait()), readyForQuery(this.status)]));
+    for (let message = this.queue.shift(); message; message = this.queue.shift()) {
+      if (message[0] !== Frontend.Sync && message[0] !== Frontend.Query) continue;
+      this.opts.port.write(Buffer.concat([errorResponse(cancelledWait()), readyForQuery(this.status)]));
+      return;
+    }
+    // The unit's Sync has not arrived: the one ReadyForQuery answers it when it does, and what
+    // comes before it is skipped, as after any error in an extended unit.
+    this.skipUntilSync = true;
+    this.opts.port.write(errorResponse(cancelledWait()));
   }
 
   private async afterStep(): Promise<void> {
@@ -370,21 +380,6 @@ export class ClientSession extends SessionExecutor {
     } finally {
       hold.release(this.owner);
     }
-  }
-
-  /**
-   * Transaction mode: a departing client that changed settings (SET ROLE, statement_timeout…)
-   * leaves the shared session as it found it, without DISCARD ALL (other clients' prepared
-   * statements live in the same session).
-   */
-  private async resetSettings(): Promise<void> {
-    // RESET SESSION AUTHORIZATION does not restore PGlite's superuser: set it back explicitly.
-    // (PGlite's session user is its bootstrap superuser, whose setting reads as '').
-    const user = this.database.parameters.session_authorization || 'postgres';
-    await this.exec(query(`RESET ROLE; SET SESSION AUTHORIZATION ${quoteIdent(user)}; RESET ALL`));
-    const baseline = this.database.engine.baselineSql;
-    if (baseline) await this.exec(query(baseline));
-    this.shared.reset();
   }
 
   private async resetSession(): Promise<void> {

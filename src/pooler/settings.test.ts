@@ -93,24 +93,55 @@ describe('ClientSettings.switchSql', () => {
     );
   });
 
-  it('switches identity first: SET SESSION AUTHORIZATION resets the role', () => {
+  it("leaves a changed identity first and sets the client's own last, role after authorization", () => {
     const db = database();
     const alice = new ClientSettings({ session_authorization: 'alice', TimeZone: 'UTC' });
     alice.switched(db);
     const withRole = new ClientSettings({ role: 'reader' });
     expect(withRole.switchSql(db)).toBe(
-      `SET "session_authorization" TO 'postgres'; SET "role" TO 'reader'; SET "TimeZone" TO 'GMT'`,
+      `RESET ROLE; SET SESSION AUTHORIZATION "postgres"; SET "TimeZone" TO 'GMT'; SET "role" TO 'reader'`,
     );
     const both = new ClientSettings({ TimeZone: 'UTC', role: 'reader', session_authorization: 'bob' });
-    expect(both.switchSql(db)).toBe(`SET "session_authorization" TO 'bob'; SET "role" TO 'reader'`);
+    expect(both.switchSql(db)).toBe(
+      `RESET ROLE; SET SESSION AUTHORIZATION "postgres"; SET "session_authorization" TO 'bob'; SET "role" TO 'reader'`,
+    );
+  });
+
+  it('sets the role again after SET SESSION AUTHORIZATION, even when it was the same', () => {
+    // B (role rb) held the session; A has session authorization ra and role rb: setting ra
+    // clears the role, so rb must follow it.
+    const db = database();
+    new ClientSettings({ role: 'rb' }).switched(db);
+    const a = new ClientSettings({ session_authorization: 'ra', role: 'rb' });
+    expect(a.switchSql(db)).toBe(
+      `RESET ROLE; SET SESSION AUTHORIZATION "postgres"; SET "session_authorization" TO 'ra'; SET "role" TO 'rb'`,
+    );
+  });
+
+  it("changes other settings under the starting identity, never under a client's role", () => {
+    const db = database();
+    // A superuser-only setting, then a role: the setting is restored before the role is taken.
+    const a = new ClientSettings({ log_min_messages: 'debug1', role: 'r1' });
+    expect(a.switchSql(db)).toBe(`SET "log_min_messages" TO 'debug1'; SET "role" TO 'r1'`);
+    a.switched(db);
+    // Another client with the same role: the setting is undone as the superuser, then r1 again.
+    const b = new ClientSettings({ role: 'r1' });
+    expect(b.switchSql(db)).toBe(
+      `RESET ROLE; SET SESSION AUTHORIZATION "postgres"; RESET "log_min_messages"; SET "role" TO 'r1'`,
+    );
+    // Same identity and no other difference: nothing to do.
+    b.switched(db);
+    expect(new ClientSettings({ role: 'r1' }).switchSql(db)).toBeUndefined();
   });
 
   it('on a read-only database tracks only the role as identity', () => {
     const db = database({ readOnly: true });
     db.settings.set('session_authorization', 'alice');
     const client = new ClientSettings({ role: 'reader' });
-    // session_authorization is an ordinary setting there, with no default: reset after the role.
-    expect(client.switchSql(db)).toBe(`SET "role" TO 'reader'; RESET "session_authorization"`);
+    // session_authorization is an ordinary setting there, with no default: reset before the role.
+    expect(client.switchSql(db)).toBe(`RESET "session_authorization"; SET "role" TO 'reader'`);
+    client.switched(db);
+    expect(new ClientSettings({}).switchSql(db)).toBe('RESET ROLE');
   });
 });
 
@@ -185,7 +216,7 @@ describe('ClientSettings.apply', () => {
     expect(db.settings.get('role')).toBe('reader');
     const other = new ClientSettings({});
     // PGlite's RESET SESSION AUTHORIZATION does not restore its superuser: set explicitly.
-    expect(other.switchSql(db)).toBe(`SET "session_authorization" TO 'postgres'; SET "role" TO 'none'`);
+    expect(other.switchSql(db)).toBe('RESET ROLE; SET SESSION AUTHORIZATION "postgres"');
     // Back to the defaults: forgotten, and the change is reported.
     expect(client.apply(db, names, ['postgres', 'none', null])).toEqual([
       parameterStatus('session_authorization', 'postgres'),

@@ -147,8 +147,20 @@ const identityNames = (db: SharedSettings): string[] =>
 /** PGlite's session runs as its bootstrap superuser, whose session_authorization reads as ''. */
 const BOOTSTRAP_USER = 'postgres';
 
-const identityDefault = (db: SharedSettings, name: string): string | undefined =>
+const identityDefault = (db: SharedSettings, name: string): string =>
   name === 'role' ? NO_ROLE : db.parameters?.[name] || BOOTSTRAP_USER;
+
+/**
+ * Back to the identity the session started with. PGlite's RESET SESSION AUTHORIZATION does not
+ * go back to its superuser (the setting's boot value is empty), so it is set by name; setting
+ * it is allowed whatever the current identity, as the authenticated user is a superuser.
+ */
+export function startingIdentitySql(db: SharedSettings): string {
+  const names = identityNames(db);
+  return names.includes('session_authorization')
+    ? `RESET ROLE; SET SESSION AUTHORIZATION ${ident(identityDefault(db, 'session_authorization'))}`
+    : 'RESET ROLE';
+}
 
 /**
  * SQL of one row: the current value of each name, then a JSON object of every other setting
@@ -157,7 +169,7 @@ const identityDefault = (db: SharedSettings, name: string): string | undefined =
  */
 export function readBackSql(names: readonly string[]): string {
   const known = names.map((n) => literal(n.toLowerCase())).join(', ');
-  const others = `(SELECT COALESCE(pg_catalog.json_object_agg(name, setting), '{}') FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'transaction\\_%' AND pg_catalog.lower(name) <> ALL (ARRAY[${known}]::text[]))`;
+  const others = `(SELECT COALESCE(pg_catalog.json_object_agg(name, setting), '{}') FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE 'transaction\\_%' AND name <> 'seed' AND pg_catalog.lower(name) <> ALL (ARRAY[${known}]::text[]))`;
   return `${readSettingsSql(names)}, ${others}`;
 }
 
@@ -183,23 +195,31 @@ export class ClientSettings {
     this.dirty = this.wanted.size > 0;
   }
 
-  /** SQL that gives the shared session this client's settings, if any differ. */
+  /**
+   * SQL that gives the shared session this client's settings, if any differ. A restricted identity
+   * (SET ROLE, SET SESSION AUTHORIZATION) may not be allowed to set or reset the other settings
+   * (superuser-only ones such as log_min_messages), so the session goes back to its starting
+   * identity first, the other settings follow, and this client's identity comes last, in full:
+   * SET SESSION AUTHORIZATION clears the role, so the role is always set after it.
+   */
   switchSql(db: SharedSettings): string | undefined {
-    // Identity first: SET SESSION AUTHORIZATION also resets the role.
     const identity = identityNames(db);
-    const pick = (m: ReadonlyMap<string, string>, keep: boolean) =>
-      new Map([...m].filter(([k]) => identity.includes(k) === keep));
-    // PGlite's RESET SESSION AUTHORIZATION does not go back to its superuser (its boot value is
-    // empty), so an identity is undone by setting its starting value explicitly.
-    const identityDefaults = new Map(
-      identity.flatMap((n) => {
-        const v = identityDefault(db, n);
-        return v === undefined ? [] : [[n, v] as const];
-      }),
-    );
-    const first = switchSettingsSql(pick(db.settings, true), pick(this.wanted, true), identityDefaults);
-    const rest = switchSettingsSql(pick(db.settings, false), pick(this.wanted, false), db.defaults);
-    return first && rest ? `${first}; ${rest}` : (first ?? rest);
+    const identityOf = (m: ReadonlyMap<string, string>) =>
+      identity.map((n) => [n, m.get(n) ?? identityDefault(db, n)] as const);
+    const current = identityOf(db.settings);
+    const wanted = identityOf(this.wanted);
+    const atStart = current.every(([n, v]) => v === identityDefault(db, n));
+    const identityDiffers = current.some(([, v], i) => v !== wanted[i]?.[1]);
+    const pick = (m: ReadonlyMap<string, string>) => new Map([...m].filter(([k]) => !identity.includes(k)));
+    const rest = switchSettingsSql(pick(db.settings), pick(this.wanted), db.defaults);
+    const leave = !atStart && (identityDiffers || rest !== undefined);
+    const statements: string[] = [];
+    if (leave) statements.push(startingIdentitySql(db));
+    if (rest) statements.push(rest);
+    if (leave || identityDiffers)
+      for (const [name, value] of wanted)
+        if (value !== identityDefault(db, name)) statements.push(`SET ${ident(name)} TO ${literal(value)}`);
+    return statements.length > 0 ? statements.join('; ') : undefined;
   }
 
   /**

@@ -64,13 +64,7 @@ const refusals = {
       'tablespaces are not supported: each database lives in one data directory',
       'tablespace',
     ),
-  identity: () =>
-    new GatewayError(
-      '42501',
-      'ERROR',
-      'permission denied to change the session identity of a read-only or writer database',
-      'readonly_identity',
-    ),
+  identity: () => errors.identityFixed('ERROR'),
 } as const;
 
 export type StatementVerdict =

@@ -1,0 +1,138 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sendCancel, stillPending } from '../helpers/clients.js';
+import { cstr, int16, int32, tagged } from '../helpers/messages.js';
+import { BackendReader, parseErrorFields, rawLogin } from '../helpers/raw-auth.js';
+import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
+
+/**
+ * Handing the one shared session from client to client: settings and identities that one client
+ * brings (at startup or with SET) never keep another out or reach it, and a cancelled wait in the
+ * middle of an extended unit keeps the protocol in step. Each case was found by a probe.
+ */
+
+let t: TestServer;
+
+beforeAll(async () => {
+  t = await startTestServer({ QUERY_WAIT_TIMEOUT: '20s', IDLE_IN_TRANSACTION_TIMEOUT: '20s' });
+});
+afterAll(() => t?.close());
+
+async function connected(config: pg.ClientConfig): Promise<pg.Client> {
+  const c = new pg.Client(config);
+  await c.connect();
+  return c;
+}
+
+const one = async (c: pg.Client, sql: string) => (await c.query(sql)).rows[0] as Record<string, string>;
+
+describe('startup settings', () => {
+  it('refuses a startup session_authorization on a read-only database (42501), as SET is refused', async () => {
+    const id = 'ro-startup';
+    const pw = await t.createDatabase(id, { readOnly: true });
+    const options = '-c session_authorization=postgres -c default_transaction_read_only=off';
+    expect(await sqlstateOf(withClient({ ...t.pgConfig(id, pw), options }, (c) => c.query('select 1')))).toBe(
+      '42501',
+    );
+    // Nor can it be hidden behind a line comment ended by \r (Postgres runs what follows).
+    await withClient(t.pgConfig(id, pw), async (c) => {
+      expect(await sqlstateOf(c.query('select 1; -- x\rset session authorization postgres'))).toBe('42501');
+      expect((await one(c, 'select session_user')).session_user).not.toBe('postgres');
+    });
+  });
+
+  it('one client connecting with settings Postgres will not RESET keeps nobody out', async () => {
+    const id = 'no-reset';
+    const pw = await t.createDatabase(id);
+    const options = '-c transaction_read_only=on -c transaction_isolation=serializable -c seed=0.5';
+    const odd = await connected({ ...t.pgConfig(id, pw), options });
+    const plain = await connected(t.pgConfig(id, pw));
+    try {
+      for (let round = 0; round < 3; round++) {
+        // As in Postgres, the transaction_* startup values do not outlive the first transaction.
+        expect(await one(odd, 'select 1 as v')).toEqual({ v: 1 });
+        await plain.query('create table if not exists t (v int); insert into t values (1)');
+      }
+      expect(await one(plain, 'select count(*)::int as n from t')).toEqual({ n: 3 });
+    } finally {
+      await Promise.all([odd.end(), plain.end()]);
+    }
+  });
+});
+
+describe('identities and settings across clients', () => {
+  it('a superuser-only setting and a role of one client never disconnect or demote another', async () => {
+    const id = 'roles';
+    const pw = await t.createDatabase(id);
+    await withClient(t.pgConfig(id, pw), (c) =>
+      c.query('create role r1; create role r2; create role ra; create role rb; grant rb to ra'),
+    );
+    const a = await connected(t.pgConfig(id, pw));
+    const b = await connected(t.pgConfig(id, pw));
+    try {
+      await a.query(`set log_min_messages = 'debug1'; set role r1`);
+      await b.query('select 1');
+      const state = `select current_user as "user", current_setting('log_min_messages') as level`;
+      expect(await one(a, state)).toEqual({ user: 'r1', level: 'debug1' });
+      // B takes a role of its own while A's superuser-only setting is in the session.
+      await b.query('set role r2');
+      expect(await one(b, state)).toEqual({ user: 'r2', level: 'warning' });
+      expect(await one(a, state)).toEqual({ user: 'r1', level: 'debug1' });
+
+      // SET SESSION AUTHORIZATION clears the role: A's role comes back after it, even when the
+      // previous client had the same role.
+      await a.query('reset role; reset log_min_messages; set session authorization ra; set role rb');
+      await b.query('set role rb');
+      const who = 'select session_user as s, current_user as c';
+      expect(await one(a, who)).toEqual({ s: 'ra', c: 'rb' });
+      expect(await one(b, who)).toEqual({ s: 'postgres', c: 'rb' });
+      expect(await one(a, who)).toEqual({ s: 'ra', c: 'rb' });
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+});
+
+describe('a cancelled wait', () => {
+  it('in the middle of an extended unit answers its Sync with one ReadyForQuery', async () => {
+    const id = 'cancel-unit';
+    const pw = await t.createDatabase(id);
+    const holder = await connected(t.pgConfig(id, pw));
+    const session = await rawLogin({ port: t.port, ca: t.ca, id, password: pw });
+    const reader = new BackendReader(session.socket);
+    try {
+      await holder.query('begin');
+      // Parse, Bind, Execute without Sync: the unit waits for the session A holds.
+      session.socket.write(
+        Buffer.concat([
+          tagged('P', cstr(''), cstr('select 1'), int16(0)),
+          tagged('B', cstr(''), cstr(''), int16(0), int16(0), int16(0)),
+          tagged('E', cstr(''), int32(0)),
+          tagged('H'),
+        ]),
+      );
+      const first = reader.message(10_000);
+      expect(await stillPending(first, 200)).toBe(true);
+      await sendCancel(t, id, session.processId, session.secretKey);
+      const error = await first;
+      expect(error.type).toBe('E');
+      expect(parseErrorFields(error.body).C).toBe('57014');
+      // Nothing more until the unit's Sync, which gets exactly one ReadyForQuery.
+      const next = reader.message(10_000);
+      expect(await stillPending(next, 300)).toBe(true);
+      session.socket.write(tagged('S'));
+      expect((await next).type).toBe('Z');
+      session.socket.write(tagged('Q', cstr('select 2')));
+      const answer = reader.message(10_000);
+      expect(await stillPending(answer, 200)).toBe(true);
+      await holder.query('commit');
+      const types: string[] = [(await answer).type];
+      while (types.at(-1) !== 'Z') types.push((await reader.message(10_000)).type);
+      expect(types).toEqual(['T', 'D', 'C', 'Z']);
+    } finally {
+      reader.detach();
+      session.socket.destroy();
+      await holder.end();
+    }
+  });
+});
