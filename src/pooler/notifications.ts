@@ -1,5 +1,5 @@
 import { backendMessages } from '../wire/backend-scan.js';
-import { leadingWords, statements, type Token } from './sql-lexer.js';
+import { identifierName, leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**
  * LISTEN/NOTIFY across the clients of one database. The database has one Postgres session; it
@@ -100,15 +100,14 @@ export function listenChanges(sql: string): ListenChange[] {
   for (const statement of statements(sql)) {
     const [first] = leadingWords(statement, 1);
     if (first !== 'listen' && first !== 'unlisten') continue;
-    const channel = channelName(statement[1]);
+    const channel = channelName(statement[1], statement.slice(2));
     if (channel !== undefined) out.push({ kind: first, channel });
   }
   return out;
 }
 
-function channelName(token: Token | undefined): string | undefined {
-  if (!token) return undefined;
-  if (token.kind === 'word' || token.kind === 'ident') return token.text;
-  if (token.kind === 'symbol' && token.text === '*') return '*';
-  return undefined;
+/** The channel as Postgres names it in the notifications it sends (see identifierName). */
+function channelName(token: Token | undefined, next: readonly Token[]): string | undefined {
+  if (token?.kind === 'symbol' && token.text === '*') return '*';
+  return identifierName(token, next);
 }

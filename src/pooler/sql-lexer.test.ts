@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { hasWords, leadingWords, statements, tokens } from './sql-lexer.js';
+import { hasWords, identifierName, leadingWords, statements, tokens } from './sql-lexer.js';
 
 const words = (sql: string) => [...tokens(sql)].filter((t) => t.kind === 'word').map((t) => t.text);
 
@@ -51,6 +51,23 @@ describe('sql lexer', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('names identifiers as Postgres stores them: ASCII folded, U& decoded, 63 bytes', () => {
+    const name = (sql: string) => {
+      const all = [...tokens(sql)];
+      return identifierName(all[0], all.slice(1));
+    };
+    expect(name('Chan')).toBe('chan');
+    expect(name('Éclair')).toBe('Éclair'); // only ASCII letters fold in UTF8
+    expect(name('"Chan"')).toBe('Chan');
+    expect(name('U&"d\\0061t\\+000061"')).toBe('data');
+    expect(name(`U&"d!0061t!!" UESCAPE '!'`)).toBe('dat!');
+    expect(name('U&"bad\\00"')).toBeUndefined();
+    expect(name('x'.repeat(70))).toBe('x'.repeat(63));
+    // Cut at a character boundary: 31 two-byte letters are 62 bytes, a 32nd would pass 63.
+    expect(name(`"${'é'.repeat(40)}"`)).toBe('é'.repeat(31));
+    expect(name("'string'")).toBeUndefined();
   });
 
   it('keeps $1 parameters and operators as symbols', () => {

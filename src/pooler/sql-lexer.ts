@@ -9,8 +9,11 @@
 export type Token =
   /** An unquoted word (keyword or identifier), lowercased. */
   | { kind: 'word'; text: string }
-  /** A quoted identifier, as written inside the quotes (doubled quotes undone). */
-  | { kind: 'ident'; text: string }
+  /**
+   * A quoted identifier, as written inside the quotes (doubled quotes undone). `unicode`: written
+   * U&"...", its escapes not decoded (see unicodeIdentifier).
+   */
+  | { kind: 'ident'; text: string; unicode?: true }
   /** A string constant's contents (escapes left as written). */
   | { kind: 'string'; text: string }
   | { kind: 'symbol'; text: string };
@@ -61,7 +64,7 @@ export function* tokens(sql: string): Generator<Token> {
     } else if ((ch === 'u' || ch === 'U') && next === '&' && (sql[i + 2] === "'" || sql[i + 2] === '"')) {
       const quote = sql[i + 2] as string;
       const { text, end } = quoted(sql, i + 2, quote, false);
-      yield quote === "'" ? { kind: 'string', text } : { kind: 'ident', text };
+      yield quote === "'" ? { kind: 'string', text } : { kind: 'ident', text, unicode: true };
       i = end;
     } else if (
       (ch === 'b' || ch === 'B' || ch === 'x' || ch === 'X' || ch === 'n' || ch === 'N') &&
@@ -91,7 +94,8 @@ export function* tokens(sql: string): Generator<Token> {
     } else if (WORD_START.test(ch)) {
       let j = i + 1;
       while (j < n && WORD_PART.test(sql[j] as string)) j++;
-      yield { kind: 'word', text: sql.slice(i, j).toLowerCase() };
+      // Postgres folds only ASCII letters in a multibyte encoding (downcase_identifier).
+      yield { kind: 'word', text: sql.slice(i, j).replace(/[A-Z]/g, (c) => c.toLowerCase()) };
       i = j;
     } else {
       yield { kind: 'symbol', text: ch };
@@ -148,6 +152,63 @@ function quoted(
     }
   }
   return { text, end: sql.length };
+}
+
+/**
+ * The identifier a token names, as Postgres stores it: U&"..." escapes decoded (`\XXXX`,
+ * `\+XXXXXX`, or another escape character given by UESCAPE in `next`), and truncated to 63
+ * bytes (NAMEDATALEN - 1) at a character boundary. Undefined for anything that is no identifier
+ * or an escape Postgres would refuse.
+ */
+export function identifierName(token: Token | undefined, next: readonly Token[] = []): string | undefined {
+  if (!token || (token.kind !== 'word' && token.kind !== 'ident')) return undefined;
+  let name = token.text;
+  if (token.kind === 'ident' && token.unicode) {
+    const [uescape, escape] = next;
+    const custom = uescape?.kind === 'word' && uescape.text === 'uescape' && escape?.kind === 'string';
+    const decoded = decodeUnicodeEscapes(name, custom ? escape.text : '\\');
+    if (decoded === undefined) return undefined;
+    name = decoded;
+  }
+  return truncateName(name);
+}
+
+function decodeUnicodeEscapes(text: string, escape: string): string | undefined {
+  if (escape.length !== 1 || /[0-9a-fA-F+'"\s]/.test(escape)) return undefined;
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] as string;
+    if (ch !== escape) {
+      out += ch;
+    } else if (text[i + 1] === escape) {
+      out += escape;
+      i++;
+    } else {
+      const long = text[i + 1] === '+';
+      const hex = text.slice(long ? i + 2 : i + 1, long ? i + 8 : i + 5);
+      if (!/^[0-9a-fA-F]+$/.test(hex) || hex.length !== (long ? 6 : 4)) return undefined;
+      const code = Number.parseInt(hex, 16);
+      if (code === 0 || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return undefined;
+      out += String.fromCodePoint(code);
+      i += long ? 7 : 4;
+    }
+  }
+  return out;
+}
+
+/** Postgres' identifier limit: NAMEDATALEN - 1 bytes, cut at a character boundary. */
+const MAX_NAME_BYTES = 63;
+
+function truncateName(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_NAME_BYTES) return name;
+  let out = '';
+  let bytes = 0;
+  for (const ch of name) {
+    bytes += Buffer.byteLength(ch);
+    if (bytes > MAX_NAME_BYTES) break;
+    out += ch;
+  }
+  return out;
 }
 
 /** Whether `words` appear as consecutive word tokens anywhere in `statement`. */

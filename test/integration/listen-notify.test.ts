@@ -90,4 +90,21 @@ describe('LISTEN/NOTIFY in transaction mode', () => {
       expect(await until(() => got.length === 1)).toBe(true);
     });
   });
+
+  it('hears channels named as Postgres names them: long names cut to 63 bytes, U& escapes', async () => {
+    await withClient(t.pgConfig('chat', pw), async (a) => {
+      await withClient(t.pgConfig('chat', pw), async (b) => {
+        const got: string[] = [];
+        a.on('notification', (n) => got.push(`${n.channel}:${n.payload}`));
+        const long = `c${'x'.repeat(80)}`;
+        await a.query(`LISTEN ${long}`);
+        await a.query(`LISTEN U&"d\\0061t\\0061"`);
+        await a.query(`LISTEN "Mixed"`);
+        await b.query(`NOTIFY ${long}, 'long'`);
+        await b.query(`select pg_notify('data', 'unicode'), pg_notify('Mixed', 'quoted')`);
+        expect(await until(() => got.length === 3)).toBe(true);
+        expect(got).toEqual([`${long.slice(0, 63)}:long`, 'data:unicode', 'Mixed:quoted']);
+      });
+    });
+  });
 });
