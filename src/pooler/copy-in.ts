@@ -21,28 +21,30 @@ export class CopyIn {
    * Takes the next client message. 'more' while the COPY goes on; otherwise the messages to run
    * (statement + data + end), and whether the message was not part of the COPY (to requeue).
    */
-  accept(message: Buffer): 'more' | { messages: Buffer; unconsumed: boolean } {
+  accept(message: Buffer): 'more' | { messages: Buffer } | { unexpected: number } {
     switch (message[0]) {
       case Frontend.CopyData:
         this.chunks.push(message);
         this.bytes += message.length;
         if (this.bytes <= this.maxBytes) return 'more';
-        return this.abort(`COPY data exceeds the gateway limit of ${this.maxBytes} bytes`, false);
+        return this.abort(`COPY data exceeds the gateway limit of ${this.maxBytes} bytes`);
       case Frontend.CopyDone:
-        return { messages: Buffer.concat([this.statement, ...this.chunks, message]), unconsumed: false };
+        return { messages: Buffer.concat([this.statement, ...this.chunks, message]) };
       case Frontend.CopyFail:
-        return { messages: Buffer.concat([this.statement, message]), unconsumed: false };
+        return { messages: Buffer.concat([this.statement, message]) };
       case Frontend.Flush:
       case Frontend.Sync:
         // Postgres ignores these during COPY; so do we.
         return 'more';
       default:
-        return this.abort('unexpected message type during COPY from stdin', true);
+        // Postgres fails the COPY with 08P01 and drops the message (the session says how).
+        return { unexpected: message[0] as number };
     }
   }
 
-  private abort(reason: string, unconsumed: boolean) {
+  /** The statement and a CopyFail: PGlite ends the COPY with an error for `reason`. */
+  abort(reason: string): { messages: Buffer } {
     this.chunks.length = 0;
-    return { messages: Buffer.concat([this.statement, CopyIn.fail(reason)]), unconsumed };
+    return { messages: Buffer.concat([this.statement, CopyIn.fail(reason)]) };
   }
 }

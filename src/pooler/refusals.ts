@@ -17,9 +17,14 @@ export class Refusals {
 
   /** SQL that fails in the engine with an error `replace` turns into `error`. */
   sql(error: GatewayError): string {
+    return `SELECT pg_catalog.${this.marker(error)}()`;
+  }
+
+  /** A word that, found in the message of an engine's error, has `replace` put `error` there. */
+  marker(error: GatewayError): string {
     const marker = `pglite_gateway_refusal_${++this.count}`;
     this.pending.set(marker, error);
-    return `SELECT pg_catalog.${marker}()`;
+    return marker;
   }
 
   /** Markers of statements skipped after an earlier error are dropped at the end of a unit. */

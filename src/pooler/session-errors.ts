@@ -36,3 +36,12 @@ export const interrupted = (code: string, reason: string) =>
   new GatewayError(code, 'ERROR', reason, code === '57014' ? 'interrupted' : 'engine_broken');
 
 export const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/** A message other than CopyData/CopyDone/CopyFail/Flush/Sync during COPY FROM STDIN (as Postgres). */
+export const unexpectedDuringCopy = (type: string) =>
+  new GatewayError(
+    '08P01',
+    'ERROR',
+    `unexpected message type 0x${type} during COPY from stdin`,
+    'copy_protocol',
+  );

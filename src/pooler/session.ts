@@ -4,7 +4,7 @@ import { errorResponse, Frontend, query, readyForQuery, syncMessage } from '../w
 import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
-import { Cancelled, cancelledWait, Interrupted, Retry } from './session-errors.js';
+import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } from './session-errors.js';
 import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
 import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
@@ -333,10 +333,14 @@ export class ClientSession extends SessionExecutor {
 
   private async stepCopy(copy: CopyIn): Promise<void> {
     for (let message = this.queue.shift(); message; message = this.queue.shift()) {
-      const outcome = copy.accept(message);
+      let outcome = copy.accept(message);
       if (outcome === 'more') continue;
-      if (outcome.unconsumed) {
-        this.queue.putBack(message);
+      if ('unexpected' in outcome) {
+        // As Postgres: 08P01 and the message is dropped; a Terminate still ends the client.
+        if (outcome.unexpected === Frontend.Terminate) this.queue.putBack(message);
+        const type = outcome.unexpected.toString(16).toUpperCase().padStart(2, '0');
+        const error = unexpectedDuringCopy(type);
+        outcome = copy.abort(this.refusals.marker(error));
       }
       this.copy = undefined;
       const response = await this.exec(outcome.messages);

@@ -164,24 +164,24 @@ export function identifierName(token: Token | undefined, next: readonly Token[] 
   if (!token || (token.kind !== 'word' && token.kind !== 'ident')) return undefined;
   let name = token.text;
   if (token.kind === 'ident' && token.unicode) {
-    const [uescape, escape] = next;
-    const custom = uescape?.kind === 'word' && uescape.text === 'uescape' && escape?.kind === 'string';
-    const decoded = decodeUnicodeEscapes(name, custom ? escape.text : '\\');
+    const [uescape, escapeChar] = next;
+    const custom = uescape?.kind === 'word' && uescape.text === 'uescape' && escapeChar?.kind === 'string';
+    const decoded = decodeUnicodeEscapes(name, custom ? escapeChar.text : '\\');
     if (decoded === undefined) return undefined;
     name = decoded;
   }
   return truncateName(name);
 }
 
-function decodeUnicodeEscapes(text: string, escape: string): string | undefined {
-  if (escape.length !== 1 || /[0-9a-fA-F+'"\s]/.test(escape)) return undefined;
+function decodeUnicodeEscapes(text: string, esc: string): string | undefined {
+  if (esc.length !== 1 || /[0-9a-fA-F+'"\s]/.test(esc)) return undefined;
   let out = '';
   for (let i = 0; i < text.length; i++) {
     const ch = text[i] as string;
-    if (ch !== escape) {
+    if (ch !== esc) {
       out += ch;
-    } else if (text[i + 1] === escape) {
-      out += escape;
+    } else if (text[i + 1] === esc) {
+      out += esc;
       i++;
     } else {
       const long = text[i + 1] === '+';

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sendCancel, stillPending } from '../helpers/clients.js';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
-import { BackendReader, parseErrorFields, rawLogin } from '../helpers/raw-auth.js';
+import { type BackendMessage, BackendReader, parseErrorFields, rawLogin } from '../helpers/raw-auth.js';
 import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
 /**
@@ -133,6 +133,42 @@ describe('a cancelled wait', () => {
       reader.detach();
       session.socket.destroy();
       await holder.end();
+    }
+  });
+});
+
+describe('COPY FROM STDIN', () => {
+  it('fails with 08P01 on a message that is no COPY message, which is dropped, as Postgres does', async () => {
+    const id = 'copy-stray';
+    const pw = await t.createDatabase(id);
+    await withClient(t.pgConfig(id, pw), (c) => c.query('create table t (v text)'));
+    const session = await rawLogin({ port: t.port, ca: t.ca, id, password: pw });
+    const reader = new BackendReader(session.socket);
+    const until = async (type: string) => {
+      const seen: BackendMessage[] = [];
+      do seen.push(await reader.message(10_000));
+      while (seen.at(-1)?.type !== type);
+      return seen;
+    };
+    try {
+      session.socket.write(tagged('Q', cstr('copy t from stdin')));
+      expect((await until('G')).map((m) => m.type)).toEqual(['G']);
+      session.socket.write(
+        Buffer.concat([tagged('d', 'a\n'), tagged('Q', cstr('insert into t values (1)'))]),
+      );
+      const answer = await until('Z');
+      expect(answer.map((m) => m.type)).toEqual(['E', 'Z']);
+      const fields = parseErrorFields(answer[0]?.body ?? Buffer.alloc(0));
+      expect({ code: fields.C, message: fields.M }).toEqual({
+        code: '08P01',
+        message: 'unexpected message type 0x51 during COPY from stdin',
+      });
+      session.socket.write(tagged('Q', cstr('select count(*) from t')));
+      const rows = await until('Z');
+      expect(rows.filter((m) => m.type === 'D').map((m) => m.body.toString('utf8', 6))).toEqual(['0']);
+    } finally {
+      reader.detach();
+      session.socket.destroy();
     }
   });
 });
