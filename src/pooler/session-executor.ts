@@ -1,12 +1,13 @@
 import type { Database } from '../databases/database.js';
 import { EngineBrokenError, EngineKilledError } from '../engine/engine.js';
 import { errors, GatewayError } from '../errors.js';
-import { firstRow, hasError, lastReadyStatus } from '../wire/backend-scan.js';
+import { backendMessages, firstRow, hasError, lastReadyStatus } from '../wire/backend-scan.js';
 import {
   errorResponse,
   Frontend,
   flushMessage,
   query,
+  readErrorFields,
   readyForQuery,
   type TransactionStatus,
 } from '../wire/protocol.js';
@@ -56,6 +57,8 @@ export abstract class SessionExecutor {
   protected copy: CopyIn | undefined;
   /** The database generation this client's statements and state belong to. */
   protected generation: number;
+  /** The shared session's statementsEpoch when this client last checked its statements. */
+  private statementsEpoch: number;
   /** Why this client's running statement is being interrupted, when it is. */
   protected interrupting: string | undefined;
   protected execInFlight = false;
@@ -81,6 +84,7 @@ export abstract class SessionExecutor {
     this.names = new StatementNames(this.shared.nextClientId(), opts.maxPreparedStatements);
     this.settings = new ClientSettings(opts.settings);
     this.generation = opts.database.generation;
+    this.statementsEpoch = this.shared.statementsEpoch;
     this.gate = new ArchiveGate(opts.port);
   }
 
@@ -243,6 +247,7 @@ export abstract class SessionExecutor {
    * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
    */
   protected async deliver(response: Uint8Array): Promise<void> {
+    if (hasError(response) && this.lostStatement(response)) this.shared.statementsEpoch++;
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
     if (!this.settings.due(this.status) || ready === undefined) {
       this.write(response);
@@ -284,6 +289,40 @@ export abstract class SessionExecutor {
     if (error) this.write(error);
   }
 
+  /**
+   * Text that reaches the engine and names DEALLOCATE (in a DO block, a function body, a string
+   * for EXECUTE) may drop any client's statements: every client checks its own before its next
+   * extended unit. A DEALLOCATE the text does not show is caught by its 26000 (see deliver).
+   */
+  protected noteMayDeallocate(sql: string): void {
+    if (/deallocate/i.test(sql)) this.shared.statementsEpoch++;
+  }
+
+  /** A 26000 naming one of this client's statements: the session lost it behind our back. */
+  private lostStatement(response: Uint8Array): boolean {
+    for (const m of backendMessages(response)) {
+      if (m.code !== 0x45) continue;
+      const fields = readErrorFields(response.subarray(m.start, m.end));
+      const name = /"([^"]*)"/.exec(fields.get('M') ?? '')?.[1];
+      if (fields.get('C') === '26000' && name !== undefined && this.names.owns(name)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Which of this client's statements the session still has; the others are prepared again. Runs
+   * before a unit's messages are renamed, when a statement may have dropped some (see above).
+   */
+  protected async checkStatements(): Promise<void> {
+    // In a failed transaction nothing can be read: try again at the next unit.
+    if (this.statementsEpoch === this.shared.statementsEpoch || this.status === 'E') return;
+    this.statementsEpoch = this.shared.statementsEpoch;
+    if (this.names.size === 0) return;
+    const sql = `SELECT pg_catalog.string_agg(name, ',') FROM pg_catalog.pg_prepared_statements WHERE name LIKE '${this.names.likePattern}'`;
+    const [list] = firstRow(await this.exec(query(sql))) ?? [];
+    this.names.keepOnly(new Set(list ? list.split(',') : []));
+  }
+
   /** Renames statements and guards what a Parse may run. */
   protected prepareExtended(message: Buffer): Buffer {
     if (message[0] === Frontend.Parse) {
@@ -303,6 +342,7 @@ export abstract class SessionExecutor {
               : undefined;
       // Failing inside the engine keeps the transaction state the client sees and the real one equal.
       if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
+      else this.noteMayDeallocate(sql);
     }
     return renameStatement(message, this.names);
   }

@@ -229,6 +229,7 @@ export class ClientSession extends SessionExecutor {
   private async step(): Promise<void> {
     if (this.copy) return this.stepCopy(this.copy);
     if (this.skipUntilSync) return this.skipToSync();
+    await this.checkStatements();
     const batch: Buffer[] = [];
     let message = this.queue.shift();
     while (message) {
@@ -290,6 +291,7 @@ export class ClientSession extends SessionExecutor {
     if (forget && this.status !== 'E' && (forget.kind === 'deallocate' || this.status === 'I')) {
       return this.forgetStatements(forget.kind === 'discard');
     }
+    this.noteMayDeallocate(sql);
     await this.deliver(await this.exec(message, true));
   }
 

@@ -24,6 +24,11 @@ export class SharedSession {
   readonly fixedIdentity: boolean;
   /** Which clients listen to which channels; the session listens to their union. */
   readonly notifications = new NotificationHub();
+  /**
+   * Bumped when a statement may have dropped prepared statements behind the gateway's back
+   * (DEALLOCATE in dynamic SQL): each client then checks its own before its next extended unit.
+   */
+  statementsEpoch = 0;
   /** Where its clients' units and waits are counted (metrics, live stats). */
   readonly activity: DatabaseActivity;
   private clientIds = 0;

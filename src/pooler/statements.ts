@@ -67,6 +67,24 @@ export class StatementNames {
     this.reprepares.length = 0;
   }
 
+  /** Whether a backend statement name is one of this client's (`_g<client>_<n>`). */
+  owns(backendName: string): boolean {
+    return backendName.startsWith(this.prefix) && backendName !== this.missing;
+  }
+
+  /** The LIKE pattern of this client's backend names. */
+  get likePattern(): string {
+    return `${this.prefix.replaceAll('_', '\\_')}%`;
+  }
+
+  /**
+   * The session lost some statements behind the gateway's back (a DEALLOCATE in a function or
+   * DO block): those not in `existing` are prepared again on their next use.
+   */
+  keepOnly(existing: ReadonlySet<string>): void {
+    for (const [name, backend] of [...this.toBackend]) if (!existing.has(backend)) this.drop(name, false);
+  }
+
   /** The session lost every statement (the engine restarted): they are prepared again on use. */
   lostAll(): void {
     this.toBackend.clear();

@@ -93,6 +93,28 @@ describe('identities and settings across clients', () => {
   });
 });
 
+describe("prepared statements dropped behind the gateway's back", () => {
+  it('are prepared again for their clients after a DEALLOCATE in dynamic SQL', async () => {
+    const id = 'dealloc-do';
+    const pw = await t.createDatabase(id);
+    const a = await connected(t.pgConfig(id, pw));
+    const b = await connected(t.pgConfig(id, pw));
+    const named = (v: number) => a.query({ name: 'double', text: 'select $1::int * 2 as v', values: [v] });
+    try {
+      expect((await named(1)).rows).toEqual([{ v: 2 }]);
+      // The text names DEALLOCATE: A checks its statements before its next unit, no error.
+      await b.query(`DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$`);
+      expect((await named(2)).rows).toEqual([{ v: 4 }]);
+      // Hidden from the text: A hears the loss once (26000), then has its statement back.
+      await b.query(`DO $$ BEGIN EXECUTE 'DEALL' || 'OCATE ALL'; END $$`);
+      expect(await sqlstateOf(named(3))).toBe('26000');
+      expect((await named(4)).rows).toEqual([{ v: 8 }]);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+});
+
 describe('a cancelled wait', () => {
   it('in the middle of an extended unit answers its Sync with one ReadyForQuery', async () => {
     const id = 'cancel-unit';
