@@ -201,7 +201,11 @@ export class DatabaseRegistry {
     this.stats.opens++;
     const open = () =>
       this.opts.engines.open(dir, { readOnly: record.readOnly, writer: accessMode(record) === 'writer' });
-    const engine = await open();
+    const engine = await open().catch(async (err: unknown) => {
+      // Deleted while it was being opened: the client hears that, not an internal error.
+      if (!(await hasPgVersion(dir))) throw errors.databaseNotFound(record.id);
+      throw err;
+    });
     const ms = performance.now() - started;
     this.opts.logger.info(
       { db: record.id, ms: Math.round(ms), readOnly: record.readOnly },

@@ -23,6 +23,19 @@ export class ScramLookup {
     return { known: false, data: this.mock(databaseId, username) };
   }
 
+  /**
+   * Whether the verifier a client logged in with (its StoredKey) is still the database's. A
+   * database deleted and created again under the same id has new verifiers (a new random salt),
+   * so a login that raced that must not reach the new database: checked once the session's
+   * database is open, after which deleting it ends the session.
+   */
+  async stillCurrent(databaseId: string, username: string, storedKey: string): Promise<boolean> {
+    const credential = await this.catalog.getCredential(databaseId, username).catch((err: unknown) => {
+      throw Object.assign(errors.catalogUnavailable(), { cause: err });
+    });
+    return credential?.scram.storedKey === storedKey;
+  }
+
   private mock(databaseId: string, username: string): ScramSha256Data {
     const salt = createHmac('sha256', this.mockSecret)
       .update(`${databaseId}\0${username}`)

@@ -53,9 +53,16 @@ export function authenticate(
   deps: AuthDeps,
   peer: { address: string; log: () => Logger; bind: (fields: Record<string, string>) => void },
   opts: ConnectionOptions,
-): Promise<{ route: Extract<Route, { ok: true }>; user: string; pipelined: Buffer }> {
+): Promise<{ route: Extract<Route, { ok: true }>; user: string; pipelined: Buffer; storedKey: string }> {
   return new Promise((resolve, reject) => {
     let route: Extract<Route, { ok: true }> | undefined;
+    /** The verifier the password was checked against (see ScramLookup.stillCurrent). */
+    let storedKey = '';
+    const lookup = async (username: string) => {
+      const { data } = await deps.scram.lookup(route?.id ?? '', username);
+      storedKey = data.storedKey;
+      return data;
+    };
     let authenticated = false;
     /** Set when we refused the password ourselves; pg-gateway's own (28000) reply is dropped. */
     let refused = false;
@@ -133,11 +140,7 @@ export function authenticate(
       method: 'password' as const,
       getClearTextPassword: () => '',
       validateCredentials: ({ username, password }: { username: string; password: string }) =>
-        judge(username, () =>
-          guarded(async () =>
-            verifyCleartextPassword((await deps.scram.lookup(route?.id ?? '', username)).data, password),
-          ),
-        ),
+        judge(username, () => guarded(async () => verifyCleartextPassword(await lookup(username), password))),
     };
     void fromDuplexStream(
       { readable, writable },
@@ -147,8 +150,7 @@ export function authenticate(
             ? cleartext
             : {
                 method: 'scram-sha-256',
-                getScramSha256Data: ({ username }) =>
-                  guarded(async () => (await deps.scram.lookup(route?.id ?? '', username)).data),
+                getScramSha256Data: ({ username }) => guarded(() => lookup(username)),
                 // Postgres answers a failed password with 28P01, which clients and tests rely on. The
                 // throttle's delay comes first, so no answer is revealed before it.
                 validateCredentials: ({ authMessage, clientProof, username, scramSha256Data }) =>
@@ -180,7 +182,7 @@ export function authenticate(
             socket.off('close', onClose);
             await connection?.detach();
             const pipelined = Buffer.concat([...unread, framer.takeBuffered()]);
-            if (route) resolve({ route, user: state.clientParams?.user ?? '', pipelined });
+            if (route) resolve({ route, user: state.clientParams?.user ?? '', pipelined, storedKey });
           }),
       },
     ).then((c) => {

@@ -147,7 +147,7 @@ export function handleConnection(
       },
     };
     const serverName = outcome.serverName ?? opts.serverName;
-    const { route, user, pipelined } = await authenticate(
+    const { route, user, pipelined, storedKey } = await authenticate(
       socket,
       outcome.message,
       serverName,
@@ -157,7 +157,7 @@ export function handleConnection(
     );
     clearTimeout(loginTimer);
     if (ended) return;
-    await startSession(route, user, params, pipelined);
+    await startSession(route, user, params, pipelined, storedKey);
   };
 
   const startSession = async (
@@ -165,6 +165,8 @@ export function handleConnection(
     user: string,
     params: Record<string, string>,
     pipelined: Buffer,
+    /** The verifier the client logged in with; undefined for a session another node forwarded. */
+    storedKey?: string,
   ) => {
     const settings = startupSettings(params, route.options.settings);
     // Setting names are case-insensitive (options=-c CLIENT_ENCODING=... is the same setting).
@@ -189,6 +191,10 @@ export function handleConnection(
     lease = await deps.registry.connect(record);
     if (ended) return lease.release();
     const database = lease.database;
+    // The database may have been deleted and created again since the login: not this client's.
+    if (storedKey !== undefined && !(await deps.scram.stillCurrent(route.id, user, storedKey)))
+      throw errors.databaseNotFound(route.id);
+    if (ended) return;
     if (changesFixedIdentity(settings, database)) throw errors.identityFixed();
     // One waiter for all the writes made while the client is behind (a listener each would pile up).
     let drained: Promise<void> | undefined;

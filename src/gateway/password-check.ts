@@ -127,15 +127,19 @@ export async function checkCleartextLogin(
     log: Logger;
     wait: (ms: number) => Promise<void>;
   },
-): Promise<boolean> {
-  return deps.throttle.guard({
+): Promise<string | undefined> {
+  let storedKey: string | undefined;
+  const ok = await deps.throttle.guard({
     address: attempt.address,
     database: attempt.database,
     log: attempt.log,
     verify: async () => {
       const { data } = await deps.scram.lookup(attempt.database, attempt.user);
-      return verifyCleartextPassword(data, attempt.password);
+      const good = await verifyCleartextPassword(data, attempt.password);
+      if (good) storedKey = data.storedKey;
+      return good;
     },
     wait: attempt.wait,
   });
+  return ok ? storedKey : undefined;
 }

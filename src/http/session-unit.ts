@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Catalog } from '../catalog/catalog.js';
 import type { DatabaseRegistry } from '../databases/registry.js';
 import { errors, type GatewayError } from '../errors.js';
+import type { ScramLookup } from '../gateway/auth.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
 import { limitsOf, type PoolLimits } from '../pooler/session-options.js';
@@ -18,6 +19,8 @@ import { ReplyReader } from '../wire/sql-over-http.js';
 
 export interface UnitDeps extends PoolLimits {
   catalog: Pick<Catalog, 'getDatabase'>;
+  /** Checks the login's verifier is still the database's once it is open (see stillCurrent). */
+  scram?: Pick<ScramLookup, 'stillCurrent'> | undefined;
   registry: DatabaseRegistry;
   poolMode: 'transaction' | 'session';
   logger: Logger;
@@ -31,16 +34,23 @@ export class ResponseTooLarge extends Error {}
 /** Headroom for one backend message beyond the response limit before it is refused unread. */
 const MESSAGE_SLACK = 64 * 1024;
 
+export interface UnitOptions {
+  id: string;
+  user: string;
+  /** The verifier the request's password was checked against (ScramLookup.stillCurrent). */
+  storedKey?: string | undefined;
+  messages: Buffer[];
+  maxResponseBytes: number;
+  logger: Logger;
+}
+
 export interface UnitRun {
   /** Interrupts the running statement (the HTTP client went away). */
   cancel(): void;
   readonly reply: Promise<ReplyReader>;
 }
 
-export function runUnit(
-  deps: UnitDeps,
-  opts: { id: string; user: string; messages: Buffer[]; maxResponseBytes: number; logger: Logger },
-): UnitRun {
+export function runUnit(deps: UnitDeps, opts: UnitOptions): UnitRun {
   let session: ClientSession | undefined;
   let cancelled = false;
   const reply = run(deps, opts, (s) => {
@@ -58,12 +68,24 @@ export function runUnit(
 
 async function run(
   deps: UnitDeps,
-  opts: { id: string; user: string; messages: Buffer[]; maxResponseBytes: number; logger: Logger },
+  opts: UnitOptions,
   started: (session: ClientSession) => void,
 ): Promise<ReplyReader> {
   const record = await deps.catalog.getDatabase(opts.id);
   if (!record) throw errors.databaseNotFound(opts.id);
   const lease = await deps.registry.connect(record);
+  // Deleted and created again since the password was checked: not this request's database.
+  const current =
+    opts.storedKey === undefined || !deps.scram
+      ? true
+      : await deps.scram.stillCurrent(opts.id, opts.user, opts.storedKey).catch((err: unknown) => {
+          lease.release();
+          throw err;
+        });
+  if (!current) {
+    lease.release();
+    throw errors.databaseNotFound(opts.id);
+  }
   const sessionId = randomBytes(6).toString('hex');
   let reader = new ReplyReader(opts.maxResponseBytes);
   const framer = new MessageFramer(() => opts.maxResponseBytes + MESSAGE_SLACK);

@@ -16,7 +16,7 @@ import {
   resultJson,
 } from '../wire/sql-over-http.js';
 import { runRemoteUnit } from './remote-unit.js';
-import { ResponseTooLarge, runUnit, type UnitDeps, type UnitRun } from './session-unit.js';
+import { ResponseTooLarge, runUnit, type UnitDeps, type UnitOptions, type UnitRun } from './session-unit.js';
 
 /**
  * `POST /sql` as the Neon serverless driver sends it: the connection string in a header, one
@@ -195,7 +195,7 @@ export async function handleSql(
     const level = header(req, 'neon-batch-isolation-level');
     const isolation = level === undefined ? undefined : IsolationLevel.safeParse(level);
     if (isolation && !isolation.success) throw badRequest('invalid Neon-Batch-Isolation-Level');
-    const ok = await checkCleartextLogin(deps, {
+    const storedKey = await checkCleartextLogin(deps, {
       address: req.socket.remoteAddress ?? '',
       database: route.id,
       user: conn.user,
@@ -203,7 +203,7 @@ export async function handleSql(
       log: reqLog,
       wait: (ms) => new Promise((resolve) => setTimeout(resolve, ms).unref()),
     });
-    if (!ok) {
+    if (storedKey === undefined) {
       throw new HttpFailure(400, {
         message: `password authentication failed for user "${conn.user}"`,
         code: '28P01',
@@ -220,6 +220,7 @@ export async function handleSql(
     const unit = await startUnit(deps, {
       id: route.id,
       user: conn.user,
+      storedKey,
       messages: requestMessages(queries, begin),
       maxResponseBytes: deps.maxResponseBytes,
       logger: reqLog,
@@ -248,10 +249,7 @@ export async function handleSql(
 const emptyResult = { command: null, rowCount: null, fields: [], rows: [] };
 
 /** Runs the unit here, or in cluster mode on the database's owner when that is another node. */
-async function startUnit(
-  deps: SqlOverHttpDeps,
-  opts: { id: string; user: string; messages: Buffer[]; maxResponseBytes: number; logger: Logger },
-): Promise<UnitRun> {
+async function startUnit(deps: SqlOverHttpDeps, opts: UnitOptions): Promise<UnitRun> {
   const cluster = deps.cluster;
   if (!cluster) return runUnit(deps, opts);
   const local = () => runUnit({ ...deps, mayAcknowledge: (id) => cluster.mayAcknowledge(id) }, opts);

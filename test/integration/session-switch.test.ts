@@ -1,5 +1,9 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ScramLookup } from '../../src/gateway/auth.js';
+import { runUnit } from '../../src/http/session-unit.js';
+import { createLogger } from '../../src/log.js';
+import { query } from '../../src/wire/protocol.js';
 import { sendCancel, stillPending } from '../helpers/clients.js';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
 import { type BackendMessage, BackendReader, parseErrorFields, rawLogin } from '../helpers/raw-auth.js';
@@ -23,6 +27,14 @@ async function connected(config: pg.ClientConfig): Promise<pg.Client> {
   await c.connect();
   return c;
 }
+
+const silent = createLogger({ level: 'silent', pretty: false });
+const LIMITS = {
+  maxMessageSize: 1 << 20,
+  maxPreparedStatements: 100,
+  idleInTransactionTimeoutMs: 20_000,
+  statementTimeoutMs: 0,
+};
 
 const one = async (c: pg.Client, sql: string) => (await c.query(sql)).rows[0] as Record<string, string>;
 
@@ -156,6 +168,37 @@ describe('a cancelled wait', () => {
       session.socket.destroy();
       await holder.end();
     }
+  });
+});
+
+describe('a login that raced a delete and re-create of its database', () => {
+  it('never reaches the new database: its verifier is checked once the database is open', async () => {
+    const id = 'reborn';
+    await t.createDatabase(id, { password: 'first-tenant-password-1' });
+    const { catalog, registry } = t.server;
+    const old = await catalog.getCredential(id, 'postgres');
+    await t.server.manager.delete(id);
+    const pw = await t.createDatabase(id, { password: 'second-tenant-password-2' });
+    const scram = new ScramLookup(catalog);
+    const deps = { catalog, registry, scram, poolMode: 'transaction' as const, logger: silent, ...LIMITS };
+    const unit = (storedKey: string | undefined) =>
+      runUnit(deps, {
+        id,
+        user: 'postgres',
+        storedKey,
+        messages: [query('create table written_by_first (v int)')],
+        maxResponseBytes: 1 << 20,
+        logger: silent,
+      }).reply;
+    expect(await sqlstateOf(unit(old?.scram.storedKey))).toBe('3D000');
+    const current = await catalog.getCredential(id, 'postgres');
+    await unit(current?.scram.storedKey);
+    // Only the request whose verifier is the new database's own ran there.
+    await withClient(t.pgConfig(id, pw), async (c) => {
+      expect((await c.query(`select to_regclass('written_by_first') is not null as made`)).rows).toEqual([
+        { made: true },
+      ]);
+    });
   });
 });
 
