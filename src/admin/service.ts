@@ -68,6 +68,15 @@ const DEFAULT_MIN_PASSWORD_LENGTH = 12;
 /** Length of generated passwords, unless the minimum is longer. */
 const GENERATED_PASSWORD_LENGTH = 24;
 
+/** A login user name as given (the default when none): the one check for create and passwd. */
+function userName(given: string | undefined): string {
+  const username = given ?? DEFAULT_USER;
+  if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) {
+    throw new InvalidRequestError('invalid user name: 1-63 letters, digits, "_", "." or "-"');
+  }
+  return username;
+}
+
 /** A random password of `length` base64url characters (24 = 144 bits by default). */
 export function generatePassword(length = GENERATED_PASSWORD_LENGTH): string {
   return randomBytes(Math.ceil((length * 3) / 4))
@@ -170,9 +179,9 @@ export class DatabaseManager {
 
   /** Sets a new password (generated when not given) for a user of the database. */
   async passwd(id: string, opts: { username?: string; password?: string } = {}) {
-    await this.get(id);
-    const username = opts.username ?? DEFAULT_USER;
+    const username = userName(opts.username);
     const password = this.passwordFor(opts.password);
+    await this.get(id);
     await this.deps.catalog.setCredential(id, username, await createScramSha256Data(password));
     return { username, password };
   }
@@ -300,8 +309,7 @@ export class DatabaseManager {
       throw new InvalidRequestError(errors.invalidDatabaseId().hint ?? 'invalid database id');
     // A dbname of `postgres` or a template names no database (routing), so such an id is unreachable.
     if (isReservedDatabaseId(id)) throw new InvalidRequestError(`database id "${id}" is reserved`);
-    const username = opts.username ?? DEFAULT_USER;
-    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) throw new InvalidRequestError('invalid user name');
+    const username = userName(opts.username);
     const password = this.passwordFor(opts.password);
     const scram = await createScramSha256Data(password);
     const database = await this.deps.catalog.createDatabase({
@@ -327,6 +335,10 @@ export class DatabaseManager {
     if (given === undefined) return generatePassword(Math.max(GENERATED_PASSWORD_LENGTH, min));
     if ([...given].length < min) {
       throw new InvalidRequestError(`password must be at least ${min} characters long`);
+    }
+    // No client can send a NUL in a password, and a lone surrogate has no UTF-8 form to hash.
+    if (given.includes('\0') || /\p{Cs}/u.test(given)) {
+      throw new InvalidRequestError('password must be valid UTF-8 text without NUL characters');
     }
     return given;
   }

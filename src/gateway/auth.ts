@@ -15,6 +15,9 @@ export class ScramLookup {
 
   /** Returns the stored verifier, or `{ known: false }` with mock data that never verifies. */
   async lookup(databaseId: string, username: string): Promise<{ known: boolean; data: ScramSha256Data }> {
+    // No stored name holds a NUL, and the catalog would refuse it (an error read as an outage).
+    if (databaseId.includes('\0') || username.includes('\0'))
+      return { known: false, data: this.mock(databaseId, username) };
     // A catalog outage is the server's problem, not a wrong password: say so (57P03), keep the cause for the log.
     const credential = await this.catalog.getCredential(databaseId, username).catch((err: unknown) => {
       throw Object.assign(errors.catalogUnavailable(), { cause: err });
@@ -30,6 +33,7 @@ export class ScramLookup {
    * database is open, after which deleting it ends the session.
    */
   async stillCurrent(databaseId: string, username: string, storedKey: string): Promise<boolean> {
+    if (databaseId.includes('\0') || username.includes('\0')) return false;
     const credential = await this.catalog.getCredential(databaseId, username).catch((err: unknown) => {
       throw Object.assign(errors.catalogUnavailable(), { cause: err });
     });

@@ -187,6 +187,23 @@ describe('admin app', () => {
     expect(await catalog.getDatabase('shorty')).toBeUndefined();
   });
 
+  it('refuses bad user names on password changes, and passwords no client can send, with 400', async () => {
+    for (const [url, body] of [
+      ['/v1/databases/alpha/password', { username: '' }],
+      ['/v1/databases/alpha/password', { username: 'x\u0001y' }],
+      ['/v1/databases/alpha/password', { username: 'postgres\u0000' }],
+      ['/v1/databases/alpha/password', { username: '\ud800' }],
+      ['/v1/databases/alpha/password', { username: 'u'.repeat(64) }],
+      ['/v1/databases/alpha/password', { password: 'long enough but \u0000' }],
+      ['/v1/databases', { id: 'surrogate', password: '\ud800password-1234567' }],
+    ] as const) {
+      const res = await app.request(url, json(body));
+      expect(res.status, JSON.stringify(body)).toBe(400);
+    }
+    expect(await catalog.getDatabase('surrogate')).toBeUndefined();
+    expect(await catalog.getCredential('alpha', '')).toBeUndefined();
+  });
+
   it('deletes databases with 204', async () => {
     const res = await app.request('/v1/databases/beta', { method: 'DELETE' });
     expect(res.status).toBe(204);

@@ -5,6 +5,7 @@ import {
   beginStatement,
   errorJson,
   extendedQuery,
+  MAX_PARAMS,
   parseCommandTag,
   ReplyReader,
   requestMessages,
@@ -54,6 +55,14 @@ describe('SQL over HTTP codec', () => {
     expect(execute?.toString('latin1')).toBe('E\0\0\0\x09\0\0\0\0\0');
     const batch = requestMessages([{ query: 'select 1', params: [] }], beginStatement({}));
     expect(batch.map((m) => String.fromCharCode(m[0] as number)).join('')).toBe('PBDEPBDEPBDES');
+  });
+
+  it('binds the most parameters a Bind can carry', () => {
+    const params = Array.from({ length: MAX_PARAMS }, (_, i) => (i % 2 === 0 ? '1' : null));
+    const bind = extendedQuery('select 1', params)[1] as Buffer;
+    expect(bind.readUInt16BE(5 + 4)).toBe(MAX_PARAMS);
+    // Per value: a 4-byte length, then one byte for '1' (none for a null).
+    expect(bind.length).toBe(5 + 2 + 2 + 2 + MAX_PARAMS * 4 + Math.ceil(MAX_PARAMS / 2) + 2);
   });
 
   it('spells BEGIN with the batch options', () => {

@@ -77,14 +77,15 @@ export function extendedQuery(sql: string, params: readonly (string | null)[] = 
   }
   const count = Buffer.allocUnsafe(2);
   count.writeUInt16BE(params.length, 0);
-  // No parameter format codes (all text), n values, no result format codes (all text).
+  // No parameter format codes (all text), n values, no result format codes (all text). The
+  // values are joined first: spreading 2 × 65,535 arguments into a call overflows the stack.
   const bind = message(
     Frontend.Bind,
     cstring(''),
     cstring(''),
     Buffer.from([0, 0]),
     count,
-    ...values,
+    Buffer.concat(values),
     Buffer.from([0, 0]),
   );
   const describe = message(Frontend.Describe, 'P', cstring(''));
