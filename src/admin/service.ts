@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { createScramSha256Data } from 'pg-gateway';
@@ -6,20 +5,20 @@ import type { Catalog, DatabaseRecord, PoolMode, RoleMode, VersionRecord } from 
 import type { DatabaseRegistry } from '../databases/registry.js';
 import { errors, InvalidRequestError, NotFoundError, PayloadTooLargeError } from '../errors.js';
 import { databasePath, isReservedDatabaseId, isValidDatabaseId } from '../ids.js';
+import { KeyedChain } from '../keyed-chain.js';
 import { extractTarball } from '../pgdata/extract.js';
 import type { TemplateSpares } from '../pgdata/spares.js';
 import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../pgdata/tarball.js';
 import { createFromTemplate } from '../pgdata/template.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
 import type { WalObjects } from '../storage/wal-objects.js';
+import { DEFAULT_USER, generatePassword, passwordToStore, userName } from './credential-rules.js';
 import type { TemplateManager } from './templates.js';
 
 /**
  * Database lifecycle operations behind the admin API and the CLI: the catalog entry and the
  * PGDATA directory are created and removed together.
  */
-
-export const DEFAULT_USER = 'postgres';
 
 export interface CreateOptions {
   readOnly?: boolean;
@@ -49,7 +48,7 @@ export interface UploadedDatabase {
   version?: VersionRecord;
 }
 
-export { InvalidRequestError, NotFoundError, PayloadTooLargeError };
+export { DEFAULT_USER, generatePassword, InvalidRequestError, NotFoundError, PayloadTooLargeError };
 
 export const NO_ARCHIVE_MESSAGE = 'no archive configured (set ARCHIVE_URL)';
 
@@ -61,27 +60,6 @@ function clientError(err: unknown): unknown {
   }
   if (err instanceof VersionNotFoundError) return new NotFoundError(err.message);
   return err;
-}
-
-/** Shortest password accepted when one is given (MIN_PASSWORD_LENGTH). */
-const DEFAULT_MIN_PASSWORD_LENGTH = 12;
-/** Length of generated passwords, unless the minimum is longer. */
-const GENERATED_PASSWORD_LENGTH = 24;
-
-/** A login user name as given (the default when none): the one check for create and passwd. */
-function userName(given: string | undefined): string {
-  const username = given ?? DEFAULT_USER;
-  if (!/^[A-Za-z0-9_.-]{1,63}$/.test(username)) {
-    throw new InvalidRequestError('invalid user name: 1-63 letters, digits, "_", "." or "-"');
-  }
-  return username;
-}
-
-/** A random password of `length` base64url characters (24 = 144 bits by default). */
-export function generatePassword(length = GENERATED_PASSWORD_LENGTH): string {
-  return randomBytes(Math.ceil((length * 3) / 4))
-    .toString('base64url')
-    .slice(0, length);
 }
 
 export class DatabaseManager {
@@ -115,7 +93,19 @@ export class DatabaseManager {
     },
   ) {}
 
-  async create(id: string, opts: CreateOptions = {}): Promise<CreatedDatabase> {
+  /**
+   * Creating and deleting one id run one at a time on this node: a delete racing a create could
+   * otherwise answer 204 before the create's 201 and leave its directory behind with no catalog
+   * entry, and two creates of one id could collide on the directory (500) instead of the second
+   * hearing 409.
+   */
+  private readonly byId = new KeyedChain<string>();
+
+  create(id: string, opts: CreateOptions = {}): Promise<CreatedDatabase> {
+    return this.byId.run(id, () => this.createNow(id, opts));
+  }
+
+  private async createNow(id: string, opts: CreateOptions): Promise<CreatedDatabase> {
     // A template's newest version (its directory built on this node first if it lacks it).
     const { template: name, ...rest } = opts;
     const template =
@@ -150,7 +140,11 @@ export class DatabaseManager {
   }
 
   /** Disconnects its clients, closes it, and removes its catalog entry and data. */
-  async delete(id: string): Promise<void> {
+  delete(id: string): Promise<void> {
+    return this.byId.run(id, () => this.deleteNow(id));
+  }
+
+  private async deleteNow(id: string): Promise<void> {
     await this.get(id);
     await this.local(id, async () => {
       await this.deps.registry?.close(id);
@@ -249,16 +243,18 @@ export class DatabaseManager {
     else if (!(await snapshots.latest(sourceId))) {
       throw new NotFoundError(`database "${sourceId}" has no archived version`);
     }
-    const created = await this.register(newId, opts);
-    try {
-      const version = await this.whileClosed(newId, () =>
-        snapshots.cloneTo(sourceId, opts.version, newId, databasePath(this.deps.dataDir, newId), opts.at),
-      );
-      return { ...created, version };
-    } catch (err) {
-      await this.discard(newId);
-      throw clientError(err);
-    }
+    return this.byId.run(newId, async () => {
+      const created = await this.register(newId, opts);
+      try {
+        const version = await this.whileClosed(newId, () =>
+          snapshots.cloneTo(sourceId, opts.version, newId, databasePath(this.deps.dataDir, newId), opts.at),
+        );
+        return { ...created, version };
+      } catch (err) {
+        await this.discard(newId);
+        throw clientError(err);
+      }
+    });
   }
 
   /**
@@ -275,14 +271,16 @@ export class DatabaseManager {
   ): Promise<UploadedDatabase> {
     try {
       if (opts.create) {
-        const created = await this.register(id, opts);
-        try {
-          const version = await this.whileClosed(id, () => this.install(id, body, opts.maxBytes));
-          return { ...created, created: true, ...(version ? { version } : {}) };
-        } catch (err) {
-          await this.discard(id);
-          throw err;
-        }
+        return await this.byId.run(id, async () => {
+          const created = await this.register(id, opts);
+          try {
+            const version = await this.whileClosed(id, () => this.install(id, body, opts.maxBytes));
+            return { ...created, created: true as const, ...(version ? { version } : {}) };
+          } catch (err) {
+            await this.discard(id);
+            throw err;
+          }
+        });
       }
       const database = await this.get(id);
       const version = await this.whileClosed(id, () => this.install(id, body, opts.maxBytes));
@@ -325,22 +323,9 @@ export class DatabaseManager {
     return { database, username, password };
   }
 
-  /**
-   * The password to store: `given` when long enough (counted in characters), else a 400; a
-   * generated one, at least the minimum long, when none is given. The one check behind the admin
-   * API and the CLI (create, clone, upload --create, passwd).
-   */
+  /** The password to store (see passwordToStore). */
   private passwordFor(given: string | undefined): string {
-    const min = this.deps.minPasswordLength ?? DEFAULT_MIN_PASSWORD_LENGTH;
-    if (given === undefined) return generatePassword(Math.max(GENERATED_PASSWORD_LENGTH, min));
-    if ([...given].length < min) {
-      throw new InvalidRequestError(`password must be at least ${min} characters long`);
-    }
-    // No client can send a NUL in a password, and a lone surrogate has no UTF-8 form to hash.
-    if (given.includes('\0') || /\p{Cs}/u.test(given)) {
-      throw new InvalidRequestError('password must be valid UTF-8 text without NUL characters');
-    }
-    return given;
+    return passwordToStore(given, this.deps.minPasswordLength);
   }
 
   /** Undoes a half-made database: no catalog entry, no directory, no archived objects stay. */

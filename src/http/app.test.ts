@@ -204,6 +204,27 @@ describe('admin app', () => {
     expect(await catalog.getCredential('alpha', '')).toBeUndefined();
   });
 
+  it('runs creates and deletes of one id one at a time: 201 then 409, no directory without an entry', async () => {
+    const create = () => app.request('/v1/databases', json({ id: 'racing' }));
+    const statuses = await Promise.all([create(), create()]).then((all) => all.map((r) => r.status).sort());
+    expect(statuses).toEqual([201, 409]);
+    for (let round = 0; round < 3; round++) {
+      const del = app.request('/v1/databases/racing', { method: 'DELETE' });
+      const again = create();
+      // In call order: the delete, then the create.
+      expect([(await del).status, (await again).status]).toEqual([204, 201]);
+    }
+    const exists = async () =>
+      stat(path.join(dataDir, 'racing')).then(
+        () => true,
+        () => false,
+      );
+    expect(Boolean(await catalog.getDatabase('racing'))).toBe(true);
+    expect(await exists()).toBe(true);
+    await Promise.all([app.request('/v1/databases/racing', { method: 'DELETE' }), create()]);
+    expect(Boolean(await catalog.getDatabase('racing'))).toBe(await exists());
+  });
+
   it('deletes databases with 204', async () => {
     const res = await app.request('/v1/databases/beta', { method: 'DELETE' });
     expect(res.status).toBe(204);
