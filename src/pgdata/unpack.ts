@@ -211,6 +211,10 @@ export async function unpack(
     if (failure !== undefined) return;
     failure = err;
     signalFailure();
+    // The member may have been written whole already, with nobody listening for its errors: an
+    // 'error' with no listener would throw out of this function, inside the promise handler
+    // that called it, and surface as an unhandled rejection (a crash in production).
+    current?.on('error', () => undefined);
     current?.destroy(err instanceof Error ? err : new Error(String(err)));
   };
   let declared = 0;
