@@ -3,13 +3,15 @@ import { ConfigError, loadConfig } from './config.js';
 import { isReservedDatabaseId } from './ids.js';
 
 describe('HTTP front door configuration', () => {
-  it('defaults to HTTPS on 0.0.0.0:8443 with a 10 MB response limit', () => {
+  it('defaults to HTTPS on 0.0.0.0:8443 with a 10 MB response limit and 60 s to receive a request', () => {
     expect(loadConfig({}, false).http).toEqual({
       port: 8443,
       host: '0.0.0.0',
       tls: 'require',
       maxResponseBytes: 10_000_000,
+      requestTimeoutMs: 60_000,
     });
+    expect(loadConfig({ HTTP_REQUEST_TIMEOUT: '5s' }, false).http.requestTimeoutMs).toBe(5000);
   });
 
   it('allows HTTP_TLS=disable only on a loopback HTTP_HOST', () => {

@@ -131,6 +131,8 @@ export const EnvSchema = z.object({
   HTTP_TLS: z.enum(['require', 'disable']).default('require'),
   /** Largest SQL-over-HTTP response; a larger one is answered with 507. */
   MAX_HTTP_RESPONSE: bytes('10MB'),
+  /** Time to receive a whole HTTP request (HTTP/1.1 and each HTTP/2 stream); then 408. */
+  HTTP_REQUEST_TIMEOUT: duration('60s'),
   /** Local admin HTTP API port (db commands, /healthz, /metrics); 0 picks a free port. */
   ADMIN_PORT: int(5480),
   /** Address the admin HTTP API binds; keep it on loopback unless ADMIN_TOKEN is set. */

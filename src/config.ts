@@ -81,7 +81,13 @@ export type Config = Readonly<{
   }>;
   admin: Readonly<{ port: number; host: string; token: string | undefined; socketPath: string }>;
   /** The HTTPS front door (HTTP_*, MAX_HTTP_RESPONSE). */
-  http: Readonly<{ port: number; host: string; tls: 'require' | 'disable'; maxResponseBytes: number }>;
+  http: Readonly<{
+    port: number;
+    host: string;
+    tls: 'require' | 'disable';
+    maxResponseBytes: number;
+    requestTimeoutMs: number;
+  }>;
   loginTimeoutMs: number;
   /** Login throttling (AUTH_*): see `gateway/auth-throttle.ts`. */
   auth: Readonly<{ failThreshold: number; failWindowMs: number; baseDelayMs: number; maxDelayMs: number }>;
@@ -266,6 +272,7 @@ export function loadConfig(
       host: e.HTTP_HOST,
       tls: e.HTTP_TLS,
       maxResponseBytes: e.MAX_HTTP_RESPONSE,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT,
     }),
     loginTimeoutMs: e.LOGIN_TIMEOUT,
     auth: Object.freeze({

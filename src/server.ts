@@ -255,6 +255,7 @@ export async function startServer(
       host: config.http.host,
       port: config.http.port,
       tls: config.http.tls === 'disable' ? undefined : certificates?.current(),
+      requestTimeoutMs: config.http.requestTimeoutMs,
       sql: {
         catalog,
         registry,

@@ -1,5 +1,12 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
-import { createSecureServer, type Http2SecureServer, type Http2Session } from 'node:http2';
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+  constants as http2Constants,
+} from 'node:http2';
 import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import type { ConnectionDeps } from '../gateway/connection.js';
@@ -33,6 +40,8 @@ export interface FrontDoorOptions {
   connection: ConnectionDeps;
   /** Largest WebSocket message; a Postgres message may span several. Default 64 MiB. */
   maxWebSocketMessage?: number;
+  /** Time to receive a whole request (HTTP_REQUEST_TIMEOUT). Default 60 s. */
+  requestTimeoutMs?: number | undefined;
   logger: Logger;
 }
 
@@ -50,7 +59,7 @@ export interface FrontDoor {
 
 /** Requests and responses are small: a slow or silent client does not hold a socket for long. */
 const HEADERS_TIMEOUT_MS = 20_000;
-const REQUEST_TIMEOUT_MS = 60_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 /** An idle HTTP/1.1 keep-alive connection is closed after this (node:http's default). */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** An HTTP/2 connection with no stream activity this long is closed (HTTP/1.1 has keepAliveTimeout). */
@@ -58,8 +67,30 @@ const H2_IDLE_TIMEOUT_MS = 60_000;
 /** Requests in flight on one HTTP/2 connection at most (what browsers expect; RFC 9113 suggests ≥ 100). */
 const H2_MAX_STREAMS = 100;
 
+/**
+ * HTTP/1.1 requests must arrive whole within requestTimeout; node:http2 has only the session's
+ * idle timeout, which a client trickling one byte every few seconds keeps resetting (and one
+ * session carries up to H2_MAX_STREAMS requests). The same bound, per stream: 408, then the
+ * stream is reset.
+ */
+function boundRequestTime(req: Http2ServerRequest, res: Http2ServerResponse, timeoutMs: number): void {
+  const timer = setTimeout(() => {
+    if (req.complete) return;
+    if (!res.headersSent) {
+      res.writeHead(408, { ...CORS_HEADERS, 'content-type': 'application/json' });
+      res.end(JSON.stringify({ message: 'request body not received in time' }));
+    }
+    req.stream.close(http2Constants.NGHTTP2_CANCEL);
+  }, timeoutMs);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  req.once('end', done);
+  req.once('close', done);
+}
+
 export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor> {
   const log = opts.logger.child({ mod: 'http' });
+  const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const clients = new WebSocketClients(opts.connection);
   const wss = new WebSocketServer({
     noServer: true,
@@ -91,6 +122,8 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     }
     // HTTP/2 has no Connection header; its connections get a GOAWAY when closing (closeIdle).
     if (closing && req.httpVersionMajor === 1) res.setHeader('connection', 'close');
+    if (req.httpVersionMajor === 2)
+      boundRequestTime(req as Http2ServerRequest, res as Http2ServerResponse, requestTimeoutMs);
     const handling = handleSql(req, res, opts.sql, log);
     inflight.add(handling);
     void handling.finally(() => inflight.delete(handling));
@@ -114,8 +147,8 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
   // For HTTP/1.1 connections; node:http2 honours them for allowHTTP1 but leaves keepAliveTimeout
   // unset, which would keep idle connections open forever.
   Object.assign(server, {
-    headersTimeout: HEADERS_TIMEOUT_MS,
-    requestTimeout: REQUEST_TIMEOUT_MS,
+    headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs),
+    requestTimeout: requestTimeoutMs,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
   });
   server.on('error', (err) => log.error({ err }, 'http listener error'));

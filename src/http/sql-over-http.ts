@@ -103,8 +103,18 @@ async function readBody(req: SqlRequest, max: number): Promise<string> {
     if (size > max) throw new HttpFailure(413, { message: `request body exceeds ${max} bytes` });
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks, size).toString('utf8');
+  try {
+    // Invalid bytes would otherwise become U+FFFD and be stored as such: refuse them, as Postgres
+    // refuses an invalid byte sequence (22021).
+    return strictUtf8.decode(Buffer.concat(chunks, size));
+  } catch {
+    throw badRequest('request body is not valid UTF-8', '22021');
+  }
 }
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+/** A lone surrogate (a JSON escape like "\ud800") has no UTF-8 form. */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 function parseConnectionString(value: string | undefined) {
   if (!value) throw badRequest('missing Neon-Connection-String header');
@@ -143,7 +153,11 @@ function parseRequest(text: string) {
   if (!parsed.success) throw badRequest('request body must be {"query", "params"} or {"queries": [...]}');
   const body = parsed.data;
   const queries = 'queries' in body ? body.queries : [body];
-  for (const q of queries) if (q.query.includes('\0')) throw badRequest('query contains a NUL character');
+  for (const q of queries) {
+    if (q.query.includes('\0')) throw badRequest('query contains a NUL character');
+    if (LONE_SURROGATE.test(q.query) || q.params?.some((p) => p !== null && LONE_SURROGATE.test(p)))
+      throw badRequest('query or parameter holds an unpaired UTF-16 surrogate (not valid UTF-8)', '22021');
+  }
   return {
     batch: 'queries' in body,
     queries: queries.map((q) => ({ query: q.query, params: q.params ?? [] })),

@@ -10,7 +10,7 @@ describe('POST /sql over HTTP/2', () => {
   let session: ClientHttp2Session;
 
   beforeAll(async () => {
-    gw = await startTestServer({ AUTH_MAX_DELAY: '0' });
+    gw = await startTestServer({ AUTH_MAX_DELAY: '0', HTTP_REQUEST_TIMEOUT: '3s' });
     const password = await gw.createDatabase('hh');
     conn = `postgres://postgres:${password}@hh.db.example.com/postgres`;
     session = connect(`https://localhost:${gw.httpPort}`, { ca: gw.ca });
@@ -44,7 +44,7 @@ describe('POST /sql over HTTP/2', () => {
         resolve({ status: Number(got[':status']), headers: got, body: Buffer.concat(chunks).toString() }),
       );
       stream.on('error', reject);
-      stream.end(body === undefined ? undefined : JSON.stringify(body));
+      stream.end(body === undefined ? undefined : Buffer.isBuffer(body) ? body : JSON.stringify(body));
     });
 
   it('negotiates h2 and answers a query', async () => {
@@ -130,6 +130,51 @@ describe('POST /sql over HTTP/2', () => {
     } finally {
       agent.destroy();
     }
+  });
+
+  it('ends a stream whose body does not arrive within HTTP_REQUEST_TIMEOUT with 408', {
+    timeout: 20_000,
+  }, async () => {
+    const stream = session.request({
+      [constants.HTTP2_HEADER_METHOD]: 'POST',
+      [constants.HTTP2_HEADER_PATH]: '/sql',
+      'content-type': 'application/json',
+      'neon-connection-string': conn,
+    });
+    // A byte now and then keeps the connection busy; the request itself never completes.
+    stream.write('{');
+    const trickle = setInterval(() => stream.write(' '), 500);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        stream.once('response', (h) => resolve(Number(h[constants.HTTP2_HEADER_STATUS])));
+        stream.once('error', reject);
+      });
+      expect(status).toBe(408);
+    } finally {
+      clearInterval(trickle);
+      stream.close();
+    }
+    // The connection still serves other requests.
+    expect((await h2('POST', { query: 'select 1 as v' })).status).toBe(200);
+  });
+
+  it('refuses text that is not valid UTF-8 with 22021 instead of storing U+FFFD', async () => {
+    const rawBytes = Buffer.concat([
+      Buffer.from('{"query":"select $1::text as v","params":["a'),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('"]}'),
+    ]);
+    for (const body of [
+      rawBytes,
+      { query: 'select $1::text as v', params: ['\ud800'] },
+      { query: "select '\udc00'" },
+    ]) {
+      const res = await h2('POST', body);
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.body).code).toBe('22021');
+    }
+    const ok = await h2('POST', { query: 'select $1::text as v', params: ['é 😀'] });
+    expect(JSON.parse(ok.body).rows).toEqual([{ v: 'é 😀' }]);
   });
 
   it('answers the CORS preflight and refuses bad bodies over h2', async () => {
