@@ -97,10 +97,19 @@ export function registerLiveRoutes(
   v1.get('/stats/stream', (c) =>
     streamSSE(c, async (stream) => {
       let id = 0;
-      const send = (data: unknown) =>
-        stream
+      // A reader that stops reading misses snapshots instead of piling them up in memory: one
+      // write at a time, and a tick while one is pending is dropped.
+      let writing: Promise<void> | undefined;
+      const send = (data: unknown) => {
+        if (writing) return writing;
+        writing = stream
           .writeSSE({ event: 'stats', id: String(++id), data: JSON.stringify(data) })
-          .catch(() => undefined);
+          .catch(() => undefined)
+          .finally(() => {
+            writing = undefined;
+          });
+        return writing;
+      };
       await send(await hub.snapshot());
       await new Promise<void>((resolve) => {
         const stop = hub.subscribe((snapshot) => void send(snapshot), resolve);
