@@ -319,6 +319,14 @@ export class DatabaseRegistry {
   }
 
   /** The open databases, for periodic snapshots. */
+  /**
+   * The database open now under `id`, if any. A delete or close ends it, so finding the same
+   * object later proves the id was not deleted (and perhaps created again) in between.
+   */
+  openDatabase(id: string): Database | undefined {
+    return this.entries.get(id)?.database;
+  }
+
   async openDatabases(): Promise<Database[]> {
     const all = await Promise.all([...this.entries.values()].map((e) => e.opening.catch(() => undefined)));
     return all.filter((d): d is Database => d !== undefined);

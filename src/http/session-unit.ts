@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Catalog } from '../catalog/catalog.js';
-import type { DatabaseRegistry } from '../databases/registry.js';
+import type { Database, DatabaseRegistry } from '../databases/registry.js';
 import { errors, type GatewayError } from '../errors.js';
 import type { ScramLookup } from '../gateway/auth.js';
 import type { Logger } from '../log.js';
@@ -39,6 +39,11 @@ export interface UnitOptions {
   user: string;
   /** The verifier the request's password was checked against (ScramLookup.stillCurrent). */
   storedKey?: string | undefined;
+  /**
+   * The database that was open under the id before the password was checked: leasing that same
+   * object proves no delete came in between, and the verifier need not be read again.
+   */
+  openBefore?: Database | undefined;
   messages: Buffer[];
   maxResponseBytes: number;
   logger: Logger;
@@ -76,7 +81,7 @@ async function run(
   const lease = await deps.registry.connect(record);
   // Deleted and created again since the password was checked: not this request's database.
   const current =
-    opts.storedKey === undefined || !deps.scram
+    opts.storedKey === undefined || !deps.scram || (opts.openBefore && lease.database === opts.openBefore)
       ? true
       : await deps.scram.stillCurrent(opts.id, opts.user, opts.storedKey).catch((err: unknown) => {
           lease.release();

@@ -209,6 +209,7 @@ export async function handleSql(
     const level = header(req, 'neon-batch-isolation-level');
     const isolation = level === undefined ? undefined : IsolationLevel.safeParse(level);
     if (isolation && !isolation.success) throw badRequest('invalid Neon-Batch-Isolation-Level');
+    const openBefore = deps.registry.openDatabase(route.id);
     const storedKey = await checkCleartextLogin(deps, {
       address: req.socket.remoteAddress ?? '',
       database: route.id,
@@ -235,6 +236,7 @@ export async function handleSql(
       id: route.id,
       user: conn.user,
       storedKey,
+      openBefore,
       messages: requestMessages(queries, begin),
       maxResponseBytes: deps.maxResponseBytes,
       logger: reqLog,

@@ -174,9 +174,13 @@ describe('a cancelled wait', () => {
 describe('a login that raced a delete and re-create of its database', () => {
   it('never reaches the new database: its verifier is checked once the database is open', async () => {
     const id = 'reborn';
-    await t.createDatabase(id, { password: 'first-tenant-password-1' });
+    const first = await t.createDatabase(id, { password: 'first-tenant-password-1' });
+    await withClient(t.pgConfig(id, first), (c) => c.query('select 1'));
     const { catalog, registry } = t.server;
     const old = await catalog.getCredential(id, 'postgres');
+    // What the request saw open before its password check (the first tenant's database).
+    const openBefore = registry.openDatabase(id);
+    expect(openBefore).toBeDefined();
     await t.server.manager.delete(id);
     const pw = await t.createDatabase(id, { password: 'second-tenant-password-2' });
     const scram = new ScramLookup(catalog);
@@ -186,6 +190,7 @@ describe('a login that raced a delete and re-create of its database', () => {
         id,
         user: 'postgres',
         storedKey,
+        openBefore,
         messages: [query('create table written_by_first (v int)')],
         maxResponseBytes: 1 << 20,
         logger: silent,
