@@ -1,8 +1,9 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type pg from 'pg';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { rendezvousOwner } from '../../src/cluster/rendezvous.js';
-import { type ClusterHarness, type HarnessNode, startClusterHarness } from '../helpers/cluster.js';
-import { ackedMissing as missingOf, writeLoad } from '../helpers/cluster-load.js';
+import type { ClusterHarness, HarnessNode } from '../helpers/cluster.js';
+import { connectTo, ackedMissing as missingOf, writeLoad } from '../helpers/cluster-load.js';
+import { useSyncCluster } from '../helpers/cluster-suite.js';
 
 /**
  * Cluster failover drills with real processes: 3 nodes, a PostgreSQL 15 catalog, s3rver,
@@ -17,27 +18,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let cluster: ClusterHarness;
 
-const connect = async (node: HarnessNode, db: string, extra: Partial<pg.ClientConfig> = {}) => {
-  const c = new pg.Client({ ...node.pgConfig(db, PASSWORD), ...extra });
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
-};
+const connect = (node: HarnessNode, db: string, extra: Partial<pg.ClientConfig> = {}) =>
+  connectTo(node, db, PASSWORD, extra);
 
-beforeAll(async () => {
-  cluster = await startClusterHarness({
-    size: 3,
-    leaseTtl: `${LEASE_TTL_MS}ms`,
-    env: { DURABILITY: 'sync', QUERY_WAIT_TIMEOUT: '60s' },
-    templateDir: inject('templateDir'),
-  });
-}, 240_000);
-
-afterAll(async () => {
-  // CLUSTER_LOG_DIR=/some/dir keeps the nodes' logs of a run for a post-mortem.
-  if (process.env.CLUSTER_LOG_DIR) await cluster?.dumpLogs(process.env.CLUSTER_LOG_DIR);
-  await cluster?.close();
-}, 60_000);
+const harness = useSyncCluster(`${LEASE_TTL_MS}ms`);
+beforeAll(() => {
+  cluster = harness();
+});
 
 /**
  * Client-side load: each worker inserts its own increasing sequence numbers, one autocommit

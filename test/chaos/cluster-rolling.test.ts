@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type ClusterHarness, type HarnessNode, startClusterHarness } from '../helpers/cluster.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ClusterHarness, HarnessNode } from '../helpers/cluster.js';
 import { ackedMissing, connectTo, writeLoad } from '../helpers/cluster-load.js';
+import { useSyncCluster } from '../helpers/cluster-suite.js';
 
 /**
  * A rolling restart of a 3-node cluster (real processes, PostgreSQL 15 catalog, s3rver,
@@ -14,19 +15,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let cluster: ClusterHarness;
 
-beforeAll(async () => {
-  cluster = await startClusterHarness({
-    size: 3,
-    leaseTtl: '2s',
-    env: { DURABILITY: 'sync', QUERY_WAIT_TIMEOUT: '60s' },
-    templateDir: inject('templateDir'),
-  });
-}, 240_000);
-
-afterAll(async () => {
-  if (process.env.CLUSTER_LOG_DIR) await cluster?.dumpLogs(process.env.CLUSTER_LOG_DIR);
-  await cluster?.close();
-}, 60_000);
+const harness = useSyncCluster('2s');
+beforeAll(() => {
+  cluster = harness();
+});
 
 describe('cluster: rolling restart', () => {
   it('a rolling restart of all 3 nodes under write load: no acknowledged commit lost, a reconnect or so per restart', async () => {

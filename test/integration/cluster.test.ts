@@ -1,10 +1,12 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { internals, sendCancel } from '../helpers/clients.js';
-import { type ClusterHarness, type HarnessNode, startClusterHarness } from '../helpers/cluster.js';
+import type { ClusterHarness, HarnessNode } from '../helpers/cluster.js';
+import { connectTo } from '../helpers/cluster-load.js';
+import { useSyncCluster } from '../helpers/cluster-suite.js';
 
 /**
  * Cluster mode with real processes: 3 nodes, a PostgreSQL 15 catalog, s3rver, DURABILITY=sync and
@@ -23,12 +25,8 @@ async function inBatches<T>(items: T[], fn: (item: T) => Promise<void>): Promise
   for (let i = 0; i < items.length; i += 5) await Promise.all(items.slice(i, i + 5).map(fn));
 }
 
-const connect = async (node: HarnessNode, db: string, extra: Partial<pg.ClientConfig> = {}) => {
-  const c = new pg.Client({ ...node.pgConfig(db, PASSWORD), ...extra });
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
-};
+const connect = (node: HarnessNode, db: string, extra: Partial<pg.ClientConfig> = {}) =>
+  connectTo(node, db, PASSWORD, extra);
 
 /** A node other than the database's owner (so the session is forwarded). */
 const nonOwner = async (db: string) => {
@@ -38,20 +36,10 @@ const nonOwner = async (db: string) => {
   return { owner, entry };
 };
 
-beforeAll(async () => {
-  cluster = await startClusterHarness({
-    size: 3,
-    leaseTtl: `${LEASE_TTL_MS}ms`,
-    env: { DURABILITY: 'sync', QUERY_WAIT_TIMEOUT: '60s' },
-    templateDir: inject('templateDir'),
-  });
-}, 240_000);
-
-afterAll(async () => {
-  // CLUSTER_LOG_DIR=/some/dir keeps the nodes' logs of a run for a post-mortem.
-  if (process.env.CLUSTER_LOG_DIR) await cluster?.dumpLogs(process.env.CLUSTER_LOG_DIR);
-  await cluster?.close();
-}, 60_000);
+const harness = useSyncCluster(`${LEASE_TTL_MS}ms`);
+beforeAll(() => {
+  cluster = harness();
+});
 
 describe('cluster: 3 nodes, 20 databases', () => {
   const dbs = Array.from({ length: 20 }, (_, i) => `cdb${i}`);
