@@ -87,6 +87,13 @@ export const errors = {
       'too_many_open_databases',
       'too many databases are open on this server; try again shortly',
     ),
+  preLoginBytes: () =>
+    fatal(
+      '53000',
+      'prelogin_bytes',
+      'too much data sent before login while the server holds other logins; try again',
+      'send a large first query after the login completes',
+    ),
   queueTimeout: () =>
     fatal('57014', 'queue_timeout', 'canceling connection: timed out waiting for the database'),
   idleInUnitTimeout: () =>

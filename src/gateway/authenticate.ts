@@ -4,7 +4,7 @@ import { fromDuplexStream } from 'pg-gateway/node';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageFramer } from '../wire/framer.js';
-import { errorResponse } from '../wire/protocol.js';
+import { errorResponse, Frontend, PASSWORD_MESSAGE } from '../wire/protocol.js';
 import type { ScramLookup } from './auth.js';
 import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
 import { verifyCleartextPassword } from './password-check.js';
@@ -29,6 +29,8 @@ export interface ConnectionOptions {
    * channel that is already encrypted (wss), for clients that pipeline their password.
    */
   password?: 'scram' | 'cleartext';
+  /** Called once the client's password is accepted (before its database is opened). */
+  onLogin?: () => void;
 }
 
 /** What authentication needs from the connection's dependencies. */
@@ -66,22 +68,47 @@ export function authenticate(
     let authenticated = false;
     /** Set when we refused the password ourselves; pg-gateway's own (28000) reply is dropped. */
     let refused = false;
-    const framer = new MessageFramer(() => MAX_PREAUTH_MESSAGE);
-    // Messages are handed to pg-gateway one read at a time, so those it has not read when the
-    // client is authenticated (a pipelined first query) stay here for the session.
+    // Only password messages (and Terminate) belong to the login. Framing stops at the first
+    // message of another type: a first query the client pipelined (the Neon driver does) stays
+    // unread, however large, for the session's framer and its MAX_MESSAGE_SIZE.
+    const framer = new MessageFramer(
+      () => MAX_PREAUTH_MESSAGE,
+      undefined,
+      (code) => code !== PASSWORD_MESSAGE,
+    );
+    // Messages are handed to pg-gateway one read at a time. The socket is paused while one waits
+    // unread or the framer holds a pipelined message, so an unauthenticated client cannot make
+    // us buffer more than a message and a read's worth, however fast it sends.
     const unread: Buffer[] = [startup];
     let pulling: ((message: Buffer) => void) | undefined;
+    const flow = () => {
+      if (authenticated || refused) return;
+      if (unread.length > 0 || framer.heldType !== undefined) socket.pause();
+      else socket.resume();
+    };
+    /** pg-gateway wants a password message, and the client sent something else instead. */
+    const outOfTurn = (code: number) => {
+      socket.off('data', onData);
+      if (code === Frontend.Terminate) return reject(new ClosedError('terminated during authentication'));
+      reject(errors.protocolViolation(`expected password response, got message type ${code}`));
+    };
     const readable = new ReadableStream<Uint8Array>(
       {
         pull: (controller) => {
           const next = unread.shift();
-          if (next) return controller.enqueue(ownBuffer(next));
+          if (next) {
+            flow();
+            return controller.enqueue(ownBuffer(next));
+          }
+          const held = framer.heldType;
+          if (held !== undefined && !authenticated) return outOfTurn(held);
           return new Promise<void>((resolve) => {
             pulling = (message) => {
               pulling = undefined;
               controller.enqueue(ownBuffer(message));
               resolve();
             };
+            flow();
           });
         },
       },
@@ -93,6 +120,9 @@ export function authenticate(
           if (pulling) pulling(message);
           else unread.push(message);
         }
+        const held = framer.heldType;
+        if (pulling && held !== undefined) return outOfTurn(held);
+        flow();
       } catch (err) {
         socket.off('data', onData);
         reject(err);
@@ -133,6 +163,9 @@ export function authenticate(
       const gone = socket.destroyed || socket.writableEnded;
       if (ok && !gone) return true;
       refused = true;
+      // Nothing more is read from this client: drop what it sends, so its close is seen.
+      socket.off('data', onData);
+      socket.resume();
       if (!gone) socket.end(errorResponse(errors.authFailed(username)));
       return false;
     };

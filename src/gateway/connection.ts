@@ -96,13 +96,14 @@ export function handleConnection(
   const end = (err?: GatewayError) => {
     if (ended) return;
     ended = true;
-    if (socket.destroyed || socket.writableEnded) return;
-    if (err) {
+    if (socket.destroyed) return;
+    if (err && !socket.writableEnded) {
       log.info({ code: err.code, reason: err.label }, 'closing connection');
       socket.end(errorResponse(err));
-    } else {
+    } else if (!socket.writableEnded) {
       socket.end();
     }
+    // Also when ended already (a refused password): a client that never closes its side goes.
     setTimeout(() => socket.destroy(), 1000).unref();
   };
   const fail = (err: unknown) => {
@@ -156,6 +157,7 @@ export function handleConnection(
       opts,
     );
     clearTimeout(loginTimer);
+    opts.onLogin?.();
     if (ended) return;
     await startSession(route, user, params, pipelined, storedKey);
   };

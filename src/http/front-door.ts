@@ -12,6 +12,7 @@ import { WebSocketServer } from 'ws';
 import type { ConnectionDeps } from '../gateway/connection.js';
 import { listen } from '../listen.js';
 import type { Logger } from '../log.js';
+import { PreLoginBudget } from './prelogin-budget.js';
 import {
   CORS_HEADERS,
   handleSql,
@@ -66,6 +67,8 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const H2_IDLE_TIMEOUT_MS = 60_000;
 /** Requests in flight on one HTTP/2 connection at most (what browsers expect; RFC 9113 suggests ≥ 100). */
 const H2_MAX_STREAMS = 100;
+/** Bytes a WebSocket client may send before its login without drawing on the shared pool. */
+const PRELOGIN_ALLOWANCE = 64 * 1024;
 
 /**
  * HTTP/1.1 requests must arrive whole within requestTimeout; node:http2 has only the session's
@@ -91,12 +94,14 @@ function boundRequestTime(req: Http2ServerRequest, res: Http2ServerResponse, tim
 export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor> {
   const log = opts.logger.child({ mod: 'http' });
   const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  const clients = new WebSocketClients(opts.connection);
-  const wss = new WebSocketServer({
-    noServer: true,
-    maxPayload: opts.maxWebSocketMessage ?? 64 * 1024 * 1024,
-    perMessageDeflate: false,
-  });
+  const maxMessage = opts.maxWebSocketMessage ?? 64 * 1024 * 1024;
+  // All clients still logging in hold at most one largest message between them, plus a small
+  // allowance each (enough for a startup, a password and a modest first query).
+  const clients = new WebSocketClients(
+    opts.connection,
+    new PreLoginBudget(maxMessage, Math.min(maxMessage, PRELOGIN_ALLOWANCE)),
+  );
+  const wss = new WebSocketServer({ noServer: true, maxPayload: maxMessage, perMessageDeflate: false });
   let closing = false;
   const inflight = new Set<Promise<void>>();
 
@@ -165,7 +170,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.binaryType = 'nodebuffer';
-      clients.accept(ws, req);
+      clients.accept(ws, req, socket);
     });
   });
 

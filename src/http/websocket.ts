@@ -2,9 +2,13 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
+import { errors } from '../errors.js';
 import { type ClientHandle, type ConnectionDeps, handleConnection } from '../gateway/connection.js';
 import { idFromServerName } from '../gateway/routing.js';
 import { API_HOST_IDS } from '../ids.js';
+import { ThrottledWarning } from '../log-throttle.js';
+import { errorResponse } from '../wire/protocol.js';
+import type { PreLoginBudget } from './prelogin-budget.js';
 
 /**
  * The WebSocket front door: each binary message carries raw Postgres protocol bytes (a message
@@ -69,22 +73,54 @@ export function webSocketServerName(req: IncomingMessage, domain: string): strin
 /** The WebSocket clients of one front door, for shutdown. */
 export class WebSocketClients {
   private readonly clients = new Set<ClientHandle>();
+  private readonly refusals: ThrottledWarning;
 
-  constructor(private readonly deps: ConnectionDeps) {}
+  constructor(
+    private readonly deps: ConnectionDeps,
+    /** What clients still logging in may make us hold (see PreLoginBudget). */
+    readonly preLogin: PreLoginBudget,
+  ) {
+    this.refusals = new ThrottledWarning(deps.logger, 'websocket refused: too many bytes before login');
+  }
 
   get count(): number {
     return this.clients.size;
   }
 
-  accept(ws: WebSocket, req: IncomingMessage): void {
-    const socket = webSocketStream(ws, {
-      address: req.socket.remoteAddress ?? '',
-      port: req.socket.remotePort ?? 0,
-    });
+  /** `transport` is the connection under the WebSocket: its bytes are counted until login. */
+  accept(ws: WebSocket, req: IncomingMessage, transport: Duplex): void {
+    const address = req.socket.remoteAddress ?? '';
+    const socket = webSocketStream(ws, { address, port: req.socket.remotePort ?? 0 });
+    const account = this.preLogin.open();
+    const onBytes = (chunk: Buffer) => {
+      if (account.receive(chunk.length)) return;
+      transport.off('data', onBytes);
+      account.release();
+      this.refusals.warn(address, { address, pool: this.preLogin.pool });
+      // Read no more of the frame; the client hears why, a close frame and the end of the
+      // stream. Not terminate(): closing a socket with unread input resets the connection, and
+      // the client could lose the error. ws's close timeout (30 s) then frees the socket.
+      ws.pause();
+      ws.send(errorResponse(errors.preLoginBytes()));
+      ws.close(1008, 'too many bytes before login');
+      transport.end();
+    };
+    transport.on('data', onBytes);
+    const loggedIn = () => {
+      transport.off('data', onBytes);
+      account.release();
+    };
     const serverName = webSocketServerName(req, this.deps.wildcardDomain);
-    const client = handleConnection(socket, this.deps, { serverName, password: 'cleartext' });
+    const client = handleConnection(socket, this.deps, {
+      serverName,
+      password: 'cleartext',
+      onLogin: loggedIn,
+    });
     this.clients.add(client);
-    void client.closed.then(() => this.clients.delete(client));
+    void client.closed.then(() => {
+      loggedIn();
+      this.clients.delete(client);
+    });
   }
 
   /** Lets clients finish their transactions for up to `timeoutMs`, then ends them. */

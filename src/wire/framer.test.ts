@@ -142,4 +142,47 @@ describe('MessageFramer', () => {
     );
     expect(() => ok.push(Buffer.concat([tagged('S'), Buffer.from([0x38])]))).toThrowError(/type 56/);
   });
+
+  describe('holding from a type on (the login phase)', () => {
+    const holdsQuery = () =>
+      new MessageFramer(
+        () => 64,
+        undefined,
+        (code) => code === 0x51,
+      );
+    const password = tagged('p', cstr('secret'));
+    // Larger than the framer's limit: held messages are not checked, the session's framer checks.
+    const query = tagged('Q', cstr(`select '${'x'.repeat(200)}'`));
+    const stream = Buffer.concat([password, password, query, password]);
+
+    it('yields what comes before the held type and keeps the rest whole, wherever TCP splits', () => {
+      for (let a = 0; a <= stream.length; a++) {
+        for (let b = a; b <= stream.length; b += a < 40 ? 1 : 7) {
+          const framer = holdsQuery();
+          const out = [stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)].flatMap((c) =>
+            framer.push(c),
+          );
+          expect(out).toEqual([password, password]);
+          expect(framer.heldType).toBe(0x51);
+          expect(framer.takeBuffered().equals(Buffer.concat([query, password]))).toBe(true);
+          expect(framer.heldType).toBeUndefined();
+        }
+      }
+    });
+
+    it('reports nothing held while the front message is of another type, or absent', () => {
+      const framer = holdsQuery();
+      expect(framer.heldType).toBeUndefined();
+      expect(framer.push(password.subarray(0, 3))).toEqual([]);
+      expect(framer.heldType).toBeUndefined();
+      expect(framer.push(Buffer.concat([password.subarray(3), query.subarray(0, 1)]))).toEqual([password]);
+      expect(framer.heldType).toBe(0x51);
+      expect(framer.push(query.subarray(1))).toEqual([]);
+      expect(framer.bufferedBytes).toBe(query.length);
+    });
+
+    it('still refuses an oversized message of a type it frames', () => {
+      expect(() => holdsQuery().push(tagged('p', Buffer.alloc(100)))).toThrowError(GatewayError);
+    });
+  });
 });

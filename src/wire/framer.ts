@@ -13,14 +13,25 @@ export class MessageFramer {
    * `maxMessageSize` may change over the connection's life (pre/post authentication).
    * `acceptsType`, when given, refuses a message by its first byte, before waiting for a body
    * whose length an unknown message (a second StartupMessage, garbage) may have made up.
+   * `holdsType`, when given, stops framing at the first message of such a type: it and all
+   * after it stay buffered, unchecked, for `takeBuffered` (the login phase leaves a pipelined
+   * first query, which may be far larger than a login message, to the session's own framer).
    */
   constructor(
     private readonly maxMessageSize: () => number,
     private readonly acceptsType?: (code: number) => boolean,
+    private readonly holdsType?: (code: number) => boolean,
   ) {}
 
   get bufferedBytes(): number {
     return this.buffered;
+  }
+
+  /** The type code of the held message at the front (see `holdsType`), else undefined. */
+  get heldType(): number | undefined {
+    if (this.buffered === 0 || !this.holdsType) return undefined;
+    const code = (this.chunks[0] as Buffer)[0] as number;
+    return this.holdsType(code) ? code : undefined;
   }
 
   /** Appends bytes and returns every message now complete. Throws a GatewayError on oversize. */
@@ -30,7 +41,7 @@ export class MessageFramer {
     this.buffered += chunk.length;
     const out: Buffer[] = [];
     for (;;) {
-      if (this.buffered === 0) break;
+      if (this.buffered === 0 || this.heldType !== undefined) break;
       if (this.acceptsType) {
         const code = (this.chunks[0] as Buffer)[0] as number;
         if (!this.acceptsType(code)) throw errors.protocolViolation(`invalid frontend message type ${code}`);

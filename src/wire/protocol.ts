@@ -24,6 +24,9 @@ export const Frontend = {
   Terminate: 0x58, // X
 } as const;
 
+/** PasswordMessage, SASLInitialResponse and SASLResponse: the login's only message type ('p'). */
+export const PASSWORD_MESSAGE = 0x70;
+
 /** Backend message codes the gateway looks at or writes. */
 export const Backend = {
   ReadyForQuery: 0x5a, // Z

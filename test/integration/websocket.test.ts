@@ -106,6 +106,24 @@ describe('WebSocket with the Neon Pool and Client', () => {
     await next.end();
   });
 
+  it('runs a first query of 2 MB sent with the password, as SQL text and as a parameter', async () => {
+    // The driver sends startup, password and first query in one message, before the login is
+    // answered; such a query is session traffic, bounded by MAX_MESSAGE_SIZE, not by 64 KiB.
+    const big = 'x'.repeat(2_000_000);
+    const asText = new Client(url);
+    const connected = asText.connect();
+    const textQuery = asText.query(`select length('${big}') as n`);
+    await connected;
+    expect((await textQuery).rows).toEqual([{ n: big.length }]);
+    await asText.end();
+    const asParam = new Client(url);
+    const paramConnected = asParam.connect();
+    const paramQuery = asParam.query('select length($1) as n', [big]);
+    await paramConnected;
+    expect((await paramQuery).rows).toEqual([{ n: big.length }]);
+    await asParam.end();
+  });
+
   it('refuses a wrong password with 28P01', async () => {
     const client = new Client('postgres://postgres:wrong-password-1@sock.db.example.com/postgres');
     const failed = new Promise((resolve) => client.on('error', resolve));
