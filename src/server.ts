@@ -244,7 +244,13 @@ export async function startServer(
     if (cluster) {
       const clusterPort = await cluster.listen(config.host, {
         adoptSession: (socket, hello, pipelined) =>
-          listener.adopt(socket, { db: hello.db, user: hello.user, params: hello.params, pipelined }),
+          listener.adopt(socket, {
+            db: hello.db,
+            user: hello.user,
+            params: hello.params,
+            pipelined,
+            storedKey: hello.storedKey,
+          }),
         cancel: (hello) => void cancelKeys.cancel(hello.processId, hello.secretKey),
       });
       // Cleanups run in reverse: forwarded sessions stop arriving before the listener drains.

@@ -42,6 +42,8 @@ export interface ForwardedSession {
   user: string;
   params: Record<string, string>;
   pipelined: Buffer;
+  /** The verifier the password was checked against (see Hello). */
+  storedKey?: string | undefined;
 }
 
 export interface ClusterOptions {
@@ -162,6 +164,7 @@ export class Cluster implements ClusterHooks {
         db: session.db,
         user: session.user,
         params: session.params,
+        storedKey: session.storedKey,
       };
       try {
         const dialed = await dialPeer(target.address, this.opts.settings.secret, hello);

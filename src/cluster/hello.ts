@@ -19,6 +19,12 @@ export type Hello =
       user: string;
       /** The client's startup parameters (settings, application_name...). */
       params: Record<string, string>;
+      /**
+       * The verifier the entry node checked the password against. The owner checks it is still
+       * the database's once the database is open: one deleted and created again meanwhile (a
+       * new salt) is not this client's.
+       */
+      storedKey?: string | undefined;
     }
   | { kind: 'cancel'; from: string; processId: number; secretKey: number; relayed: boolean }
   /** `db move`: the former owner released the database; the target claims it now. */

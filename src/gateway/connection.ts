@@ -60,6 +60,8 @@ export interface ForwardedClient {
   user: string;
   params: Record<string, string>;
   pipelined: Buffer;
+  /** The verifier the entry node checked the password against, re-checked here once open. */
+  storedKey?: string | undefined;
 }
 
 /** A live client, as the listener sees it for draining. */
@@ -123,7 +125,7 @@ export function handleConnection(
       const options = parseStartupOptions(forwarded.params.options);
       const route = { ok: true as const, id: forwarded.db, source: 'database' as const, options };
       clearTimeout(loginTimer);
-      return startSession(route, forwarded.user, forwarded.params, forwarded.pipelined);
+      return startSession(route, forwarded.user, forwarded.params, forwarded.pipelined, forwarded.storedKey);
     }
     const outcome = await negotiateStartup(raw, deps).catch((err: unknown) => {
       if (err instanceof StartupFailure) socket = err.socket;
@@ -167,7 +169,7 @@ export function handleConnection(
     user: string,
     params: Record<string, string>,
     pipelined: Buffer,
-    /** The verifier the client logged in with; undefined for a session another node forwarded. */
+    /** The verifier the client logged in with (a forwarding node passes it on). */
     storedKey?: string,
   ) => {
     const settings = startupSettings(params, route.options.settings);
@@ -180,7 +182,7 @@ export function handleConnection(
     if (deps.cluster && !forwarded) {
       const target = await deps.cluster.route(route.id);
       if (target.kind === 'forward') {
-        const session = { db: route.id, user, params, pipelined };
+        const session = { db: route.id, user, params, pipelined, storedKey };
         try {
           return await deps.cluster.forward(socket, target, session, log);
         } catch (err) {

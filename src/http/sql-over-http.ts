@@ -273,7 +273,12 @@ async function startUnit(deps: SqlOverHttpDeps, opts: UnitOptions): Promise<Unit
   if (target.kind !== 'forward') return local();
   const forwarded = runRemoteUnit({
     ...opts,
-    dial: () => cluster.dialOwner(target, { db: opts.id, user: opts.user, params: {} }, opts.logger),
+    dial: () =>
+      cluster.dialOwner(
+        target,
+        { db: opts.id, user: opts.user, params: {}, storedKey: opts.storedKey },
+        opts.logger,
+      ),
     cancelKey: (processId, secretKey) => cluster.cancelElsewhere(processId, secretKey),
   });
   // The owner may have gone while routing: this node then serves the database itself.

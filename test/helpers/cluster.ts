@@ -219,6 +219,8 @@ export interface ClusterHarness {
   s3: TestS3;
   /** The control API the nodes' /v1/faults routes call (FAULT_CONTROL_URL). */
   control: FaultControlServer;
+  /** The nodes' CLUSTER_SECRET (tests speak to a node's cluster port as a peer would). */
+  secret: string;
   /** A node chosen at random among the live ones. */
   anyNode(except?: HarnessNode): HarnessNode;
   /** The live node the catalog names as the database's owner (undefined when none). */
@@ -324,6 +326,7 @@ export async function startClusterHarness(opts: ClusterHarnessOptions): Promise<
       catalogUrl,
       s3,
       control,
+      secret,
       anyNode: (except) => {
         const live = nodes.filter((n) => n.alive() && n !== except);
         return live[Math.floor(Math.random() * live.length)] as HarnessNode;

@@ -3,10 +3,12 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import postgres from 'postgres';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { dialPeer } from '../../src/cluster/forward.js';
 import { internals, sendCancel } from '../helpers/clients.js';
 import type { ClusterHarness, HarnessNode } from '../helpers/cluster.js';
 import { connectTo } from '../helpers/cluster-load.js';
 import { useSyncCluster } from '../helpers/cluster-suite.js';
+import { errorFields, readUntilClose } from '../helpers/raw.js';
 
 /**
  * Cluster mode with real processes: 3 nodes, a PostgreSQL 15 catalog, s3rver, DURABILITY=sync and
@@ -72,6 +74,24 @@ describe('cluster: 3 nodes, 20 databases', () => {
     // Rendezvous hashing spreads 20 databases over more than one node.
     expect(owners.size).toBeGreaterThan(1);
   }, 240_000);
+
+  it('an owner refuses a forwarded session whose verifier is no longer the database', async () => {
+    // As if the entry node checked the password just before the database was deleted and
+    // created again: the owner opens the new one, and the old verifier must not reach it.
+    const db = dbs[0] as string;
+    const owner = await cluster.ownerOf(db);
+    if (!owner) throw new Error(`no owner for ${db}`);
+    const hello = { kind: 'session' as const, from: 'test', db, user: 'postgres', params: {} };
+    const stale = await dialPeer(`127.0.0.1:${owner.clusterPort}`, cluster.secret, {
+      ...hello,
+      storedKey: Buffer.alloc(32).toString('base64'),
+    });
+    const closing = readUntilClose(stale.socket);
+    stale.socket.resume(); // dialPeer leaves it paused after reading the reply
+    const got = await closing;
+    expect(got.closed).toBe(true);
+    expect(errorFields(Buffer.concat([stale.rest, got.data]))).toMatchObject({ C: '3D000' });
+  });
 
   it('forwarded sessions support transactions, prepared statements, COPY and cancel', async () => {
     const db = 'cdb0';
