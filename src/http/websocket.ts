@@ -17,11 +17,18 @@ import type { PreLoginBudget } from './prelogin-budget.js';
  * with a cleartext password since the Neon driver pipelines startup, password and first query.
  */
 
-/** A WebSocket as the Node socket the connection code expects. */
-export function webSocketStream(ws: WebSocket, remote: { address: string; port: number }): Socket {
+/**
+ * A WebSocket as the Node socket the connection code expects. `reading` false keeps a paused
+ * WebSocket paused whatever the reader asks (a client refused before login).
+ */
+export function webSocketStream(
+  ws: WebSocket,
+  remote: { address: string; port: number },
+  reading: () => boolean = () => true,
+): Socket {
   const duplex = new Duplex({
     read: () => {
-      if (ws.isPaused) ws.resume();
+      if (ws.isPaused && reading()) ws.resume();
     },
     write: (chunk: Buffer, _encoding, callback) => {
       if (ws.readyState !== ws.OPEN) return callback();
@@ -70,6 +77,9 @@ export function webSocketServerName(req: IncomingMessage, domain: string): strin
   return undefined;
 }
 
+/** How long a client refused before login has to read why before its socket is destroyed. */
+const REFUSED_LINGER_MS = 1000;
+
 /** The WebSocket clients of one front door, for shutdown. */
 export class WebSocketClients {
   private readonly clients = new Set<ClientHandle>();
@@ -90,20 +100,24 @@ export class WebSocketClients {
   /** `transport` is the connection under the WebSocket: its bytes are counted until login. */
   accept(ws: WebSocket, req: IncomingMessage, transport: Duplex): void {
     const address = req.socket.remoteAddress ?? '';
-    const socket = webSocketStream(ws, { address, port: req.socket.remotePort ?? 0 });
+    let refused = false;
+    const socket = webSocketStream(ws, { address, port: req.socket.remotePort ?? 0 }, () => !refused);
     const account = this.preLogin.open();
     const onBytes = (chunk: Buffer) => {
       if (account.receive(chunk.length)) return;
+      // The account stays charged until the connection is gone: ws still holds what came.
+      refused = true;
       transport.off('data', onBytes);
-      account.release();
       this.refusals.warn(address, { address, pool: this.preLogin.pool });
-      // Read no more of the frame; the client hears why, a close frame and the end of the
-      // stream. Not terminate(): closing a socket with unread input resets the connection, and
-      // the client could lose the error. ws's close timeout (30 s) then frees the socket.
+      // Read no more (the stream above must not resume it either); the client hears why, a
+      // close frame and the end of the stream. Not terminate() at once: closing a socket with
+      // unread input resets the connection, and the client could lose the error. A second
+      // later the socket goes, and with it what ws buffered.
       ws.pause();
       ws.send(errorResponse(errors.preLoginBytes()));
       ws.close(1008, 'too many bytes before login');
       transport.end();
+      setTimeout(() => transport.destroy(), REFUSED_LINGER_MS).unref();
     };
     transport.on('data', onBytes);
     const loggedIn = () => {

@@ -1,5 +1,8 @@
+import net from 'node:net';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { PreLoginBudget } from '../../src/http/prelogin-budget.js';
 import { cstr, tagged } from '../helpers/messages.js';
 import { errorFields, readUntilClose, startupMessage, tlsConnect } from '../helpers/raw.js';
 import { BackendReader, parseErrorFields } from '../helpers/raw-auth.js';
@@ -160,5 +163,122 @@ describe('WebSocket bytes before login', () => {
     }
     expect(errorFields(reply)).toBeUndefined();
     expect(reply.includes(Buffer.from(String(20 * MiB)))).toBe(true);
+  });
+});
+
+/**
+ * A client refused before login is read no further, even when the bytes that overdrew the pool
+ * also completed a WebSocket message (which makes the stream above ask for more). The server's
+ * pool is shrunk to 512 KiB through its budget object, so the test need not send 64 MiB.
+ */
+describe('a WebSocket client refused before login', () => {
+  let gw: TestServer;
+  let budget: PreLoginBudget | undefined;
+  const KiB = 1024;
+  const MiB = 1024 * KiB;
+  const POOL = 512 * KiB;
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  beforeAll(async () => {
+    // The front door's budget is the one object whose accounts are opened: catch it there.
+    const open = PreLoginBudget.prototype.open;
+    PreLoginBudget.prototype.open = function (this: PreLoginBudget) {
+      if (budget !== this) Object.assign(this, { pool: POOL });
+      budget = this;
+      return open.call(this);
+    };
+    gw = await startTestServer({ AUTH_MAX_DELAY: '0', LOGIN_TIMEOUT: '60s' });
+    await gw.createDatabase('refused');
+  });
+  afterAll(() => gw?.close());
+
+  /** A client frame header, masked with a zero key so the payload goes as it is. */
+  const header = (length: number, fin = true) => {
+    const head = [(fin ? 0x80 : 0) | 2];
+    if (length < 126) head.push(0x80 | length);
+    else if (length < 65536) head.push(0x80 | 126, length >> 8, length & 0xff);
+    else
+      head.push(
+        0x80 | 127,
+        0,
+        0,
+        0,
+        0,
+        length >>> 24,
+        (length >>> 16) & 0xff,
+        (length >>> 8) & 0xff,
+        length & 0xff,
+      );
+    return Buffer.from([...head, 0, 0, 0, 0]);
+  };
+  const frame = (payload: Buffer) => Buffer.concat([header(payload.length), payload]);
+
+  /** A WebSocket upgrade over TLS written by hand, so frames can be cut anywhere. */
+  const rawWebSocket = async () => {
+    const socket = tls.connect({
+      socket: net.connect({ host: '127.0.0.1', port: gw.httpPort }),
+      ca: gw.ca,
+      servername: 'localhost',
+    });
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
+    socket.write(
+      `GET /v2?address=refused.db.example.com:5432 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n` +
+        'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    const received: Buffer[] = [];
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        received.push(d);
+        if (!Buffer.concat(received).includes('\r\n\r\n')) return;
+        socket.off('data', onData);
+        resolve();
+      };
+      socket.on('data', onData);
+    });
+    expect(Buffer.concat(received).toString()).toMatch(/^HTTP\/1\.1 101/);
+    received.length = 0;
+    socket.on('data', (d: Buffer) => received.push(d));
+    return { socket, received };
+  };
+
+  it('is read no further when the refused bytes also completed a message', async () => {
+    // A filler holds an unfinished message: the pool is drawn to within 8 KiB.
+    const filler = await rawWebSocket();
+    filler.socket.write(header(48 * MiB));
+    filler.socket.write(Buffer.alloc(64 * KiB + POOL - 8 * KiB - 14, 0x61));
+    for (let i = 0; i < 200 && (budget?.drawn ?? 0) < POOL - 8 * KiB; i++) await sleep(25);
+    expect(budget?.drawn).toBe(POOL - 8 * KiB);
+    // The client: a startup, then 60 KiB of a password message (its own 64 KiB allowance)...
+    const client = await rawWebSocket();
+    client.socket.write(frame(startupMessage({ user: 'postgres', database: 'postgres' })));
+    await sleep(100);
+    client.socket.write(
+      frame(Buffer.concat([Buffer.from([0x70, 0, 0, 0xff, 0xf0]), Buffer.alloc(60 * KiB)])),
+    );
+    await sleep(200);
+    // ...then, at once, a whole 1-byte message and the start of a large one: over the pool.
+    client.socket.write(
+      Buffer.concat([frame(Buffer.from([0x62])), header(64 * MiB - 1), Buffer.alloc(14 * KiB)]),
+    );
+    await sleep(300);
+    // Then 48 MiB more. A server still reading takes it all; one that stopped, a few MiB of buffers.
+    const piece = Buffer.alloc(256 * KiB, 0x63);
+    let queued = 0;
+    const deadline = Date.now() + 3000;
+    while (queued < 48 * MiB && Date.now() < deadline && !client.socket.destroyed) {
+      queued += piece.length;
+      if (client.socket.write(piece)) continue;
+      const drained = await Promise.race([
+        new Promise<boolean>((resolve) => client.socket.once('drain', () => resolve(true))),
+        sleep(Math.max(1, deadline - Date.now())).then(() => false),
+      ]);
+      if (!drained) break;
+    }
+    const accepted = queued - client.socket.writableLength;
+    expect(Buffer.concat(client.received).includes(Buffer.from('53000'))).toBe(true);
+    expect(accepted).toBeLessThan(16 * MiB);
+    client.socket.destroy();
+    filler.socket.destroy();
   });
 });
