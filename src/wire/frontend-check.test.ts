@@ -30,7 +30,7 @@ describe('frontendProblem', () => {
     ['a Query without NUL', tagged('Q', 'select 1')],
     ['a Parse whose name lacks its NUL', tagged('P', 'unterminated')],
     ['a Parse with more types than bytes', tagged('P', '\0', 'select 1\0', int16(3), int32(23))],
-    ['a Parse with a negative type count', tagged('P', '\0', 'select 1\0', int16(-1))],
+    ['a Parse claiming 65,535 types it does not carry', tagged('P', '\0', 'select 1\0', int16(-1))],
     [
       'a Bind whose parameter overruns',
       tagged('B', '\0', '\0', int16(0), int16(1), int32(100), 'x', int16(0)),
@@ -41,6 +41,23 @@ describe('frontendProblem', () => {
     ['a Sync with a body', tagged('S', 'x')],
   ])('refuses %s', (_name, message) => {
     expect(frontendProblem(message)).toMatch(/invalid/);
+  });
+
+  it('reads counts unsigned, as Postgres does: 40,000 parameter types, formats and values', () => {
+    const n = 40_000;
+    const many = (part: Buffer) => Buffer.concat(Array.from({ length: n }, () => part));
+    expect(frontendProblem(tagged('P', '\0', 'select 1\0', int16(n), many(int32(23))))).toBeUndefined();
+    const bind = tagged(
+      'B',
+      '\0',
+      '\0',
+      int16(n),
+      many(int16(0)),
+      int16(n),
+      many(Buffer.concat([int32(1), Buffer.from('1')])),
+      int16(0),
+    );
+    expect(frontendProblem(bind)).toBeUndefined();
   });
 
   it('knows the types a client may send after login', () => {

@@ -22,26 +22,22 @@ export function frontendProblem(message: Uint8Array): string | undefined {
     case Frontend.Parse: {
       reader.cstring();
       reader.cstring();
-      const types = reader.int16();
-      if (types < 0) return 'invalid number of parameter types in Parse message';
+      const types = reader.uint16();
       reader.skip(types * 4);
       break;
     }
     case Frontend.Bind: {
       reader.cstring();
       reader.cstring();
-      const formats = reader.int16();
-      if (formats < 0) return 'invalid number of parameter formats in Bind message';
+      const formats = reader.uint16();
       reader.skip(formats * 2);
-      const params = reader.int16();
-      if (params < 0) return 'invalid number of parameters in Bind message';
+      const params = reader.uint16();
       for (let i = 0; i < params && !reader.failed; i++) {
         const length = reader.int32();
         if (length < -1) return 'invalid parameter length in Bind message';
         if (length > 0) reader.skip(length);
       }
-      const results = reader.int16();
-      if (results < 0) return 'invalid number of result formats in Bind message';
+      const results = reader.uint16();
       reader.skip(results * 2);
       break;
     }
@@ -60,17 +56,15 @@ export function frontendProblem(message: Uint8Array): string | undefined {
       break;
     case Frontend.FunctionCall: {
       reader.int32();
-      const formats = reader.int16();
-      if (formats < 0) return 'invalid number of argument formats in FunctionCall message';
+      const formats = reader.uint16();
       reader.skip(formats * 2);
-      const args = reader.int16();
-      if (args < 0) return 'invalid number of arguments in FunctionCall message';
+      const args = reader.uint16();
       for (let i = 0; i < args && !reader.failed; i++) {
         const length = reader.int32();
         if (length < -1) return 'invalid argument length in FunctionCall message';
         if (length > 0) reader.skip(length);
       }
-      reader.int16();
+      reader.uint16();
       break;
     }
     case Frontend.CopyData:
@@ -111,11 +105,12 @@ class Reader {
     return this.message[this.offset++] as number;
   }
 
-  int16(): number {
+  /** Counts are unsigned, as Postgres reads them (pq_getmsgint): up to 65,535 parameters. */
+  uint16(): number {
     if (this.offset + 2 > this.end) return this.fail();
     const value = ((this.message[this.offset] as number) << 8) | (this.message[this.offset + 1] as number);
     this.offset += 2;
-    return value >= 0x8000 ? value - 0x10000 : value;
+    return value;
   }
 
   int32(): number {

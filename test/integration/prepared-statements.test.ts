@@ -34,6 +34,16 @@ describe('prepared statements past the session cap', () => {
     });
   });
 
+  it('binds 40,000 parameters (counts are unsigned 16-bit, as in Postgres)', async () => {
+    const n = 40_000;
+    const values = Array.from({ length: n }, (_, i) => i);
+    const list = values.map((i) => `$${i + 1}`).join(',');
+    await withClient(t.pgConfig('prep', pw), async (c) => {
+      const { rows } = await c.query(`select array_length(array[${list}]::int[], 1) as n`, values);
+      expect(rows).toEqual([{ n }]);
+    });
+  });
+
   it('re-prepares inside a transaction and with other clients in between', async () => {
     await withClient(t.pgConfig('prep', pw), async (a) => {
       await withClient(t.pgConfig('prep', pw), async (b) => {
