@@ -106,4 +106,31 @@ describe('a FATAL from the engine', () => {
     batcher.append(m, () => undefined);
     expect(batcher.fatal).toBeUndefined();
   });
+
+  it('takes the warnings and errors of a corrupt engine as a FATAL, and nothing like them', () => {
+    const notice = (severity: string, text: string) =>
+      tagged('N', `S${severity}\0V${severity}\0C01000\0M${text}\0\0`);
+    const error = (code: string, text: string) => tagged('E', `SERROR\0VERROR\0C${code}\0M${text}\0\0`);
+    const reason = (m: Buffer) => {
+      const batcher = new ResponseBatcher(1 << 20);
+      batcher.append(Buffer.concat([message(0x31, 0, 0), m, message(0x5a, 1, 0x49)]), () => undefined);
+      const why = batcher.fatal;
+      const rest = batcher.finish();
+      // Cut just before the sign: what came earlier stays, the ReadyForQuery after it goes.
+      if (why !== undefined) expect(rest.length).toBe(5);
+      return why;
+    };
+    expect(reason(notice('WARNING', 'snapshot 0x2a5f10 still active'))).toBe(
+      'engine state corrupted: snapshot 0x2a5f10 still active',
+    );
+    expect(reason(notice('WARNING', 'relcache reference leak: relation "t" not closed'))).toMatch(
+      /corrupted/,
+    );
+    expect(reason(notice('WARNING', 'resource was not closed: buffer 12'))).toMatch(/corrupted/);
+    expect(reason(error('XX000', 'bad buffer ID: 0'))).toBe('engine state corrupted: bad buffer ID: 0');
+    expect(reason(notice('WARNING', 'there is no transaction in progress'))).toBeUndefined();
+    expect(reason(notice('NOTICE', 'snapshot 0x1 still active'))).toBeUndefined();
+    expect(reason(error('42P01', 'bad buffer ID: 0'))).toBeUndefined();
+    expect(reason(error('XX000', 'could not read block 0'))).toBeUndefined();
+  });
 });

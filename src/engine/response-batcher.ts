@@ -107,16 +107,17 @@ export class ResponseBatcher {
         this.fatal = `malformed backend message (length ${length})`;
       } else if (end > this.used) {
         return;
-      } else if (this.buf[this.whole] === 0x45 && isFatal(this.buf.subarray(this.whole + 5, end))) {
-        this.fatal = Buffer.from(this.buf.subarray(this.whole + 5, end - 1))
-          .toString('utf8')
-          .split('\0')
-          .filter((f) => f.startsWith('C') || f.startsWith('M'))
-          .map((f) => f.slice(1))
-          .join(' ');
       } else {
-        this.whole = end;
-        continue;
+        const code = this.buf[this.whole];
+        const reason =
+          code === 0x45 || code === 0x4e
+            ? breakReason(code, this.buf.subarray(this.whole + 5, end))
+            : undefined;
+        if (reason === undefined) {
+          this.whole = end;
+          continue;
+        }
+        this.fatal = reason;
       }
       this.used = this.whole; // drop the FATAL and whatever follows it
     }
@@ -126,8 +127,49 @@ export class ResponseBatcher {
 const SEVERITY_FATAL = Buffer.from('SFATAL\0');
 const SEVERITY_PANIC = Buffer.from('SPANIC\0');
 
+/** Why a notice or error (`code` 'N' or 'E') means the engine must be restarted, if it does. */
+function breakReason(code: number, fields: Uint8Array): string | undefined {
+  if (code === 0x45 && isFatal(fields)) {
+    return Buffer.from(fields.buffer, fields.byteOffset, Math.max(0, fields.length - 1))
+      .toString('utf8')
+      .split('\0')
+      .filter((f) => f.startsWith('C') || f.startsWith('M'))
+      .map((f) => f.slice(1))
+      .join(' ');
+  }
+  return corruptionSign(fields);
+}
+
 /** Whether an ErrorResponse body (fields) has severity FATAL or PANIC (always the first field). */
 function isFatal(fields: Uint8Array): boolean {
   const head = Buffer.from(fields.buffer, fields.byteOffset, Math.min(fields.length, 7));
   return head.equals(SEVERITY_FATAL) || head.equals(SEVERITY_PANIC);
 }
+
+/**
+ * Messages that in Postgres only follow a bug and here follow a WASM stack overflow that PGlite
+ * caught as an ordinary error (a deeply nested expression in a Parse): its state is then corrupt.
+ * The statement may have been reported done while nothing was written, and the next one may spin
+ * for ever. Each is answered as a FATAL is: the engine is restarted. Returns the reason, if any.
+ */
+function corruptionSign(fields: Uint8Array): string | undefined {
+  let severity = '';
+  let code = '';
+  let message = '';
+  for (const field of Buffer.from(fields.buffer, fields.byteOffset, fields.byteLength)
+    .toString('utf8')
+    .split('\0')) {
+    if (field.startsWith('V')) severity = field.slice(1);
+    else if (field.startsWith('C')) code = field.slice(1);
+    else if (field.startsWith('M')) message = field.slice(1);
+  }
+  const leak = severity === 'WARNING' && LEAK_WARNING.test(message);
+  const internal = code === 'XX000' && INTERNAL_CORRUPTION.test(message);
+  return leak || internal ? `engine state corrupted: ${message}` : undefined;
+}
+
+/** Resource-owner warnings at the end of a transaction (snapmgr.c, resowner.c). */
+const LEAK_WARNING =
+  /^(snapshot \S+ still active|\S.* reference leak\b|buffer refcount leak\b|resource was not closed\b)/;
+/** Internal errors that mean the shared buffers' bookkeeping is lost. */
+const INTERNAL_CORRUPTION = /^bad buffer ID\b/;
