@@ -1,6 +1,7 @@
 import { GatewayError } from '../errors.js';
 import { backendMessages, hasError } from '../wire/backend-scan.js';
 import { Backend, Frontend, message, readErrorFields, type TransactionStatus } from '../wire/protocol.js';
+import { forgetAll } from './statement-guard.js';
 
 /** Small builders and inspectors of protocol messages used by the client session. */
 
@@ -27,6 +28,57 @@ export function prepareOnlyUnitLength(queue: readonly Buffer[]): number | 'incom
     }
   }
   return queue.length > 0 ? 'incomplete' : 0;
+}
+
+/**
+ * An extended unit that only runs `DEALLOCATE [PREPARE] ALL`: Parse, Bind, Execute and Sync, with
+ * a Describe of the statement or the portal if the driver sends one (libpq's PQexecParams, which
+ * psycopg uses for it after a rollback or a DROP). Its length, and the replies a server sends for
+ * it minus the ReadyForQuery; undefined for anything else (which the statement guard refuses).
+ */
+export function deallocateAllUnit(queue: readonly Buffer[]): { length: number; replies: Buffer } | undefined {
+  const parse = queue[0];
+  if (parse?.[0] !== Frontend.Parse) return undefined;
+  const nameEnd = parse.indexOf(0, 5);
+  const textEnd = parse.indexOf(0, nameEnd + 1);
+  if (nameEnd < 0 || textEnd < 0) return undefined;
+  const forget = forgetAll(parse.toString('utf8', nameEnd + 1, textEnd));
+  if (forget?.kind !== 'deallocate' || !forget.alone) return undefined;
+  const statement = parse.subarray(5, nameEnd + 1);
+  const replies: Buffer[] = [message(0x31)]; // ParseComplete
+  let bound = false;
+  for (let i = 1; i < queue.length; i++) {
+    const m = queue[i] as Buffer;
+    switch (m[0]) {
+      case Frontend.Bind: {
+        // The statement is the Bind's second string: it must be the one just parsed.
+        const portalEnd = m.indexOf(0, 5);
+        if (
+          bound ||
+          portalEnd < 0 ||
+          !m.subarray(portalEnd + 1, portalEnd + 1 + statement.length).equals(statement)
+        )
+          return undefined;
+        bound = true;
+        replies.push(message(0x32)); // BindComplete
+        break;
+      }
+      case Frontend.Describe:
+        // A statement has no parameters; neither it nor the portal returns rows.
+        if (m[5] === 0x53 && !bound) replies.push(message(0x74, Buffer.from([0, 0])), message(0x6e));
+        else if (m[5] === 0x50 && bound) replies.push(message(0x6e));
+        else return undefined;
+        break;
+      case Frontend.Execute:
+        if (!bound) return undefined;
+        replies.push(commandComplete('DEALLOCATE ALL'));
+        if (queue[i + 1]?.[0] !== Frontend.Sync) return undefined;
+        return { length: i + 2, replies: Buffer.concat(replies) };
+      default:
+        return undefined;
+    }
+  }
+  return undefined;
 }
 
 /** The response with its ReadyForQuery status replaced (a borrowed unit reports the client's). */

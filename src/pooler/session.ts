@@ -6,7 +6,12 @@ import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } from './session-errors.js';
 import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
-import { commandComplete, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
+import {
+  commandComplete,
+  deallocateAllUnit,
+  prepareOnlyUnitLength,
+  withReadyStatus,
+} from './session-messages.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
 
@@ -230,6 +235,13 @@ export class ClientSession extends SessionExecutor {
     if (this.copy) return this.stepCopy(this.copy);
     if (this.skipUntilSync) return this.skipToSync();
     await this.checkStatements();
+    // DEALLOCATE ALL through the extended protocol (psycopg): done for this client alone, as the
+    // simple query is. In a failed transaction it goes on to the engine, which refuses it (25P02).
+    const deallocate = this.status === 'E' ? undefined : deallocateAllUnit(this.queue.messages);
+    if (deallocate) {
+      this.queue.take(deallocate.length);
+      return this.forgetStatements(false, deallocate.replies);
+    }
     const batch: Buffer[] = [];
     let message = this.queue.shift();
     while (message) {
@@ -300,7 +312,7 @@ export class ClientSession extends SessionExecutor {
    * also takes this client's settings back to those it connected with (RESET ALL would restore the
    * startup options too) and ends its LISTENs; the read-back reports what changed.
    */
-  private async forgetStatements(isDiscard: boolean): Promise<void> {
+  private async forgetStatements(isDiscard: boolean, replies?: Buffer): Promise<void> {
     const names = this.names.backendNames();
     this.names.forgetAll();
     if (names.length > 0) await this.exec(closeStatements(names));
@@ -312,7 +324,7 @@ export class ClientSession extends SessionExecutor {
       if (unlisten) await this.exec(query(unlisten));
     }
     const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
-    await this.deliver(Buffer.concat([commandComplete(tag), readyForQuery(this.status)]));
+    await this.deliver(Buffer.concat([replies ?? commandComplete(tag), readyForQuery(this.status)]));
   }
 
   /**

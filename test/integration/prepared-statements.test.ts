@@ -162,4 +162,34 @@ describe('prepared statements past the session cap', () => {
     expect(summary.error_count).toBe(0);
     expect(summary.ok).toBe(600);
   });
+
+  it('psycopg 3 with its defaults: rollback, DROP and a failed transaction block after statements were prepared', async () => {
+    const script = path.join(import.meta.dirname, '../python/psycopg_deallocate.py');
+    const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/prep`;
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], {
+      timeout: 120_000,
+    }).catch((err: { stdout?: string; stderr?: string }) => {
+      throw new Error(`psycopg failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
+    });
+    expect(JSON.parse(stdout)).toEqual({ errors: [] });
+  });
+
+  it("DEALLOCATE ALL in the extended protocol drops only the sender's statements", async () => {
+    await withClient(t.pgConfig('prep', pw), async (a) => {
+      await withClient(t.pgConfig('prep', pw), async (b) => {
+        await a.query({ name: 'ext_a', text: 'select 31 as v' });
+        await b.query({ name: 'ext_b', text: 'select 32 as v' });
+        const done = await a.query({ text: 'DEALLOCATE ALL', queryMode: 'extended' } as pg.QueryConfig);
+        expect(done.command).toBe('DEALLOCATE');
+        expect(codeOf(await a.query({ name: 'ext_a', text: 'select 31 as v' }).catch((e) => e))).toBe(
+          '26000',
+        );
+        expect((await b.query({ name: 'ext_b', text: 'select 32 as v' })).rows).toEqual([{ v: 32 }]);
+        // Inside a transaction too; beside another statement in one unit it is still refused.
+        await a.query('begin');
+        await a.query({ text: 'deallocate prepare all', queryMode: 'extended' } as pg.QueryConfig);
+        await a.query('commit');
+      });
+    });
+  });
 });
