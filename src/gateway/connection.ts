@@ -215,12 +215,17 @@ export function handleConnection(
       });
       return drained;
     };
+    // The key first: its process id goes into the notifications this client sends.
+    let registered: ClientSession | undefined;
+    const key = deps.cancelKeys.register(() => registered?.cancel());
+    void closed.then(() => deps.cancelKeys.unregister(key.processId));
     const current = new ClientSession({
       database,
       poolMode: record.poolMode ?? deps.poolMode,
       settings,
       logger: log,
       sessionId,
+      processId: key.processId,
       ...limitsOf(deps),
       port: {
         write: (data) => {
@@ -243,9 +248,8 @@ export function handleConnection(
       },
     });
     session = current;
+    registered = current;
     lease.onTerminate(end);
-    const key = deps.cancelKeys.register(() => current.cancel());
-    void closed.then(() => deps.cancelKeys.unregister(key.processId));
 
     const reported: Record<string, string> = { ...database.parameters, session_authorization: user };
     for (const name of Object.keys(reported))

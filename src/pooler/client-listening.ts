@@ -14,6 +14,8 @@ export class ClientListening {
   constructor(
     private readonly hub: NotificationHub,
     notify: (message: Uint8Array) => void,
+    /** The client's BackendKeyData process id, written into the notifications it sends. */
+    private readonly processId?: number,
   ) {
     this.listener = { notify };
   }
@@ -44,6 +46,6 @@ export class ClientListening {
 
   /** A reply to this client with notifications sent on to whoever listens to them. */
   route(reply: Uint8Array): Uint8Array {
-    return this.hub.active ? this.hub.route(reply, this.listener) : reply;
+    return this.hub.active ? this.hub.route(reply, this.listener, this.processId) : reply;
   }
 }

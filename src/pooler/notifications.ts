@@ -60,20 +60,24 @@ export class NotificationHub {
 
   /**
    * Takes the notifications out of a reply to `sender`: each goes to the other clients listening
-   * on its channel; the sender keeps those it listens to, in place. Returns the reply to send.
+   * on its channel; the sender keeps those it listens to, in place. The database has one session,
+   * so a notification arrives in the reply to the client whose transaction sent it: with
+   * `senderPid` (that client's BackendKeyData process id) it replaces PGlite's constant one, so
+   * clients can tell their own notifications from others'. Returns the reply to send.
    */
-  route(reply: Uint8Array, sender: Listener): Uint8Array {
+  route(reply: Uint8Array, sender: Listener, senderPid?: number): Uint8Array {
     let out: Uint8Array[] | undefined;
     let copied = 0;
     for (const m of backendMessages(reply)) {
       if (m.code !== 0x41) continue; // 'A' NotificationResponse
-      const message = reply.subarray(m.start, m.end);
+      const message = Buffer.from(reply.subarray(m.start, m.end));
+      if (senderPid !== undefined && message.length >= 9) message.writeInt32BE(senderPid, 5);
       const channel = notificationChannel(message);
       const listeners = channel === undefined ? undefined : this.byChannel.get(channel);
       for (const listener of listeners ?? []) if (listener !== sender) listener.notify(Buffer.from(message));
-      if (listeners?.has(sender)) continue;
       out ??= [];
       out.push(reply.subarray(copied, m.start));
+      if (listeners?.has(sender)) out.push(message);
       copied = m.end;
     }
     if (!out) return reply;

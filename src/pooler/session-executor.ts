@@ -80,7 +80,11 @@ export abstract class SessionExecutor {
 
   constructor(protected readonly opts: SessionOptions) {
     this.shared = sharedSession(opts.database);
-    this.listening = new ClientListening(this.shared.notifications, (m) => void opts.port.write(m));
+    this.listening = new ClientListening(
+      this.shared.notifications,
+      (m) => void opts.port.write(m),
+      opts.processId,
+    );
     this.names = new StatementNames(this.shared.nextClientId(), opts.maxPreparedStatements);
     this.settings = new ClientSettings(opts.settings);
     this.generation = opts.database.generation;

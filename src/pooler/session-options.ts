@@ -21,6 +21,11 @@ export interface SessionOptions {
   port: ClientPort;
   logger: Logger;
   sessionId: string;
+  /**
+   * The process id this client was given in BackendKeyData: notifications its statements send
+   * carry it, as in Postgres (PGlite's own is one constant for every client). Unset: left as is.
+   */
+  processId?: number | undefined;
   /** Upper bound on COPY FROM STDIN data buffered for one statement. */
   maxCopyBytes: number;
   maxPreparedStatements: number;

@@ -48,6 +48,37 @@ describe('LISTEN/NOTIFY in transaction mode', () => {
     });
   });
 
+  it("a notification carries its sender's BackendKeyData process id, as in Postgres", async () => {
+    await withClient(t.pgConfig('chat', pw), async (a) => {
+      await withClient(t.pgConfig('chat', pw), async (b) => {
+        const heard: { by: string; pid: number }[] = [];
+        a.on('notification', (n) => heard.push({ by: 'a', pid: n.processId }));
+        b.on('notification', (n) => heard.push({ by: 'b', pid: n.processId }));
+        await a.query('LISTEN pids');
+        await b.query('LISTEN pids');
+        await b.query("NOTIFY pids, 'from b'");
+        await a.query("NOTIFY pids, 'from a'");
+        expect(await until(() => heard.length === 4)).toBe(true);
+        const pidA = (a as unknown as { processID: number }).processID;
+        const pidB = (b as unknown as { processID: number }).processID;
+        expect(pidA).not.toBe(pidB);
+        // Drivers skip their own notifications by this comparison (psycopg, node-postgres users).
+        expect(
+          heard
+            .filter((h) => h.by === 'a')
+            .map((h) => h.pid)
+            .sort(),
+        ).toEqual([pidA, pidB].sort());
+        expect(
+          heard
+            .filter((h) => h.by === 'b')
+            .map((h) => h.pid)
+            .sort(),
+        ).toEqual([pidA, pidB].sort());
+      });
+    });
+  });
+
   it('postgres.js sql.listen hears a NOTIFY from another client while a third runs transactions', async () => {
     const sql = postgresJs(t, 'chat', pw, 2);
     const received: string[] = [];
