@@ -16,7 +16,13 @@ import { ClientListening } from './client-listening.js';
 import type { CopyIn } from './copy-in.js';
 import { Refusals } from './refusals.js';
 import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted, quoteIdent } from './session-errors.js';
-import { finalReady, findError, firstErrorMessage, replaceParseText } from './session-messages.js';
+import {
+  commandComplete,
+  finalReady,
+  findError,
+  firstErrorMessage,
+  replaceParseText,
+} from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
 import { ClientSettings, isServableEncoding } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
@@ -325,6 +331,26 @@ export abstract class SessionExecutor {
     const sql = `SELECT pg_catalog.string_agg(name, ',') FROM pg_catalog.pg_prepared_statements WHERE name LIKE '${this.names.likePattern}'`;
     const [list] = firstRow(await this.exec(query(sql))) ?? [];
     this.names.keepOnly(new Set(list ? list.split(',') : []));
+  }
+
+  /**
+   * DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. DISCARD ALL
+   * also takes this client's settings back to those it connected with (RESET ALL would restore the
+   * startup options too) and ends its LISTENs; the read-back reports what changed.
+   */
+  protected async forgetStatements(isDiscard: boolean, replies?: Buffer): Promise<void> {
+    const names = this.names.backendNames();
+    this.names.forgetAll();
+    if (names.length > 0) await this.exec(closeStatements(names));
+    if (isDiscard) {
+      await this.resetSettings();
+      this.settings.reset();
+      await this.switchTo();
+      const unlisten = this.listening.leaveSql();
+      if (unlisten) await this.exec(query(unlisten));
+    }
+    const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
+    await this.deliver(Buffer.concat([replies ?? commandComplete(tag), readyForQuery(this.status)]));
   }
 
   /** Renames statements and guards what a Parse may run. */

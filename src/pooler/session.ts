@@ -6,12 +6,7 @@ import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } from './session-errors.js';
 import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
-import {
-  commandComplete,
-  deallocateAllUnit,
-  prepareOnlyUnitLength,
-  withReadyStatus,
-} from './session-messages.js';
+import { deallocateAllUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
 
@@ -305,26 +300,6 @@ export class ClientSession extends SessionExecutor {
     }
     this.noteMayDeallocate(sql);
     await this.deliver(await this.exec(message, true));
-  }
-
-  /**
-   * DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. DISCARD ALL
-   * also takes this client's settings back to those it connected with (RESET ALL would restore the
-   * startup options too) and ends its LISTENs; the read-back reports what changed.
-   */
-  private async forgetStatements(isDiscard: boolean, replies?: Buffer): Promise<void> {
-    const names = this.names.backendNames();
-    this.names.forgetAll();
-    if (names.length > 0) await this.exec(closeStatements(names));
-    if (isDiscard) {
-      await this.resetSettings();
-      this.settings.reset();
-      await this.switchTo();
-      const unlisten = this.listening.leaveSql();
-      if (unlisten) await this.exec(query(unlisten));
-    }
-    const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
-    await this.deliver(Buffer.concat([replies ?? commandComplete(tag), readyForQuery(this.status)]));
   }
 
   /**
