@@ -11,7 +11,7 @@ import {
   type PgliteArtifacts,
   parkPglite,
 } from './pglite-open.js';
-import { ResponseBatcher } from './response-batcher.js';
+import { bindsToAnswer, ResponseBatcher } from './response-batcher.js';
 
 /**
  * Worker thread hosting one database's PGlite at a time, so a long statement in one database
@@ -179,12 +179,27 @@ async function exec(pg: ParkedPglite['pg'], answer: Answer, data: Uint8Array): P
     // The session is lost; PGlite may go on repeating the error. Say so now: the gateway ends
     // this worker and opens the database again.
     broken = true;
+    // What came before the cut may acknowledge a commit: its WAL is made durable first.
+    durable.flushWal();
     const rest = batcher.finish();
     answer.post({ type: 'broken', id, message: fatal, ...rest }, [rest.data]);
   };
+  const binds = bindsToAnswer(data);
   await pg.execProtocolRawStream(data, { onRawData });
   if (broken) return;
   durable.flushWal();
+  if (batcher.unansweredBinds(binds)) {
+    // Its reply is not to be believed (an EmptyQueryResponse where an INSERT should have run).
+    batcher.finish();
+    answer.post({
+      type: 'broken',
+      id,
+      message: 'engine state corrupted: a Bind was neither completed nor refused',
+      data: new ArrayBuffer(0),
+      length: 0,
+    });
+    return;
+  }
   if (answer.inline(() => batcher.take(), batcher.pending, posted)) return;
   const rest = batcher.finish();
   answer.post({ type: 'result', id, ...rest }, [rest.data]);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { tagged } from '../../test/helpers/messages.js';
-import { ResponseBatcher } from './response-batcher.js';
+import { bindsToAnswer, ResponseBatcher } from './response-batcher.js';
 
 /** A backend message: code, length, body of `size` bytes filled with `fill`. */
 const message = (code: number, size: number, fill: number): Buffer => tagged(code, Buffer.alloc(size, fill));
@@ -108,9 +108,9 @@ describe('a FATAL from the engine', () => {
   });
 
   it('takes the warnings and errors of a corrupt engine as a FATAL, and nothing like them', () => {
-    const notice = (severity: string, text: string) =>
-      tagged('N', `S${severity}\0V${severity}\0C01000\0M${text}\0\0`);
-    const error = (code: string, text: string) => tagged('E', `SERROR\0VERROR\0C${code}\0M${text}\0\0`);
+    /** A notice or error with the fields Postgres sends: severity, code, message, source file. */
+    const report = (type: 'N' | 'E', severity: string, code: string, text: string, file: string) =>
+      tagged(type, `S${severity}\0V${severity}\0C${code}\0M${text}\0F${file}\0L1\0Rf\0\0`);
     const reason = (m: Buffer) => {
       const batcher = new ResponseBatcher(1 << 20);
       batcher.append(Buffer.concat([message(0x31, 0, 0), m, message(0x5a, 1, 0x49)]), () => undefined);
@@ -120,17 +120,46 @@ describe('a FATAL from the engine', () => {
       if (why !== undefined) expect(rest.length).toBe(5);
       return why;
     };
-    expect(reason(notice('WARNING', 'snapshot 0x2a5f10 still active'))).toBe(
+    expect(reason(report('N', 'WARNING', '01000', 'snapshot 0x2a5f10 still active', 'snapmgr.c'))).toBe(
       'engine state corrupted: snapshot 0x2a5f10 still active',
     );
-    expect(reason(notice('WARNING', 'relcache reference leak: relation "t" not closed'))).toMatch(
-      /corrupted/,
+    expect(
+      reason(report('N', 'WARNING', '01000', 'relcache reference leak: relation "t"', 'relcache.c')),
+    ).toMatch(/corrupted/);
+    expect(
+      reason(report('N', 'WARNING', '01000', 'resource was not closed: buffer 12', 'resowner.c')),
+    ).toMatch(/corrupted/);
+    expect(reason(report('E', 'ERROR', 'XX000', 'bad buffer ID: 0', 'bufmgr.c'))).toBe(
+      'engine state corrupted: bad buffer ID: 0',
     );
-    expect(reason(notice('WARNING', 'resource was not closed: buffer 12'))).toMatch(/corrupted/);
-    expect(reason(error('XX000', 'bad buffer ID: 0'))).toBe('engine state corrupted: bad buffer ID: 0');
-    expect(reason(notice('WARNING', 'there is no transaction in progress'))).toBeUndefined();
-    expect(reason(notice('NOTICE', 'snapshot 0x1 still active'))).toBeUndefined();
-    expect(reason(error('42P01', 'bad buffer ID: 0'))).toBeUndefined();
-    expect(reason(error('XX000', 'could not read block 0'))).toBeUndefined();
+    // The same texts from a user's RAISE (pl_exec.c), or in data a trigger echoes, are not signs.
+    expect(reason(report('N', 'WARNING', '01000', 'snapshot 0x1 still active', 'pl_exec.c'))).toBeUndefined();
+    expect(
+      reason(report('N', 'WARNING', '01000', 'invalid value: a reference leak', 'pl_exec.c')),
+    ).toBeUndefined();
+    expect(reason(report('E', 'ERROR', 'XX000', 'bad buffer ID: 0', 'pl_exec.c'))).toBeUndefined();
+    expect(
+      reason(report('N', 'WARNING', '01000', 'there is no transaction in progress', 'xact.c')),
+    ).toBeUndefined();
+    expect(reason(report('N', 'NOTICE', '00000', 'snapshot 0x1 still active', 'snapmgr.c'))).toBeUndefined();
+    expect(reason(report('E', 'ERROR', 'XX000', 'could not read block 0', 'bufmgr.c'))).toBeUndefined();
+  });
+
+  it('knows when Binds of a synced request were neither completed nor refused', () => {
+    const unit = (...codes: string[]) => Buffer.concat(codes.map((c) => tagged(c, Buffer.alloc(3))));
+    expect(bindsToAnswer(unit('P', 'B', 'E', 'B', 'E', 'S'))).toBe(2);
+    expect(bindsToAnswer(unit('P', 'B', 'E', 'H'))).toBe(0); // not synced: answers may come later
+    expect(bindsToAnswer(unit('Q'))).toBe(0);
+    const answered = (codes: string[], binds: number) => {
+      const batcher = new ResponseBatcher(1 << 20);
+      batcher.append(unit(...codes), () => undefined);
+      const result = batcher.unansweredBinds(binds);
+      batcher.finish();
+      return result;
+    };
+    expect(answered(['1', '2', 'C', 'Z'], 1)).toBe(false);
+    expect(answered(['1', 'E', 'Z'], 1)).toBe(false); // refused: an error answers it
+    expect(answered(['1', 'n', 'I', 'Z'], 1)).toBe(true); // what the corrupt engine sent
+    expect(answered(['Z'], 0)).toBe(false);
   });
 });

@@ -43,6 +43,8 @@ export class ResponseBatcher {
   take(): Uint8Array {
     const view = this.buf.subarray(0, this.used);
     this.fatal = undefined;
+    this.binds = 0;
+    this.errors = 0;
     this.used = 0;
     this.whole = 0;
     // A buffer that grew for a big answer is not kept (the view still holds it until copied).
@@ -53,6 +55,8 @@ export class ResponseBatcher {
   /** Everything not yet posted; the batcher is empty and reusable afterwards. */
   finish(): { data: ArrayBuffer; length: number } {
     this.fatal = undefined;
+    this.binds = 0;
+    this.errors = 0;
     const length = this.used;
     this.used = 0;
     this.whole = 0;
@@ -99,6 +103,19 @@ export class ResponseBatcher {
    */
   fatal: string | undefined;
 
+  /** BindComplete and ErrorResponse messages seen since the last `finish` (see unansweredBinds). */
+  private binds = 0;
+  private errors = 0;
+
+  /**
+   * Whether a request of `expected` Binds ending in Sync (bindsToAnswer) got a reply that neither
+   * completed every Bind nor reported an error: Postgres never answers so, a corrupt engine does
+   * (it even when a client turned its warnings off with client_min_messages). Check before finish.
+   */
+  unansweredBinds(expected: number): boolean {
+    return expected > this.binds && this.errors === 0;
+  }
+
   private scan(): void {
     while (this.whole + 5 <= this.used && this.fatal === undefined) {
       const length = this.view.getUint32(this.whole + 1);
@@ -109,6 +126,8 @@ export class ResponseBatcher {
         return;
       } else {
         const code = this.buf[this.whole];
+        if (code === 0x32) this.binds++;
+        else if (code === 0x45) this.errors++;
         const reason =
           code === 0x45 || code === 0x4e
             ? breakReason(code, this.buf.subarray(this.whole + 5, end))
@@ -151,25 +170,52 @@ function isFatal(fields: Uint8Array): boolean {
  * caught as an ordinary error (a deeply nested expression in a Parse): its state is then corrupt.
  * The statement may have been reported done while nothing was written, and the next one may spin
  * for ever. Each is answered as a FATAL is: the engine is restarted. Returns the reason, if any.
+ * The source file Postgres names (field F) must be the one that raises it: a user's RAISE WARNING
+ * or RAISE ... ERRCODE 'XX000' with the same text comes from pl_exec.c and is left alone.
  */
 function corruptionSign(fields: Uint8Array): string | undefined {
   let severity = '';
   let code = '';
   let message = '';
+  let file = '';
   for (const field of Buffer.from(fields.buffer, fields.byteOffset, fields.byteLength)
     .toString('utf8')
     .split('\0')) {
     if (field.startsWith('V')) severity = field.slice(1);
     else if (field.startsWith('C')) code = field.slice(1);
     else if (field.startsWith('M')) message = field.slice(1);
+    else if (field.startsWith('F')) file = field.slice(1);
   }
-  const leak = severity === 'WARNING' && LEAK_WARNING.test(message);
-  const internal = code === 'XX000' && INTERNAL_CORRUPTION.test(message);
+  const leak = severity === 'WARNING' && LEAK_FILES.has(file) && LEAK_WARNING.test(message);
+  const internal = code === 'XX000' && BUFFER_FILES.has(file) && INTERNAL_CORRUPTION.test(message);
   return leak || internal ? `engine state corrupted: ${message}` : undefined;
 }
 
-/** Resource-owner warnings at the end of a transaction (snapmgr.c, resowner.c). */
+/** Resource-owner warnings at the end of a transaction, and the files that raise them. */
 const LEAK_WARNING =
   /^(snapshot \S+ still active|\S.* reference leak\b|buffer refcount leak\b|resource was not closed\b)/;
+const LEAK_FILES = new Set([
+  'snapmgr.c',
+  'resowner.c',
+  'bufmgr.c',
+  'localbuf.c',
+  'relcache.c',
+  'catcache.c',
+  'plancache.c',
+  'tupdesc.c',
+]);
 /** Internal errors that mean the shared buffers' bookkeeping is lost. */
 const INTERNAL_CORRUPTION = /^bad buffer ID\b/;
+const BUFFER_FILES = new Set(['bufmgr.c', 'localbuf.c']);
+
+/** The Binds of a request that ends in Sync (every one must then be answered); 0 otherwise. */
+export function bindsToAnswer(request: Uint8Array): number {
+  const view = new DataView(request.buffer, request.byteOffset, request.byteLength);
+  let binds = 0;
+  let last = 0;
+  for (let i = 0; i + 5 <= request.length; i += 1 + view.getUint32(i + 1)) {
+    last = request[i] as number;
+    if (last === 0x42) binds++;
+  }
+  return last === 0x53 ? binds : 0;
+}

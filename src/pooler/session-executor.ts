@@ -190,7 +190,11 @@ export abstract class SessionExecutor {
       if (err instanceof EngineBrokenError) {
         // Only this client hears of it; the others find a fresh session (as after a cancel).
         this.opts.logger.warn({ reason: err.message }, 'database engine broke; restarting it');
-        if (stream && err.partial.length > 0) this.write(err.partial);
+        // What came before the break may acknowledge a commit: it waits for the barrier too.
+        if (stream && err.partial.length > 0) {
+          holdIfCommitted(err.partial, false);
+          this.write(err.partial);
+        }
         this.interrupting = undefined;
         await db.interrupt(`engine broke: ${err.message}`);
         throw new Interrupted(ENGINE_BROKE, '58000');

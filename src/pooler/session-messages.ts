@@ -34,9 +34,12 @@ export function prepareOnlyUnitLength(queue: readonly Buffer[]): number | 'incom
  * An extended unit that only runs `DEALLOCATE [PREPARE] ALL`: Parse, Bind, Execute and Sync, with
  * a Describe of the statement or the portal if the driver sends one (libpq's PQexecParams, which
  * psycopg uses for it after a rollback or a DROP). Its length, and the replies a server sends for
- * it minus the ReadyForQuery; undefined for anything else (which the statement guard refuses).
+ * it minus the ReadyForQuery; 'incomplete' while such a unit's Sync has not arrived (TCP may split
+ * it anywhere); undefined for anything else (which the statement guard refuses).
  */
-export function deallocateAllUnit(queue: readonly Buffer[]): { length: number; replies: Buffer } | undefined {
+export function deallocateAllUnit(
+  queue: readonly Buffer[],
+): { length: number; replies: Buffer } | 'incomplete' | undefined {
   const parse = queue[0];
   if (parse?.[0] !== Frontend.Parse) return undefined;
   const nameEnd = parse.indexOf(0, 5);
@@ -72,13 +75,31 @@ export function deallocateAllUnit(queue: readonly Buffer[]): { length: number; r
       case Frontend.Execute:
         if (!bound) return undefined;
         replies.push(commandComplete('DEALLOCATE ALL'));
+        if (i + 1 === queue.length) return 'incomplete';
         if (queue[i + 1]?.[0] !== Frontend.Sync) return undefined;
         return { length: i + 2, replies: Buffer.concat(replies) };
       default:
         return undefined;
     }
   }
-  return undefined;
+  return 'incomplete';
+}
+
+/**
+ * Ends an unfinished extended unit as Postgres ends one whose client disconnected: rolled back.
+ * A bare Sync would commit its implicit transaction, so a Parse that cannot succeed fails the
+ * unit first (its error is not for anyone), then the Sync rolls it back.
+ */
+export function abandonUnit(): Buffer {
+  return Buffer.concat([
+    message(
+      Frontend.Parse,
+      '\0',
+      'gateway: the client left in the middle of this unit\0',
+      Buffer.from([0, 0]),
+    ),
+    message(Frontend.Sync),
+  ]);
 }
 
 /** The response with its ReadyForQuery status replaced (a borrowed unit reports the client's). */

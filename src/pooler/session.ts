@@ -6,7 +6,12 @@ import { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } from './session-errors.js';
 import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
-import { deallocateAllUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
+import {
+  abandonUnit,
+  deallocateAllUnit,
+  prepareOnlyUnitLength,
+  withReadyStatus,
+} from './session-messages.js';
 import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
 
@@ -105,6 +110,9 @@ export class ClientSession extends SessionExecutor {
           this.skipToSync();
           continue;
         }
+        // A DEALLOCATE ALL unit is answered whole (step): wait for its Sync before anything runs.
+        if (!this.inUnit && this.status !== 'E' && deallocateAllUnit(this.queue.messages) === 'incomplete')
+          return true;
         if (this.database.hold.isHeldBy(this.owner)) {
           await this.database.hold.unpark(this.owner);
         } else {
@@ -232,8 +240,9 @@ export class ClientSession extends SessionExecutor {
     await this.checkStatements();
     // DEALLOCATE ALL through the extended protocol (psycopg): done for this client alone, as the
     // simple query is. In a failed transaction it goes on to the engine, which refuses it (25P02).
-    const deallocate = this.status === 'E' ? undefined : deallocateAllUnit(this.queue.messages);
-    if (deallocate) {
+    const deallocate =
+      this.inUnit || this.status === 'E' ? undefined : deallocateAllUnit(this.queue.messages);
+    if (typeof deallocate === 'object') {
       this.queue.take(deallocate.length);
       return this.forgetStatements(false, deallocate.replies);
     }
@@ -357,7 +366,7 @@ export class ClientSession extends SessionExecutor {
     if (!hold.isHeldBy(this.owner) && owned.length === 0 && !dirty && !unlisten) return;
     try {
       await hold.acquire(this.owner);
-      if (this.inUnit) await this.exec(closeStatements([]));
+      if (this.inUnit) await this.exec(abandonUnit());
       if (this.status !== 'I') await this.exec(query('ROLLBACK'));
       if (this.opts.poolMode === 'session') await this.resetSession();
       else {

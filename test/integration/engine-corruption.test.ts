@@ -25,6 +25,22 @@ describe('a statement that corrupts the engine', () => {
       return rows[0].n as number;
     });
 
+  it('also when the client turned warnings off (client_min_messages = error)', async () => {
+    const before = await rows();
+    const sql = `insert into deep_ins values ($1::int + ${Array(1500).fill('1').join('+')})`;
+    const outcome = await withClient(
+      { ...gw.pgConfig('deep', password), query_timeout: 30_000, options: '-c client_min_messages=error' },
+      (c) =>
+        c.query(sql, [1]).then(
+          (r) => ({ ok: true as const, rowCount: r.rowCount }),
+          (err: { code?: string }) => ({ ok: false as const, code: err.code }),
+        ),
+    );
+    const after = await rows();
+    if (outcome.ok) expect([outcome.rowCount, after]).toEqual([1, before + 1]);
+    else expect(after).toBe(before);
+  });
+
   it.each([1500, 2000, 1500, 3000])(
     '%i terms: an error or a written row, and the database answers after',
     async (terms) => {
