@@ -11,7 +11,7 @@ import {
   type PgliteArtifacts,
   parkPglite,
 } from './pglite-open.js';
-import { bindsToAnswer, ResponseBatcher } from './response-batcher.js';
+import { ResponseBatcher, requestShape } from './response-batcher.js';
 
 /**
  * Worker thread hosting one database's PGlite at a time, so a long statement in one database
@@ -159,6 +159,12 @@ class Answer {
   }
 }
 
+/**
+ * An error came in an extended unit whose Sync has not been sent yet: the engine skips what
+ * follows until the Sync, so Binds sent meanwhile are rightly answered with nothing.
+ */
+let skippingToSync = false;
+
 async function exec(pg: ParkedPglite['pg'], answer: Answer, data: Uint8Array): Promise<void> {
   const id = answer.id;
   Atomics.store(unacked, 0, 0);
@@ -184,10 +190,14 @@ async function exec(pg: ParkedPglite['pg'], answer: Answer, data: Uint8Array): P
     const rest = batcher.finish();
     answer.post({ type: 'broken', id, message: fatal, ...rest }, [rest.data]);
   };
-  const binds = bindsToAnswer(data);
+  const shape = requestShape(data);
+  const wasSkipping = skippingToSync;
+  const binds = wasSkipping ? 0 : shape.binds;
+  skippingToSync = false; // a broken request restarts the engine, which then skips nothing
   await pg.execProtocolRawStream(data, { onRawData });
   if (broken) return;
   durable.flushWal();
+  skippingToSync = !shape.endsUnit && (wasSkipping || batcher.sawError);
   if (batcher.unansweredBinds(binds)) {
     // Its reply is not to be believed (an EmptyQueryResponse where an INSERT should have run).
     batcher.finish();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { tagged } from '../../test/helpers/messages.js';
-import { bindsToAnswer, ResponseBatcher } from './response-batcher.js';
+import { ResponseBatcher, requestShape } from './response-batcher.js';
 
 /** A backend message: code, length, body of `size` bytes filled with `fill`. */
 const message = (code: number, size: number, fill: number): Buffer => tagged(code, Buffer.alloc(size, fill));
@@ -147,9 +147,10 @@ describe('a FATAL from the engine', () => {
 
   it('knows when Binds of a synced request were neither completed nor refused', () => {
     const unit = (...codes: string[]) => Buffer.concat(codes.map((c) => tagged(c, Buffer.alloc(3))));
-    expect(bindsToAnswer(unit('P', 'B', 'E', 'B', 'E', 'S'))).toBe(2);
-    expect(bindsToAnswer(unit('P', 'B', 'E', 'H'))).toBe(0); // not synced: answers may come later
-    expect(bindsToAnswer(unit('Q'))).toBe(0);
+    expect(requestShape(unit('P', 'B', 'E', 'B', 'E', 'S'))).toEqual({ binds: 2, endsUnit: true });
+    // Not synced: answers may come later.
+    expect(requestShape(unit('P', 'B', 'E', 'H'))).toEqual({ binds: 0, endsUnit: false });
+    expect(requestShape(unit('Q'))).toEqual({ binds: 0, endsUnit: true });
     const answered = (codes: string[], binds: number) => {
       const batcher = new ResponseBatcher(1 << 20);
       batcher.append(unit(...codes), () => undefined);

@@ -116,6 +116,11 @@ export class ResponseBatcher {
     return expected > this.binds && this.errors === 0;
   }
 
+  /** Whether an ErrorResponse was seen since the last `finish`. */
+  get sawError(): boolean {
+    return this.errors > 0;
+  }
+
   private scan(): void {
     while (this.whole + 5 <= this.used && this.fatal === undefined) {
       const length = this.view.getUint32(this.whole + 1);
@@ -208,8 +213,12 @@ const LEAK_FILES = new Set([
 const INTERNAL_CORRUPTION = /^bad buffer ID\b/;
 const BUFFER_FILES = new Set(['bufmgr.c', 'localbuf.c']);
 
-/** The Binds of a request that ends in Sync (every one must then be answered); 0 otherwise. */
-export function bindsToAnswer(request: Uint8Array): number {
+/**
+ * What a request asks of the engine: `binds`, the Binds every one of which must be answered (those
+ * of a request ending in Sync; 0 otherwise), and whether it ends a unit (Sync or a simple Query),
+ * after which the engine no longer skips messages for an earlier error.
+ */
+export function requestShape(request: Uint8Array): { binds: number; endsUnit: boolean } {
   const view = new DataView(request.buffer, request.byteOffset, request.byteLength);
   let binds = 0;
   let last = 0;
@@ -217,5 +226,5 @@ export function bindsToAnswer(request: Uint8Array): number {
     last = request[i] as number;
     if (last === 0x42) binds++;
   }
-  return last === 0x53 ? binds : 0;
+  return { binds: last === 0x53 ? binds : 0, endsUnit: last === 0x53 || last === 0x51 };
 }
