@@ -1,3 +1,5 @@
+import { readErrorFields } from '../wire/protocol.js';
+
 /**
  * Gathers the backend bytes PGlite writes during one request into transferable batches of whole
  * messages, so a large result leaves the worker while the statement still runs and each byte is
@@ -134,9 +136,7 @@ export class ResponseBatcher {
         if (code === 0x32) this.binds++;
         else if (code === 0x45) this.errors++;
         const reason =
-          code === 0x45 || code === 0x4e
-            ? breakReason(code, this.buf.subarray(this.whole + 5, end))
-            : undefined;
+          code === 0x45 || code === 0x4e ? breakReason(this.buf.subarray(this.whole, end)) : undefined;
         if (reason === undefined) {
           this.whole = end;
           continue;
@@ -151,23 +151,23 @@ export class ResponseBatcher {
 const SEVERITY_FATAL = Buffer.from('SFATAL\0');
 const SEVERITY_PANIC = Buffer.from('SPANIC\0');
 
-/** Why a notice or error (`code` 'N' or 'E') means the engine must be restarted, if it does. */
-function breakReason(code: number, fields: Uint8Array): string | undefined {
-  if (code === 0x45 && isFatal(fields)) {
-    return Buffer.from(fields.buffer, fields.byteOffset, Math.max(0, fields.length - 1))
-      .toString('utf8')
-      .split('\0')
-      .filter((f) => f.startsWith('C') || f.startsWith('M'))
-      .map((f) => f.slice(1))
-      .join(' ');
-  }
-  return corruptionSign(fields);
-}
+const SEVERITY_WARNING = Buffer.from('SWARNING\0');
 
-/** Whether an ErrorResponse body (fields) has severity FATAL or PANIC (always the first field). */
-function isFatal(fields: Uint8Array): boolean {
-  const head = Buffer.from(fields.buffer, fields.byteOffset, Math.min(fields.length, 7));
-  return head.equals(SEVERITY_FATAL) || head.equals(SEVERITY_PANIC);
+/** Why a NoticeResponse or ErrorResponse (whole message) means the engine must be restarted. */
+function breakReason(message: Uint8Array): string | undefined {
+  // The localized severity comes first; checking its bytes keeps the common case cheap.
+  const head = (n: number) =>
+    Buffer.from(message.buffer, message.byteOffset + 5, Math.min(message.length - 5, n));
+  if (message[0] === 0x45) {
+    if (head(7).equals(SEVERITY_FATAL) || head(7).equals(SEVERITY_PANIC)) {
+      const fields = readErrorFields(message);
+      return `${fields.get('C') ?? ''} ${fields.get('M') ?? ''}`;
+    }
+  } else if (!head(9).equals(SEVERITY_WARNING)) {
+    // Most notices are NOTICE or INFO (RAISE NOTICE in a loop): only a WARNING is read further.
+    return undefined;
+  }
+  return corruptionSign(readErrorFields(message));
 }
 
 /**
@@ -178,21 +178,11 @@ function isFatal(fields: Uint8Array): boolean {
  * The source file Postgres names (field F) must be the one that raises it: a user's RAISE WARNING
  * or RAISE ... ERRCODE 'XX000' with the same text comes from pl_exec.c and is left alone.
  */
-function corruptionSign(fields: Uint8Array): string | undefined {
-  let severity = '';
-  let code = '';
-  let message = '';
-  let file = '';
-  for (const field of Buffer.from(fields.buffer, fields.byteOffset, fields.byteLength)
-    .toString('utf8')
-    .split('\0')) {
-    if (field.startsWith('V')) severity = field.slice(1);
-    else if (field.startsWith('C')) code = field.slice(1);
-    else if (field.startsWith('M')) message = field.slice(1);
-    else if (field.startsWith('F')) file = field.slice(1);
-  }
-  const leak = severity === 'WARNING' && LEAK_FILES.has(file) && LEAK_WARNING.test(message);
-  const internal = code === 'XX000' && BUFFER_FILES.has(file) && INTERNAL_CORRUPTION.test(message);
+function corruptionSign(fields: Map<string, string>): string | undefined {
+  const message = fields.get('M') ?? '';
+  const file = fields.get('F') ?? '';
+  const leak = fields.get('V') === 'WARNING' && LEAK_FILES.has(file) && LEAK_WARNING.test(message);
+  const internal = fields.get('C') === 'XX000' && BUFFER_FILES.has(file) && INTERNAL_CORRUPTION.test(message);
   return leak || internal ? `engine state corrupted: ${message}` : undefined;
 }
 
