@@ -46,6 +46,7 @@ describe('deallocateAllUnit', () => {
       [parse('DEALLOCATE ALL; select 1'), bind(), execute, sync],
       [parse('DISCARD ALL'), bind(), execute, sync],
       [parse('DEALLOCATE s1'), bind(), execute, sync],
+      [parse(`/* ${'x'.repeat(1100)} */ DEALLOCATE ALL`), bind(), execute, sync], // not decoded
       [tagged('Q', cstr('DEALLOCATE ALL'))],
       [],
     ];

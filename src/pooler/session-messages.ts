@@ -30,6 +30,9 @@ export function prepareOnlyUnitLength(queue: readonly Buffer[]): number | 'incom
   return queue.length > 0 ? 'incomplete' : 0;
 }
 
+/** Longest Parse text looked at for DEALLOCATE ALL (see deallocateAllUnit). */
+const MAX_DEALLOCATE_TEXT = 1024;
+
 /**
  * An extended unit that only runs `DEALLOCATE [PREPARE] ALL`: Parse, Bind, Execute and Sync, with
  * a Describe of the statement or the portal if the driver sends one (libpq's PQexecParams, which
@@ -44,7 +47,9 @@ export function deallocateAllUnit(
   if (parse?.[0] !== Frontend.Parse) return undefined;
   const nameEnd = parse.indexOf(0, 5);
   const textEnd = parse.indexOf(0, nameEnd + 1);
-  if (nameEnd < 0 || textEnd < 0) return undefined;
+  // Checked before every unit that starts with a Parse: a long text (an ordinary statement, or a
+  // DEALLOCATE ALL buried in comments, which the statement guard then refuses) is not decoded.
+  if (nameEnd < 0 || textEnd < 0 || textEnd - nameEnd > MAX_DEALLOCATE_TEXT) return undefined;
   const forget = forgetAll(parse.toString('utf8', nameEnd + 1, textEnd));
   if (forget?.kind !== 'deallocate' || !forget.alone) return undefined;
   const statement = parse.subarray(5, nameEnd + 1);

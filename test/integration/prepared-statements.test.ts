@@ -20,6 +20,18 @@ beforeAll(async () => {
 });
 afterAll(() => t?.close());
 
+/** Runs a client script from test/python with Debian's Python against 'prep'; its JSON summary. */
+async function runPython(name: string): Promise<unknown> {
+  const script = path.join(import.meta.dirname, '../python', name);
+  const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/prep`;
+  const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], {
+    timeout: 120_000,
+  }).catch((err: { stdout?: string; stderr?: string }) => {
+    throw new Error(`${name} failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
+  });
+  return JSON.parse(stdout);
+}
+
 describe('prepared statements past the session cap', () => {
   it('node-postgres: 250 named queries, then every one of them again', async () => {
     await withClient(t.pgConfig('prep', pw), async (c) => {
@@ -151,27 +163,13 @@ describe('prepared statements past the session cap', () => {
   });
 
   it('asyncpg with statement_cache_size=1000: 300 distinct statements, twice, no error', async () => {
-    const script = path.join(import.meta.dirname, '../python/asyncpg_statements.py');
-    const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/prep`;
-    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], {
-      timeout: 120_000,
-    }).catch((err: { stdout?: string; stderr?: string }) => {
-      throw new Error(`asyncpg failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
-    });
-    const summary = JSON.parse(stdout) as { ok: number; error_count: number };
+    const summary = (await runPython('asyncpg_statements.py')) as { ok: number; error_count: number };
     expect(summary.error_count).toBe(0);
     expect(summary.ok).toBe(600);
   });
 
   it('psycopg 3 with its defaults: rollback, DROP and a failed transaction block after statements were prepared', async () => {
-    const script = path.join(import.meta.dirname, '../python/psycopg_deallocate.py');
-    const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/prep`;
-    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], {
-      timeout: 120_000,
-    }).catch((err: { stdout?: string; stderr?: string }) => {
-      throw new Error(`psycopg failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
-    });
-    expect(JSON.parse(stdout)).toEqual({ errors: [] });
+    expect(await runPython('psycopg_deallocate.py')).toEqual({ errors: [] });
   });
 
   it("DEALLOCATE ALL in the extended protocol drops only the sender's statements", async () => {
