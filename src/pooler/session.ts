@@ -1,5 +1,5 @@
 import { errors, GatewayError, toClientError } from '../errors.js';
-import { splitCopyIn } from '../wire/backend-scan.js';
+import { hasError, splitCopyIn } from '../wire/backend-scan.js';
 import { errorResponse, Frontend, query, readyForQuery, syncMessage } from '../wire/protocol.js';
 import { runBorrowed } from './borrow.js';
 import { CopyIn } from './copy-in.js';
@@ -9,6 +9,7 @@ import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-execu
 import {
   abandonUnit,
   deallocateAllUnit,
+  finalReady,
   prepareOnlyUnitLength,
   withReadyStatus,
 } from './session-messages.js';
@@ -268,7 +269,7 @@ export class ClientSession extends SessionExecutor {
         }
         // A Query inside an extended unit without its Sync: end that unit first (PGlite
         // mishandles a Query there; Postgres would have run it inside the unit's transaction).
-        if (this.inUnit) await this.exec(syncMessage());
+        if (this.inUnit && (await this.endUnitBeforeQuery())) return;
         if (code === Frontend.FunctionCall) return this.raise(FUNCTION_CALL_UNSUPPORTED());
         return this.runQuery(message);
       }
@@ -281,6 +282,23 @@ export class ClientSession extends SessionExecutor {
     await this.reprepare();
     await this.deliver(await this.exec(Buffer.concat(batch), true));
     this.batchEndsUnit = true;
+  }
+
+  /**
+   * Ends the open unit with a Sync of the gateway's own. What that Sync answers reaches the client
+   * minus its ReadyForQuery: a commit that fails there (a deferred constraint) or a notification
+   * the commit sends is the client's to hear. Postgres would have run the Query in the unit's
+   * transaction, so a failed commit fails the Query too: it is not run, and the error with a
+   * ReadyForQuery answers it. True when the Query was answered so.
+   */
+  private async endUnitBeforeQuery(): Promise<boolean> {
+    const ended = await this.exec(syncMessage());
+    const failed = hasError(ended);
+    const ready = finalReady(ended) ?? ended.length;
+    if (ready > 0) this.write(ended.subarray(0, ready));
+    if (!failed) return false;
+    this.write(readyForQuery(this.status));
+    return true;
   }
 
   private skipToSync(): void {

@@ -5,8 +5,8 @@ import { startTestServer, type TestServer, withClient } from '../helpers/server.
 
 /**
  * Extended-protocol units at their edges, byte by byte: a unit left without its Sync by a client
- * that goes (Postgres rolls it back), a DEALLOCATE ALL unit that TCP splits, and user text that
- * looks like the engine's own corruption warnings.
+ * that goes (Postgres rolls it back), a Query sent before a unit's Sync, a DEALLOCATE ALL unit
+ * that TCP splits, and user text that looks like the engine's own corruption warnings.
  */
 
 const parse = (sql: string, name = '') => tagged('P', cstr(name), cstr(sql), int16(0));
@@ -41,7 +41,8 @@ describe('extended units at their edges', () => {
         create function echo() returns trigger language plpgsql as $$
           begin raise warning 'invalid value: %', new.v; return new; end $$;
         create table w (v text);
-        create trigger echo before insert on w for each row execute function echo()`),
+        create trigger echo before insert on w for each row execute function echo();
+        create table d (id int primary key deferrable initially deferred)`),
     );
   });
   afterAll(() => gw?.close());
@@ -64,6 +65,29 @@ describe('extended units at their edges', () => {
     // The next client's turn comes after the leaving client's session was given back.
     for (let i = 0; i < 20 && (await count('t')) !== 0; i++) await sleep(100);
     expect(await count('t')).toBe(0);
+  });
+
+  it("fails a Query sent before its unit's Sync when the unit cannot commit, as Postgres does", async () => {
+    const { socket, reader } = await login();
+    const duplicate = Buffer.concat([parse('insert into d values (1), (1)'), bind(), execute]);
+    socket.write(Buffer.concat([duplicate, tagged('Q', cstr("insert into t values ('after')"))]));
+    // Postgres reports the deferred unique violation at the commit that ends the Query.
+    expect(await replies(reader, 'Z')).toEqual(['1', '2', 'C', 'E:23505', 'ZI']);
+    socket.write(sync);
+    expect(await replies(reader, 'Z')).toEqual(['ZI']);
+    socket.destroy();
+    expect(await count('d')).toBe(0);
+    expect(await count("t where v = 'after'")).toBe(0);
+  });
+
+  it("passes on a notification that a Query's early end of the unit commits", async () => {
+    const { socket, reader } = await login();
+    socket.write(tagged('Q', cstr('listen edges')));
+    expect(await replies(reader, 'Z')).toEqual(['C', 'ZI']);
+    const notify = Buffer.concat([parse("select pg_notify('edges', 'x')"), bind(), execute]);
+    socket.write(Buffer.concat([notify, tagged('Q', cstr('select 1'))]));
+    expect(await replies(reader, 'Z')).toEqual(['1', '2', 'D', 'C', 'A', 'T', 'D', 'C', 'ZI']);
+    socket.destroy();
   });
 
   it('answers a DEALLOCATE ALL unit that arrives in pieces', async () => {
