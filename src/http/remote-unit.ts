@@ -2,9 +2,9 @@ import type { Socket } from 'node:net';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageFramer } from '../wire/framer.js';
-import { Backend, Frontend, message, query } from '../wire/protocol.js';
+import { Backend, Frontend, message } from '../wire/protocol.js';
 import { ReplyReader } from '../wire/sql-over-http.js';
-import { ResponseTooLarge, type UnitRun } from './session-unit.js';
+import { ResponseTooLarge, settleUnit, type UnitRun } from './session-unit.js';
 
 /**
  * Runs one SQL-over-HTTP unit on a database another node owns (cluster mode), over a forwarded
@@ -19,6 +19,8 @@ const MESSAGE_SLACK = 64 * 1024;
 export interface RemoteUnitOptions {
   id: string;
   messages: Buffer[];
+  /** As UnitOptions.commit: the batch is committed once its reply proved whole. */
+  commit?: boolean | undefined;
   maxResponseBytes: number;
   logger: Logger;
   /** The forwarded session to the owner (Cluster.dialOwner). */
@@ -107,9 +109,7 @@ async function run(
     if (reader.error) return reader;
     const result = await turn(opts.messages, reader);
     if (result.error && result.status === undefined) return result;
-    if (result.status !== 'I') await turn([query('ROLLBACK')], new ReplyReader(0));
-    if (result.overflowed) throw new ResponseTooLarge();
-    return result;
+    return await settleUnit(result, opts.commit === true, turn);
   } finally {
     socket.off('data', onData);
     if (!socket.destroyed) socket.end(message(Frontend.Terminate));

@@ -31,6 +31,26 @@ export interface UnitDeps extends PoolLimits {
 /** The reply outgrew the response limit (MAX_HTTP_RESPONSE): answered with 507. */
 export class ResponseTooLarge extends Error {}
 
+/**
+ * Ends what a unit left open. A batch (`commit`) is committed only when its reply is whole and
+ * without error: a 507 then means nothing was done, and a failing COMMIT (a deferred constraint,
+ * a serialization failure) is the request's error. Anything else left open is rolled back.
+ */
+export async function settleUnit(
+  result: ReplyReader,
+  commit: boolean,
+  turn: (messages: Buffer[], into: ReplyReader) => Promise<ReplyReader>,
+): Promise<ReplyReader> {
+  if (commit && result.status === 'T' && !result.overflowed && !result.error) {
+    const done = await turn([query('COMMIT')], new ReplyReader(0));
+    result.error ??= done.error;
+    result.status = done.status;
+  }
+  if (result.status !== 'I') await turn([query('ROLLBACK')], new ReplyReader(0));
+  if (result.overflowed) throw new ResponseTooLarge();
+  return result;
+}
+
 /** Headroom for one backend message beyond the response limit before it is refused unread. */
 const MESSAGE_SLACK = 64 * 1024;
 
@@ -45,6 +65,8 @@ export interface UnitOptions {
    */
   openBefore?: Database | undefined;
   messages: Buffer[];
+  /** The messages open a batch's transaction, committed once the reply proved whole (settleUnit). */
+  commit?: boolean | undefined;
   maxResponseBytes: number;
   logger: Logger;
 }
@@ -138,11 +160,8 @@ async function run(
       session.push(messages);
     });
   try {
-    const result = await unit(opts.messages, reader);
     // A request never leaves a transaction open on the shared session (BEGIN alone, or a failed batch).
-    if (result.status !== 'I') await unit([query('ROLLBACK')], new ReplyReader(0));
-    if (result.overflowed) throw new ResponseTooLarge();
-    return result;
+    return await settleUnit(await unit(opts.messages, reader), opts.commit === true, unit);
   } finally {
     await session.close();
     lease.release();

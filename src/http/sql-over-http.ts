@@ -238,6 +238,7 @@ export async function handleSql(
       storedKey,
       openBefore,
       messages: requestMessages(queries, begin),
+      commit: batch,
       maxResponseBytes: deps.maxResponseBytes,
       logger: reqLog,
     });

@@ -54,7 +54,7 @@ describe('SQL over HTTP codec', () => {
     expect(describe?.toString('latin1')).toBe('D\0\0\0\x06P\0');
     expect(execute?.toString('latin1')).toBe('E\0\0\0\x09\0\0\0\0\0');
     const batch = requestMessages([{ query: 'select 1', params: [] }], beginStatement({}));
-    expect(batch.map((m) => String.fromCharCode(m[0] as number)).join('')).toBe('PBDEPBDEPBDES');
+    expect(batch.map((m) => String.fromCharCode(m[0] as number)).join('')).toBe('PBDEPBDES');
   });
 
   it('binds the most parameters a Bind can carry', () => {

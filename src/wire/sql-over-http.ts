@@ -97,9 +97,9 @@ export function extendedQuery(sql: string, params: readonly (string | null)[] = 
 export const MAX_PARAMS = 65535;
 
 /**
- * The messages of one HTTP request: a single query, or a batch wrapped in `begin` ... COMMIT
- * (each its own Execute), ending in one Sync. Results of the wrapper statements are dropped by
- * `resultsOf`.
+ * The messages of one HTTP request: a single query, or a batch opened with `begin` (each its own
+ * Execute), ending in one Sync. The batch's COMMIT is not among them: it runs as a unit of its own
+ * once the reply proved whole (see settleUnit), so a batch whose answer is refused did nothing.
  */
 export function requestMessages(
   queries: readonly { query: string; params: readonly (string | null)[] }[],
@@ -108,7 +108,6 @@ export function requestMessages(
   const out: Buffer[] = [];
   if (begin !== undefined) out.push(...extendedQuery(begin));
   for (const q of queries) out.push(...extendedQuery(q.query, q.params));
-  if (begin !== undefined) out.push(...extendedQuery('COMMIT'));
   out.push(syncMessage());
   return out;
 }

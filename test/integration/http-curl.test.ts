@@ -147,6 +147,28 @@ describe('POST /sql with curl', () => {
     expect((await post(JSON.stringify({ query: 'select 1 as one' }))).status).toBe(200);
   });
 
+  it('commits a batch only when its answer is whole: a 507 or a failing COMMIT did nothing', async () => {
+    const setup = await post(
+      JSON.stringify({
+        query: 'create table kept (v int unique deferrable initially deferred)',
+      }),
+    );
+    expect(setup.status).toBe(200);
+    const batch = (queries: string[]) =>
+      post(JSON.stringify({ queries: queries.map((query) => ({ query, params: [] })) }));
+    const big = await batch([
+      'insert into kept values (1)',
+      "select repeat('x', 1000) from generate_series(1, 1000)",
+    ]);
+    expect(big.status).toBe(507);
+    const duplicate = await batch(['insert into kept values (2)', 'insert into kept values (2)']);
+    expect(duplicate.status).toBe(400);
+    expect(JSON.parse(duplicate.body)).toMatchObject({ code: '23505' });
+    const ok = await batch(['insert into kept values (3)', 'select count(*)::int as n from kept']);
+    expect(ok.status).toBe(200);
+    expect(JSON.parse(ok.body).results[1].rows).toEqual([{ n: '1' }]);
+  });
+
   it('refuses hostile input: large bodies (413), malformed JSON and headers (400)', async () => {
     const bodyFile = path.join(gw.root, 'huge.json');
     await writeFile(bodyFile, JSON.stringify({ query: `select '${'x'.repeat(1_100_000)}'` }));
