@@ -64,9 +64,12 @@ const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
  * Settings a startup packet may carry that no client keeps: Postgres overwrites the transaction_*
  * ones from their default_* settings when the first transaction starts, and `seed` only seeds
  * random() once. Neither can be RESET, so on a shared session they would stop the next client's
- * switch; they are left out (see README, Pool modes).
+ * switch; they are left out (see README, Pool modes). log_connections and log_disconnections
+ * only choose what the server logs about a backend's start and end; Postgres takes them only at
+ * connection start, so a SET on the shared session would fail the client's login.
  */
-const NOT_KEPT = /^(transaction_isolation|transaction_read_only|transaction_deferrable|seed)$/i;
+const NOT_KEPT =
+  /^(transaction_isolation|transaction_read_only|transaction_deferrable|seed|log_connections|log_disconnections)$/i;
 
 export function startupSettings(params: Record<string, string>, fromOptions: Record<string, string>) {
   const settings: Record<string, string> = {};

@@ -56,7 +56,8 @@ describe('startup settings', () => {
   it('one client connecting with settings Postgres will not RESET keeps nobody out', async () => {
     const id = 'no-reset';
     const pw = await t.createDatabase(id);
-    const options = '-c transaction_read_only=on -c transaction_isolation=serializable -c seed=0.5';
+    const options =
+      '-c transaction_read_only=on -c transaction_isolation=serializable -c seed=0.5 -c log_connections=on -c log_disconnections=on';
     const odd = await connected({ ...t.pgConfig(id, pw), options });
     const plain = await connected(t.pgConfig(id, pw));
     try {
