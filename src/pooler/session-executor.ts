@@ -26,7 +26,7 @@ import {
 import type { SessionOptions } from './session-options.js';
 import { ClientSettings, isServableEncoding } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
-import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { forgetAll, judgeStatement, mayChangeSettings, resetSettings } from './statement-guard.js';
 import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
 
 /**
@@ -264,12 +264,34 @@ export abstract class SessionExecutor {
     if (hasError(response) && this.lostStatement(response)) this.shared.statementsEpoch++;
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
     if (!this.settings.due(this.status) || ready === undefined) {
+      // A reset in a failed transaction is undone with it.
+      if (this.status === 'E') this.settings.restoreSql(true);
       this.write(response);
       return;
     }
     this.write(response.subarray(0, ready));
+    await this.restoreStartupSettings(hasError(response));
     await this.readBackSettings();
     this.write(response.subarray(ready));
+  }
+
+  /**
+   * After RESET: settings the client connected with go back to those values, as in Postgres.
+   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
+   */
+  private async restoreStartupSettings(failed: boolean): Promise<void> {
+    const sql = this.settings.restoreSql(failed);
+    if (!sql) return;
+    if (this.status === 'I') {
+      await this.exec(query(sql));
+      return;
+    }
+    const restored = await this.exec(
+      query(`SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`),
+    );
+    if (hasError(restored)) {
+      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
+    }
   }
 
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
@@ -364,6 +386,7 @@ export abstract class SessionExecutor {
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
       this.settings.noteStatement(mayChangeSettings(sql));
+      this.settings.noteResets(resetSettings(sql));
       this.listening.note(sql);
       const verdict = judgeStatement(sql, this.database);
       const refusal =

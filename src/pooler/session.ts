@@ -13,7 +13,7 @@ import {
   prepareOnlyUnitLength,
   withReadyStatus,
 } from './session-messages.js';
-import { forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
+import { forgetAll, judgeStatement, mayChangeSettings, resetSettings } from './statement-guard.js';
 import { closeStatements } from './statements.js';
 
 /**
@@ -313,6 +313,7 @@ export class ClientSession extends SessionExecutor {
   private async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
     this.settings.noteStatement(mayChangeSettings(sql));
+    this.settings.noteResets(resetSettings(sql));
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     const forget = forgetAll(sql);

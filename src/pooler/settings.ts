@@ -258,6 +258,36 @@ export class ClientSettings {
     this.changed = true;
   }
 
+  /** Startup settings a statement of this client reset (RESET, SET ... TO DEFAULT), to set again. */
+  private resets: { all: boolean; names: Set<string> } | undefined;
+
+  noteResets(reset: { all: boolean; names: readonly string[] } | undefined): void {
+    if (!reset || this.initial.size === 0) return;
+    this.resets ??= { all: false, names: new Set() };
+    this.resets.all ||= reset.all;
+    for (const name of reset.names) this.resets.names.add(name);
+  }
+
+  /**
+   * SQL setting again what the client connected with for the settings its statements reset:
+   * Postgres resets to those values, the shared session to the database's. Identity settings are
+   * left to the switch. Undefined when there is nothing to do, or when the statements failed
+   * (their transaction, and so the reset, is undone).
+   */
+  restoreSql(failed: boolean): string | undefined {
+    const resets = this.resets;
+    this.resets = undefined;
+    if (!resets || failed) return undefined;
+    const statements: string[] = [];
+    for (const [name, value] of this.initial) {
+      const lower = name.toLowerCase();
+      if ((IDENTITY_SETTINGS as readonly string[]).includes(lower)) continue;
+      if (resets.all || resets.names.has(lower))
+        statements.push(`SET ${ident(name)} TO ${valueSql(name, value)}`);
+    }
+    return statements.length > 0 ? statements.join('; ') : undefined;
+  }
+
   /** DISCARD ALL: back to what the client connected with. */
   reset(): void {
     this.beforeReset = new Map(this.wanted);

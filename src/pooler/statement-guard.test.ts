@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { detectCopyFromStdin, forgetAll, judgeStatement, mayChangeSettings } from './statement-guard.js';
+import {
+  detectCopyFromStdin,
+  forgetAll,
+  judgeStatement,
+  mayChangeSettings,
+  resetSettings,
+} from './statement-guard.js';
 
 describe('detectCopyFromStdin', () => {
   it.each([
@@ -37,6 +43,26 @@ describe('mayChangeSettings', () => {
     ["select 'set x'", false],
   ])('%s → %s', (sql, expected) => {
     expect(mayChangeSettings(sql)).toBe(expected);
+  });
+});
+
+describe('resetSettings', () => {
+  it.each([
+    ['reset all', { all: true, names: [] }],
+    ['RESET Search_Path', { all: false, names: ['search_path'] }],
+    ['reset "Search_Path"; select 1', { all: false, names: ['search_path'] }],
+    ['reset myapp.tenant', { all: false, names: ['myapp.tenant'] }],
+    ['reset time zone', { all: false, names: ['timezone'] }],
+    ['set search_path to default', { all: false, names: ['search_path'] }],
+    ['set session work_mem = DEFAULT; reset all', { all: true, names: ['work_mem'] }],
+    ['set time zone default', { all: false, names: ['timezone'] }],
+    ['set local search_path to default', undefined],
+    ["set search_path = 'default'", undefined],
+    ['set search_path = default, public', undefined],
+    ["select 'reset all'", undefined],
+    ['update t set v = default', undefined],
+  ])('%s', (sql, expected) => {
+    expect(resetSettings(sql)).toEqual(expected);
   });
 });
 

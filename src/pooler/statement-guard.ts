@@ -199,3 +199,62 @@ export function mayChangeSettings(sql: string): boolean {
     return statement.some((t) => t.kind === 'word' && t.text === 'set_config');
   });
 }
+
+/**
+ * Settings a text puts back to their session default: `RESET name`, `RESET ALL`, and
+ * `SET [SESSION] name TO|= DEFAULT` (lowercased names). In Postgres that default includes what
+ * the client connected with (startup packet, `options=-c`); the shared session's does not, so
+ * the pooler sets those again (ClientSettings.restoreSql).
+ */
+export function resetSettings(sql: string): { all: boolean; names: string[] } | undefined {
+  if (!/reset|default/i.test(sql)) return undefined;
+  let all = false;
+  const names: string[] = [];
+  for (const statement of statements(sql)) {
+    const [first, second] = leadingWords(statement, 2);
+    if (first === 'reset') {
+      const name = settingName(statement, 1);
+      if (name?.end === statement.length) {
+        if (name.text === 'all') all = true;
+        else names.push(name.text);
+      }
+    } else if (first === 'set' && second !== 'local') {
+      const sessionWord = second === 'session' && !isAssign(statement[2]);
+      const name = settingName(statement, sessionWord ? 2 : 1);
+      if (!name) continue;
+      // SET TIME ZONE takes its value without TO or =.
+      const at = isAssign(statement[name.end]) ? name.end + 1 : name.zone ? name.end : -1;
+      const value = statement[at];
+      if (value?.kind === 'word' && value.text === 'default' && statement.length === at + 1)
+        names.push(name.text);
+    }
+  }
+  return all || names.length > 0 ? { all, names } : undefined;
+}
+
+const isAssign = (t: Token | undefined): boolean =>
+  (t?.kind === 'word' && t.text === 'to') || (t?.kind === 'symbol' && t.text === '=');
+
+/** A setting's name from `start` (`name`, `"Name"`, `ext.name`), lowercased, and where it ends. */
+function settingName(
+  statement: readonly Token[],
+  start: number,
+): { text: string; end: number; zone?: true } | undefined {
+  const parts: string[] = [];
+  let i = start;
+  for (;;) {
+    const t = statement[i];
+    if (t?.kind !== 'word' && t?.kind !== 'ident') return undefined;
+    parts.push(t.text.toLowerCase());
+    i++;
+    const dot = statement[i];
+    if (dot?.kind !== 'symbol' || dot.text !== '.') break;
+    i++;
+  }
+  // RESET TIME ZONE is timezone.
+  if (parts.length === 1 && parts[0] === 'time' && statement[i]?.kind === 'word') {
+    const zone = statement[i] as Token;
+    if (zone.text === 'zone') return { text: 'timezone', end: i + 1, zone: true };
+  }
+  return { text: parts.join('.'), end: i };
+}

@@ -53,6 +53,38 @@ describe('startup settings', () => {
     });
   });
 
+  it('RESET goes back to what the client connected with, as in Postgres', async () => {
+    const id = 'reset-startup';
+    const pw = await t.createDatabase(id);
+    const options = '-c search_path=tenant,public -c work_mem=5MB';
+    const a = await connected({ ...t.pgConfig(id, pw), options });
+    const b = await connected(t.pgConfig(id, pw));
+    const path = async (c: pg.Client) => (await one(c, 'show search_path')).search_path;
+    try {
+      await a.query('create schema tenant; create table tenant.t (v int); insert into tenant.t values (1)');
+      await a.query("set search_path = public; set work_mem = '7MB'");
+      await a.query('reset all');
+      expect(await path(a)).toBe('tenant, public');
+      expect((await one(a, 'show work_mem')).work_mem).toBe('5MB');
+      expect(await path(b)).toBe('public');
+      await a.query('set search_path = public');
+      await a.query({ text: 'reset search_path', name: 'r' });
+      expect(await path(a)).toBe('tenant, public');
+      await a.query('set search_path = public');
+      await a.query('set search_path to default');
+      expect((await one(a, 'select count(*)::int as n from t')).n).toBe(1);
+      // Undone with its transaction.
+      await a.query('set search_path = public');
+      await a.query('begin; reset all');
+      expect(await path(a)).toBe('tenant, public');
+      await a.query('rollback');
+      expect(await path(a)).toBe('public');
+      expect(await path(b)).toBe('public');
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+
   it('one client connecting with settings Postgres will not RESET keeps nobody out', async () => {
     const id = 'no-reset';
     const pw = await t.createDatabase(id);
