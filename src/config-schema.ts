@@ -155,6 +155,8 @@ export const EnvSchema = z.object({
   MIN_PASSWORD_LENGTH: z.coerce.number().int().min(1).max(1024).default(12),
   /** Largest client message accepted after authentication. */
   MAX_MESSAGE_SIZE: bytes('1GiB'),
+  /** Client connections per node (TCP, WebSocket, forwarded), from accept; more get 53300. */
+  MAX_CONNECTIONS: int(10_000, 1),
   /** Clients (active + queued) allowed per database; more get 53300. */
   MAX_CLIENTS_PER_DB: int(100, 1),
   /** How long a client may wait for its database before failing with 57014. */

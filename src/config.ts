@@ -95,6 +95,7 @@ export type Config = Readonly<{
   /** METRICS_TOP_DBS: how many of the busiest databases get per-database metric series. */
   metricsTopDatabases: number;
   maxMessageSize: number;
+  maxConnections: number;
   maxClientsPerDb: number;
   queryWaitTimeoutMs: number;
   poolMode: 'transaction' | 'session';
@@ -284,6 +285,7 @@ export function loadConfig(
     minPasswordLength: e.MIN_PASSWORD_LENGTH,
     metricsTopDatabases: e.METRICS_TOP_DBS,
     maxMessageSize: e.MAX_MESSAGE_SIZE,
+    maxConnections: e.MAX_CONNECTIONS,
     maxClientsPerDb: e.MAX_CLIENTS_PER_DB,
     queryWaitTimeoutMs: e.QUERY_WAIT_TIMEOUT,
     poolMode: e.POOL_MODE,

@@ -81,6 +81,8 @@ export const errors = {
   authFailed: (user: string) =>
     fatal('28P01', 'auth_failed', `password authentication failed for user "${user}"`),
   tooManyClients: (id: string) => fatal('53300', 'too_many_clients', `too many clients for database "${id}"`),
+  /** MAX_CONNECTIONS reached: Postgres's own words for max_connections. */
+  tooManyConnections: () => fatal('53300', 'too_many_connections', 'sorry, too many clients already'),
   tooManyOpenDatabases: () =>
     fatal(
       '53300',

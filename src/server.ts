@@ -14,6 +14,7 @@ import { EngineHost } from './engine/engine-host.js';
 import { ScramLookup } from './gateway/auth.js';
 import { AuthThrottle } from './gateway/auth-throttle.js';
 import { CancelKeys } from './gateway/cancel.js';
+import { ConnectionSlots } from './gateway/connection-slots.js';
 import { GatewayListener } from './gateway/listener.js';
 import { Certificates } from './gateway/tls.js';
 import { createAdminApp } from './http/app.js';
@@ -236,6 +237,7 @@ export async function startServer(
         cancelKeys,
         logger,
         cluster,
+        slots: new ConnectionSlots(config.maxConnections, logger),
       },
       logger,
     );

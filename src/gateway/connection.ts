@@ -22,6 +22,7 @@ import type { ScramLookup } from './auth.js';
 import type { AuthThrottle } from './auth-throttle.js';
 import { type AuthDeps, authenticate, type ConnectionOptions, MAX_PREAUTH_MESSAGE } from './authenticate.js';
 import type { CancelKeys } from './cancel.js';
+import type { ConnectionSlots } from './connection-slots.js';
 import { parseStartupOptions, type Route } from './routing.js';
 import { ClosedError, negotiateStartup, StartupFailure } from './startup.js';
 
@@ -52,6 +53,8 @@ export interface ConnectionDeps extends AuthDeps {
   logger: Logger;
   /** Cluster mode: sessions of databases owned elsewhere are forwarded; replies need the lease. */
   cluster?: ClusterHooks | undefined;
+  /** MAX_CONNECTIONS, shared by every way clients arrive (TCP, WebSocket, peers). */
+  slots?: ConnectionSlots | undefined;
 }
 
 /** A session a peer forwarded here: already authenticated at the entry node (cluster mode). */
@@ -83,6 +86,11 @@ export function handleConnection(
   opts: ConnectionOptions = {},
   forwarded?: ForwardedClient,
 ): ClientHandle {
+  const admission = deps.slots?.admit(raw.remoteAddress ?? '') ?? 'serve';
+  if (admission === 'drop') {
+    raw.destroy();
+    return { closed: Promise.resolve(), drain: () => undefined, kill: () => undefined };
+  }
   const sessionId = randomBytes(6).toString('hex');
   let log = deps.logger.child({ sessionId, client: `${raw.remoteAddress}:${raw.remotePort}` });
   let socket: Socket = raw;
@@ -122,6 +130,7 @@ export function handleConnection(
 
   const run = async () => {
     if (forwarded) {
+      if (admission === 'refuse') throw errors.tooManyConnections();
       const options = parseStartupOptions(forwarded.params.options);
       const route = { ok: true as const, id: forwarded.db, source: 'database' as const, options };
       clearTimeout(loginTimer);
@@ -140,6 +149,8 @@ export function handleConnection(
     }
     socket = outcome.socket;
     socket.on('error', (err) => log.debug({ err }, 'tls socket error'));
+    // Past MAX_CONNECTIONS: told why once its startup packet is in, as Postgres does.
+    if (admission === 'refuse') throw errors.tooManyConnections();
     if (outcome.negotiate) socket.write(negotiateProtocolVersion(outcome.negotiate));
     const params = outcome.params;
     const peer = {
@@ -283,6 +294,7 @@ export function handleConnection(
   };
 
   void closed.then(async () => {
+    deps.slots?.release();
     clearTimeout(loginTimer);
     ended = true;
     await session?.close();
