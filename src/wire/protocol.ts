@@ -97,10 +97,14 @@ export function backendKeyData(processId: number, secretKey: number): Buffer {
   return tagged(Backend.BackendKeyData, body);
 }
 
-/** NegotiateProtocolVersion ('v'): we support minor version 0 and none of the named options. */
+/**
+ * NegotiateProtocolVersion ('v'): we speak 3.0 and none of the named options. The version field
+ * carries the whole version number (major << 16 | minor), as Postgres sends it (despite the
+ * protocol documentation's "minor version"); libpq 18 refuses a value below 3.0.
+ */
 export function negotiateProtocolVersion(unsupportedOptions: string[]): Buffer {
   const head = Buffer.alloc(8);
-  head.writeInt32BE(0, 0);
+  head.writeInt32BE(StartupCode.Protocol30, 0);
   head.writeInt32BE(unsupportedOptions.length, 4);
   return tagged(0x76, Buffer.concat([head, cstrings(...unsupportedOptions)]));
 }

@@ -101,7 +101,9 @@ describe('protocol version', () => {
     const first = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
     socket.destroy();
     expect(String.fromCharCode(first[0] as number)).toBe('v');
-    expect(first.readInt32BE(5)).toBe(0); // newest minor version we support
+    // The newest version we speak, whole (3 << 16 | 0), as PostgreSQL sends it: libpq 18 takes
+    // a smaller number for a downgrade below 3.0 and fails the connection.
+    expect(first.readInt32BE(5)).toBe(196608);
     expect(first.readInt32BE(9)).toBe(1);
     expect(first.toString('utf8', 13, 13 + '_pq_.test'.length)).toBe('_pq_.test');
   });
