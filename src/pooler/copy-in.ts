@@ -7,6 +7,8 @@ import { Frontend, message } from '../wire/protocol.js';
 export class CopyIn {
   private readonly chunks: Buffer[] = [];
   private bytes = 0;
+  /** A CancelRequest came while the data was still arriving: the COPY fails with 57014. */
+  cancelled = false;
 
   constructor(
     private readonly statement: Buffer,

@@ -78,6 +78,12 @@ export class ClientSession extends SessionExecutor {
   cancel(): void {
     if (this.waiting) this.waiting.abort(new Cancelled());
     else if (this.execInFlight) this.interruptRunning('canceling statement due to user request');
+    else if (this.copy) {
+      // COPY FROM STDIN still collecting its data: nothing runs yet, so the COPY is failed now
+      // (57014, nothing of it written), and the data still coming is dropped, as Postgres does.
+      this.copy.cancelled = true;
+      this.push([]);
+    }
   }
 
   private afterDrain(): void {
@@ -105,7 +111,7 @@ export class ClientSession extends SessionExecutor {
   /** Runs queued units; true when it stopped to wait for the rest of a unit from the client. */
   private async drain(): Promise<boolean> {
     try {
-      while (this.queue.length > 0 && !this.closed) {
+      while ((this.queue.length > 0 || this.copy?.cancelled) && !this.closed) {
         if (this.skipUntilSync && !this.database.hold.isHeldBy(this.owner)) {
           // Discarding the rest of a failed unit needs no session.
           this.skipToSync();
@@ -349,6 +355,7 @@ export class ClientSession extends SessionExecutor {
   }
 
   private async stepCopy(copy: CopyIn): Promise<void> {
+    if (copy.cancelled) return this.runCopy(copy.abort(this.refusals.marker(cancelledWait())));
     for (let message = this.queue.shift(); message; message = this.queue.shift()) {
       let outcome = copy.accept(message);
       if (outcome === 'more') continue;
@@ -359,11 +366,14 @@ export class ClientSession extends SessionExecutor {
         const error = unexpectedDuringCopy(type);
         outcome = copy.abort(this.refusals.marker(error));
       }
-      this.copy = undefined;
-      const response = await this.exec(outcome.messages);
-      await this.deliver(splitCopyIn(response).rest);
-      return;
+      return this.runCopy(outcome);
     }
+  }
+
+  private async runCopy(outcome: { messages: Buffer }): Promise<void> {
+    this.copy = undefined;
+    const response = await this.exec(outcome.messages);
+    await this.deliver(splitCopyIn(response).rest);
   }
 
   /**

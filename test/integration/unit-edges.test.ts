@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sendCancel } from '../helpers/clients.js';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
 import { BackendReader, parseErrorFields, rawLogin } from '../helpers/raw-auth.js';
 import { startTestServer, type TestServer, withClient } from '../helpers/server.js';
@@ -49,7 +50,7 @@ describe('extended units at their edges', () => {
 
   const login = async () => {
     const session = await rawLogin({ port: gw.port, ca: gw.ca, id: 'edges', password: pw });
-    return { socket: session.socket, reader: new BackendReader(session.socket) };
+    return { session, socket: session.socket, reader: new BackendReader(session.socket) };
   };
   const count = (table: string) =>
     withClient(
@@ -88,6 +89,21 @@ describe('extended units at their edges', () => {
     socket.write(Buffer.concat([notify, tagged('Q', cstr('select 1'))]));
     expect(await replies(reader, 'Z')).toEqual(['1', '2', 'D', 'C', 'A', 'T', 'D', 'C', 'ZI']);
     socket.destroy();
+  });
+
+  it('fails a COPY FROM STDIN cancelled while its data arrives, writing none of it', async () => {
+    const { session, socket, reader } = await login();
+    socket.write(tagged('Q', cstr('copy t from stdin')));
+    expect(await replies(reader, 'G')).toEqual(['G']);
+    socket.write(tagged('d', 'copied\n'));
+    await sleep(100);
+    await sendCancel(gw, 'edges', session.processId, session.secretKey);
+    expect(await replies(reader, 'Z')).toEqual(['E:57014', 'ZI']);
+    // What the client sent before it heard is dropped, as Postgres drops it.
+    socket.write(Buffer.concat([tagged('d', 'copied\n'), tagged('c'), tagged('Q', cstr('select 1'))]));
+    expect(await replies(reader, 'Z')).toEqual(['T', 'D', 'C', 'ZI']);
+    socket.destroy();
+    expect(await count("t where v = 'copied'")).toBe(0);
   });
 
   it('answers a DEALLOCATE ALL unit that arrives in pieces', async () => {
