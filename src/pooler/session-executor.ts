@@ -60,6 +60,8 @@ export abstract class SessionExecutor {
   protected status: TransactionStatus = 'I';
   /** Messages were sent since the last ReadyForQuery (an extended-protocol unit is open). */
   protected inUnit = false;
+  /** The open unit had an error: the engine skips to its Sync, and so does a Query (see step). */
+  protected unitFailed = false;
   protected copy: CopyIn | undefined;
   /** The database generation this client's statements and state belong to. */
   protected generation: number;
@@ -168,6 +170,9 @@ export abstract class SessionExecutor {
     const engine = db.engine;
     const walBefore = db.commitBarrier ? engine.walWrites() : undefined;
     let held = false;
+    // A batch that leaves its unit open: an error in it means the rest of the unit is skipped.
+    const staysOpen = !this.batchEndsUnit;
+    let failed = false;
     const holdIfCommitted = (part: Uint8Array, last: boolean) => {
       if (held || walBefore === undefined || engine.walWrites() === walBefore) return;
       if (!mayAcknowledgeCommit(part, last)) return;
@@ -180,11 +185,13 @@ export abstract class SessionExecutor {
         messages,
         stream
           ? (chunk) => {
+              if (staysOpen && !failed) failed = hasError(chunk);
               holdIfCommitted(chunk, false);
               return this.write(chunk);
             }
           : undefined,
       );
+      if (staysOpen && !failed) failed = hasError(response);
       holdIfCommitted(response, true);
     } catch (err) {
       if (err instanceof EngineBrokenError) {
@@ -212,8 +219,10 @@ export abstract class SessionExecutor {
     if (status) {
       this.status = status;
       this.inUnit = false;
+      this.unitFailed = false;
     } else {
       this.inUnit = true;
+      this.unitFailed ||= failed;
     }
     return response;
   }
@@ -237,6 +246,7 @@ export abstract class SessionExecutor {
     this.interrupting = undefined;
     this.copy = undefined;
     this.inUnit = false;
+    this.unitFailed = false;
     this.status = 'I';
     if (this.generation !== this.database.generation) await this.afterRestart();
     if (wasInTransaction) await this.exec(query('BEGIN; SELECT pg_catalog."statement interrupted"()'));

@@ -273,6 +273,11 @@ export class ClientSession extends SessionExecutor {
           this.queue.putBack(message);
           break;
         }
+        // After an error in a unit not yet synced, Postgres drops every message up to the Sync.
+        if (this.inUnit && this.unitFailed) {
+          message = this.queue.shift();
+          continue;
+        }
         // A Query inside an extended unit without its Sync: end that unit first (PGlite
         // mishandles a Query there; Postgres would have run it inside the unit's transaction).
         if (this.inUnit && (await this.endUnitBeforeQuery())) return;

@@ -81,6 +81,20 @@ describe('extended units at their edges', () => {
     expect(await count("t where v = 'after'")).toBe(0);
   });
 
+  it('drops a Query sent after an error in a unit not yet synced, as Postgres does', async () => {
+    const { socket, reader } = await login();
+    const insert = (v: string) => Buffer.concat([parse(`insert into t values ('${v}')`), bind(), execute]);
+    const failing = Buffer.concat([parse('select 1/0'), bind(), execute]);
+    socket.write(Buffer.concat([insert('skipped'), failing, flush]));
+    expect(await replies(reader, 'E')).toEqual(['1', '2', 'C', '1', 'E:22012']);
+    socket.write(tagged('Q', cstr("insert into t values ('skipped')")));
+    socket.write(Buffer.concat([insert('skipped'), sync]));
+    // Only the Sync is answered: the Query and the messages before the Sync were dropped.
+    expect(await replies(reader, 'Z')).toEqual(['ZI']);
+    socket.destroy();
+    expect(await count("t where v = 'skipped'")).toBe(0);
+  });
+
   it("passes on a notification that a Query's early end of the unit commits", async () => {
     const { socket, reader } = await login();
     socket.write(tagged('Q', cstr('listen edges')));
