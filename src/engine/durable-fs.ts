@@ -21,6 +21,13 @@ import type { PgliteModule } from './deferred-fs.js';
 export const DurabilityCounter = { WalSyncs: 0, DataSyncs: 0 } as const;
 export const DURABILITY_COUNTERS = 2;
 
+/**
+ * A worker's WAL slots (BigInt64s over a SharedArrayBuffer of WAL_SLOTS_BYTES): how far its WAL
+ * was written, how many writes were made and begun, and the gate an interrupt closes (engine.ts).
+ */
+export const WalSlot = { End: 0, Writes: 1, WritesBegun: 2, Gate: 3 } as const;
+export const WAL_SLOTS_BYTES = 32;
+
 interface NodefsStream {
   nfd?: number;
   node: unknown;
@@ -48,6 +55,8 @@ export interface DurableFsOptions {
   counters?: Int32Array;
   /** The WAL was written up to this LSN. */
   onWalWrite?: (lsn: bigint) => void;
+  /** Called before each WAL write; it may block the write (see the worker's WAL gate). */
+  beforeWalWrite?: () => void;
 }
 
 export class DurableFs {
@@ -72,6 +81,7 @@ export class DurableFs {
     const mknod = nodes.mknod;
     streams.write = (stream, buffer, offset, length, position) => {
       const { kind, file } = this.classify(stream);
+      if (kind === 'wal') this.opts.beforeWalWrite?.();
       if (kind === 'control' && this.opts.fsync) this.syncData();
       const written = write.call(streams, stream, buffer, offset, length, position);
       const fd = stream.nfd;

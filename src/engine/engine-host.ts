@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../log.js';
 import { newChannelBuffer } from './channel.js';
-import { DURABILITY_COUNTERS, DurabilityCounter } from './durable-fs.js';
+import { DURABILITY_COUNTERS, DurabilityCounter, WAL_SLOTS_BYTES } from './durable-fs.js';
 import { type Engine, HostWorker, WorkerEngine, type WorkerPool } from './engine.js';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './engine-worker.js';
 import { bundleExtensions, type ExtensionBundle, loadCatalog } from './extensions.js';
@@ -285,7 +285,7 @@ export class EngineHost implements WorkerPool {
 
   private async spawn(): Promise<HostWorker> {
     const unacked = new SharedArrayBuffer(4);
-    const walEnd = new SharedArrayBuffer(16);
+    const walEnd = new SharedArrayBuffer(WAL_SLOTS_BYTES);
     const channel = newChannelBuffer();
     const memory = newMemoryBuffer();
     const [base, extensions] = await Promise.all([loadArtifacts(), this.extensionBundle()]);

@@ -2,7 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Channel, REPLY_BYTES, Slot } from './channel.js';
-import { DurableFs } from './durable-fs.js';
+import { DurableFs, WalSlot } from './durable-fs.js';
 import { MemoryMeter } from './memory-meter.js';
 import {
   type AccessMode,
@@ -35,7 +35,7 @@ export interface WorkerInit {
   durability: SharedArrayBuffer;
   /** Shared by every worker of the process: how many are watching their doorbell now. */
   spinners: SharedArrayBuffer;
-  /** Two BigInt64s: how far this worker's database's WAL was written (an LSN), and how many WAL writes were made; for WAL shipping. */
+  /** WalSlot BigInt64s: how far this worker's database's WAL was written (an LSN) and how many WAL writes were made (for WAL shipping), and the WAL gate (see engine.ts). */
   walEnd: SharedArrayBuffer;
   /** The request and reply slots of the fast path (channel.ts). */
   channel: SharedArrayBuffer;
@@ -113,11 +113,22 @@ const durable = new DurableFs({
   fsync: init.fsync,
   counters: new Int32Array(init.durability),
   onWalWrite: (lsn) => {
-    if (lsn > Atomics.load(walEnd, 0)) Atomics.store(walEnd, 0, lsn);
+    if (lsn > Atomics.load(walEnd, WalSlot.End)) Atomics.store(walEnd, WalSlot.End, lsn);
     // Counted too: a commit may rewrite the last page without moving the end.
-    Atomics.add(walEnd, 1, 1n);
+    Atomics.add(walEnd, WalSlot.Writes, 1n);
   },
+  beforeWalWrite: passWalGate,
 });
+
+/**
+ * The WAL gate: a write is counted as begun before the gate is looked at, so the gateway, which
+ * closes the gate before it reads the count, either sees this write or holds it (engine.ts,
+ * holdWal). Held, the write waits (bounded waits: a terminate takes effect between them).
+ */
+function passWalGate(): void {
+  Atomics.add(walEnd, WalSlot.WritesBegun, 1n);
+  while (Atomics.load(walEnd, WalSlot.Gate) !== 0n) Atomics.wait(walEnd, WalSlot.Gate, 1n, 50);
+}
 const memory = new MemoryMeter(init.memory);
 const batcher = new ResponseBatcher(BATCH_BYTES);
 const channel = new Channel(init.channel);
@@ -261,7 +272,7 @@ async function handle(request: WorkerRequest): Promise<void> {
     await open?.pg.close().catch(() => undefined);
     durable.syncAll();
     durable.setSegmentSize(0);
-    Atomics.store(walEnd, 0, 0n);
+    Atomics.store(walEnd, WalSlot.End, 0n);
     memory.closed();
     open = undefined;
     reply({ type: 'closed', id: request.id });

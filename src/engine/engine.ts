@@ -1,5 +1,6 @@
 import type { Worker } from 'node:worker_threads';
 import { Channel, newChannelBuffer, REQUEST_BYTES, Slot } from './channel.js';
+import { WAL_SLOTS_BYTES, WalSlot } from './durable-fs.js';
 import type { WorkerReply, WorkerRequest } from './engine-worker.js';
 import { newMemoryBuffer, readMemory } from './memory-meter.js';
 
@@ -25,6 +26,15 @@ export interface Engine {
   walEnd(): bigint;
   /** How many WAL writes the worker made (grows when a commit rewrites the last page too). */
   walWrites(): bigint;
+  /**
+   * Closes the WAL gate: the worker's next WAL write waits until `releaseWal` (or the worker's
+   * end). Returns how many WAL writes the worker has begun: if that did not grow since a request
+   * started, the request has written no WAL and, held, cannot write any (no commit can happen).
+   */
+  holdWal(): bigint;
+  releaseWal(): void;
+  /** How many WAL writes the worker has begun (see holdWal). */
+  walWritesBegun(): bigint;
   /**
    * The memory the database holds, as its worker last measured it (at most a second old while it
    * works): Postgres' shared memory and memory contexts plus the worker's JS heap; null when not
@@ -119,7 +129,7 @@ export class HostWorker {
   constructor(
     readonly worker: Worker,
     unacked: SharedArrayBuffer,
-    walEnd: SharedArrayBuffer = new SharedArrayBuffer(16),
+    walEnd: SharedArrayBuffer = new SharedArrayBuffer(WAL_SLOTS_BYTES),
     channel: SharedArrayBuffer = newChannelBuffer(),
     memory: SharedArrayBuffer = newMemoryBuffer(),
   ) {
@@ -357,11 +367,26 @@ export class WorkerEngine implements Engine {
   }
 
   walEnd(): bigint {
-    return Atomics.load(this.host.walEnd, 0);
+    return Atomics.load(this.host.walEnd, WalSlot.End);
   }
 
   walWrites(): bigint {
-    return Atomics.load(this.host.walEnd, 1);
+    return Atomics.load(this.host.walEnd, WalSlot.Writes);
+  }
+
+  holdWal(): bigint {
+    // Closed before the count is read; the worker counts before it looks (engine-worker.ts).
+    Atomics.store(this.host.walEnd, WalSlot.Gate, 1n);
+    return Atomics.load(this.host.walEnd, WalSlot.WritesBegun);
+  }
+
+  releaseWal(): void {
+    Atomics.store(this.host.walEnd, WalSlot.Gate, 0n);
+    Atomics.notify(this.host.walEnd, WalSlot.Gate);
+  }
+
+  walWritesBegun(): bigint {
+    return Atomics.load(this.host.walEnd, WalSlot.WritesBegun);
   }
 
   memoryBytes(): number | null {

@@ -15,6 +15,7 @@ import { ArchiveGate, mayAcknowledgeCommit } from './archive-gate.js';
 import { ClientListening } from './client-listening.js';
 import type { CopyIn } from './copy-in.js';
 import { Refusals } from './refusals.js';
+import { COMMIT_GRACE_MS, RunningRequest } from './running-request.js';
 import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted, quoteIdent } from './session-errors.js';
 import {
   commandComplete,
@@ -70,6 +71,7 @@ export abstract class SessionExecutor {
   /** Why this client's running statement is being interrupted, when it is. */
   protected interrupting: string | undefined;
   protected execInFlight = false;
+  private readonly request = new RunningRequest();
   /** The batch being executed ends a unit (Query or Sync), so an error answer ends with ReadyForQuery. */
   protected batchEndsUnit = true;
   /** After an interrupted extended unit, the rest of it up to Sync is skipped, as Postgres does. */
@@ -106,7 +108,20 @@ export abstract class SessionExecutor {
 
   protected interruptRunning(reason: string): void {
     this.interrupting ??= reason;
-    void this.database.interrupt(reason).catch((err) => this.opts.logger.error({ err }, 'restart failed'));
+    void this.stopRunning(reason).catch((err) => this.opts.logger.error({ err }, 'restart failed'));
+  }
+
+  /** Restarts the engine, unless the request may be committing and finishes in its grace. */
+  private async stopRunning(reason: string): Promise<void> {
+    if (this.request.holdUnlessCommitting()) {
+      if (await this.request.endsWithin(COMMIT_GRACE_MS)) {
+        // Its reply stands, as Postgres lets a commit finish: the interrupt is over.
+        this.interrupting = undefined;
+        return;
+      }
+      this.request.hold();
+    }
+    await this.database.interrupt(reason);
   }
 
   /** Puts the shared session into this client's state: settings and, if read-only, identity. */
@@ -164,6 +179,7 @@ export abstract class SessionExecutor {
         ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
         : undefined;
     this.execInFlight = true;
+    this.request.start(db.engine, this.status, messages);
     // DURABILITY=sync (or a copy just fetched, FSYNC=on, whose files are still being flushed):
     // from the first part that may acknowledge a commit whose WAL this unit wrote, its reply waits
     // in the gate, not here: the session is given back first (group commit).
@@ -212,6 +228,7 @@ export abstract class SessionExecutor {
     } finally {
       clearTimeout(timer);
       this.execInFlight = false;
+      this.request.end();
       // Taken now, before another unit can write: it covers exactly the WAL written so far.
       if (held) this.gate.release(db.commitBarrier?.() ?? Promise.resolve());
     }
