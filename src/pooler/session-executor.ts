@@ -1,61 +1,30 @@
 import type { Database } from '../databases/database.js';
 import { EngineBrokenError, EngineKilledError } from '../engine/engine.js';
-import { errors, GatewayError } from '../errors.js';
-import { backendMessages, firstRow, hasError, lastReadyStatus } from '../wire/backend-scan.js';
-import {
-  errorResponse,
-  Frontend,
-  flushMessage,
-  query,
-  readErrorFields,
-  readyForQuery,
-  type TransactionStatus,
-} from '../wire/protocol.js';
+import { errors } from '../errors.js';
+import { hasError, lastReadyStatus } from '../wire/backend-scan.js';
+import { errorResponse, query, readyForQuery, type TransactionStatus } from '../wire/protocol.js';
 import { ArchiveGate, mayAcknowledgeCommit } from './archive-gate.js';
 import { ClientListening } from './client-listening.js';
 import type { CopyIn } from './copy-in.js';
 import { Refusals } from './refusals.js';
 import { COMMIT_GRACE_MS, RunningRequest } from './running-request.js';
-import { copyInExtended, ENGINE_BROKE, Interrupted, interrupted, quoteIdent } from './session-errors.js';
-import {
-  commandComplete,
-  finalReady,
-  findError,
-  firstErrorMessage,
-  replaceParseText,
-} from './session-messages.js';
+import { ENGINE_BROKE, Interrupted, interrupted, quoteIdent } from './session-errors.js';
+import { findError } from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
-import { ClientSettings, isServableEncoding } from './settings.js';
+import { ClientSettings } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
-import { forgetAll, judgeStatement, mayChangeSettings, resetSettings } from './statement-guard.js';
-import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
-
-/**
- * The half of a client session that runs its units on the database's shared session: switching
- * the session to this client's settings, executing with statement timeout and interruption,
- * recovering after the database restarted, and shaping replies (statement names, refusals,
- * notifications, settings read-back). ClientSession (session.ts) adds the queue and the turns.
- */
-/** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
-const forgetAllExtended = () =>
-  new GatewayError(
-    '0A000',
-    'ERROR',
-    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query of their own',
-    'forget_all_extended',
-  );
-export const forgetAllInBatch = () =>
-  new GatewayError(
-    '0A000',
-    'ERROR',
-    'DISCARD ALL and DEALLOCATE ALL must be sent as a query of their own',
-    'forget_all_batch',
-    'send the statement alone, with nothing else in the query string',
-  );
+import { closeStatements, restoreNames, StatementNames } from './statements.js';
 
 /** The longest delay Node's timers keep (2^31-1 ms); a longer one fires at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * The bottom of a client session: running its messages on the database's shared session,
+ * switching that session to this client's settings, statement timeouts and interrupts (see
+ * running-request.ts), recovering after the database restarted, and writing replies back (statement
+ * names, refusals, notifications). SessionUnits (session-units.ts) shapes units and their replies
+ * above it; ClientSession (session.ts) adds the queue and the turns.
+ */
 export abstract class SessionExecutor {
   protected readonly owner = Symbol('client');
   protected status: TransactionStatus = 'I';
@@ -67,7 +36,7 @@ export abstract class SessionExecutor {
   /** The database generation this client's statements and state belong to. */
   protected generation: number;
   /** The shared session's statementsEpoch when this client last checked its statements. */
-  private statementsEpoch: number;
+  protected statementsEpoch: number;
   /** Why this client's running statement is being interrupted, when it is. */
   protected interrupting: string | undefined;
   protected execInFlight = false;
@@ -166,8 +135,7 @@ export abstract class SessionExecutor {
    */
   protected async exec(messages: Uint8Array, stream = false): Promise<Uint8Array> {
     const db = this.database;
-    await db.ready();
-    if (this.generation !== db.generation) await this.afterRestart();
+    await this.catchUp();
     // The client's own statement_timeout applies to its statements (not to the gateway's own
     // switches and read-backs), within the server's STATEMENT_TIMEOUT.
     const server = this.opts.statementTimeoutMs;
@@ -244,6 +212,12 @@ export abstract class SessionExecutor {
     return response;
   }
 
+  /** Waits out a restart under way, and catches up with one that happened (afterRestart). */
+  protected async catchUp(): Promise<void> {
+    await this.database.ready();
+    if (this.generation !== this.database.generation) await this.afterRestart();
+  }
+
   /**
    * First use of the database after it restarted: a transaction this client had is gone, which
    * must not go unnoticed (57P02, as when a Postgres backend crashes); otherwise its prepared
@@ -255,11 +229,15 @@ export abstract class SessionExecutor {
     if (this.status !== 'I' && this.interrupting === undefined) throw errors.databaseRestarted();
     const parses = this.names.parseMessages();
     if (parses.length > 0) await db.engine.exec(Buffer.concat([...parses, closeStatements([])]));
+    // Still holding the session (its own interrupted statement, or session pool mode): the new
+    // session has nobody's settings, so this client's are switched in before it goes on.
+    if (db.hold.isHeldBy(this.owner)) await this.switchTo();
   }
 
   /** Answers an interrupted statement like Postgres: 57014, and a failed transaction if one was open. */
   protected async answerInterrupted(reason: string, code: string): Promise<void> {
     const wasInTransaction = this.status !== 'I';
+    if (wasInTransaction) this.settings.transactionLost();
     this.interrupting = undefined;
     this.copy = undefined;
     this.inUnit = false;
@@ -280,167 +258,5 @@ export abstract class SessionExecutor {
   protected write(response: Uint8Array): Promise<void> | undefined {
     const named = restoreNames(response, this.names);
     return this.gate.write(this.listening.route(this.refusals.replace(named)));
-  }
-
-  /**
-   * Writes a unit's response. After a statement that may have changed settings, they are read
-   * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
-   * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
-   */
-  protected async deliver(response: Uint8Array): Promise<void> {
-    if (hasError(response) && this.lostStatement(response)) this.shared.statementsEpoch++;
-    const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
-    if (!this.settings.due(this.status) || ready === undefined) {
-      // A reset in a failed transaction is undone with it.
-      if (this.status === 'E') this.settings.restoreSql(true);
-      this.write(response);
-      return;
-    }
-    this.write(response.subarray(0, ready));
-    await this.restoreStartupSettings(hasError(response));
-    await this.readBackSettings();
-    this.write(response.subarray(ready));
-  }
-
-  /**
-   * After RESET: settings the client connected with go back to those values, as in Postgres.
-   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
-   */
-  private async restoreStartupSettings(failed: boolean): Promise<void> {
-    const sql = this.settings.restoreSql(failed);
-    if (!sql) return;
-    if (this.status === 'I') {
-      await this.exec(query(sql));
-      return;
-    }
-    const restored = await this.exec(
-      query(`SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`),
-    );
-    if (hasError(restored)) {
-      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
-    }
-  }
-
-  /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
-  protected async readBackSettings(): Promise<void> {
-    const { names, sql } = this.settings.readBack(this.shared, this.status);
-    const values = firstRow(await this.exec(query(sql)));
-    if (!values) return;
-    const reports = this.settings.apply(this.shared, names, values);
-    if (reports.length > 0) this.gate.write(Buffer.concat(reports));
-    // The statement check cannot see every way to set it (a parameter of set_config, a DO
-    // block): an encoding PGlite cannot convert to is put back to UTF8 before anything else runs.
-    const encoding = this.settings.value('client_encoding');
-    if (encoding !== undefined && !isServableEncoding(encoding)) {
-      await this.exec(query("SET client_encoding TO 'UTF8'"));
-      throw errors.clientEncodingUnsupported(encoding);
-    }
-  }
-
-  /**
-   * Prepares again the client's statements that the session closed (cap) and that the batch about
-   * to run uses. Parse + Flush keeps the client's unit open; if a Parse fails, the client gets
-   * that error, and the session skips the client's messages up to its Sync, as if its own
-   * message had failed.
-   */
-  protected async reprepare(): Promise<void> {
-    const parses = this.names.takeReprepares();
-    if (parses.length === 0) return;
-    const response = await this.exec(Buffer.concat([...parses, flushMessage()]));
-    if (!hasError(response)) return;
-    const error = firstErrorMessage(response);
-    if (error) this.write(error);
-  }
-
-  /**
-   * Text that reaches the engine and names DEALLOCATE (in a DO block, a function body, a string
-   * for EXECUTE) may drop any client's statements: every client checks its own before its next
-   * extended unit. A DEALLOCATE the text does not show is caught by its 26000 (see deliver).
-   */
-  protected noteMayDeallocate(sql: string): void {
-    if (/deallocate/i.test(sql)) this.shared.statementsEpoch++;
-  }
-
-  /** A 26000 naming one of this client's statements: the session lost it behind our back. */
-  private lostStatement(response: Uint8Array): boolean {
-    for (const m of backendMessages(response)) {
-      if (m.code !== 0x45) continue;
-      const fields = readErrorFields(response.subarray(m.start, m.end));
-      const name = /"([^"]*)"/.exec(fields.get('M') ?? '')?.[1];
-      if (fields.get('C') === '26000' && name !== undefined && this.names.owns(name)) return true;
-    }
-    return false;
-  }
-
-  /**
-   * Which of this client's statements the session still has; the others are prepared again. Runs
-   * before a unit's messages are renamed, when a statement may have dropped some (see above).
-   */
-  protected async checkStatements(): Promise<void> {
-    // In a failed transaction nothing can be read: try again at the next unit.
-    if (this.statementsEpoch === this.shared.statementsEpoch || this.status === 'E') return;
-    this.statementsEpoch = this.shared.statementsEpoch;
-    if (this.names.size === 0) return;
-    const sql = `SELECT pg_catalog.string_agg(name, ',') FROM pg_catalog.pg_prepared_statements WHERE name LIKE '${this.names.likePattern}'`;
-    const [list] = firstRow(await this.exec(query(sql))) ?? [];
-    this.names.keepOnly(new Set(list ? list.split(',') : []));
-  }
-
-  /**
-   * DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. DISCARD ALL
-   * also takes this client's settings back to those it connected with (RESET ALL would restore the
-   * startup options too) and ends its LISTENs; the read-back reports what changed.
-   */
-  protected async forgetStatements(isDiscard: boolean, replies?: Buffer): Promise<void> {
-    const names = this.names.backendNames();
-    this.names.forgetAll();
-    if (names.length > 0) await this.exec(closeStatements(names));
-    if (isDiscard) {
-      await this.resetSettings();
-      this.settings.reset();
-      await this.switchTo();
-      const unlisten = this.listening.leaveSql();
-      if (unlisten) await this.exec(query(unlisten));
-    }
-    const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
-    await this.deliver(Buffer.concat([replies ?? commandComplete(tag), readyForQuery(this.status)]));
-  }
-
-  /** Renames statements and guards what a Parse may run. */
-  protected prepareExtended(message: Buffer): Buffer {
-    if (message[0] === Frontend.Parse) {
-      const nameEnd = message.indexOf(0, 5);
-      const textEnd = message.indexOf(0, nameEnd + 1);
-      const sql = message.toString('utf8', nameEnd + 1, textEnd);
-      this.settings.noteStatement(mayChangeSettings(sql));
-      this.settings.noteResets(resetSettings(sql));
-      this.listening.note(sql);
-      const verdict = judgeStatement(sql, this.database);
-      const refusal =
-        verdict.kind === 'copy-in'
-          ? copyInExtended()
-          : verdict.kind === 'refuse'
-            ? verdict.error
-            : forgetAll(sql)
-              ? forgetAllExtended()
-              : undefined;
-      // Failing inside the engine keeps the transaction state the client sees and the real one equal.
-      if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
-      else this.noteMayDeallocate(sql);
-    }
-    return renameStatement(message, this.names);
-  }
-
-  /**
-   * Answers a simple Query with a gateway error as Postgres would answer its own: outside a
-   * transaction directly; inside one the engine runs a statement that fails, so the transaction
-   * is aborted there too, and its error is replaced by ours on the way out (replaceRefusals).
-   */
-  protected async raise(error: GatewayError): Promise<void> {
-    if (this.status === 'I') {
-      this.write(Buffer.concat([errorResponse(error), readyForQuery('I')]));
-      return;
-    }
-    await this.deliver(await this.exec(query(this.refusals.sql(error))));
   }
 }

@@ -1,19 +1,18 @@
+import { EngineKilledError } from '../engine/engine.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
-import { hasError, splitCopyIn } from '../wire/backend-scan.js';
-import { errorResponse, Frontend, query, readyForQuery, syncMessage } from '../wire/protocol.js';
+import { errorResponse, Frontend, query, readyForQuery } from '../wire/protocol.js';
 import { runBorrowed } from './borrow.js';
-import { CopyIn } from './copy-in.js';
+import type { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } from './session-errors.js';
-import { forgetAllInBatch, MAX_TIMER_MS, SessionExecutor } from './session-executor.js';
+import { MAX_TIMER_MS } from './session-executor.js';
 import {
   abandonUnit,
   deallocateAllUnit,
-  finalReady,
   prepareOnlyUnitLength,
   withReadyStatus,
 } from './session-messages.js';
-import { forgetAll, judgeStatement, mayChangeSettings, resetSettings } from './statement-guard.js';
+import { SessionUnits } from './session-units.js';
 import { closeStatements } from './statements.js';
 
 /**
@@ -37,7 +36,7 @@ const FUNCTION_CALL_UNSUPPORTED = () =>
 /** Held by nobody: `hold.isHeldBy(NOBODY)` tells a free session (the holder is undefined then). */
 const NOBODY = undefined as unknown as symbol;
 
-export class ClientSession extends SessionExecutor {
+export class ClientSession extends SessionUnits {
   private readonly queue = new InputQueue();
   private running: Promise<void> | undefined;
   private waiting: AbortController | undefined;
@@ -244,6 +243,9 @@ export class ClientSession extends SessionExecutor {
   private async step(): Promise<void> {
     if (this.copy) return this.stepCopy(this.copy);
     if (this.skipUntilSync) return this.skipToSync();
+    // Before the unit's Parse messages take new names: re-creating this client's statements after
+    // a restart must not create one the unit is about to Parse (42P05).
+    await this.catchUp();
     await this.checkStatements();
     // DEALLOCATE ALL through the extended protocol (psycopg): done for this client alone, as the
     // simple query is. In a failed transaction it goes on to the engine, which refuses it (25P02).
@@ -295,23 +297,6 @@ export class ClientSession extends SessionExecutor {
     this.batchEndsUnit = true;
   }
 
-  /**
-   * Ends the open unit with a Sync of the gateway's own. What that Sync answers reaches the client
-   * minus its ReadyForQuery: a commit that fails there (a deferred constraint) or a notification
-   * the commit sends is the client's to hear. Postgres would have run the Query in the unit's
-   * transaction, so a failed commit fails the Query too: it is not run, and the error with a
-   * ReadyForQuery answers it. True when the Query was answered so.
-   */
-  private async endUnitBeforeQuery(): Promise<boolean> {
-    const ended = await this.exec(syncMessage());
-    const failed = hasError(ended);
-    const ready = finalReady(ended) ?? ended.length;
-    if (ready > 0) this.write(ended.subarray(0, ready));
-    if (!failed) return false;
-    this.write(readyForQuery(this.status));
-    return true;
-  }
-
   private skipToSync(): void {
     for (let message = this.queue.shift(); message; message = this.queue.shift()) {
       if (message[0] !== Frontend.Sync) continue;
@@ -319,44 +304,6 @@ export class ClientSession extends SessionExecutor {
       this.write(readyForQuery(this.status));
       return;
     }
-  }
-
-  private async runQuery(message: Buffer): Promise<void> {
-    const sql = message.toString('utf8', 5, message.length - 1);
-    this.settings.noteStatement(mayChangeSettings(sql));
-    this.settings.noteResets(resetSettings(sql));
-    const verdict = judgeStatement(sql, this.database);
-    if (verdict.kind === 'refuse') return this.raise(verdict.error);
-    const forget = forgetAll(sql);
-    if (forget && !forget.alone) return this.raise(forgetAllInBatch());
-    // Only a text that runs may subscribe its client.
-    this.listening.note(sql);
-    if (verdict.kind === 'copy-in') return this.beginCopy(message);
-    // DEALLOCATE ALL may run in a transaction, DISCARD ALL may not (the database says so: 25001);
-    // in a failed transaction both go on to be refused (25P02).
-    if (forget && this.status !== 'E' && (forget.kind === 'deallocate' || this.status === 'I')) {
-      return this.forgetStatements(forget.kind === 'discard');
-    }
-    this.noteMayDeallocate(sql);
-    await this.deliver(await this.exec(message, true));
-  }
-
-  /**
-   * Learns the CopyInResponse without starting a COPY that has no data (which kills PGlite): the
-   * statement runs with an immediate CopyFail, inside a savepoint when a transaction is open.
-   */
-  private async beginCopy(message: Buffer): Promise<void> {
-    const inTransaction = this.status === 'T';
-    if (inTransaction) await this.exec(query('SAVEPOINT pglite_gateway_copy'));
-    const response = await this.exec(Buffer.concat([message, CopyIn.fail('gateway probe')]));
-    if (inTransaction) {
-      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
-    }
-    const { copyIn } = splitCopyIn(response);
-    if (!copyIn) return this.deliver(response);
-    this.copy = new CopyIn(message, this.opts.maxCopyBytes);
-    this.inUnit = true;
-    this.write(copyIn);
   }
 
   private async stepCopy(copy: CopyIn): Promise<void> {
@@ -375,12 +322,6 @@ export class ClientSession extends SessionExecutor {
     }
   }
 
-  private async runCopy(outcome: { messages: Buffer }): Promise<void> {
-    this.copy = undefined;
-    const response = await this.exec(outcome.messages);
-    await this.deliver(splitCopyIn(response).rest);
-  }
-
   /**
    * Ends the client: waits for its running step, then returns the Postgres session clean (unit
    * closed, transaction rolled back, statements closed, session state discarded) and releases it.
@@ -394,6 +335,7 @@ export class ClientSession extends SessionExecutor {
     this.waiting?.abort(errors.shuttingDown());
     await this.running?.catch(() => undefined);
     const hold = this.database.hold;
+    await this.forgetIfRestarted();
     const owned = this.names.backendNames();
     const dirty = this.opts.poolMode === 'transaction' && this.settings.everChanged;
     const unlisten = this.listening.leaveSql();
@@ -409,13 +351,28 @@ export class ClientSession extends SessionExecutor {
         if (unlisten) await this.exec(query(unlisten));
       }
     } catch (err) {
-      // An engine that broke or restarted meanwhile left a fresh session: nothing to reset.
-      if (err instanceof Interrupted)
-        this.opts.logger.info({ reason: err.message }, 'session restarted while a client left');
+      // An engine that broke, restarted or closed meanwhile left no session to reset.
+      if (err instanceof Interrupted || err instanceof EngineKilledError)
+        this.opts.logger.info({ reason: err.message }, 'session restarted or closed while a client left');
       else this.opts.logger.error({ err }, 'could not reset the session after a client left');
     } finally {
       hold.release(this.owner);
     }
+  }
+
+  /**
+   * A leaving client whose database restarted since it last ran has nothing left in the new
+   * session (no statements, no transaction, not its settings): nothing of it to re-create only to
+   * close it. Its channels stay in the hub until it leaves, so UNLISTEN still runs.
+   */
+  private async forgetIfRestarted(): Promise<void> {
+    const db = this.database;
+    await db.ready();
+    if (db.generation === this.generation) return;
+    this.generation = db.generation;
+    this.names.forgetAll();
+    this.status = 'I';
+    this.inUnit = false;
   }
 
   private async resetSession(): Promise<void> {

@@ -186,10 +186,13 @@ export class ClientSettings {
   private dirty: boolean;
   private recheck = false;
   private changed = false;
+  /** The settings as last read back outside a transaction: what a rollback goes back to. */
+  private outside: ReadonlyMap<string, string>;
 
   constructor(initial: Readonly<Record<string, string>>) {
     this.wanted = new Map(Object.entries(initial));
     this.initial = new Map(this.wanted);
+    this.outside = this.initial;
     // A client that asked for nothing sees the database's defaults, which are known: no read-back
     // before its first answer (a one-shot HTTP query would otherwise pay a second round trip).
     this.dirty = this.wanted.size > 0;
@@ -341,7 +344,18 @@ export class ClientSettings {
       if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
     });
     this.applyOthers(db, values[names.length]);
+    if (!this.recheck) this.outside = new Map(this.wanted);
     return reports;
+  }
+
+  /**
+   * The client's transaction is gone with a restarted engine: its settings are those it had
+   * before the transaction (a ROLLBACK undoes SET and SET LOCAL), to be switched in again.
+   */
+  transactionLost(): void {
+    this.wanted.clear();
+    for (const [k, v] of this.outside) this.wanted.set(k, v);
+    this.dirty = true;
   }
 
   /** Settings changed in the session that are not tracked by name: they follow this client. */

@@ -2,12 +2,13 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { type Logger, pino } from 'pino';
 import { inject } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { generateDevCertificates } from '../../src/gateway/certs.js';
-import { createLogger } from '../../src/log.js';
 import { type RunningServer, startServer } from '../../src/server.js';
 
 /** A real gateway on port 0 with its own data dir and dev certificates, for one test file. */
@@ -21,6 +22,8 @@ export interface TestServer {
   ca: Buffer;
   caPath: string;
   env: Record<string, string>;
+  /** Error-level log records the server wrote (whatever LOG_LEVEL prints): internal failures. */
+  errorLogs: Record<string, unknown>[];
   /** Creates a database with a known password. */
   createDatabase(id: string, opts?: { readOnly?: boolean; password?: string }): Promise<string>;
   /** A node-postgres client config routed by SNI. */
@@ -52,7 +55,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     WARM_ENGINES: '1',
     ...env,
   };
-  const logger = createLogger({ level: fullEnv.LOG_LEVEL as string, pretty: false });
+  const errorLogs: Record<string, unknown>[] = [];
+  const logger = capturingLogger(fullEnv.LOG_LEVEL as string, errorLogs);
   let server = await startServer(loadConfig(fullEnv), logger).catch(async (err: unknown) => {
     await rm(root, { recursive: true, force: true });
     throw err;
@@ -66,6 +70,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     ca,
     caPath,
     env: fullEnv,
+    errorLogs,
     async createDatabase(id, opts = {}) {
       // At least MIN_PASSWORD_LENGTH (12) long.
       const password = opts.password ?? `pw-${id}-password`;
@@ -144,4 +149,27 @@ export async function sqlstateOf(promise: Promise<unknown>): Promise<string | un
   } catch (err) {
     return (err as { code?: string }).code;
   }
+}
+
+/**
+ * The server's logger: prints what `level` asks for (TEST_LOG_LEVEL; silent by default) and
+ * keeps every error-level record, so a test can tell that nothing was logged as internal.
+ */
+function capturingLogger(level: string, errors: Record<string, unknown>[]): Logger {
+  const printed = pino.levels.values[level] ?? Number.POSITIVE_INFINITY;
+  const error = 50;
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const line = chunk.toString();
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        if (typeof record.level === 'number' && record.level >= error) errors.push(record);
+        if (typeof record.level === 'number' && record.level >= printed) process.stdout.write(line);
+      } catch {
+        process.stdout.write(line);
+      }
+      done();
+    },
+  });
+  return pino({ level: printed < error ? level : 'error' }, sink);
 }

@@ -4,7 +4,7 @@ import { ScramLookup } from '../../src/gateway/auth.js';
 import { runUnit } from '../../src/http/session-unit.js';
 import { createLogger } from '../../src/log.js';
 import { query } from '../../src/wire/protocol.js';
-import { sendCancel, stillPending } from '../helpers/clients.js';
+import { internals, sendCancel, stillPending } from '../helpers/clients.js';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
 import { type BackendMessage, BackendReader, parseErrorFields, rawLogin } from '../helpers/raw-auth.js';
 import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
@@ -134,6 +134,88 @@ describe('identities and settings across clients', () => {
       expect(await one(a, who)).toEqual({ s: 'ra', c: 'rb' });
     } finally {
       await Promise.all([a.end(), b.end()]);
+    }
+  });
+});
+
+describe('a database restart under a client', () => {
+  it("leaves an interrupted client's settings as before its transaction, startup ones included", async () => {
+    const id = 'interrupted';
+    const pw = await t.createDatabase(id);
+    const options = '-c search_path=app,public';
+    const a = await connected({ ...t.pgConfig(id, pw), options, application_name: 'client-a' });
+    const b = await connected(t.pgConfig(id, pw));
+    const state = async () =>
+      one(a, "select current_setting('search_path') as sp, current_setting('application_name') as app");
+    try {
+      await a.query('create schema app; create table app.items (v text); create table public.items (v text)');
+      await a.query("set application_name = 'mine'");
+      await b.query('select 1'); // a is switched in again for its next unit
+      await a.query("begin; set search_path = public; set local statement_timeout = '50ms'");
+      expect(await sqlstateOf(a.query('select pg_sleep(5)'))).toBe('57014');
+      await a.query('rollback');
+      expect(await state()).toEqual({ sp: 'app, public', app: 'mine' });
+      // Cancelled rather than timed out, with another client in between.
+      await b.query('select 1');
+      await a.query('begin');
+      const sleeping = sqlstateOf(a.query('select pg_sleep(30)'));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sendCancel(t, id, internals(a).processID, internals(a).secretKey);
+      expect(await sleeping).toBe('57014');
+      await a.query('rollback');
+      expect(await state()).toEqual({ sp: 'app, public', app: 'mine' });
+      await a.query("insert into items values ('x')");
+      expect(await one(a, 'select (select count(*) from app.items)::int as n')).toEqual({ n: 1 });
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+});
+
+describe('a database restart under an idle client', () => {
+  it('lets its first new named statement be prepared (no 42P05 from its own re-creation)', async () => {
+    const id = 'restart-parse';
+    const pw = await t.createDatabase(id);
+    const a = await connected(t.pgConfig(id, pw));
+    const b = await connected(t.pgConfig(id, pw));
+    try {
+      await a.query({ name: 'old', text: 'select 1 as v' });
+      const sleeping = sqlstateOf(b.query('select pg_sleep(30)'));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sendCancel(t, id, internals(b).processID, internals(b).secretKey);
+      expect(await sleeping).toBe('57014');
+      for (let i = 0; i < 2; i++) {
+        const { rows } = await a.query({ name: 'new', text: 'select $1::int as v', values: [i] });
+        expect(rows).toEqual([{ v: i }]);
+      }
+      expect((await a.query({ name: 'old', text: 'select 1 as v' })).rows).toEqual([{ v: 1 }]);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+
+  it('lets its clients go quietly when the database is then closed by the admin API', async () => {
+    const id = 'restart-close';
+    const pw = await t.createDatabase(id);
+    const clients = [await connected(t.pgConfig(id, pw)), await connected(t.pgConfig(id, pw))];
+    for (const c of clients) c.on('error', () => undefined);
+    const [a, b] = clients as [pg.Client, pg.Client];
+    try {
+      await a.query({ name: 'kept', text: 'select 1 as v' });
+      const sleeping = sqlstateOf(b.query('select pg_sleep(30)'));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sendCancel(t, id, internals(b).processID, internals(b).secretKey);
+      expect(await sleeping).toBe('57014');
+      const before = t.errorLogs.length;
+      const res = await fetch(`http://127.0.0.1:${t.server.adminPort}/v1/databases/${id}/close`, {
+        method: 'POST',
+      });
+      expect(res.status).toBeLessThan(300);
+      await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+      // Leaving clients had nothing to re-create in the new session only to close it.
+      expect(t.errorLogs.slice(before)).toEqual([]);
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
     }
   });
 });

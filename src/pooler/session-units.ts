@@ -1,0 +1,268 @@
+import { errors, GatewayError } from '../errors.js';
+import { backendMessages, firstRow, hasError, splitCopyIn } from '../wire/backend-scan.js';
+import {
+  errorResponse,
+  Frontend,
+  flushMessage,
+  query,
+  readErrorFields,
+  readyForQuery,
+  syncMessage,
+} from '../wire/protocol.js';
+import { CopyIn } from './copy-in.js';
+import { copyInExtended } from './session-errors.js';
+import { SessionExecutor } from './session-executor.js';
+import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
+import { isServableEncoding } from './settings.js';
+import { forgetAll, judgeStatement, mayChangeSettings, resetSettings } from './statement-guard.js';
+import { closeStatements, renameStatement } from './statements.js';
+
+/** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
+const forgetAllExtended = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query of their own',
+    'forget_all_extended',
+  );
+/** DISCARD ALL / DEALLOCATE ALL beside other statements in one query string. */
+export const forgetAllInBatch = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DISCARD ALL and DEALLOCATE ALL must be sent as a query of their own',
+    'forget_all_batch',
+    'send the statement alone, with nothing else in the query string',
+  );
+
+/**
+ * The middle of a client session: shaping what a unit sends and what comes back. Replies are
+ * delivered with the settings read back before their ReadyForQuery (and a client's startup
+ * settings restored after RESET); statements are renamed, guarded, re-prepared and forgotten;
+ * COPY FROM STDIN is collected and run whole. Below it SessionExecutor runs things on the
+ * engine; above it ClientSession (session.ts) keeps the queue and the turns.
+ */
+export abstract class SessionUnits extends SessionExecutor {
+  /**
+   * Writes a unit's response. After a statement that may have changed settings, they are read
+   * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
+   * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
+   */
+  protected async deliver(response: Uint8Array): Promise<void> {
+    if (hasError(response) && this.lostStatement(response)) this.shared.statementsEpoch++;
+    const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
+    if (!this.settings.due(this.status) || ready === undefined) {
+      // A reset in a failed transaction is undone with it.
+      if (this.status === 'E') this.settings.restoreSql(true);
+      this.write(response);
+      return;
+    }
+    this.write(response.subarray(0, ready));
+    await this.restoreStartupSettings(hasError(response));
+    await this.readBackSettings();
+    this.write(response.subarray(ready));
+  }
+
+  /**
+   * After RESET: settings the client connected with go back to those values, as in Postgres.
+   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
+   */
+  private async restoreStartupSettings(failed: boolean): Promise<void> {
+    const sql = this.settings.restoreSql(failed);
+    if (!sql) return;
+    if (this.status === 'I') {
+      await this.exec(query(sql));
+      return;
+    }
+    const restored = await this.exec(
+      query(`SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`),
+    );
+    if (hasError(restored)) {
+      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
+    }
+  }
+
+  /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
+  protected async readBackSettings(): Promise<void> {
+    const { names, sql } = this.settings.readBack(this.shared, this.status);
+    const values = firstRow(await this.exec(query(sql)));
+    if (!values) return;
+    const reports = this.settings.apply(this.shared, names, values);
+    if (reports.length > 0) this.gate.write(Buffer.concat(reports));
+    // The statement check cannot see every way to set it (a parameter of set_config, a DO
+    // block): an encoding PGlite cannot convert to is put back to UTF8 before anything else runs.
+    const encoding = this.settings.value('client_encoding');
+    if (encoding !== undefined && !isServableEncoding(encoding)) {
+      await this.exec(query("SET client_encoding TO 'UTF8'"));
+      throw errors.clientEncodingUnsupported(encoding);
+    }
+  }
+
+  /**
+   * Prepares again the client's statements that the session closed (cap) and that the batch about
+   * to run uses. Parse + Flush keeps the client's unit open; if a Parse fails, the client gets
+   * that error, and the session skips the client's messages up to its Sync, as if its own
+   * message had failed.
+   */
+  protected async reprepare(): Promise<void> {
+    const parses = this.names.takeReprepares();
+    if (parses.length === 0) return;
+    const response = await this.exec(Buffer.concat([...parses, flushMessage()]));
+    if (!hasError(response)) return;
+    const error = firstErrorMessage(response);
+    if (error) this.write(error);
+  }
+
+  /**
+   * Text that reaches the engine and names DEALLOCATE (in a DO block, a function body, a string
+   * for EXECUTE) may drop any client's statements: every client checks its own before its next
+   * extended unit. A DEALLOCATE the text does not show is caught by its 26000 (see deliver).
+   */
+  protected noteMayDeallocate(sql: string): void {
+    if (/deallocate/i.test(sql)) this.shared.statementsEpoch++;
+  }
+
+  /** A 26000 naming one of this client's statements: the session lost it behind our back. */
+  private lostStatement(response: Uint8Array): boolean {
+    for (const m of backendMessages(response)) {
+      if (m.code !== 0x45) continue;
+      const fields = readErrorFields(response.subarray(m.start, m.end));
+      const name = /"([^"]*)"/.exec(fields.get('M') ?? '')?.[1];
+      if (fields.get('C') === '26000' && name !== undefined && this.names.owns(name)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Which of this client's statements the session still has; the others are prepared again. Runs
+   * before a unit's messages are renamed, when a statement may have dropped some (see above).
+   */
+  protected async checkStatements(): Promise<void> {
+    // In a failed transaction nothing can be read: try again at the next unit.
+    if (this.statementsEpoch === this.shared.statementsEpoch || this.status === 'E') return;
+    this.statementsEpoch = this.shared.statementsEpoch;
+    if (this.names.size === 0) return;
+    const sql = `SELECT pg_catalog.string_agg(name, ',') FROM pg_catalog.pg_prepared_statements WHERE name LIKE '${this.names.likePattern}'`;
+    const [list] = firstRow(await this.exec(query(sql))) ?? [];
+    this.names.keepOnly(new Set(list ? list.split(',') : []));
+  }
+
+  /**
+   * DISCARD ALL / DEALLOCATE ALL would drop every client's statements: drop only ours. DISCARD ALL
+   * also takes this client's settings back to those it connected with (RESET ALL would restore the
+   * startup options too) and ends its LISTENs; the read-back reports what changed.
+   */
+  protected async forgetStatements(isDiscard: boolean, replies?: Buffer): Promise<void> {
+    const names = this.names.backendNames();
+    this.names.forgetAll();
+    if (names.length > 0) await this.exec(closeStatements(names));
+    if (isDiscard) {
+      await this.resetSettings();
+      this.settings.reset();
+      await this.switchTo();
+      const unlisten = this.listening.leaveSql();
+      if (unlisten) await this.exec(query(unlisten));
+    }
+    const tag = isDiscard ? 'DISCARD ALL' : 'DEALLOCATE ALL';
+    await this.deliver(Buffer.concat([replies ?? commandComplete(tag), readyForQuery(this.status)]));
+  }
+
+  /** Renames statements and guards what a Parse may run. */
+  protected prepareExtended(message: Buffer): Buffer {
+    if (message[0] === Frontend.Parse) {
+      const nameEnd = message.indexOf(0, 5);
+      const textEnd = message.indexOf(0, nameEnd + 1);
+      const sql = message.toString('utf8', nameEnd + 1, textEnd);
+      this.settings.noteStatement(mayChangeSettings(sql));
+      this.settings.noteResets(resetSettings(sql));
+      this.listening.note(sql);
+      const verdict = judgeStatement(sql, this.database);
+      const refusal =
+        verdict.kind === 'copy-in'
+          ? copyInExtended()
+          : verdict.kind === 'refuse'
+            ? verdict.error
+            : forgetAll(sql)
+              ? forgetAllExtended()
+              : undefined;
+      // Failing inside the engine keeps the transaction state the client sees and the real one equal.
+      if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
+      else this.noteMayDeallocate(sql);
+    }
+    return renameStatement(message, this.names);
+  }
+
+  /**
+   * Answers a simple Query with a gateway error as Postgres would answer its own: outside a
+   * transaction directly; inside one the engine runs a statement that fails, so the transaction
+   * is aborted there too, and its error is replaced by ours on the way out (replaceRefusals).
+   */
+  protected async raise(error: GatewayError): Promise<void> {
+    if (this.status === 'I') {
+      this.write(Buffer.concat([errorResponse(error), readyForQuery('I')]));
+      return;
+    }
+    await this.deliver(await this.exec(query(this.refusals.sql(error))));
+  }
+
+  /**
+   * Learns the CopyInResponse without starting a COPY that has no data (which kills PGlite): the
+   * statement runs with an immediate CopyFail, inside a savepoint when a transaction is open.
+   */
+  protected async beginCopy(message: Buffer): Promise<void> {
+    const inTransaction = this.status === 'T';
+    if (inTransaction) await this.exec(query('SAVEPOINT pglite_gateway_copy'));
+    const response = await this.exec(Buffer.concat([message, CopyIn.fail('gateway probe')]));
+    if (inTransaction) {
+      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_copy; RELEASE pglite_gateway_copy'));
+    }
+    const { copyIn } = splitCopyIn(response);
+    if (!copyIn) return this.deliver(response);
+    this.copy = new CopyIn(message, this.opts.maxCopyBytes);
+    this.inUnit = true;
+    this.write(copyIn);
+  }
+
+  protected async runCopy(outcome: { messages: Buffer }): Promise<void> {
+    this.copy = undefined;
+    const response = await this.exec(outcome.messages);
+    await this.deliver(splitCopyIn(response).rest);
+  }
+
+  /**
+   * Ends the open unit with a Sync of the gateway's own. What that Sync answers reaches the client
+   * minus its ReadyForQuery: a commit that fails there (a deferred constraint) or a notification
+   * the commit sends is the client's to hear. Postgres would have run the Query in the unit's
+   * transaction, so a failed commit fails the Query too: it is not run, and the error with a
+   * ReadyForQuery answers it. True when the Query was answered so.
+   */
+  protected async endUnitBeforeQuery(): Promise<boolean> {
+    const ended = await this.exec(syncMessage());
+    const failed = hasError(ended);
+    const ready = finalReady(ended) ?? ended.length;
+    if (ready > 0) this.write(ended.subarray(0, ready));
+    if (!failed) return false;
+    this.write(readyForQuery(this.status));
+    return true;
+  }
+
+  protected async runQuery(message: Buffer): Promise<void> {
+    const sql = message.toString('utf8', 5, message.length - 1);
+    this.settings.noteStatement(mayChangeSettings(sql));
+    this.settings.noteResets(resetSettings(sql));
+    const verdict = judgeStatement(sql, this.database);
+    if (verdict.kind === 'refuse') return this.raise(verdict.error);
+    const forget = forgetAll(sql);
+    if (forget && !forget.alone) return this.raise(forgetAllInBatch());
+    // Only a text that runs may subscribe its client.
+    this.listening.note(sql);
+    if (verdict.kind === 'copy-in') return this.beginCopy(message);
+    // DEALLOCATE ALL may run in a transaction, DISCARD ALL may not (the database says so: 25001);
+    // in a failed transaction both go on to be refused (25P02).
+    if (forget && this.status !== 'E' && (forget.kind === 'deallocate' || this.status === 'I')) {
+      return this.forgetStatements(forget.kind === 'discard');
+    }
+    this.noteMayDeallocate(sql);
+    await this.deliver(await this.exec(message, true));
+  }
+}
