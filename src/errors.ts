@@ -29,6 +29,11 @@ const error = (code: string, label: string, message: string, hint?: string) =>
 
 export const errors = {
   protocolViolation: (message: string) => fatal('08P01', 'protocol_violation', message),
+  /** A SCRAM message that breaks RFC 5802's grammar, in Postgres's words (auth-scram.c). */
+  malformedScram: (detail: string) =>
+    new GatewayError('08P01', 'FATAL', 'malformed SCRAM message', 'malformed_scram', undefined, detail),
+  invalidScramResponse: (detail: string) =>
+    new GatewayError('08P01', 'FATAL', 'invalid SCRAM response', 'invalid_scram', undefined, detail),
   startupTooLarge: (max: number) =>
     fatal('08P01', 'startup_too_large', `invalid startup packet length (max ${max} bytes)`),
   messageTooLarge: (max: number) =>

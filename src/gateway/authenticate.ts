@@ -4,11 +4,12 @@ import { fromDuplexStream } from 'pg-gateway/node';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { MessageFramer } from '../wire/framer.js';
-import { errorResponse, Frontend, PASSWORD_MESSAGE } from '../wire/protocol.js';
+import { Backend, errorResponse, Frontend, PASSWORD_MESSAGE } from '../wire/protocol.js';
 import type { ScramLookup } from './auth.js';
 import { type AuthThrottle, waitUnlessClosed } from './auth-throttle.js';
 import { verifyCleartextPassword } from './password-check.js';
 import { type Route, routeConnection } from './routing.js';
+import { ScramCheck } from './scram-check.js';
 import { ClosedError } from './startup.js';
 
 /**
@@ -46,6 +47,22 @@ const toBackendError = (err: GatewayError) =>
 
 /** pg-gateway reads messages through DataViews on `.buffer` ignoring byteOffset: give it its own. */
 const ownBuffer = (message: Uint8Array) => new Uint8Array(message);
+
+/** Calls `found` with the data of an AuthenticationSASLContinue among pg-gateway's messages. */
+function serverFirstOf(chunk: Uint8Array, found: (data: string) => void): void {
+  const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  for (let at = 0; at + 9 <= bytes.length; ) {
+    const length = bytes.readInt32BE(at + 1);
+    if (length < 4) return;
+    if (bytes[at] === Backend.Authentication && bytes.readInt32BE(at + 5) === SASL_CONTINUE) {
+      found(bytes.toString('utf8', at + 9, Math.min(bytes.length, at + 1 + length)));
+    }
+    at += 1 + length;
+  }
+}
+
+/** AuthenticationSASLContinue: the server-first-message follows. */
+const SASL_CONTINUE = 11;
 
 /** Runs SCRAM through pg-gateway and resolves once the client is authenticated. */
 export function authenticate(
@@ -114,9 +131,21 @@ export function authenticate(
       },
       { highWaterMark: 0 },
     );
+    // SCRAM messages are checked before pg-gateway reads them (scram-check.ts).
+    const scram = opts.password === 'cleartext' ? undefined : new ScramCheck();
+    let passwords = 0;
     const onData = (chunk: Buffer) => {
       try {
         for (const message of framer.push(chunk)) {
+          // The exchange's two messages; Postgres reads nothing more before it answers them.
+          const body = message.subarray(5);
+          const turn = passwords++;
+          const bad = scram && turn < 2 && (turn === 0 ? scram.initial(body) : scram.final(body));
+          if (bad) {
+            socket.off('data', onData);
+            refused = true;
+            return reject(bad);
+          }
           if (pulling) pulling(message);
           else unread.push(message);
         }
@@ -133,6 +162,7 @@ export function authenticate(
     socket.once('close', onClose);
     const writable = new WritableStream<Uint8Array>({
       write: (chunk) => {
+        if (scram) serverFirstOf(chunk, (data) => scram.serverFirst(data));
         if (!authenticated && !refused) socket.write(chunk);
       },
       close: () => {

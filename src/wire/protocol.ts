@@ -29,6 +29,7 @@ export const PASSWORD_MESSAGE = 0x70;
 
 /** Backend message codes the gateway looks at or writes. */
 export const Backend = {
+  Authentication: 0x52, // R
   ReadyForQuery: 0x5a, // Z
   ErrorResponse: 0x45, // E
   ParameterStatus: 0x53, // S

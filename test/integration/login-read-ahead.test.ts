@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
 import { PreLoginBudget } from '../../src/http/prelogin-budget.js';
 import { cstr, tagged } from '../helpers/messages.js';
@@ -57,6 +57,36 @@ describe('bytes sent before the login completes', () => {
     const { data, closed } = await readUntilClose(socket);
     expect(closed).toBe(true);
     expect(errorFields(data)).toBeUndefined();
+  });
+
+  it('answers malformed SCRAM messages with 08P01 as Postgres does, not a silent close', async () => {
+    // pg-gateway printed such messages' stack traces with console.error and closed without a word.
+    const printed = vi.spyOn(console, 'error');
+    const length = (n: number) => {
+      const b = Buffer.alloc(4);
+      b.writeInt32BE(n);
+      return b;
+    };
+    const attempts: [Buffer, string][] = [
+      [Buffer.alloc(0), 'invalid string in message'],
+      [Buffer.concat([cstr('SCRAM-SHA-256'), length(1000), Buffer.from('n,,n=,r=x')]), 'insufficient data'],
+      [Buffer.concat([cstr('SCRAM-SHA-256'), length(3), Buffer.from('abc')]), 'malformed SCRAM message'],
+    ];
+    try {
+      for (const [body, message] of attempts) {
+        const socket = await started();
+        socket.write(tagged('p', body));
+        const { data, closed } = await readUntilClose(socket);
+        expect(closed).toBe(true);
+        const fields = errorFields(data);
+        expect(fields).toMatchObject({ C: '08P01', S: 'FATAL' });
+        expect(fields?.M).toContain(message);
+      }
+      expect(printed).not.toHaveBeenCalled();
+      expect(gw.errorLogs).toEqual([]);
+    } finally {
+      printed.mockRestore();
+    }
   });
 
   it('stops reading a client that keeps sending while its password is checked', async () => {
