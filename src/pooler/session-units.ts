@@ -36,6 +36,37 @@ export const forgetAllInBatch = () =>
   );
 
 /**
+ * The functions served through the fast-path interface (FunctionCall): the large-object ones that
+ * libpq calls that way (client-side lo_import/lo_export, psql's \lo_import, lo_read/lo_write).
+ * Their OIDs are fixed in pg_proc. Any other function could change what the gateway cannot see
+ * (settings, identity), so it is refused and is to be called with SELECT.
+ */
+const FAST_PATH_FUNCTIONS = new Set([
+  715, // lo_create
+  952, // lo_open
+  953, // lo_close
+  954, // loread
+  955, // lowrite
+  956, // lo_lseek
+  957, // lo_creat
+  958, // lo_tell
+  964, // lo_unlink
+  1004, // lo_truncate
+  3170, // lo_lseek64
+  3171, // lo_tell64
+  3172, // lo_truncate64
+]);
+
+const FUNCTION_CALL_UNSUPPORTED = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'the fast-path function call interface serves only the large-object functions',
+    'function_call',
+    'call the function with SELECT',
+  );
+
+/**
  * The middle of a client session: shaping what a unit sends and what comes back. Replies are
  * delivered with the settings read back before their ReadyForQuery (and a client's startup
  * settings restored after RESET); statements are renamed, guarded, re-prepared and forgotten;
@@ -263,6 +294,12 @@ export abstract class SessionUnits extends SessionExecutor {
       return this.forgetStatements(forget.kind === 'discard');
     }
     this.noteMayDeallocate(sql);
+    await this.deliver(await this.exec(message, true));
+  }
+
+  /** A FunctionCall: run as a unit of its own when it calls a large-object function. */
+  protected async runFunctionCall(message: Buffer): Promise<void> {
+    if (!FAST_PATH_FUNCTIONS.has(message.readUInt32BE(5))) return this.raise(FUNCTION_CALL_UNSUPPORTED());
     await this.deliver(await this.exec(message, true));
   }
 }

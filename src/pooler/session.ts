@@ -24,15 +24,6 @@ import { closeStatements } from './statements.js';
  * time it takes the session back. session pool mode: it keeps the session until it disconnects.
  * Either way, a departing client leaves the session clean.
  */
-const FUNCTION_CALL_UNSUPPORTED = () =>
-  new GatewayError(
-    '0A000',
-    'ERROR',
-    'the fast-path function call interface is not supported',
-    'function_call',
-    'call the function with SELECT',
-  );
-
 /** Held by nobody: `hold.isHeldBy(NOBODY)` tells a free session (the holder is undefined then). */
 const NOBODY = undefined as unknown as symbol;
 
@@ -283,7 +274,7 @@ export class ClientSession extends SessionUnits {
         // A Query inside an extended unit without its Sync: end that unit first (PGlite
         // mishandles a Query there; Postgres would have run it inside the unit's transaction).
         if (this.inUnit && (await this.endUnitBeforeQuery())) return;
-        if (code === Frontend.FunctionCall) return this.raise(FUNCTION_CALL_UNSUPPORTED());
+        if (code === Frontend.FunctionCall) return this.runFunctionCall(message);
         return this.runQuery(message);
       }
       batch.push(this.prepareExtended(message));

@@ -1,3 +1,6 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -232,7 +235,27 @@ describe('fuzz findings: messages in unusual places', () => {
 
   const restarts = () => t.server.registry.stats.restarts;
 
-  it('refuses a fast-path FunctionCall with 0A000 and keeps the session', async () => {
+  it("serves psql's \\lo_import and \\lo_export (libpq's large-object calls use the fast path)", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'lo-'));
+    try {
+      const source = path.join(dir, 'in.bin');
+      const back = path.join(dir, 'out.bin');
+      const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) % 256));
+      await writeFile(source, data);
+      const env = { PGPASSWORD: pw };
+      const imported = await psql(psqlConninfo(t, 'hard'), ['-c', `\\lo_import '${source}'`], env);
+      expect(imported.stderr).toBe('');
+      const oid = /lo_import (\d+)/.exec(imported.stdout)?.[1];
+      expect(oid).toBeDefined();
+      const exported = await psql(psqlConninfo(t, 'hard'), ['-c', `\\lo_export ${oid} '${back}'`], env);
+      expect(exported.stderr).toBe('');
+      expect((await readFile(back)).equals(data)).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a fast-path FunctionCall of any other function with 0A000 and keeps the session', async () => {
     const call = tagged('F', [0, 0, 0, 1], [0, 0], [0, 0], [0, 0]);
     const reply = await exchange(Buffer.concat([call, tagged('Q', 'select 1\0')]));
     expect(errorFields(reply)?.C).toBe('0A000');
