@@ -143,7 +143,9 @@ async function negotiate(current: { socket: Socket }, opts: StartupOptions): Pro
         socket.write('N');
         continue;
       case StartupCode.CancelRequest:
-        if (message.length !== 16) throw errors.protocolViolation('invalid CancelRequest');
+        // Postgres never answers a CancelRequest. Ours carry a 4-byte key (BackendKeyData of
+        // protocol 3.0): a longer one (3.2) or a broken one matches nothing.
+        if (message.length !== 16) throw new ClosedError('CancelRequest of another length');
         return { kind: 'cancel', processId: message.readInt32BE(8), secretKey: message.readInt32BE(12) };
       default: {
         const major = code >>> 16;

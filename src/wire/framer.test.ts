@@ -127,6 +127,10 @@ describe('MessageFramer', () => {
   it('refuses a length below the header size', () => {
     const framer = new MessageFramer(() => 100);
     expect(() => framer.push(Buffer.from([0x51, 0, 0, 0, 2]))).toThrowError(/invalid message length/);
+    // Read signed, as Postgres reads it: a negative length is invalid, not too large.
+    expect(() =>
+      new MessageFramer(() => 1 << 20).push(Buffer.from([0x51, 0xff, 0xff, 0xff, 0xf0])),
+    ).toThrowError(/invalid message length/);
   });
 
   it('refuses an unknown type from its first byte, before any length arrives', () => {

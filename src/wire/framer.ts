@@ -48,7 +48,7 @@ export class MessageFramer {
       }
       if (this.buffered < 5) break;
       const head = this.peek(5);
-      const length = head.readUInt32BE(1);
+      const length = head.readInt32BE(1); // signed, as Postgres reads it: a negative one is invalid
       if (length < 4) throw errors.protocolViolation('invalid message length');
       const max = this.maxMessageSize();
       if (length + 1 > max) throw errors.messageTooLarge(max);

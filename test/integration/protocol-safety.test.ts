@@ -94,6 +94,17 @@ describe('before authentication', () => {
   });
 });
 
+describe('a CancelRequest', () => {
+  it('of another length (protocol 3.2 keys) is never answered, as Postgres answers none', async () => {
+    const socket = await tlsConnect(t.port, t.ca, 'safe.db.example.com');
+    const body = Buffer.concat([Buffer.from([0, 0, 0, 42]), Buffer.alloc(32, 7)]);
+    socket.write(untagged(80877102, body));
+    const { data, closed } = await readUntilClose(socket);
+    expect(closed).toBe(true);
+    expect(data.length).toBe(0);
+  });
+});
+
 describe('protocol version', () => {
   it('answers a 3.2 startup with NegotiateProtocolVersion and goes on with 3.0', async () => {
     const socket = await tlsConnect(t.port, t.ca, 'safe.db.example.com');
