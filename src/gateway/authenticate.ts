@@ -3,6 +3,7 @@ import { BackendError, type PostgresConnection, verifyScramSha256Password } from
 import { fromDuplexStream } from 'pg-gateway/node';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { backendMessages } from '../wire/backend-scan.js';
 import { MessageFramer } from '../wire/framer.js';
 import { Backend, errorResponse, Frontend, PASSWORD_MESSAGE } from '../wire/protocol.js';
 import type { ScramLookup } from './auth.js';
@@ -51,13 +52,9 @@ const ownBuffer = (message: Uint8Array) => new Uint8Array(message);
 /** Calls `found` with the data of an AuthenticationSASLContinue among pg-gateway's messages. */
 function serverFirstOf(chunk: Uint8Array, found: (data: string) => void): void {
   const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  for (let at = 0; at + 9 <= bytes.length; ) {
-    const length = bytes.readInt32BE(at + 1);
-    if (length < 4) return;
-    if (bytes[at] === Backend.Authentication && bytes.readInt32BE(at + 5) === SASL_CONTINUE) {
-      found(bytes.toString('utf8', at + 9, Math.min(bytes.length, at + 1 + length)));
-    }
-    at += 1 + length;
+  for (const m of backendMessages(bytes)) {
+    if (m.code !== Backend.Authentication || m.end > bytes.length || m.end - m.start < 9) continue;
+    if (bytes.readInt32BE(m.start + 5) === SASL_CONTINUE) found(bytes.toString('utf8', m.start + 9, m.end));
   }
 }
 

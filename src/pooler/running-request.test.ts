@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { query } from '../wire/protocol.js';
 import { RunningRequest } from './running-request.js';
 
 /** A WAL gate as the engine keeps it: writes begun, and whether the gate is closed. */
@@ -22,41 +21,40 @@ describe('RunningRequest', () => {
   it('holds a request that began no WAL write: stopping it cannot lose a commit', () => {
     const g = gate();
     const r = new RunningRequest();
-    r.start(g, 'I', query('select pg_sleep(10)'));
-    expect(r.holdUnlessCommitting()).toBe(false);
+    r.start(g);
+    expect(r.holdUnlessWriting()).toBe(false);
     expect(g.state.closed).toBe(true);
   });
 
-  it('lets a request that may be committing go on', () => {
+  it('lets a request that began writing WAL go on (it may be committing)', () => {
     const g = gate();
     const r = new RunningRequest();
-    r.start(g, 'I', query('insert into t values (1)'));
+    r.start(g);
     g.state.begun++;
-    expect(r.holdUnlessCommitting()).toBe(true);
+    expect(r.holdUnlessWriting()).toBe(true);
     expect(g.state.closed).toBe(false);
-    r.start(g, 'T', query('COMMIT'));
-    g.state.begun++;
-    expect(r.holdUnlessCommitting()).toBe(true);
+    r.hold();
+    expect(g.state.closed).toBe(true);
   });
 
-  it('holds a request inside a transaction block that cannot end it', () => {
+  it('counts only the WAL writes begun since the request started', () => {
     const g = gate();
+    g.state.begun = 5n;
     const r = new RunningRequest();
-    r.start(g, 'T', query('update t set v = v + 1'));
-    g.state.begun++;
-    expect(r.holdUnlessCommitting()).toBe(false);
-    expect(g.state.closed).toBe(true);
+    r.start(g);
+    expect(r.holdUnlessWriting()).toBe(false);
   });
 
   it('is over once the request ends, and not for a request that runs on', async () => {
     const g = gate();
     const r = new RunningRequest();
-    r.start(g, 'I', query('select 1'));
+    r.start(g);
     setTimeout(() => r.end(), 10);
     expect(await r.endsWithin(5_000)).toBe(true);
-    r.start(g, 'I', query('select 1'));
+    r.start(g);
     expect(await r.endsWithin(20)).toBe(false);
     r.end();
-    expect(r.holdUnlessCommitting()).toBe(false);
+    expect(r.holdUnlessWriting()).toBe(false);
+    expect(g.state.closed).toBe(false);
   });
 });

@@ -1,5 +1,3 @@
-import type { TransactionStatus } from '../wire/protocol.js';
-
 /**
  * The request a client has running on the engine, as an interrupt (cancel, statement timeout)
  * needs to see it. An interrupt restarts the engine, which stops the request wherever it is; if
@@ -8,16 +6,14 @@ import type { TransactionStatus } from '../wire/protocol.js';
  *
  * So the interrupt first closes the engine's WAL gate (Engine.holdWal): a request that has begun
  * no WAL write by then can write none before it is stopped, and stopping it loses nothing. One
- * that has, and may be committing (it started outside a transaction block, or its text may end
- * one), is let go and given a moment to finish; its reply then stands.
+ * that has may be committing (a COMMIT, an autocommit statement, a named prepared COMMIT whose
+ * text the gateway never sees), so it is let go and given a moment to finish; its reply then
+ * stands. A long statement that writes WAL is stopped that much later.
  */
 
-/** How long a request that may be committing gets to finish after an interrupt. */
+/** How long a request that began writing WAL gets to finish after an interrupt. */
 export const COMMIT_GRACE_MS = 1000;
 const POLL_MS = 2;
-
-/** Text that may end a transaction block (COMMIT, END, PREPARE TRANSACTION): loose on purpose. */
-const ENDS_BLOCK = /commit|end|prepare/i;
 
 interface WalGate {
   holdWal(): bigint;
@@ -30,34 +26,27 @@ export class RunningRequest {
   private inFlight = false;
   private engine: WalGate | undefined;
   private walBegun = 0n;
-  private status: TransactionStatus = 'I';
-  private messages: Uint8Array = new Uint8Array();
 
-  start(engine: WalGate, status: TransactionStatus, messages: Uint8Array): void {
+  start(engine: WalGate): void {
     this.engine = engine;
     this.walBegun = engine.walWritesBegun();
-    this.status = status;
-    this.messages = messages;
     this.inFlight = true;
     this.seq++;
   }
 
   end(): void {
     this.inFlight = false;
-    this.messages = new Uint8Array();
   }
 
   /**
-   * Whether the running request may be committing, deciding with the WAL gate closed: true means
-   * it was opened again for the request to go on; false leaves it closed for the engine's stop.
+   * Decides with the WAL gate closed. False: the running request began no WAL write (or none
+   * runs), and the gate stays closed for the engine's stop. True: it did, and the gate is open
+   * again for it to go on.
    */
-  holdUnlessCommitting(): boolean {
+  holdUnlessWriting(): boolean {
     const engine = this.engine;
     if (!this.inFlight || !engine) return false;
     if (engine.holdWal() === this.walBegun) return false;
-    const mayEndTransaction =
-      this.status === 'I' || ENDS_BLOCK.test(Buffer.from(this.messages).toString('latin1'));
-    if (!mayEndTransaction) return false;
     engine.releaseWal();
     return true;
   }

@@ -32,6 +32,8 @@ export abstract class SessionExecutor {
   protected inUnit = false;
   /** The open unit had an error: the engine skips to its Sync, and so does a Query (see step). */
   protected unitFailed = false;
+  /** The last exec's reply had an error (looked for only while a RESET waits; see exec). */
+  protected execFailed = false;
   protected copy: CopyIn | undefined;
   /** The database generation this client's statements and state belong to. */
   protected generation: number;
@@ -39,7 +41,8 @@ export abstract class SessionExecutor {
   protected statementsEpoch: number;
   /** Why this client's running statement is being interrupted, when it is. */
   protected interrupting: string | undefined;
-  protected execInFlight = false;
+  /** The running exec is the client's own statement (see exec): a CancelRequest may stop it. */
+  protected clientsInFlight = false;
   private readonly request = new RunningRequest();
   /** The batch being executed ends a unit (Query or Sync), so an error answer ends with ReadyForQuery. */
   protected batchEndsUnit = true;
@@ -82,12 +85,15 @@ export abstract class SessionExecutor {
 
   /** Restarts the engine, unless the request may be committing and finishes in its grace. */
   private async stopRunning(reason: string): Promise<void> {
-    if (this.request.holdUnlessCommitting()) {
+    const generation = this.database.generation;
+    if (this.request.holdUnlessWriting()) {
       if (await this.request.endsWithin(COMMIT_GRACE_MS)) {
-        // Its reply stands, as Postgres lets a commit finish: the interrupt is over.
-        this.interrupting = undefined;
+        // Its reply stands, as Postgres lets a commit finish: the interrupt is over, unless
+        // another one stopped the engine meanwhile (its reason is the client's to hear).
+        if (this.database.generation === generation) this.interrupting = undefined;
         return;
       }
+      // Nothing awaited since the check: the same request is still running.
       this.request.hold();
     }
     await this.database.interrupt(reason);
@@ -95,6 +101,8 @@ export abstract class SessionExecutor {
 
   /** Puts the shared session into this client's state: settings and, if read-only, identity. */
   protected async switchTo(): Promise<void> {
+    // A restart first: catching up with it switches this client in already (afterRestart).
+    await this.catchUp();
     const shared = this.shared;
     if (shared.lastOwner === this.owner) return;
     const sql = this.settings.switchSql(shared);
@@ -131,31 +139,35 @@ export abstract class SessionExecutor {
 
   /**
    * Runs messages on the shared session. `stream`: the response goes to the client as it is
-   * produced, and only its last part (with the final ReadyForQuery) is returned.
+   * produced, and only its last part (with the final ReadyForQuery) is returned. `clients`: they
+   * are the client's own statements (streamed ones are), which a CancelRequest and the client's
+   * statement_timeout may interrupt; the gateway's own switches and read-backs they may not (a
+   * read-back runs after a unit's COMMIT, before its ReadyForQuery: the commit must stand).
    */
-  protected async exec(messages: Uint8Array, stream = false): Promise<Uint8Array> {
+  protected async exec(messages: Uint8Array, stream = false, clients = stream): Promise<Uint8Array> {
     const db = this.database;
     await this.catchUp();
-    // The client's own statement_timeout applies to its statements (not to the gateway's own
-    // switches and read-backs), within the server's STATEMENT_TIMEOUT.
+    // The client's own statement_timeout applies within the server's STATEMENT_TIMEOUT.
     const server = this.opts.statementTimeoutMs;
-    const own = stream ? this.settings.statementTimeoutMs() : undefined;
+    const own = clients ? this.settings.statementTimeoutMs() : undefined;
     const timeout = own !== undefined && (server <= 0 || own < server) ? Math.ceil(own) : server;
     // Node fires a longer timer at once (past 2^31-1 ms, ~24.8 days): that is no limit in practice.
     const timer =
       timeout > 0 && timeout <= MAX_TIMER_MS
         ? setTimeout(() => this.interruptRunning('canceling statement due to statement timeout'), timeout)
         : undefined;
-    this.execInFlight = true;
-    this.request.start(db.engine, this.status, messages);
+    this.clientsInFlight = clients;
+    this.request.start(db.engine);
     // DURABILITY=sync (or a copy just fetched, FSYNC=on, whose files are still being flushed):
     // from the first part that may acknowledge a commit whose WAL this unit wrote, its reply waits
     // in the gate, not here: the session is given back first (group commit).
     const engine = db.engine;
     const walBefore = db.commitBarrier ? engine.walWrites() : undefined;
     let held = false;
-    // A batch that leaves its unit open: an error in it means the rest of the unit is skipped.
+    // Errors are looked for where they matter: in a batch that leaves its unit open (the rest of
+    // the unit is skipped), and where a RESET waits to be followed up (it took no effect).
     const staysOpen = !this.batchEndsUnit;
+    const watch = staysOpen || this.settings.resets.waiting;
     let failed = false;
     const holdIfCommitted = (part: Uint8Array, last: boolean) => {
       if (held || walBefore === undefined || engine.walWrites() === walBefore) return;
@@ -169,13 +181,14 @@ export abstract class SessionExecutor {
         messages,
         stream
           ? (chunk) => {
-              if (staysOpen && !failed) failed = hasError(chunk);
+              if (watch && !failed) failed = hasError(chunk);
               holdIfCommitted(chunk, false);
               return this.write(chunk);
             }
           : undefined,
       );
-      if (staysOpen && !failed) failed = hasError(response);
+      if (watch && !failed) failed = hasError(response);
+      this.execFailed = failed;
       holdIfCommitted(response, true);
     } catch (err) {
       if (err instanceof EngineBrokenError) {
@@ -195,7 +208,7 @@ export abstract class SessionExecutor {
       throw new Interrupted(this.interrupting ?? 'terminating statement: the database was restarted');
     } finally {
       clearTimeout(timer);
-      this.execInFlight = false;
+      this.clientsInFlight = false;
       this.request.end();
       // Taken now, before another unit can write: it covers exactly the WAL written so far.
       if (held) this.gate.release(db.commitBarrier?.() ?? Promise.resolve());
@@ -207,7 +220,7 @@ export abstract class SessionExecutor {
       this.unitFailed = false;
     } else {
       this.inUnit = true;
-      this.unitFailed ||= failed;
+      this.unitFailed ||= staysOpen && failed;
     }
     return response;
   }
@@ -238,6 +251,7 @@ export abstract class SessionExecutor {
   protected async answerInterrupted(reason: string, code: string): Promise<void> {
     const wasInTransaction = this.status !== 'I';
     if (wasInTransaction) this.settings.transactionLost();
+    this.settings.resets.take(true); // a RESET in the interrupted statement is undone with it
     this.interrupting = undefined;
     this.copy = undefined;
     this.inUnit = false;

@@ -84,12 +84,12 @@ export abstract class SessionUnits extends SessionExecutor {
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
     if (!this.settings.due(this.status) || ready === undefined) {
       // A reset in a failed transaction is undone with it.
-      if (this.status === 'E') this.settings.restoreSql(true);
+      if (this.status === 'E') this.settings.resets.take(true);
       this.write(response);
       return;
     }
     this.write(response.subarray(0, ready));
-    await this.restoreStartupSettings(hasError(response));
+    await this.restoreStartupSettings(this.execFailed);
     await this.readBackSettings();
     this.write(response.subarray(ready));
   }
@@ -99,7 +99,7 @@ export abstract class SessionUnits extends SessionExecutor {
    * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
    */
   private async restoreStartupSettings(failed: boolean): Promise<void> {
-    const sql = this.settings.restoreSql(failed);
+    const sql = this.settings.resets.take(failed);
     if (!sql) return;
     if (this.status === 'I') {
       await this.exec(query(sql));
@@ -199,14 +199,27 @@ export abstract class SessionUnits extends SessionExecutor {
   }
 
   /** Renames statements and guards what a Parse may run. */
+  /** RESETs among the Parse messages of the batch being built (see noteParsedResets). */
+  private readonly parsedResets: ReturnType<typeof resetSettings>[] = [];
+
+  /**
+   * The batch's Parse messages' RESETs count when the batch executes something: a unit that only
+   * prepares (PQprepare) resets nothing. A later Execute of a named RESET is not seen.
+   */
+  protected noteParsedResets(batch: readonly Buffer[]): void {
+    if (batch.some((m) => m[0] === Frontend.Execute))
+      for (const r of this.parsedResets) this.settings.resets.note(r);
+    this.parsedResets.length = 0;
+  }
+
   protected prepareExtended(message: Buffer): Buffer {
     if (message[0] === Frontend.Parse) {
       const nameEnd = message.indexOf(0, 5);
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
       this.settings.noteStatement(mayChangeSettings(sql));
-      this.settings.noteResets(resetSettings(sql));
       this.listening.note(sql);
+      this.parsedResets.push(resetSettings(sql));
       const verdict = judgeStatement(sql, this.database);
       const refusal =
         verdict.kind === 'copy-in'
@@ -256,7 +269,7 @@ export abstract class SessionUnits extends SessionExecutor {
 
   protected async runCopy(outcome: { messages: Buffer }): Promise<void> {
     this.copy = undefined;
-    const response = await this.exec(outcome.messages);
+    const response = await this.exec(outcome.messages, false, true);
     await this.deliver(splitCopyIn(response).rest);
   }
 
@@ -280,7 +293,6 @@ export abstract class SessionUnits extends SessionExecutor {
   protected async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
     this.settings.noteStatement(mayChangeSettings(sql));
-    this.settings.noteResets(resetSettings(sql));
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     const forget = forgetAll(sql);
@@ -294,6 +306,8 @@ export abstract class SessionUnits extends SessionExecutor {
       return this.forgetStatements(forget.kind === 'discard');
     }
     this.noteMayDeallocate(sql);
+    // Only a text that runs may reset (the extended protocol's are left to the database).
+    this.settings.resets.note(resetSettings(sql));
     await this.deliver(await this.exec(message, true));
   }
 

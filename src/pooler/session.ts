@@ -67,7 +67,7 @@ export class ClientSession extends SessionUnits {
    */
   cancel(): void {
     if (this.waiting) this.waiting.abort(new Cancelled());
-    else if (this.execInFlight) this.interruptRunning('canceling statement due to user request');
+    else if (this.clientsInFlight) this.interruptRunning('canceling statement due to user request');
     else if (this.copy) {
       // COPY FROM STDIN still collecting its data: nothing runs yet, so the COPY is failed now
       // (57014, nothing of it written), and the data still coming is dropped, as Postgres does.
@@ -199,6 +199,7 @@ export class ClientSession extends SessionUnits {
     return db.hold.borrow(async () => {
       const unit = this.queue.take(length);
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
+      this.noteParsedResets([]); // it only prepares
       const response = await runBorrowed(db.engine, batch, this.names.takeReprepares());
       this.write(withReadyStatus(response, this.status));
     });
@@ -283,6 +284,7 @@ export class ClientSession extends SessionUnits {
     }
     if (batch.length === 0) return;
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
+    this.noteParsedResets(batch);
     await this.reprepare();
     await this.deliver(await this.exec(Buffer.concat(batch), true));
     this.batchEndsUnit = true;

@@ -1,4 +1,5 @@
 import { parameterStatus } from '../wire/protocol.js';
+import { StartupResets } from './startup-resets.js';
 
 /**
  * Session settings under multiplexing. Each client has the settings it asked for (startup
@@ -193,6 +194,11 @@ export class ClientSettings {
     this.wanted = new Map(Object.entries(initial));
     this.initial = new Map(this.wanted);
     this.outside = this.initial;
+    this.resets = new StartupResets(this.initial, (name, value) =>
+      (IDENTITY_SETTINGS as readonly string[]).includes(name.toLowerCase())
+        ? undefined
+        : `SET ${ident(name)} TO ${valueSql(name, value)}`,
+    );
     // A client that asked for nothing sees the database's defaults, which are known: no read-back
     // before its first answer (a one-shot HTTP query would otherwise pay a second round trip).
     this.dirty = this.wanted.size > 0;
@@ -261,35 +267,8 @@ export class ClientSettings {
     this.changed = true;
   }
 
-  /** Startup settings a statement of this client reset (RESET, SET ... TO DEFAULT), to set again. */
-  private resets: { all: boolean; names: Set<string> } | undefined;
-
-  noteResets(reset: { all: boolean; names: readonly string[] } | undefined): void {
-    if (!reset || this.initial.size === 0) return;
-    this.resets ??= { all: false, names: new Set() };
-    this.resets.all ||= reset.all;
-    for (const name of reset.names) this.resets.names.add(name);
-  }
-
-  /**
-   * SQL setting again what the client connected with for the settings its statements reset:
-   * Postgres resets to those values, the shared session to the database's. Identity settings are
-   * left to the switch. Undefined when there is nothing to do, or when the statements failed
-   * (their transaction, and so the reset, is undone).
-   */
-  restoreSql(failed: boolean): string | undefined {
-    const resets = this.resets;
-    this.resets = undefined;
-    if (!resets || failed) return undefined;
-    const statements: string[] = [];
-    for (const [name, value] of this.initial) {
-      const lower = name.toLowerCase();
-      if ((IDENTITY_SETTINGS as readonly string[]).includes(lower)) continue;
-      if (resets.all || resets.names.has(lower))
-        statements.push(`SET ${ident(name)} TO ${valueSql(name, value)}`);
-    }
-    return statements.length > 0 ? statements.join('; ') : undefined;
-  }
+  /** RESETs of what the client connected with, to be set again (startup-resets.ts). */
+  readonly resets: StartupResets;
 
   /** DISCARD ALL: back to what the client connected with. */
   reset(): void {

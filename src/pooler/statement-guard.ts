@@ -204,7 +204,7 @@ export function mayChangeSettings(sql: string): boolean {
  * Settings a text puts back to their session default: `RESET name`, `RESET ALL`, and
  * `SET [SESSION] name TO|= DEFAULT` (lowercased names). In Postgres that default includes what
  * the client connected with (startup packet, `options=-c`); the shared session's does not, so
- * the pooler sets those again (ClientSettings.restoreSql).
+ * the pooler sets those again (startup-resets.ts).
  */
 export function resetSettings(sql: string): { all: boolean; names: string[] } | undefined {
   if (!/reset|default/i.test(sql)) return undefined;

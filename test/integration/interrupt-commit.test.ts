@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cstr, int16, int32, tagged } from '../helpers/messages.js';
+import { BackendReader, parseErrorFields, rawLogin, rawQuery } from '../helpers/raw-auth.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -53,6 +55,61 @@ describe('an interrupt at commit', () => {
       expect(acknowledged.filter((id) => !present.has(id))).toEqual([]);
     } finally {
       await client.end().catch(() => undefined);
+    }
+  });
+
+  it('does the same for a named prepared COMMIT, whose text the gateway never sees (pgjdbc)', async () => {
+    const session = await rawLogin({ port: gw.port, ca: gw.ca, id: 'commits', password: pw });
+    const reader = new BackendReader(session.socket);
+    /** Sends and reads until ReadyForQuery: whether it went through, or the error's SQLSTATE. */
+    const run = async (bytes: Buffer) => {
+      session.socket.write(bytes);
+      let code = 'ok';
+      for (;;) {
+        const m = await reader.message(10_000);
+        if (m.type === 'E' && code === 'ok') code = parseErrorFields(m.body).C ?? '?';
+        if (m.type === 'Z') return code;
+      }
+    };
+    const q = (sql: string) => tagged('Q', cstr(sql));
+    const parse = (name: string, sql: string) => tagged('P', cstr(name), cstr(sql), int16(0));
+    const bindExecute = (name: string) =>
+      Buffer.concat([
+        tagged('B', cstr(''), cstr(name), int16(0), int16(0), int16(0)),
+        tagged('E', cstr(''), int32(0)),
+      ]);
+    try {
+      expect(await run(q('create table named (id uuid primary key)'))).toBe('ok');
+      expect(await run(Buffer.concat([parse('c', 'COMMIT'), tagged('S')]))).toBe('ok');
+      const acknowledged: string[] = [];
+      const refused: string[] = [];
+      const started = Date.now();
+      for (let i = 0; i < 120 && Date.now() - started < 12_000; i++) {
+        const id = randomUUID();
+        expect(await run(q(`set statement_timeout = 0; begin; insert into named values ('${id}')`))).toBe(
+          'ok',
+        );
+        expect(await run(q(`set statement_timeout = '${20 + (i % 12)}ms'`))).toBe('ok');
+        // One pipeline: a sleep, then the named COMMIT; the deadline moves across the commit.
+        const sleepThenCommit = Buffer.concat([
+          parse('', 'select pg_sleep(0.02)'),
+          bindExecute(''),
+          bindExecute('c'),
+          tagged('S'),
+        ]);
+        const outcome = await run(sleepThenCommit);
+        if (outcome === 'ok') acknowledged.push(id);
+        else if (outcome === '57014') refused.push(id);
+        else throw new Error(`unexpected ${outcome}`);
+        await run(q('rollback'));
+      }
+      await run(q('set statement_timeout = 0'));
+      const present = new Set(await rawQuery(session, 'select id::text from named'));
+      expect(refused.length).toBeGreaterThan(0);
+      expect(refused.filter((id) => present.has(id))).toEqual([]);
+      expect(acknowledged.filter((id) => !present.has(id))).toEqual([]);
+    } finally {
+      session.socket.destroy();
     }
   });
 });

@@ -80,6 +80,13 @@ describe('startup settings', () => {
       await a.query('rollback');
       expect(await path(a)).toBe('public');
       expect(await path(b)).toBe('public');
+      // A RESET that did not take effect (its string timed out, or was refused) changes nothing.
+      await a.query("set statement_timeout = '100ms'");
+      expect(await sqlstateOf(a.query('reset search_path; select pg_sleep(2)'))).toBe('57014');
+      await a.query('set statement_timeout = 0');
+      expect(await path(a)).toBe('public');
+      expect(await sqlstateOf(a.query('reset search_path; deallocate all'))).toBe('0A000');
+      expect(await path(a)).toBe('public');
     } finally {
       await Promise.all([a.end(), b.end()]);
     }
