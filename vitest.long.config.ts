@@ -5,7 +5,8 @@ import { defineConfig } from 'vitest/config';
  * `npm test` so it stays near 20 minutes:
  * - test/chaos: the failure drills, an archive outage of 20 s per durability mode, a rolling
  *   restart of a 3-node cluster under load, and the cluster's failovers (kill -9, SIGSTOP past
- *   the lease, a catalog cut, SIGTERM, a move under load); minutes of sleeping through faults.
+ *   the lease, a catalog cut, SIGTERM, a move under load); minutes of sleeping through faults;
+ *   and bank transfers from many clients under cancels, timeouts and dropped sockets.
  * - test/bench: the benchmark harness in --quick form (it produces every number and cleans up;
  *   it asserts no timing).
  * `npm run test:chaos` runs the drills alone.
