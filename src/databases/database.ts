@@ -89,6 +89,11 @@ export class Database {
   }
 
   /** Resolves once no restart is under way. */
+  /** Whether a restart is under way (ready() would wait). */
+  get isRestarting(): boolean {
+    return this.restarting !== undefined;
+  }
+
   async ready(): Promise<void> {
     while (this.restarting) await this.restarting;
   }

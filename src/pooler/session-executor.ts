@@ -102,7 +102,8 @@ export abstract class SessionExecutor {
   /** Puts the shared session into this client's state: settings and, if read-only, identity. */
   protected async switchTo(): Promise<void> {
     // A restart first: catching up with it switches this client in already (afterRestart).
-    await this.catchUp();
+    const restarted = this.catchUp();
+    if (restarted) await restarted;
     const shared = this.shared;
     if (shared.lastOwner === this.owner) return;
     const sql = this.settings.switchSql(shared);
@@ -146,7 +147,8 @@ export abstract class SessionExecutor {
    */
   protected async exec(messages: Uint8Array, stream = false, clients = stream): Promise<Uint8Array> {
     const db = this.database;
-    await this.catchUp();
+    const restarted = this.catchUp();
+    if (restarted) await restarted;
     // The client's own statement_timeout applies within the server's STATEMENT_TIMEOUT.
     const server = this.opts.statementTimeoutMs;
     const own = clients ? this.settings.statementTimeoutMs() : undefined;
@@ -226,9 +228,11 @@ export abstract class SessionExecutor {
   }
 
   /** Waits out a restart under way, and catches up with one that happened (afterRestart). */
-  protected async catchUp(): Promise<void> {
-    await this.database.ready();
-    if (this.generation !== this.database.generation) await this.afterRestart();
+  protected catchUp(): Promise<void> | undefined {
+    // Nothing to wait for nearly always: no promise then, as this runs several times per unit.
+    const db = this.database;
+    if (!db.isRestarting && this.generation === db.generation) return undefined;
+    return db.ready().then(() => (this.generation !== db.generation ? this.afterRestart() : undefined));
   }
 
   /**

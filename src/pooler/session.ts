@@ -237,7 +237,8 @@ export class ClientSession extends SessionUnits {
     if (this.skipUntilSync) return this.skipToSync();
     // Before the unit's Parse messages take new names: re-creating this client's statements after
     // a restart must not create one the unit is about to Parse (42P05).
-    await this.catchUp();
+    const restarted = this.catchUp();
+    if (restarted) await restarted;
     await this.checkStatements();
     // DEALLOCATE ALL through the extended protocol (psycopg): done for this client alone, as the
     // simple query is. In a failed transaction it goes on to the engine, which refuses it (25P02).
