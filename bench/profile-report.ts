@@ -55,6 +55,9 @@ interface RunSettings {
   gatewayEnv: string | undefined;
   /** pgbench's built-in script. */
   script: 'select-only' | 'tpcb';
+  /** pgbench -M and -c. */
+  mode: string;
+  clients: number;
 }
 
 function perTx(r: SystemResult | undefined, us: number | undefined): number | undefined {
@@ -86,7 +89,7 @@ export function renderBreakdown(results: SystemResult[], run: RunSettings): stri
   const ps = results.find((r) => r.system === 'pglite-socket');
   const out: string[] = [];
   out.push(
-    `### One client's ${run.script === 'tpcb' ? 'TPC-B transaction (7 round trips)' : 'round trip'}, per stage (pgbench -n ${run.script === 'tpcb' ? '' : '-S '}-M simple -c 1 -T ${run.seconds}, ${run.started})`,
+    `### ${run.clients === 1 ? "One client's" : `${run.clients} clients:`} ${run.script === 'tpcb' ? 'TPC-B transaction (7 round trips)' : 'round trip'}, per stage (pgbench -n ${run.script === 'tpcb' ? '' : '-S '}-M ${run.mode} -c ${run.clients} -T ${run.seconds}, ${run.started})`,
     '',
     `Self time of V8 CPU-profile samples (every ${run.intervalUs} µs) taken while pgbench ran, by stage, ` +
       `divided by the transactions pgbench reported: µs per transaction${run.script === 'tpcb' ? '' : ' (one round trip)'}. A profile ` +

@@ -22,8 +22,8 @@ import { cpuSnapshot, errorMessage, findTools, otherCpuCores, sleep } from './to
 
 /**
  * Issue 17: where one client's round trip goes. For each system (the gateway; pglite-socket) it
- * starts the system in this process, runs `pgbench -n -S -M simple -c 1 -T <s>` against it while
- * V8's sampling profiler runs in the main thread and, through the inspector's NodeWorker domain,
+ * starts the system in this process, runs `pgbench -n -S -M simple -c 1 -T <s>` against it
+ * (--script, --mode and --clients change that) while V8's sampling profiler runs in the main thread and, through the inspector's NodeWorker domain,
  * in the database's engine worker, then sorts each sample's self time into a stage (by the
  * nearest frame on its stack that belongs to a known component) and divides by the transactions
  * pgbench reported: µs per round trip per stage. Per-thread CPU comes from /proc (schedstat), not
@@ -32,7 +32,8 @@ import { cpuSnapshot, errorMessage, findTools, otherCpuCores, sleep } from './to
  * are drawn in profile-report.ts.
  *
  *   npx tsx bench/profile-round-trip.ts [--seconds 10] [--warmup 3] [--interval-us 250]
- *     [--systems gateway,pglite-socket] [--out breakdown.md] [--profiles dir]
+ *     [--systems gateway,pglite-socket] [--matched] [--script tpcb] [--mode extended]
+ *     [--clients 8] [--out breakdown.md] [--profiles dir]
  *
  * --profiles writes the raw .cpuprofile files (open them in Chrome DevTools).
  */
@@ -49,6 +50,10 @@ const { values: args } = parseArgs({
     matched: { type: 'boolean', default: false },
     /** pgbench's built-in script: select-only (-S, one round trip) or tpcb (seven). */
     script: { type: 'string', default: 'select-only' },
+    /** pgbench -M: simple, extended or prepared. */
+    mode: { type: 'string', default: 'simple' },
+    /** pgbench -c (with -j = min(clients, 2)): the stages are then per transaction of all clients. */
+    clients: { type: 'string', default: '1' },
     out: { type: 'string' },
     profiles: { type: 'string' },
   },
@@ -57,6 +62,8 @@ const SECONDS = Number(args.seconds);
 const WARMUP = Number(args.warmup);
 const INTERVAL_US = Number(args['interval-us']);
 const SCRIPT = args.script === 'tpcb' ? 'tpcb' : 'select-only';
+const MODE = ['simple', 'extended', 'prepared'].includes(args.mode ?? '') ? (args.mode as string) : 'simple';
+const CLIENTS = Math.max(1, Math.floor(Number(args.clients)) || 1);
 const SYSTEMS = (args.systems ?? '').split(',').filter(Boolean) as SystemName[];
 const GATEWAY_ENV = Object.fromEntries(
   (args['gateway-env'] ?? '')
@@ -163,8 +170,8 @@ function pgbenchArgs(target: Target, seconds: number, progress: boolean): string
   return [
     '-n',
     ...(SCRIPT === 'tpcb' ? [] : ['-S']),
-    ...['-M', 'simple'],
-    ...['-c', '1', '-j', '1'],
+    ...['-M', MODE],
+    ...['-c', String(CLIENTS), '-j', String(Math.min(CLIENTS, 2))],
     ...['-T', String(seconds)],
     ...(progress ? ['-P', '1'] : []),
     target.conninfo,
@@ -305,6 +312,8 @@ const text = renderBreakdown(results, {
     .filter(Boolean)
     .join(', '),
   script: SCRIPT,
+  mode: MODE,
+  clients: CLIENTS,
 });
 if (args.out) await writeFile(args.out, `${text}\n`);
 console.log(text);
