@@ -179,6 +179,11 @@ export const EnvSchema = z.object({
   WARM_ENGINES: int(2),
   /** Postgres shared_buffers of each open database: resident memory per open database. */
   SHARED_BUFFERS: bytes('2MiB').refine((v) => v >= 128 * 1024, 'must be at least 128KiB'),
+  /** Largest WASM heap one database may grow to (engine/heap-limit.ts); 0 = PGlite's own 2 GiB. */
+  MAX_DATABASE_MEMORY: bytes('1GiB').refine(
+    (v) => v <= 2 ** 31,
+    'must be at most 2GiB (the WASM heap limit)',
+  ),
   /** Extensions databases may create: `all`, `none`, or names (and `all`) separated by commas. */
   EXTENSIONS: z
     .string()

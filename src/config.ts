@@ -107,6 +107,8 @@ export type Config = Readonly<{
   maxOpenDatabases: number;
   warmEngines: number;
   sharedBuffersBytes: number;
+  /** MAX_DATABASE_MEMORY: the WASM heap one database may grow to; 0 = PGlite's 2 GiB. */
+  maxDatabaseMemoryBytes: number;
   /** EXTENSIONS: names of the extensions databases may create; `all` stands for every default one. */
   extensions: readonly string[];
   /** FSYNC=on: WAL flushed before a commit is acknowledged, data files before checkpoints move on. */
@@ -206,6 +208,9 @@ function faultControlUrl(value: string | undefined, production: boolean): string
   return url.href.replace(/\/+$/, '');
 }
 
+/** PGlite's heap at start (128 MiB) holds Postgres with small shared_buffers; more is added to it. */
+const DATABASE_MEMORY_FLOOR = 128 * 1024 * 1024;
+
 export function loadConfig(
   env: Record<string, string | undefined> = process.env,
   isTty = Boolean(process.stdout.isTTY),
@@ -226,6 +231,11 @@ export function loadConfig(
   if ((e.DURABILITY === 'async' || e.DURABILITY === 'sync') && !e.ARCHIVE_URL) {
     throw new ConfigError(
       `invalid configuration:\n  DURABILITY: ${e.DURABILITY} ships WAL to ARCHIVE_URL, which is unset`,
+    );
+  }
+  if (e.MAX_DATABASE_MEMORY > 0 && e.MAX_DATABASE_MEMORY < e.SHARED_BUFFERS + DATABASE_MEMORY_FLOOR) {
+    throw new ConfigError(
+      'invalid configuration:\n  MAX_DATABASE_MEMORY: must be 0 or at least SHARED_BUFFERS + 128MiB (what a database needs to open)',
     );
   }
   const dataDir = path.resolve(e.DATA_DIR);
@@ -297,6 +307,7 @@ export function loadConfig(
     maxOpenDatabases: e.MAX_OPEN_DATABASES,
     warmEngines: e.WARM_ENGINES,
     sharedBuffersBytes: e.SHARED_BUFFERS,
+    maxDatabaseMemoryBytes: e.MAX_DATABASE_MEMORY,
     extensions: e.EXTENSIONS,
     fsync: e.FSYNC === 'on',
     spareDatabases: e.SPARE_DATABASES,

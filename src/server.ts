@@ -116,6 +116,7 @@ export async function startServer(
         // The slot WAL shipping pins unshipped WAL with must not keep WAL once nothing ships it.
         ...(config.archive.durability === 'local' ? ['max_slot_wal_keep_size=0'] : []),
       ],
+      maxHeapBytes: config.maxDatabaseMemoryBytes,
       fsync: config.fsync,
       extensions: config.extensions,
       logger,

@@ -1,4 +1,5 @@
 import { EmscriptenBuiltinFilesystem } from '@electric-sql/pglite/basefs';
+import { withHeapLimit } from './heap-limit.js';
 
 /**
  * PGlite's work before Postgres starts (instantiating the WASM module, unpacking the FS bundle
@@ -26,7 +27,11 @@ export class DeferredNodeFS extends EmscriptenBuiltinFilesystem {
     this.onParked = resolve;
   });
 
-  constructor(private readonly onModule: (mod: PgliteModule) => void = () => undefined) {
+  constructor(
+    private readonly onModule: (mod: PgliteModule) => void = () => undefined,
+    /** Largest WASM heap Postgres may grow to (heap-limit.ts); 0 = PGlite's own 2 GiB. */
+    private readonly maxHeapBytes = 0,
+  ) {
     super();
   }
 
@@ -36,7 +41,8 @@ export class DeferredNodeFS extends EmscriptenBuiltinFilesystem {
       this.module = mod;
       this.onModule(mod);
     };
-    return { emscriptenOpts: { ...opts, preRun: [...(opts.preRun ?? []), keep] } };
+    const preRun = [...(opts.preRun ?? []), keep];
+    return { emscriptenOpts: withHeapLimit({ ...opts, preRun }, this.maxHeapBytes) };
   }
 
   override async initialSyncFs(): Promise<void> {

@@ -89,6 +89,8 @@ export interface EngineHostOptions {
   warm: number;
   /** Postgres `-c` settings for every database (see postgresSettings). */
   settings: string[];
+  /** Largest WASM heap a database may grow to (MAX_DATABASE_MEMORY, heap-limit.ts); 0 or unset = PGlite's 2 GiB. */
+  maxHeapBytes?: number;
   /** Databases one worker serves before it is replaced, bounding whatever a worker accumulates. */
   maxUses?: number;
   /** FSYNC: make commits and checkpoints durable on disk (engine/durable-fs.ts). Default true. */
@@ -297,6 +299,7 @@ export class EngineHost implements WorkerPool {
     const init: WorkerInit = {
       artifacts: { ...base, extensions },
       settings: [...this.opts.settings, ...preload],
+      maxHeapBytes: this.opts.maxHeapBytes ?? 0,
       unacked,
       fsync: this.opts.fsync ?? true,
       durability: this.durability.buffer as SharedArrayBuffer,

@@ -27,6 +27,8 @@ export interface WorkerInit {
   artifacts: PgliteArtifacts;
   /** Postgres `-c` settings. */
   settings: string[];
+  /** Largest WASM heap a database may grow to (heap-limit.ts); 0 = PGlite's 2 GiB. */
+  maxHeapBytes: number;
   /** One Int32: bytes of output posted and not yet passed on to the client (see OUTPUT_WINDOW). */
   unacked: SharedArrayBuffer;
   /** FSYNC=on: WAL flushed before every reply, data files before checkpoints move on (durable-fs.ts). */
@@ -98,10 +100,15 @@ function collectIfIdleLongEnough(): void {
 
 async function park(): Promise<ParkedPglite | Error> {
   try {
-    return await parkPglite(init.artifacts, init.settings, (mod) => {
-      durable.install(mod);
-      memory.install(mod);
-    });
+    return await parkPglite(
+      init.artifacts,
+      init.settings,
+      (mod) => {
+        durable.install(mod);
+        memory.install(mod);
+      },
+      init.maxHeapBytes,
+    );
   } catch (err) {
     return err instanceof Error ? err : new Error(messageText(err));
   }

@@ -178,13 +178,15 @@ export async function parkPglite(
   settings: string[],
   /** Also given the WASM module before Postgres starts (the worker's durability layer). */
   onModule: (mod: PgliteModule) => void = () => undefined,
+  /** Largest WASM heap the database may grow to (MAX_DATABASE_MEMORY; 0 = PGlite's 2 GiB). */
+  maxHeapBytes = 0,
 ): Promise<ParkedPglite> {
   let module: PgliteModule | undefined;
   const fs = new DeferredNodeFS((mod) => {
     module = mod;
     copyBundleFilesOnWrite(mod);
     onModule(mod);
-  });
+  }, maxHeapBytes);
   const pg = new PGlite({
     fs,
     startParams: pgliteStartParams(settings),
