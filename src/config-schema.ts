@@ -180,6 +180,8 @@ export const EnvSchema = z.object({
   /** Postgres shared_buffers of each open database: resident memory per open database. */
   SHARED_BUFFERS: bytes('2MiB').refine((v) => v >= 128 * 1024, 'must be at least 128KiB'),
   /** Largest WASM heap one database may grow to (engine/heap-limit.ts); 0 = PGlite's own 2 GiB. */
+  /** Bytes of tables, indexes and temporary files one database may hold (engine/size-quota.ts); 0 = no limit. */
+  MAX_DATABASE_SIZE: bytes('0'),
   MAX_DATABASE_MEMORY: bytes('1GiB').refine(
     (v) => v <= 2 ** 31,
     'must be at most 2GiB (the WASM heap limit)',

@@ -109,6 +109,8 @@ export type Config = Readonly<{
   sharedBuffersBytes: number;
   /** MAX_DATABASE_MEMORY: the WASM heap one database may grow to; 0 = PGlite's 2 GiB. */
   maxDatabaseMemoryBytes: number;
+  /** MAX_DATABASE_SIZE: bytes of base/ (tables, indexes, temp files) per database; 0 = no limit. */
+  maxDatabaseSizeBytes: number;
   /** EXTENSIONS: names of the extensions databases may create; `all` stands for every default one. */
   extensions: readonly string[];
   /** FSYNC=on: WAL flushed before a commit is acknowledged, data files before checkpoints move on. */
@@ -308,6 +310,7 @@ export function loadConfig(
     warmEngines: e.WARM_ENGINES,
     sharedBuffersBytes: e.SHARED_BUFFERS,
     maxDatabaseMemoryBytes: e.MAX_DATABASE_MEMORY,
+    maxDatabaseSizeBytes: e.MAX_DATABASE_SIZE,
     extensions: e.EXTENSIONS,
     fsync: e.FSYNC === 'on',
     spareDatabases: e.SPARE_DATABASES,

@@ -117,6 +117,7 @@ export async function startServer(
         ...(config.archive.durability === 'local' ? ['max_slot_wal_keep_size=0'] : []),
       ],
       maxHeapBytes: config.maxDatabaseMemoryBytes,
+      maxDataBytes: config.maxDatabaseSizeBytes,
       fsync: config.fsync,
       extensions: config.extensions,
       logger,

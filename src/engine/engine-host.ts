@@ -91,6 +91,8 @@ export interface EngineHostOptions {
   settings: string[];
   /** Largest WASM heap a database may grow to (MAX_DATABASE_MEMORY, heap-limit.ts); 0 or unset = PGlite's 2 GiB. */
   maxHeapBytes?: number;
+  /** MAX_DATABASE_SIZE: bytes of a database's base/ past which its files may not grow (size-quota.ts); 0 or unset = none. */
+  maxDataBytes?: number;
   /** Databases one worker serves before it is replaced, bounding whatever a worker accumulates. */
   maxUses?: number;
   /** FSYNC: make commits and checkpoints durable on disk (engine/durable-fs.ts). Default true. */
@@ -300,6 +302,7 @@ export class EngineHost implements WorkerPool {
       artifacts: { ...base, extensions },
       settings: [...this.opts.settings, ...preload],
       maxHeapBytes: this.opts.maxHeapBytes ?? 0,
+      maxDataBytes: this.opts.maxDataBytes ?? 0,
       unacked,
       fsync: this.opts.fsync ?? true,
       durability: this.durability.buffer as SharedArrayBuffer,

@@ -12,6 +12,7 @@ import {
   parkPglite,
 } from './pglite-open.js';
 import { ResponseBatcher, requestShape } from './response-batcher.js';
+import { SizeQuota } from './size-quota.js';
 
 /**
  * Worker thread hosting one database's PGlite at a time, so a long statement in one database
@@ -29,6 +30,8 @@ export interface WorkerInit {
   settings: string[];
   /** Largest WASM heap a database may grow to (heap-limit.ts); 0 = PGlite's 2 GiB. */
   maxHeapBytes: number;
+  /** MAX_DATABASE_SIZE: bytes of base/ past which files may not grow (size-quota.ts); 0 = none. */
+  maxDataBytes: number;
   /** One Int32: bytes of output posted and not yet passed on to the client (see OUTPUT_WINDOW). */
   unacked: SharedArrayBuffer;
   /** FSYNC=on: WAL flushed before every reply, data files before checkpoints move on (durable-fs.ts). */
@@ -105,6 +108,8 @@ async function park(): Promise<ParkedPglite | Error> {
       init.settings,
       (mod) => {
         durable.install(mod);
+        // After durable-fs: its check runs before durable-fs records a write.
+        quota.install(mod);
         memory.install(mod);
       },
       init.maxHeapBytes,
@@ -126,6 +131,7 @@ const durable = new DurableFs({
   },
   beforeWalWrite: passWalGate,
 });
+const quota = new SizeQuota(init.maxDataBytes);
 
 /**
  * The WAL gate: a write is counted as begun before the gate is looked at, so the gateway, which
@@ -270,12 +276,15 @@ async function handle(request: WorkerRequest): Promise<void> {
       durable.setSegmentSize(Number(sizes?.segment ?? 0));
       memory.opened(Number(sizes?.shared ?? 0));
       reply({ type: 'opened', ...opened });
+      // After recovery, which must never be refused; the walk (~10 ms) delays the first request.
+      quota.opened(request.dataDir);
       collectWhenIdle();
     } catch (err) {
       reply({ type: 'open-failed', message: messageText(err) });
       stopped = true;
     }
   } else if (request.type === 'close') {
+    quota.closed();
     await open?.pg.close().catch(() => undefined);
     durable.syncAll();
     durable.setSegmentSize(0);
