@@ -135,11 +135,6 @@ export class SizeQuota {
     this.root = undefined;
   }
 
-  /** Bytes counted now (for tests); undefined while not open or without a limit. */
-  get usedBytes(): number | undefined {
-    return this.used;
-  }
-
   private isCounted(nodefs: Nodefs, node: object): boolean {
     let known = this.counted.get(node);
     if (known === undefined) {
