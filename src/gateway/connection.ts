@@ -8,7 +8,7 @@ import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
 import { changesFixedIdentity, limitsOf, startupSettings } from '../pooler/session-options.js';
-import { isServableEncoding } from '../pooler/settings.js';
+import { isServableEncoding } from '../pooler/setting-values.js';
 import { MessageFramer } from '../wire/framer.js';
 import { frontendProblem, isFrontendType } from '../wire/frontend-check.js';
 import {

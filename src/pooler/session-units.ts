@@ -13,8 +13,8 @@ import { CopyIn } from './copy-in.js';
 import { copyInExtended } from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
-import { isServableEncoding } from './settings.js';
-import { forgetAll, judgeStatement, mayChangeSettings, resetSettings } from './statement-guard.js';
+import { isServableEncoding } from './setting-values.js';
+import { forgetAll, judgeStatement, resetSettings, settingsChangedBy } from './statement-guard.js';
 import { closeStatements, renameStatement } from './statements.js';
 
 /** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
@@ -217,7 +217,7 @@ export abstract class SessionUnits extends SessionExecutor {
       const nameEnd = message.indexOf(0, 5);
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
-      this.settings.noteStatement(mayChangeSettings(sql));
+      this.settings.noteStatement(settingsChangedBy(sql));
       this.listening.note(sql);
       this.parsedResets.push(resetSettings(sql));
       const verdict = judgeStatement(sql, this.database);
@@ -292,7 +292,7 @@ export abstract class SessionUnits extends SessionExecutor {
 
   protected async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
-    this.settings.noteStatement(mayChangeSettings(sql));
+    this.settings.noteStatement(settingsChangedBy(sql));
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     const forget = forgetAll(sql);

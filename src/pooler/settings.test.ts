@@ -1,13 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parameterStatus } from '../wire/protocol.js';
-import {
-  ClientSettings,
-  durationMs,
-  listElements,
-  readBackSql,
-  readSettingsSql,
-  switchSettingsSql,
-} from './settings.js';
+import { durationMs, listElements, readSettingsSql } from './setting-values.js';
+import { ClientSettings, MAX_CUSTOM_NAMES, readBackSql, switchSettingsSql } from './settings.js';
 
 /** A database's shared session as the pooler tracks it, at its defaults. */
 function database(opts: { readOnly?: boolean } = {}) {
@@ -22,6 +16,7 @@ function database(opts: { readOnly?: boolean } = {}) {
     reported: new Set(['application_name', 'TimeZone', 'DateStyle', 'session_authorization']),
     readOnly: opts.readOnly ?? false,
     parameters: { session_authorization: 'postgres' },
+    customNames: new Set<string>(),
   };
 }
 
@@ -171,12 +166,19 @@ describe('ClientSettings.readBack', () => {
     expect(new ClientSettings({}).due('I')).toBe(false);
     const client = new ClientSettings({ application_name: 'app' });
     expect(client.due('I')).toBe(true);
+    // Settings it brought are read back (normalised) outside a transaction only: never as the
+    // first statement of its transaction, which SET TRANSACTION ISOLATION LEVEL must precede.
+    expect(client.due('T')).toBe(false);
     client.readBack(db, 'I');
     expect(client.due('I')).toBe(false);
-    client.noteStatement(false);
+    client.switched(db);
+    expect(client.due('T')).toBe(false);
+    expect(client.due('I')).toBe(true);
+    client.readBack(db, 'I');
+    client.noteStatement(undefined);
     expect(client.due('I')).toBe(false);
     expect(client.everChanged).toBe(false);
-    client.noteStatement(true);
+    client.noteStatement({ custom: [] });
     expect(client.everChanged).toBe(true);
     expect(client.due('T')).toBe(true);
     client.readBack(db, 'T');
@@ -222,6 +224,42 @@ describe('ClientSettings.apply', () => {
       parameterStatus('session_authorization', 'postgres'),
     ]);
     expect(other.switchSql(db)).toBeUndefined();
+  });
+
+  it('reads custom names back by name, and takes their empty value for unset', () => {
+    const db = database();
+    const a = new ClientSettings({});
+    a.noteStatement({ custom: ['app.tenant'] });
+    const first = a.readBack(db, 'I');
+    expect(first.names).toContain('app.tenant');
+    a.apply(
+      db,
+      first.names,
+      first.names.map((n) => (n === 'app.tenant' ? 'a' : null)),
+    );
+    expect(a.value('app.tenant')).toBe('a');
+    // Another client, which never set it: the session's value is reset for it.
+    const b = new ClientSettings({});
+    expect(b.switchSql(db)).toBe('RESET "app.tenant"');
+    b.switched(db);
+    // Its read-back asks for the name too, and '' (the placeholder after RESET) is no value.
+    const again = b.readBack(db, 'I');
+    expect(again.names).toContain('app.tenant');
+    b.apply(
+      db,
+      again.names,
+      again.names.map((n) => (n === 'app.tenant' ? '' : null)),
+    );
+    expect(b.value('app.tenant')).toBeUndefined();
+    expect(a.switchSql(db)).toBe(`SET "app.tenant" TO 'a'`);
+  });
+
+  it('tracks at most MAX_CUSTOM_NAMES custom names per session', () => {
+    const db = database();
+    const c = new ClientSettings({});
+    c.noteStatement({ custom: Array.from({ length: MAX_CUSTOM_NAMES + 50 }, (_, i) => `x.n${i}`) });
+    c.readBack(db, 'I');
+    expect(db.customNames.size).toBe(MAX_CUSTOM_NAMES);
   });
 
   it('skips NULL values (a setting the server does not have)', () => {

@@ -1,4 +1,5 @@
 import { parameterStatus } from '../wire/protocol.js';
+import { durationMs, ident, literal, readSettingsSql, valueSql } from './setting-values.js';
 import { StartupResets } from './startup-resets.js';
 
 /**
@@ -19,87 +20,6 @@ export const TRACKED_SETTINGS = [
   // A read-only database's baseline sets it: every client has it unless it changes it itself.
   'default_transaction_read_only',
 ] as const;
-
-/**
- * Client encodings PGlite can serve: its build has no conversion functions (Postgres loads them
- * from shared libraries), so a conversion to LATIN1 or WIN1252 breaks the session instead of
- * converting. UTF8 (under any of its names) needs none; SQL_ASCII means none is done.
- */
-export function isServableEncoding(value: string): boolean {
-  // asyncpg sends 'utf-8' with its quotes.
-  const name = value.toLowerCase().replace(/[-_\s'"]/g, '');
-  return name === 'utf8' || name === 'unicode' || name === 'sqlascii' || name === 'default' || name === '';
-}
-
-const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
-const ident = (v: string) => `"${v.replace(/"/g, '""')}"`;
-
-/** One query returning the current value of each name, in order. */
-export function readSettingsSql(names: readonly string[]): string {
-  return `SELECT ${names.map(readOne).join(', ')}`;
-}
-
-/**
- * The session user is read as such: PGlite's session_authorization setting reads '' at start
- * and after RESET or DISCARD ALL, whoever the session user really is.
- */
-const readOne = (name: string) =>
-  name === 'session_authorization'
-    ? 'session_user::text'
-    : `pg_catalog.current_setting(${literal(name)}, true)`;
-
-/**
- * Settings whose value is a list of names, each quoted as needed (Postgres' GUC_LIST_QUOTE):
- * `SET search_path TO 'a, b'` would make one schema named "a, b", so their values are given back
- * element by element. (Other list settings, such as DateStyle, split a single string themselves.)
- */
-const QUOTED_LISTS = new Set([
-  'search_path',
-  'temp_tablespaces',
-  'local_preload_libraries',
-  'session_preload_libraries',
-  'shared_preload_libraries',
-]);
-
-/** The elements of a list setting as current_setting() shows it: `a, "My ""x""", b`. */
-export function listElements(value: string): string[] {
-  const elements: string[] = [];
-  let i = 0;
-  while (i < value.length) {
-    while (value[i] === ' ') i++;
-    let element = '';
-    if (value[i] === '"') {
-      i++;
-      while (i < value.length) {
-        if (value[i] === '"' && value[i + 1] === '"') {
-          element += '"';
-          i += 2;
-        } else if (value[i] === '"') {
-          i++;
-          break;
-        } else element += value[i++];
-      }
-      while (i < value.length && value[i] !== ',') i++;
-    } else {
-      const end = value.indexOf(',', i);
-      // Unquoted names are folded to lower case, as Postgres' own list parsing does.
-      element = value
-        .slice(i, end < 0 ? value.length : end)
-        .trim()
-        .replace(/[A-Z]/g, (c) => c.toLowerCase());
-      i = end < 0 ? value.length : end;
-    }
-    elements.push(element);
-    i++; // past the comma
-  }
-  return elements;
-}
-
-/** A value as SET takes it back: list settings element by element, others as one literal. */
-function valueSql(name: string, value: string): string {
-  if (value === '' || !QUOTED_LISTS.has(name.toLowerCase())) return literal(value);
-  return listElements(value).map(literal).join(', ');
-}
 
 /**
  * SQL that moves the session from `current` to `wanted`: SET for differing values, RESET for
@@ -139,7 +59,15 @@ interface SharedSettings {
   readonly fixedIdentity?: boolean;
   /** Values of the reported parameters at start (session_authorization's default). */
   readonly parameters?: Readonly<Record<string, string>>;
+  /** Custom (dotted) names clients of the session set: read back by name (see settingsChangedBy). */
+  readonly customNames?: Set<string>;
 }
+
+/** Custom names tracked per session at most: each one costs every read-back a column. */
+export const MAX_CUSTOM_NAMES = 200;
+
+/** A custom setting reads '' once any client used its name, and NULL before: both mean unset. */
+const isCustom = (db: SharedSettings, name: string) => name.includes('.') && !db.defaults.has(name);
 
 const identityNames = (db: SharedSettings): string[] =>
   db.readOnly || db.fixedIdentity ? ['role'] : [...IDENTITY_SETTINGS];
@@ -184,8 +112,17 @@ export class ClientSettings {
   private readonly initial: ReadonlyMap<string, string>;
   /** The values before a DISCARD ALL, so the read-back after it reports what it changed. */
   private beforeReset: ReadonlyMap<string, string> | undefined;
-  private dirty: boolean;
+  /** A statement may have changed settings: read them back before the client hears its answer. */
+  private dirty = false;
+  /**
+   * The session was switched to this client's settings: read them back to normalise, but only
+   * outside a transaction, so that the read-back is never the first statement of the client's
+   * transaction (SET TRANSACTION ISOLATION LEVEL must come before any query).
+   */
+  private switchedIn: boolean;
   private recheck = false;
+  /** Custom names this client's statements set since the last read-back. */
+  private readonly customSeen: string[] = [];
   private changed = false;
   /** The settings as last read back outside a transaction: what a rollback goes back to. */
   private outside: ReadonlyMap<string, string>;
@@ -201,7 +138,7 @@ export class ClientSettings {
     );
     // A client that asked for nothing sees the database's defaults, which are known: no read-back
     // before its first answer (a one-shot HTTP query would otherwise pay a second round trip).
-    this.dirty = this.wanted.size > 0;
+    this.switchedIn = this.wanted.size > 0;
   }
 
   /**
@@ -258,13 +195,15 @@ export class ClientSettings {
   switched(db: SharedSettings): void {
     db.settings = new Map(db.defaults);
     for (const [k, v] of this.wanted) db.settings.set(k, v);
-    this.dirty = true;
+    this.switchedIn = true;
   }
 
-  noteStatement(changes: boolean): void {
-    if (!changes) return;
+  /** A statement ran: `change` is what settingsChangedBy found in it. */
+  noteStatement(change: { custom: readonly string[] } | undefined): void {
+    if (!change) return;
     this.dirty = true;
     this.changed = true;
+    this.customSeen.push(...change.custom);
   }
 
   /** RESETs of what the client connected with, to be set again (startup-resets.ts). */
@@ -280,17 +219,26 @@ export class ClientSettings {
   }
 
   due(status: 'I' | 'T' | 'E'): boolean {
-    return this.dirty || (this.recheck && status === 'I');
+    return this.dirty || ((this.recheck || this.switchedIn) && status === 'I');
   }
 
   /** The names to read back and the query doing it. */
   readBack(db: SharedSettings, status: 'I' | 'T' | 'E'): { names: string[]; sql: string } {
     this.dirty = false;
+    this.switchedIn = false;
     this.recheck = status !== 'I';
     const identity = identityNames(db);
     const names = [...new Set([...identity, ...db.defaults.keys(), ...this.wanted.keys()])].filter(
       (n) => identity.includes(n) || db.defaults.has(n) || !this.others.has(n),
     );
+    if (db.customNames) {
+      for (const name of this.customSeen)
+        if (db.customNames.size < MAX_CUSTOM_NAMES) db.customNames.add(name);
+      const known = new Set(names.map((n) => n.toLowerCase()));
+      // One listed in pg_settings (an extension's) is read back with the others already.
+      for (const name of db.customNames) if (!known.has(name) && !this.others.has(name)) names.push(name);
+    }
+    this.customSeen.length = 0;
     return { names, sql: readBackSql(names) };
   }
 
@@ -315,6 +263,11 @@ export class ClientSettings {
           db.settings.set(name, value);
         }
         if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
+        return;
+      }
+      if (value === '' && isCustom(db, name)) {
+        this.wanted.delete(name);
+        db.settings.delete(name);
         return;
       }
       const before = previous.get(name) ?? db.defaults.get(name);
@@ -360,20 +313,4 @@ export class ClientSettings {
       db.settings.set(name, value);
     }
   }
-}
-
-const TIME_UNITS: Record<string, number> = {
-  us: 0.001,
-  ms: 1,
-  s: 1000,
-  min: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-};
-
-/** A Postgres time setting (`1000`, `1.5s`, `2min`; no unit means ms) in ms; undefined if unreadable. */
-export function durationMs(value: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/i.exec(value);
-  if (!m) return undefined;
-  return Number(m[1]) * (TIME_UNITS[(m[2] ?? 'ms').toLowerCase()] ?? 1);
 }

@@ -14,6 +14,8 @@ export class SharedSession {
   lastOwner: symbol | undefined;
   /** Tracked settings as the session has them now. */
   settings: Map<string, string>;
+  /** Custom (dotted) setting names its clients set: pg_settings lists none of them. */
+  readonly customNames = new Set<string>();
   /** Tracked settings as the session starts, restored for clients that did not change them. */
   readonly defaults: ReadonlyMap<string, string>;
   /** Names clients hear about in ParameterStatus. */

@@ -3,8 +3,8 @@ import {
   detectCopyFromStdin,
   forgetAll,
   judgeStatement,
-  mayChangeSettings,
   resetSettings,
+  settingsChangedBy,
 } from './statement-guard.js';
 
 describe('detectCopyFromStdin', () => {
@@ -33,17 +33,29 @@ describe('judgeStatement', () => {
   });
 });
 
-describe('mayChangeSettings', () => {
+describe('settingsChangedBy', () => {
   it.each([
-    ['set timezone = utc', true],
-    ['select 1; SET application_name = x', true],
-    ["select set_config('a.b', 'c', false)", true],
-    ['reset all', true],
-    ['update t set a = 1', false],
-    ["select 'set x'", false],
-  ])('%s → %s', (sql, expected) => {
-    expect(mayChangeSettings(sql)).toBe(expected);
+    ['set timezone = utc', []],
+    ['select 1; SET application_name = x', []],
+    ["select set_config('a.b', 'c', false)", ['a.b']],
+    ["SELECT set_config ( 'App.Tenant', $1, false), set_config('x.y', 'z', true)", ['app.tenant', 'x.y']],
+    ["set app.tenant = 'a'", ['app.tenant']],
+    ['SET SESSION "App"."Mode" TO strict', ['app.mode']],
+    ["set local request.jwt.claims to '{}'", ['request.jwt.claims']],
+    ['reset my.x; discard all', ['my.x']],
+    ['reset all', []],
+    // A name given as a parameter cannot be known from the text.
+    ['select set_config($1, $2, false)', []],
+  ])('%s → changes, custom %j', (sql, custom) => {
+    expect(settingsChangedBy(sql)).toEqual({ custom });
   });
+
+  it.each(['update t set a = 1', "select 'set x'", "select 'set_config(''a.b'', 1)'", 'select 1'])(
+    '%s → no change',
+    (sql) => {
+      expect(settingsChangedBy(sql)).toBeUndefined();
+    },
+  );
 });
 
 describe('resetSettings', () => {

@@ -1,5 +1,5 @@
 import { errors, GatewayError } from '../errors.js';
-import { isServableEncoding } from './settings.js';
+import { isServableEncoding } from './setting-values.js';
 import { hasWords, leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**
@@ -190,14 +190,33 @@ export function forgetAll(sql: string): { kind: 'discard' | 'deallocate'; alone:
   return undefined;
 }
 
-/** Whether a statement may change session settings (SET/RESET/DISCARD/set_config). */
-export function mayChangeSettings(sql: string): boolean {
-  if (!/set|discard/i.test(sql)) return false;
-  return statements(sql).some((statement) => {
-    const [first] = leadingWords(statement, 1);
-    if (first === 'set' || first === 'reset' || first === 'discard') return true;
-    return statement.some((t) => t.kind === 'word' && t.text === 'set_config');
-  });
+/**
+ * Whether a text may change session settings (SET/RESET/DISCARD/set_config), and the custom
+ * (dotted, lowercased) names it sets by name: Postgres lists none of those in pg_settings, so the
+ * read-back must ask for each by name. A name given as a parameter of set_config is not seen.
+ */
+export function settingsChangedBy(sql: string): { custom: string[] } | undefined {
+  if (!/set|discard/i.test(sql)) return undefined;
+  let changes = false;
+  const custom: string[] = [];
+  for (const statement of statements(sql)) {
+    const [first, second] = leadingWords(statement, 2);
+    if (first === 'set' || first === 'reset') {
+      changes = true;
+      const qualified =
+        first === 'set' && (second === 'session' || second === 'local') && !isAssign(statement[2]);
+      const name = settingName(statement, qualified ? 2 : 1);
+      if (name?.text.includes('.')) custom.push(name.text);
+    } else if (first === 'discard') changes = true;
+    statement.forEach((t, i) => {
+      if (t.kind !== 'word' || t.text !== 'set_config') return;
+      changes = true;
+      const arg = statement[i + 2];
+      if (statement[i + 1]?.text === '(' && arg?.kind === 'string' && arg.text.includes('.'))
+        custom.push(arg.text.toLowerCase());
+    });
+  }
+  return changes ? { custom } : undefined;
 }
 
 /**

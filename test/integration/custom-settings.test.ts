@@ -1,0 +1,120 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+/**
+ * Settings that Postgres does not list in pg_settings (custom `app.*` names, the row-level-security
+ * tenant pattern) follow their client like any other, and the gateway's own read-back of settings
+ * never becomes the first statement of a client's transaction (SET TRANSACTION must come first).
+ */
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer();
+});
+afterAll(() => t?.close());
+
+async function connected(config: pg.ClientConfig): Promise<pg.Client> {
+  const c = new pg.Client(config);
+  await c.connect();
+  return c;
+}
+
+const setting = async (c: pg.Client, name: string): Promise<string | null> =>
+  (await c.query<{ v: string | null }>('select current_setting($1, true) as v', [name])).rows[0]?.v ?? null;
+
+/** A value that no other client set: NULL, or '' once any client of the session used the name. */
+const unset = (v: string | null) => v === null || v === '';
+
+describe('custom settings', () => {
+  it('SET app.tenant and set_config stay with the client that made them', async () => {
+    const pw = await t.createDatabase('custom-gucs');
+    const config = t.pgConfig('custom-gucs', pw);
+    const a = await connected(config);
+    const b = await connected(config);
+    try {
+      await a.query('create table docs (tenant text, body text)');
+      await a.query("insert into docs values ('a', 'for a'), ('b', 'for b')");
+      const mine = (c: pg.Client) =>
+        c.query<{ body: string }>("select body from docs where tenant = current_setting('app.tenant', true)");
+
+      await a.query("SET app.tenant = 'a'");
+      expect(unset(await setting(b, 'app.tenant'))).toBe(true);
+      expect((await mine(b)).rows).toEqual([]);
+      expect((await mine(a)).rows).toEqual([{ body: 'for a' }]);
+
+      // set_config in a SELECT, session-wide, and a quoted, mixed-case name.
+      await b.query("select set_config('app.tenant', 'b', false), 1 as x");
+      await b.query('SET "App"."Mode" TO strict');
+      expect((await mine(b)).rows).toEqual([{ body: 'for b' }]);
+      expect((await mine(a)).rows).toEqual([{ body: 'for a' }]);
+      expect(unset(await setting(a, 'App.Mode'))).toBe(true);
+      expect(await setting(b, 'App.Mode')).toBe('strict');
+
+      // RESET and a transaction-local value end where Postgres ends them.
+      await a.query('RESET app.tenant');
+      expect((await mine(a)).rows).toEqual([]);
+      expect((await mine(b)).rows).toEqual([{ body: 'for b' }]);
+      await a.query('begin');
+      await a.query("select set_config('app.tenant', 'a', true)");
+      expect((await mine(a)).rows).toEqual([{ body: 'for a' }]);
+      await a.query('commit');
+      expect((await mine(a)).rows).toEqual([]);
+      expect((await mine(b)).rows).toEqual([{ body: 'for b' }]);
+
+      // A new client of the session sees none of them.
+      const c = await connected(config);
+      expect(unset(await setting(c, 'app.tenant'))).toBe(true);
+      expect(unset(await setting(c, 'app.mode'))).toBe(true);
+      await c.end();
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+
+  it('a custom setting given at connect time (options -c) stays with its client', async () => {
+    const pw = await t.createDatabase('custom-startup');
+    const config = t.pgConfig('custom-startup', pw);
+    const a = await connected({ ...config, options: '-c app.tenant=a' });
+    const b = await connected(config);
+    try {
+      expect(await setting(a, 'app.tenant')).toBe('a');
+      expect(unset(await setting(b, 'app.tenant'))).toBe(true);
+      await b.query("set app.tenant = 'b'");
+      expect(await setting(a, 'app.tenant')).toBe('a');
+      expect(await setting(b, 'app.tenant')).toBe('b');
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+});
+
+describe("the gateway's statements and a client's transaction", () => {
+  it('BEGIN, then SET TRANSACTION ISOLATION LEVEL works while clients with other settings take turns', async () => {
+    const pw = await t.createDatabase('iso-turns');
+    const config = t.pgConfig('iso-turns', pw);
+    // Different startup settings: every turn switches the session and reads the settings back.
+    const clients = await Promise.all(
+      ['UTC', 'Europe/Paris', 'America/New_York'].map((tz) =>
+        connected({ ...config, options: `-c TimeZone=${tz} -c statement_timeout=30s` }),
+      ),
+    );
+    try {
+      for (let round = 0; round < 3; round++) {
+        for (const [i, c] of clients.entries()) {
+          const level = ['serializable', 'repeatable read', 'read committed'][i] as string;
+          await c.query(round === 0 ? 'begin' : 'start transaction');
+          await c.query(`set transaction isolation level ${level}`);
+          expect((await c.query('show transaction_isolation')).rows).toEqual([
+            { transaction_isolation: level },
+          ]);
+          await c.query('commit');
+        }
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.end()));
+    }
+  });
+});
