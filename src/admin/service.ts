@@ -10,6 +10,7 @@ import { extractTarball } from '../pgdata/extract.js';
 import type { TemplateSpares } from '../pgdata/spares.js';
 import { type PgDataIdentity, readPgDataIdentity, TarballRejectedError } from '../pgdata/tarball.js';
 import { createFromTemplate } from '../pgdata/template.js';
+import { forgetIncarnation, writeIncarnation } from '../storage/local-marks.js';
 import { type Snapshots, VERSION_PATTERN, VersionNotFoundError } from '../storage/snapshots.js';
 import type { WalObjects } from '../storage/wal-objects.js';
 import { DEFAULT_USER, generatePassword, passwordToStore, userName } from './credential-rules.js';
@@ -154,6 +155,7 @@ export class DatabaseManager {
     this.deps.ownership?.forgetLocal(id);
     this.deps.registry?.forget(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
+    await forgetIncarnation(databasePath(this.deps.dataDir, id));
   }
 
   /**
@@ -320,6 +322,11 @@ export class DatabaseManager {
       username,
       scram,
     });
+    // The id is new to the catalog, so whatever its path holds is of a deleted database of the
+    // same id; the copy made next is marked as this incarnation (cluster/node.ts trusts only that).
+    const dest = databasePath(this.deps.dataDir, id);
+    await rm(dest, { recursive: true, force: true });
+    await writeIncarnation(dest, database.incarnation);
     return { database, username, password };
   }
 
@@ -333,6 +340,7 @@ export class DatabaseManager {
     await this.deps.catalog.deleteDatabase(id);
     this.deps.registry?.forget(id);
     await rm(databasePath(this.deps.dataDir, id), { recursive: true, force: true });
+    await forgetIncarnation(databasePath(this.deps.dataDir, id));
     await this.deps.snapshots?.purge(id).catch(() => undefined);
   }
 

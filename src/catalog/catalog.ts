@@ -18,6 +18,11 @@ export interface DatabaseRecord {
   /** Per-database pool mode; null means the server default (POOL_MODE). */
   poolMode: PoolMode | null;
   createdAt: Date;
+  /**
+   * New each time the id is created: a local copy made for another incarnation is of a deleted
+   * database that had the same id (storage/local-marks.ts).
+   */
+  incarnation: string;
   /** Unset/null: `owner` (the superuser). Ignored while readOnly. */
   roleMode?: RoleMode | null | undefined;
   /** The template the database was made from, the version it holds, its last failed migration. */

@@ -98,4 +98,11 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
     'alter table gateway_databases add column if not exists template_version integer null',
     'alter table gateway_databases add column if not exists migration_error text null',
   ],
+  [
+    // A database's incarnation: new each time an id is created, so a node's local copy of an earlier
+    // database of the same id (deleted, then created again) is never served as the new one
+    // (storage/local-marks.ts, cluster/node.ts). Existing rows each get their own.
+    `alter table gateway_databases add column if not exists incarnation text not null
+      default gen_random_uuid()::text`,
+  ],
 ];

@@ -18,6 +18,7 @@ export interface DatabaseRow {
   template_name: string | null;
   template_version: number | null;
   migration_error: string | null;
+  incarnation: string;
 }
 
 export interface CredentialRow {
@@ -66,7 +67,7 @@ export function toWal(row: WalRow): WalRecord {
 }
 
 export const DATABASE_COLUMNS =
-  'id, read_only, pool_mode, created_at, role_mode, template_name, template_version, migration_error';
+  'id, read_only, pool_mode, created_at, role_mode, template_name, template_version, migration_error, incarnation';
 export const CREDENTIAL_COLUMNS = 'database_id, username, salt, iterations, stored_key, server_key';
 export const VERSION_COLUMNS = 'database_id, version, sha256, size_bytes, created_at, wal_lsn, wal_since';
 
@@ -76,6 +77,7 @@ export function toDatabase(row: DatabaseRow): DatabaseRecord {
     readOnly: row.read_only,
     poolMode: row.pool_mode,
     createdAt: row.created_at instanceof Date ? row.created_at : new Date(row.created_at),
+    incarnation: row.incarnation,
     // Only when set, so a plain database's record stays as it was before templates.
     ...(row.role_mode ? { roleMode: row.role_mode } : {}),
     ...(row.template_name ? { template: row.template_name } : {}),

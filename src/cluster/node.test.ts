@@ -1,3 +1,6 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { errors } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -16,7 +19,12 @@ class FakeCoordination {
   live: NodeRow[] = [];
   heartbeatFails = false;
   claims = 0;
-  claimResult: Claim | undefined = { generation: 1n, localCopyCurrent: true, tookOver: false };
+  claimResult: Claim | undefined = {
+    generation: 1n,
+    localCopyCurrent: true,
+    tookOver: false,
+    placedBefore: true,
+  };
   owned = new Map<string, bigint>();
   async heartbeat() {
     if (this.heartbeatFails) throw new Error('catalog unreachable');
@@ -54,7 +62,12 @@ afterEach(async () => {
   started = [];
 });
 
-async function makeNode(fake: FakeCoordination, id = 'me', closing: Promise<void> = Promise.resolve()) {
+async function makeNode(
+  fake: FakeCoordination,
+  id = 'me',
+  closing: Promise<void> = Promise.resolve(),
+  dataDir = '/nonexistent',
+) {
   const closed: string[] = [];
   const coordination = fake as unknown as Coordination;
   const node = new ClusterNode({
@@ -68,7 +81,7 @@ async function makeNode(fake: FakeCoordination, id = 'me', closing: Promise<void
       closed.push(db);
       await closing;
     },
-    dataDirOf: (db) => `/nonexistent/${db}`,
+    dataDirOf: (db) => path.join(dataDir, db),
   });
   await node.start();
   started.push(node);
@@ -166,5 +179,56 @@ describe('ClusterNode', () => {
     // While it closes (shipping its last WAL, taking a snapshot), every record it makes is refused.
     expect(node.fence('db').generation).toBeLessThan(-1n);
     finishClose();
+  });
+
+  it('serves a local copy only when it is of the same incarnation (a deleted database of the same id is fetched over)', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'node-incarnation-'));
+    try {
+      const cases = [
+        // [what the claim says, the copy's mark, kept?]
+        { placedBefore: true, current: true, mark: 'inc-1', kept: true },
+        { placedBefore: true, current: true, mark: 'inc-0', kept: false },
+        { placedBefore: false, current: true, mark: 'inc-0', kept: false },
+        { placedBefore: false, current: true, mark: 'inc-1', kept: true },
+        // Unmarked: a copy from before incarnations, trusted only where a placement existed.
+        { placedBefore: false, current: true, mark: undefined, kept: false },
+        { placedBefore: true, current: true, mark: undefined, kept: true },
+        { placedBefore: true, current: false, mark: 'inc-1', kept: false },
+      ];
+      for (const [i, c] of cases.entries()) {
+        const fake = new FakeCoordination();
+        fake.live = [nodeRow('me')];
+        fake.claimResult = {
+          generation: 1n,
+          localCopyCurrent: c.current,
+          tookOver: false,
+          placedBefore: c.placedBefore,
+        };
+        const dataDir = path.join(root, String(i));
+        const { node } = await makeNode(fake, 'me', Promise.resolve(), dataDir);
+        const dir = path.join(dataDir, 'db');
+        await mkdir(dir, { recursive: true });
+        await writeFile(path.join(dir, 'PG_VERSION'), '18');
+        if (c.mark) {
+          await mkdir(path.join(dataDir, '_incarnation'), { recursive: true });
+          await writeFile(path.join(dataDir, '_incarnation', 'db'), c.mark);
+        }
+        const seen: boolean[] = [];
+        const materialize = node.wrapMaterialize(async (_id, d) => {
+          const there = await readFile(path.join(d, 'PG_VERSION')).then(
+            () => true,
+            () => false,
+          );
+          seen.push(there);
+          return there ? 'present' : 'fetched';
+        });
+        await materialize('db', dir, 'inc-1');
+        expect({ case: i, kept: seen[0] }).toEqual({ case: i, kept: c.kept });
+        // Whatever it held before, the copy is now marked as the catalog's incarnation.
+        expect(await readFile(path.join(dataDir, '_incarnation', 'db'), 'utf8')).toBe('inc-1');
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,9 @@
 import { rm } from 'node:fs/promises';
 import type { Fence } from '../catalog/catalog.js';
+import type { Materialize } from '../databases/registry.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
+import { readIncarnation, writeIncarnation } from '../storage/local-marks.js';
 import type { Coordination } from './coordination.js';
 import { LeaseClock } from './lease-clock.js';
 import { rendezvousOwner } from './rendezvous.js';
@@ -27,6 +29,8 @@ interface Owned {
   claimedAt: number;
   /** The local copy may be older than the archive: fetch from the archive on open. */
   refetch: boolean;
+  /** The claim found no placement (see Claim.placedBefore). */
+  firstPlacement: boolean;
 }
 
 export interface ClusterNodeOptions {
@@ -214,6 +218,7 @@ export class ClusterNode {
       state: OwnerState.owned,
       claimedAt: this.lease.stamp(),
       refetch: !claim.localCopyCurrent,
+      firstPlacement: !claim.placedBefore,
     });
     this.opts.logger.info(
       {
@@ -228,19 +233,26 @@ export class ClusterNode {
 
   /**
    * Wraps the registry's materialize: the database is claimed first, and a local copy that may be
-   * older than the archive (someone else owned it since) is removed so the open fetches.
+   * older than the archive (someone else owned it since), or that belongs to an earlier database
+   * of the same id (deleted, then created again), is removed so the open fetches.
    */
-  wrapMaterialize(
-    materialize: (id: string, dir: string) => Promise<'present' | 'fetched' | 'absent'>,
-  ): (id: string, dir: string) => Promise<'present' | 'fetched' | 'absent'> {
-    return async (id, dir) => {
+  wrapMaterialize(materialize: Materialize): Materialize {
+    return async (id, dir, incarnation) => {
       await this.ensureOwned(id);
       const entry = this.owned.get(id);
-      if (entry?.refetch) {
+      const marked = await readIncarnation(dir);
+      // Unmarked copies predate incarnations: trusted as before, except on a first placement,
+      // where the creator's copy is always marked (admin/service.ts) and any other is stale.
+      const otherIncarnation = marked === undefined ? entry?.firstPlacement === true : marked !== incarnation;
+      if (entry?.refetch || otherIncarnation) {
+        if (otherIncarnation && marked !== undefined)
+          this.opts.logger.info({ db: id }, 'local copy is of a deleted database of the same id: fetching');
         await rm(this.opts.dataDirOf(id), { recursive: true, force: true });
-        entry.refetch = false;
+        if (entry) entry.refetch = false;
       }
-      return materialize(id, dir);
+      const outcome = await materialize(id, dir, incarnation);
+      if (outcome !== 'absent' && marked !== incarnation) await writeIncarnation(dir, incarnation);
+      return outcome;
     };
   }
 
@@ -289,7 +301,13 @@ export class ClusterNode {
     const placement = await this.opts.coordination.placement(id);
     if (placement?.owner !== this.opts.nodeId || placement.generation !== generation)
       throw errors.databaseUnavailable(id);
-    this.owned.set(id, { generation, state: OwnerState.owned, claimedAt: this.lease.stamp(), refetch: true });
+    this.owned.set(id, {
+      generation,
+      state: OwnerState.owned,
+      claimedAt: this.lease.stamp(),
+      refetch: true,
+      firstPlacement: false,
+    });
     this.stats.claims++;
     this.opts.logger.info({ db: id, generation: generation.toString() }, 'database handed over to this node');
   }

@@ -14,6 +14,16 @@ import { Database } from './database.js';
  * cap), and a database nobody uses is closed after `idleTimeoutMs`.
  */
 
+/**
+ * Makes a database's local copy ready to open: 'present' or 'fetched' from the archive, 'absent'
+ * when there is none anywhere. `incarnation` is the catalog's (DatabaseRecord.incarnation).
+ */
+export type Materialize = (
+  id: string,
+  dir: string,
+  incarnation: string,
+) => Promise<'present' | 'fetched' | 'absent'>;
+
 export interface RegistryOptions {
   dataDir: string;
   maxClientsPerDb: number;
@@ -25,7 +35,7 @@ export interface RegistryOptions {
   maxMemoryBytes: number;
   logger: Logger;
   /** Makes sure the PGDATA is local before an open (fetch from the archive); 'absent' = none anywhere. */
-  materialize?: (id: string, dir: string) => Promise<'present' | 'fetched' | 'absent'>;
+  materialize?: Materialize;
   /** Runs once a database opened, before its first client (WAL shipping starts). */
   onOpen?: (db: Database) => Promise<void>;
   /** Runs before a database closes (WAL shipping finishes). */
@@ -190,7 +200,7 @@ export class DatabaseRegistry {
 
   private async open(record: DatabaseRecord): Promise<Database> {
     const dir = databasePath(this.opts.dataDir, record.id);
-    await this.opts.materialize?.(record.id, dir).catch((err: unknown) => {
+    await this.opts.materialize?.(record.id, dir, record.incarnation).catch((err: unknown) => {
       if (err instanceof GatewayError) throw err;
       // The archive's side (unreachable, a corrupt piece): the client hears it as such.
       this.opts.logger.error({ err, db: record.id }, 'could not fetch the database from the archive');

@@ -93,3 +93,36 @@ export async function clearUnflushed(dir: string): Promise<void> {
 export async function listUnflushed(dataDir: string): Promise<string[]> {
   return readdir(path.join(dataDir, UNFLUSHED)).catch(() => [] as string[]);
 }
+
+/**
+ * "This local copy belongs to this incarnation of the id": `DATA_DIR/_incarnation/<id>` holds the
+ * catalog's incarnation of the database the copy was made for. A database deleted and created
+ * again under the same id gets a new incarnation, so a copy another node kept of the earlier one
+ * is never served as the new one (cluster/node.ts). Written durably: a lost mark only costs a
+ * fetch, but a mark must never outlive the copy it describes by naming a newer incarnation.
+ */
+const INCARNATION = '_incarnation';
+
+function incarnationFile(dir: string): string {
+  return path.join(path.dirname(dir), INCARNATION, path.basename(dir));
+}
+
+/** The incarnation the copy at `dir` was made for; undefined when unknown (no mark). */
+export async function readIncarnation(dir: string): Promise<string | undefined> {
+  return readFile(incarnationFile(dir), 'utf8').catch(() => undefined);
+}
+
+/** Records that the copy at `dir` (or the one about to be made there) is of `incarnation`. */
+export async function writeIncarnation(dir: string, incarnation: string): Promise<void> {
+  const file = incarnationFile(dir);
+  await mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, incarnation);
+  await syncPath(tmp);
+  await rename(tmp, file);
+  await syncDir(path.dirname(file));
+}
+
+export async function forgetIncarnation(dir: string): Promise<void> {
+  await rm(incarnationFile(dir), { force: true });
+}

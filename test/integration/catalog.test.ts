@@ -124,7 +124,13 @@ describe.each([embedded(), external()])('$name catalog', (backend) => {
     const scram = await createScramSha256Data(PASSWORD);
     const before = Date.now();
     const created = await catalog.createDatabase({ id: 'crud-b', username: 'owner', scram });
-    expect(created).toEqual({ id: 'crud-b', readOnly: false, poolMode: null, createdAt: expect.any(Date) });
+    expect(created).toEqual({
+      id: 'crud-b',
+      readOnly: false,
+      poolMode: null,
+      createdAt: expect.any(Date),
+      incarnation: expect.stringMatching(/^[0-9a-f-]{36}$/),
+    });
     expect(Math.abs(created.createdAt.getTime() - before)).toBeLessThan(60_000);
 
     const other = await catalog.createDatabase({
@@ -144,6 +150,10 @@ describe.each([embedded(), external()])('$name catalog', (backend) => {
     expect(await catalog.deleteDatabase('crud-b')).toBe(true);
     expect(await catalog.deleteDatabase('crud-b')).toBe(false);
     expect(await catalog.getDatabase('crud-b')).toBeUndefined();
+    // The same id created again is another incarnation (a local copy of the first is not it).
+    const again = await catalog.createDatabase({ id: 'crud-b', username: 'owner', scram });
+    expect(again.incarnation).not.toBe(created.incarnation);
+    expect(other.incarnation).not.toBe(created.incarnation);
   });
 
   it('rejects a duplicate id with CatalogConflictError and keeps the original', async () => {

@@ -93,6 +93,31 @@ describe('cluster: 3 nodes, 20 databases', () => {
     expect(errorFields(Buffer.concat([stale.rest, got.data]))).toMatchObject({ C: '3D000' });
   });
 
+  it('a database deleted and created again never serves the old one from a stale local copy', async () => {
+    const db = 'recreated';
+    await cluster.anyNode().createDatabase(db, PASSWORD);
+    const first = await connect(cluster.anyNode(), db);
+    await first.query("create table t (note text); insert into t values ('old tenant')");
+    await first.end();
+    // Its first owner keeps a local copy when the database moves away; the new owner deletes it.
+    const { owner, entry: other } = await nonOwner(db);
+    const moved = await owner.request('POST', '/v1/cluster/move', { database: db, node: other.id });
+    expect(moved.status).toBe(200);
+    const onOther = await connect(other, db);
+    await onOther.query('select 1');
+    await onOther.end();
+    const deleted = await other.request('DELETE', `/v1/databases/${db}`);
+    expect(deleted.status).toBe(204);
+    await other.createDatabase(db, PASSWORD);
+    // Every node serves the new, empty database (rendezvous hands it back to the first owner).
+    for (const node of cluster.nodes) {
+      const c = await connect(node, db);
+      const { rows } = await c.query("select count(*)::int as n from pg_tables where tablename = 't'");
+      expect(rows).toEqual([{ n: 0 }]);
+      await c.end();
+    }
+  }, 120_000);
+
   it('forwarded sessions support transactions, prepared statements, COPY and cancel', async () => {
     const db = 'cdb0';
     const { owner, entry } = await nonOwner(db);
