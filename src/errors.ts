@@ -136,6 +136,14 @@ export const errors = {
       'the server cannot check credentials right now (its catalog is unreachable)',
       'try again shortly',
     ),
+  /** A forwarded session's owner stopped answering (paused, partitioned, or the database moved on). */
+  ownerUnreachable: (id: string) =>
+    fatal(
+      '08006',
+      'owner_unreachable',
+      `terminating connection: the node serving database "${id}" stopped answering`,
+      'reconnect: the database is served again once another node takes it over',
+    ),
   databaseUnavailable: (id: string) =>
     fatal('57P03', 'database_unavailable', `database "${id}" is not available right now`),
   fetchFailed: (id: string) =>

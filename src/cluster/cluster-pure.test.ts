@@ -96,4 +96,18 @@ describe('cluster hello', () => {
       }),
     );
   });
+
+  it('refuses a genuine (MAC-valid) hello whose shape is wrong: a peer of another version, or a bug', () => {
+    const malformed = [
+      { ...body, params: null },
+      { ...body, db: 42 },
+      { kind: 'claim', from: 'a', db: 'db1', generation: 'not-a-number' },
+      { kind: 'cancel', from: 'a', processId: '1', secretKey: 2, relayed: true },
+      { kind: 'gossip', from: 'a' },
+      null,
+    ];
+    for (const hello of malformed)
+      expect(() => open(sealHello(secret, hello as never)), JSON.stringify(hello)).toThrow(/malformed/);
+    expect(open(sealHello(secret, { kind: 'ping', from: 'a' }))).toEqual({ kind: 'ping', from: 'a' });
+  });
 });

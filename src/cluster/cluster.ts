@@ -10,6 +10,7 @@ import { dialPeer, PeerRefusedError, PeerUnreachableError, relay } from './forwa
 import type { Hello } from './hello.js';
 import { ClusterNode, type Target } from './node.js';
 import { type PeerHandlers, PeerListener } from './peer-listener.js';
+import { RelayWatch } from './relay-watch.js';
 import { rendezvousOwner } from './rendezvous.js';
 
 export { ClusterNode, type Target };
@@ -67,6 +68,8 @@ export class Cluster implements ClusterHooks {
   readonly coordination: Coordination;
   private readonly sql;
   private peers: PeerListener | undefined;
+  /** Forwarded sessions, ended when their owner stops answering. */
+  private readonly relays: RelayWatch;
 
   constructor(private readonly opts: ClusterOptions) {
     // Its own small pool: heartbeats never queue behind logins on the catalog's main pool.
@@ -76,6 +79,12 @@ export class Cluster implements ClusterHooks {
       queryTimeoutMs: opts.settings.leaseTtlMs,
     });
     this.coordination = new Coordination(this.sql, opts.nodeId, opts.settings.leaseTtlMs);
+    this.relays = new RelayWatch({
+      everyMs: Math.max(1000, Math.floor(opts.settings.leaseTtlMs / 2)),
+      placementsOf: (ids) => this.coordination.placementsOf(ids),
+      ping: (address) => this.ping(address),
+      logger: opts.logger.child({ mod: 'cluster' }),
+    });
     this.node = new ClusterNode({
       nodeId: opts.nodeId,
       address: opts.settings.address,
@@ -120,6 +129,7 @@ export class Cluster implements ClusterHooks {
 
   /** Stops the heartbeat (after every owned database was closed and released). */
   async stop(): Promise<void> {
+    this.relays.stop();
     await this.peers?.close();
     await this.node.stop();
     await this.sql.close();
@@ -139,8 +149,10 @@ export class Cluster implements ClusterHooks {
    * elsewhere, so the client waits about LEASE_TTL instead of failing.
    */
   async forward(client: Socket, first: Target & { kind: 'forward' }, session: ForwardedSession, log: Logger) {
-    const { socket, rest } = await this.dialOwner(first, session, log, () => client.destroyed);
-    return relay(client, socket, rest, session.pipelined, log);
+    const { socket, rest, target } = await this.dialOwnerAt(first, session, log, () => client.destroyed);
+    const relayed = relay(client, socket, rest, session.pipelined, log);
+    this.relays.watch({ db: session.db, owner: target.nodeId, address: target.address, relay: relayed });
+    return relayed.done;
   }
 
   /**
@@ -152,8 +164,26 @@ export class Cluster implements ClusterHooks {
     first: Target & { kind: 'forward' },
     session: Omit<ForwardedSession, 'pipelined'>,
     log: Logger,
-    abandoned: () => boolean = () => false,
   ): Promise<{ socket: Socket; rest: Buffer }> {
+    const { socket, rest, target } = await this.dialOwnerAt(first, session, log);
+    // Watched as a relay: an owner that stops answering closes it (the unit fails as unavailable).
+    const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    this.relays.watch({
+      db: session.db,
+      owner: target.nodeId,
+      address: target.address,
+      relay: { done, end: () => socket.destroy() },
+    });
+    return { socket, rest };
+  }
+
+  /** dialOwner, also saying which node answered. */
+  private async dialOwnerAt(
+    first: Target & { kind: 'forward' },
+    session: Omit<ForwardedSession, 'pipelined'>,
+    log: Logger,
+    abandoned: () => boolean = () => false,
+  ): Promise<{ socket: Socket; rest: Buffer; target: Target & { kind: 'forward' } }> {
     const deadline = performance.now() + this.opts.settings.leaseTtlMs * 2 + 2000;
     let target: Target = first;
     for (let attempt = 0; ; attempt++) {
@@ -170,7 +200,7 @@ export class Cluster implements ClusterHooks {
         const dialed = await dialPeer(target.address, this.opts.settings.secret, hello);
         this.node.stats.forwardedSessions++;
         log.info({ owner: target.nodeId }, 'client forwarded to the owner');
-        return dialed;
+        return { ...dialed, target };
       } catch (err) {
         const retryable =
           err instanceof PeerUnreachableError || (err instanceof PeerRefusedError && err.reply.retry);
@@ -284,6 +314,18 @@ export class Cluster implements ClusterHooks {
   private async placed(id: string): Promise<{ owner: string; generation: bigint }> {
     const p = await this.coordination.placement(id);
     return { owner: p?.owner ?? '', generation: p?.generation ?? 0n };
+  }
+
+  /** Whether the peer at `address` answers a hello (a refusal is an answer too). */
+  private async ping(address: string): Promise<boolean> {
+    const hello: Hello = { kind: 'ping', from: this.opts.nodeId };
+    try {
+      const { socket } = await dialPeer(address, this.opts.settings.secret, hello);
+      socket.destroy();
+      return true;
+    } catch (err) {
+      return err instanceof PeerRefusedError;
+    }
   }
 
   cancelElsewhere(processId: number, secretKey: number): void {

@@ -105,6 +105,15 @@ export class Coordination {
     return rows[0] && placementOf(rows[0]);
   }
 
+  /** The placements of `ids` that have one, by database id (one statement for all). */
+  async placementsOf(ids: readonly string[]): Promise<Map<string, Placement>> {
+    const { rows } = await this.sql.query<PlacementRow>(
+      withTtl(`${PLACEMENTS} where p.database_id = any($1::text[])`, 2),
+      [ids, this.ttlMs],
+    );
+    return new Map(rows.map((r) => [r.database_id, placementOf(r)]));
+  }
+
   /** Live nodes (fresh heartbeat), draining ones included (flagged). */
   async nodes(): Promise<NodeRow[]> {
     const { rows } = await this.sql.query<{

@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import { connect } from 'node:tls';
-import { errors } from '../errors.js';
+import { errors, type GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { MessageBoundary } from '../wire/message-boundary.js';
+import { errorResponse } from '../wire/protocol.js';
 import { type Hello, type HelloReply, sealHello } from './hello.js';
 import { peerClientTls } from './peer-tls.js';
 import { readFrame } from './wire.js';
@@ -61,20 +63,28 @@ export async function dialPeer(
   }
 }
 
+/** A relayed session, as the entry node sees it. */
+export interface Relay {
+  /** Resolves when both sides are closed. */
+  done: Promise<void>;
+  /**
+   * Ends the session from this node (its owner stopped answering): the client hears `err` when
+   * the owner's bytes so far end between two messages, else the connection just closes.
+   */
+  end(err: GatewayError): void;
+}
+
 /**
  * Relays an authenticated client to its database's owner: bytes both ways with backpressure
- * (`pipe` pauses the faster side), until either side ends. Resolves when both are closed.
+ * (`pipe` pauses the faster side), until either side ends.
  */
-export function relay(
-  client: Socket,
-  upstream: Socket,
-  rest: Buffer,
-  pipelined: Buffer,
-  log: Logger,
-): Promise<void> {
+export function relay(client: Socket, upstream: Socket, rest: Buffer, pipelined: Buffer, log: Logger): Relay {
+  const boundary = new MessageBoundary();
+  boundary.feed(rest);
   if (rest.length > 0) client.write(rest);
   if (pipelined.length > 0) upstream.write(pipelined);
   upstream.on('error', (err) => log.debug({ err }, 'peer socket error'));
+  upstream.on('data', (chunk: Buffer) => boundary.feed(chunk));
   const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
   const upstreamClosed = new Promise<void>((resolve) => upstream.once('close', () => resolve()));
   // Either side going away ends the other: the owner then releases the client's session.
@@ -87,7 +97,16 @@ export function relay(
   upstream.pipe(client);
   client.resume();
   upstream.resume();
-  return Promise.all([clientClosed, upstreamClosed]).then(() => undefined);
+  return {
+    done: Promise.all([clientClosed, upstreamClosed]).then(() => undefined),
+    end: (err) => {
+      if (client.destroyed) return;
+      upstream.unpipe(client);
+      upstream.destroy();
+      if (boundary.atBoundary) client.end(errorResponse(err));
+      else client.destroy();
+    },
+  };
 }
 
 /** The error a client sees when its database's owner cannot be reached. */

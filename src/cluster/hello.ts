@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
 
 /**
  * The internal listener's handshake. A peer opens a TCP connection to CLUSTER_PORT and sends one
@@ -28,7 +29,38 @@ export type Hello =
     }
   | { kind: 'cancel'; from: string; processId: number; secretKey: number; relayed: boolean }
   /** `db move`: the former owner released the database; the target claims it now. */
-  | { kind: 'claim'; from: string; db: string; generation: string };
+  | { kind: 'claim'; from: string; db: string; generation: string }
+  /** "Are you there?": an entry node checks that the owner of its relayed sessions still answers. */
+  | { kind: 'ping'; from: string };
+
+/**
+ * What a hello must look like once its MAC checked out: a peer with the secret but another
+ * version (or a bug) must get a refusal, not reach code that trusts the shape.
+ */
+const HelloSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('session'),
+    from: z.string(),
+    db: z.string(),
+    user: z.string(),
+    params: z.record(z.string(), z.string()),
+    storedKey: z.string().optional(),
+  }),
+  z.object({
+    kind: z.literal('cancel'),
+    from: z.string(),
+    processId: z.number().int(),
+    secretKey: z.number().int(),
+    relayed: z.boolean(),
+  }),
+  z.object({
+    kind: z.literal('claim'),
+    from: z.string(),
+    db: z.string(),
+    generation: z.string().regex(/^\d{1,19}$/),
+  }),
+  z.object({ kind: z.literal('ping'), from: z.string() }),
+]) satisfies z.ZodType<Hello>;
 
 export type HelloReply = { ok: true } | { ok: false; code: string; message: string; retry: boolean };
 
@@ -95,7 +127,10 @@ export function openHello(secret: string, json: Buffer, nonces: NonceWindow, now
   if (typeof sealed.ts !== 'number' || Math.abs(now - sealed.ts) > MAX_SKEW_MS)
     throw new HelloError('hello is too old (or the clocks disagree by more than 30 s)');
   if (!nonces.admit(sealed.nonce, now)) throw new HelloError('hello replayed');
-  return sealed.body;
+  const body = HelloSchema.safeParse(sealed.body);
+  if (!body.success)
+    throw new HelloError(`hello is malformed (${body.error.issues[0]?.message ?? 'invalid'})`);
+  return body.data;
 }
 
 /** Splits one length-prefixed frame off `buffer`: the frame and the rest, or undefined if incomplete. */

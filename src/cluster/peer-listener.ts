@@ -77,8 +77,8 @@ export class PeerListener {
       socket.destroy();
       return;
     }
-    if (hello.kind === 'cancel') {
-      this.handlers.cancel(hello);
+    if (hello.kind === 'cancel' || hello.kind === 'ping') {
+      if (hello.kind === 'cancel') this.handlers.cancel(hello);
       socket.end(frame({ ok: true } satisfies HelloReply));
       return;
     }

@@ -173,4 +173,46 @@ describe('cluster: 3 nodes, 20 databases', () => {
       await sql.end();
     }
   }, 120_000);
+
+  it('a forwarded session whose owner stops answering ends with 08006 (paused owner, cut peer link)', async () => {
+    // Ended rather than left hanging: the client reconnects and reaches the database's new owner.
+    const outcome = (p: Promise<unknown>) =>
+      p.then(
+        () => 'answered',
+        (err: { code?: string }) => err.code ?? 'closed',
+      );
+    for (const fault of ['pause', 'blackhole'] as const) {
+      const db = `unanswered-${fault}`;
+      await cluster.anyNode().createDatabase(db, PASSWORD);
+      const setup = await connect(cluster.anyNode(), db);
+      await setup.query('create table t (v int)');
+      await setup.end();
+      const { owner, entry } = await nonOwner(db);
+      const c = await connect(entry, db);
+      c.on('error', () => undefined);
+      await c.query('select 1');
+      if (fault === 'pause') owner.pause();
+      else owner.faults.peers.fault('blackhole', 60_000);
+      try {
+        expect(await outcome(c.query('insert into t values (1)'))).toBe('08006');
+        expect(entry.logged('ending a forwarded session').some((e) => e.db === db)).toBe(true);
+      } finally {
+        owner.resume();
+        owner.faults.peers.heal();
+      }
+      // The database is served again, by whichever node owns it now.
+      let served = false;
+      for (let i = 0; i < 60 && !served; i++) {
+        const again = await connect(entry, db).catch(() => undefined);
+        served =
+          (await again?.query('select count(*)::int as n from t').then(
+            () => true,
+            () => false,
+          )) ?? false;
+        await again?.end().catch(() => undefined);
+        if (!served) await sleep(500);
+      }
+      expect(served).toBe(true);
+    }
+  }, 180_000);
 });
