@@ -73,6 +73,9 @@ const FUNCTION_CALL_UNSUPPORTED = () =>
  * COPY FROM STDIN is collected and run whole. Below it SessionExecutor runs things on the
  * engine; above it ClientSession (session.ts) keeps the queue and the turns.
  */
+/** Named statements that change settings remembered per client at most. */
+const MAX_SETTING_STATEMENTS = 10_000;
+
 export abstract class SessionUnits extends SessionExecutor {
   /**
    * Writes a unit's response. After a statement that may have changed settings, they are read
@@ -115,7 +118,14 @@ export abstract class SessionUnits extends SessionExecutor {
 
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
   protected async readBackSettings(): Promise<void> {
-    const { names, sql } = this.settings.readBack(this.shared, this.status);
+    const { names, sql, untracked } = this.settings.readBack(this.shared, this.status);
+    if (untracked && !this.shared.customNamesFull) {
+      this.shared.customNamesFull = true;
+      this.opts.logger.warn(
+        { name: untracked },
+        'too many custom setting names in this database: more are not read back, and may reach other clients',
+      );
+    }
     const values = firstRow(await this.exec(query(sql)));
     if (!values) return;
     const reports = this.settings.apply(this.shared, names, values);
@@ -212,12 +222,31 @@ export abstract class SessionUnits extends SessionExecutor {
     this.parsedResets.length = 0;
   }
 
+  /**
+   * The client's named statements that may change settings (`select set_config('app.x', $1,
+   * false)` prepared once, executed with every tenant): each Bind of one is noted as its Parse was.
+   */
+  private readonly settingStatements = new Map<string, { custom: string[] }>();
+
   protected prepareExtended(message: Buffer): Buffer {
-    if (message[0] === Frontend.Parse) {
+    if (message[0] === Frontend.Bind && this.settingStatements.size > 0) {
+      const portalEnd = message.indexOf(0, 5);
+      const name = message.toString('utf8', portalEnd + 1, message.indexOf(0, portalEnd + 1));
+      this.settings.noteStatement(this.settingStatements.get(name));
+    } else if (message[0] === Frontend.Parse) {
       const nameEnd = message.indexOf(0, 5);
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
-      this.settings.noteStatement(settingsChangedBy(sql));
+      const change = settingsChangedBy(sql);
+      this.settings.noteStatement(change);
+      if (nameEnd > 5) {
+        const name = message.toString('utf8', 5, nameEnd);
+        this.settingStatements.delete(name);
+        if (change) this.settingStatements.set(name, change);
+        // As many as a client may keep statements (statements.ts); the oldest go first.
+        if (this.settingStatements.size > MAX_SETTING_STATEMENTS)
+          this.settingStatements.delete(this.settingStatements.keys().next().value as string);
+      }
       this.listening.note(sql);
       this.parsedResets.push(resetSettings(sql));
       const verdict = judgeStatement(sql, this.database);

@@ -223,7 +223,10 @@ export class ClientSettings {
   }
 
   /** The names to read back and the query doing it. */
-  readBack(db: SharedSettings, status: 'I' | 'T' | 'E'): { names: string[]; sql: string } {
+  readBack(
+    db: SharedSettings,
+    status: 'I' | 'T' | 'E',
+  ): { names: string[]; sql: string; untracked?: string } {
     this.dirty = false;
     this.switchedIn = false;
     this.recheck = status !== 'I';
@@ -231,15 +234,17 @@ export class ClientSettings {
     const names = [...new Set([...identity, ...db.defaults.keys(), ...this.wanted.keys()])].filter(
       (n) => identity.includes(n) || db.defaults.has(n) || !this.others.has(n),
     );
+    let untracked: string | undefined;
     if (db.customNames) {
       for (const name of this.customSeen)
         if (db.customNames.size < MAX_CUSTOM_NAMES) db.customNames.add(name);
+        else if (!db.customNames.has(name)) untracked = name;
       const known = new Set(names.map((n) => n.toLowerCase()));
       // One listed in pg_settings (an extension's) is read back with the others already.
       for (const name of db.customNames) if (!known.has(name) && !this.others.has(name)) names.push(name);
     }
     this.customSeen.length = 0;
-    return { names, sql: readBackSql(names) };
+    return { names, sql: readBackSql(names), ...(untracked ? { untracked } : {}) };
   }
 
   /** Records read-back values; returns ParameterStatus messages for reported values that changed. */

@@ -16,6 +16,8 @@ export class SharedSession {
   settings: Map<string, string>;
   /** Custom (dotted) setting names its clients set: pg_settings lists none of them. */
   readonly customNames = new Set<string>();
+  /** Warned once that customNames is full (settings.ts MAX_CUSTOM_NAMES). */
+  customNamesFull = false;
   /** Tracked settings as the session starts, restored for clients that did not change them. */
   readonly defaults: ReadonlyMap<string, string>;
   /** Names clients hear about in ParameterStatus. */

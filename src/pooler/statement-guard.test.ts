@@ -50,12 +50,16 @@ describe('settingsChangedBy', () => {
     expect(settingsChangedBy(sql)).toEqual({ custom });
   });
 
-  it.each(['update t set a = 1', "select 'set x'", "select 'set_config(''a.b'', 1)'", 'select 1'])(
-    '%s → no change',
-    (sql) => {
-      expect(settingsChangedBy(sql)).toBeUndefined();
-    },
-  );
+  it.each([
+    'update t set a = 1',
+    "select 'set x'",
+    "select 'set_config(''a.b'', 1)'",
+    'select 1',
+    'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
+    'set transaction read only',
+  ])('%s → no change', (sql) => {
+    expect(settingsChangedBy(sql)).toBeUndefined();
+  });
 });
 
 describe('resetSettings', () => {

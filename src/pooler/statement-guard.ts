@@ -201,6 +201,9 @@ export function settingsChangedBy(sql: string): { custom: string[] } | undefined
   const custom: string[] = [];
   for (const statement of statements(sql)) {
     const [first, second] = leadingWords(statement, 2);
+    // SET TRANSACTION changes only transaction_* (never read back): a read-back after it would be
+    // the transaction's first query, and a second SET TRANSACTION would then fail with 25001.
+    if (first === 'set' && second === 'transaction' && !isAssign(statement[2])) continue;
     if (first === 'set' || first === 'reset') {
       changes = true;
       const qualified =

@@ -73,6 +73,29 @@ describe('custom settings', () => {
     }
   });
 
+  it('a named prepared set_config, executed again with another value, is followed each time', async () => {
+    const pw = await t.createDatabase('custom-named');
+    const config = t.pgConfig('custom-named', pw);
+    const a = await connected(config);
+    const b = await connected(config);
+    // Prepared once (Parse), then only Bind/Execute: how drivers with a statement cache send it.
+    const use = (c: pg.Client, tenant: string) =>
+      c.query({ name: 'use_tenant', text: "select set_config('app.tenant', $1, false)", values: [tenant] });
+    try {
+      await use(a, 'a1');
+      await use(b, 'b1');
+      await use(a, 'a2');
+      expect(await setting(b, 'app.tenant')).toBe('b1');
+      expect(await setting(a, 'app.tenant')).toBe('a2');
+      await use(b, 'b2');
+      expect(await setting(a, 'app.tenant')).toBe('a2');
+      expect(await setting(b, 'app.tenant')).toBe('b2');
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+
   it('a custom setting given at connect time (options -c) stays with its client', async () => {
     const pw = await t.createDatabase('custom-startup');
     const config = t.pgConfig('custom-startup', pw);
@@ -106,6 +129,7 @@ describe("the gateway's statements and a client's transaction", () => {
         for (const [i, c] of clients.entries()) {
           const level = ['serializable', 'repeatable read', 'read committed'][i] as string;
           await c.query(round === 0 ? 'begin' : 'start transaction');
+          if (round === 2) await c.query('set transaction read write');
           await c.query(`set transaction isolation level ${level}`);
           expect((await c.query('show transaction_isolation')).rows).toEqual([
             { transaction_isolation: level },
