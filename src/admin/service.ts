@@ -204,13 +204,10 @@ export class DatabaseManager {
   }
 
   /**
-   * Replaces the database with one of its versions: its clients are disconnected, it is closed
-   * (and snapshotted if written, so nothing is lost for good), its local copy replaced, and the
-   * restored content recorded as the newest version. Clients that reconnect see the restored state.
-   */
-  /**
    * Replaces a database with one of its versions, or with its state at a point in time `at` (the
-   * newest base before it plus the WAL shipped by then). Exactly one of the two.
+   * newest base before it plus the WAL shipped by then). Exactly one of the two. Its clients are
+   * disconnected, it is closed (and snapshotted if written), its local copy replaced, and the
+   * restored content recorded as the newest version.
    */
   async restore(id: string, version: string | undefined, at?: Date): Promise<VersionRecord> {
     const snapshots = this.archive();
@@ -325,8 +322,13 @@ export class DatabaseManager {
     // The id is new to the catalog, so whatever its path holds is of a deleted database of the
     // same id; the copy made next is marked as this incarnation (cluster/node.ts trusts only that).
     const dest = databasePath(this.deps.dataDir, id);
-    await rm(dest, { recursive: true, force: true });
-    await writeIncarnation(dest, database.incarnation);
+    try {
+      await rm(dest, { recursive: true, force: true });
+      await writeIncarnation(dest, database.incarnation);
+    } catch (err) {
+      await this.discard(id);
+      throw err;
+    }
     return { database, username, password };
   }
 

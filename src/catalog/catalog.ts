@@ -12,6 +12,9 @@ export type PoolMode = 'session' | 'transaction';
 /** Who a writable database's clients are (issue 18); read-only databases are always `reader`. */
 export type RoleMode = 'owner' | 'writer';
 
+/** The incarnation of databases created before incarnations existed (their local copies are unmarked). */
+export const LEGACY_INCARNATION = 'legacy';
+
 export interface DatabaseRecord {
   id: string;
   readOnly: boolean;

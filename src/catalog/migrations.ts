@@ -101,8 +101,9 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
   [
     // A database's incarnation: new each time an id is created, so a node's local copy of an earlier
     // database of the same id (deleted, then created again) is never served as the new one
-    // (storage/local-marks.ts, cluster/node.ts). Existing rows each get their own.
-    `alter table gateway_databases add column if not exists incarnation text not null
-      default gen_random_uuid()::text`,
+    // (storage/local-marks.ts, cluster/node.ts). Databases made before read 'legacy' (LEGACY_INCARNATION):
+    // only their copies may be unmarked.
+    "alter table gateway_databases add column if not exists incarnation text not null default 'legacy'",
+    'alter table gateway_databases alter column incarnation set default gen_random_uuid()::text',
   ],
 ];

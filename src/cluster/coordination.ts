@@ -33,11 +33,6 @@ export interface Claim {
   localCopyCurrent: boolean;
   /** Another node held it (its lease had run out): a failover. */
   tookOver: boolean;
-  /**
-   * The database had a placement before this claim. Without one, only the node that created it
-   * holds a current copy, and only a copy marked with its incarnation is that one.
-   */
-  placedBefore: boolean;
 }
 
 type Sql = Pick<SqlClient, 'query'>;
@@ -187,7 +182,6 @@ export class Coordination {
         (prevOwner === this.nodeId && row.released_by === null) ||
         (prevOwner === null && row.released_by === this.nodeId),
       tookOver: prevOwner !== null && prevOwner !== this.nodeId,
-      placedBefore: row.existed,
     };
   }
 

@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { LEGACY_INCARNATION } from '../catalog/catalog.js';
 import { errors } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { Claim, Coordination, NodeRow, Placement } from './coordination.js';
@@ -23,7 +24,6 @@ class FakeCoordination {
     generation: 1n,
     localCopyCurrent: true,
     tookOver: false,
-    placedBefore: true,
   };
   owned = new Map<string, bigint>();
   async heartbeat() {
@@ -185,15 +185,15 @@ describe('ClusterNode', () => {
     const root = await mkdtemp(path.join(tmpdir(), 'node-incarnation-'));
     try {
       const cases = [
-        // [what the claim says, the copy's mark, kept?]
-        { placedBefore: true, current: true, mark: 'inc-1', kept: true },
-        { placedBefore: true, current: true, mark: 'inc-0', kept: false },
-        { placedBefore: false, current: true, mark: 'inc-0', kept: false },
-        { placedBefore: false, current: true, mark: 'inc-1', kept: true },
-        // Unmarked: a copy from before incarnations, trusted only where a placement existed.
-        { placedBefore: false, current: true, mark: undefined, kept: false },
-        { placedBefore: true, current: true, mark: undefined, kept: true },
-        { placedBefore: true, current: false, mark: 'inc-1', kept: false },
+        // The catalog's incarnation, whether the claim found the copy current, its mark, kept?
+        { incarnation: 'inc-1', current: true, mark: 'inc-1', kept: true },
+        { incarnation: 'inc-1', current: true, mark: 'inc-0', kept: false },
+        { incarnation: 'inc-1', current: false, mark: 'inc-1', kept: false },
+        { incarnation: 'inc-1', current: true, mark: undefined, kept: false },
+        // Unmarked copies of a database older than incarnations: trusted as before.
+        { incarnation: LEGACY_INCARNATION, current: true, mark: undefined, kept: true },
+        { incarnation: LEGACY_INCARNATION, current: false, mark: undefined, kept: false },
+        { incarnation: LEGACY_INCARNATION, current: true, mark: 'inc-0', kept: false },
       ];
       for (const [i, c] of cases.entries()) {
         const fake = new FakeCoordination();
@@ -202,7 +202,6 @@ describe('ClusterNode', () => {
           generation: 1n,
           localCopyCurrent: c.current,
           tookOver: false,
-          placedBefore: c.placedBefore,
         };
         const dataDir = path.join(root, String(i));
         const { node } = await makeNode(fake, 'me', Promise.resolve(), dataDir);
@@ -222,10 +221,10 @@ describe('ClusterNode', () => {
           seen.push(there);
           return there ? 'present' : 'fetched';
         });
-        await materialize('db', dir, 'inc-1');
+        await materialize('db', dir, c.incarnation);
         expect({ case: i, kept: seen[0] }).toEqual({ case: i, kept: c.kept });
         // Whatever it held before, the copy is now marked as the catalog's incarnation.
-        expect(await readFile(path.join(dataDir, '_incarnation', 'db'), 'utf8')).toBe('inc-1');
+        expect(await readFile(path.join(dataDir, '_incarnation', 'db'), 'utf8')).toBe(c.incarnation);
       }
     } finally {
       await rm(root, { recursive: true, force: true });

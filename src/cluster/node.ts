@@ -1,5 +1,5 @@
 import { rm } from 'node:fs/promises';
-import type { Fence } from '../catalog/catalog.js';
+import { type Fence, LEGACY_INCARNATION } from '../catalog/catalog.js';
 import type { Materialize } from '../databases/registry.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -29,8 +29,6 @@ interface Owned {
   claimedAt: number;
   /** The local copy may be older than the archive: fetch from the archive on open. */
   refetch: boolean;
-  /** The claim found no placement (see Claim.placedBefore). */
-  firstPlacement: boolean;
 }
 
 export interface ClusterNodeOptions {
@@ -218,7 +216,6 @@ export class ClusterNode {
       state: OwnerState.owned,
       claimedAt: this.lease.stamp(),
       refetch: !claim.localCopyCurrent,
-      firstPlacement: !claim.placedBefore,
     });
     this.opts.logger.info(
       {
@@ -241,9 +238,10 @@ export class ClusterNode {
       await this.ensureOwned(id);
       const entry = this.owned.get(id);
       const marked = await readIncarnation(dir);
-      // Unmarked copies predate incarnations: trusted as before, except on a first placement,
-      // where the creator's copy is always marked (admin/service.ts) and any other is stale.
-      const otherIncarnation = marked === undefined ? entry?.firstPlacement === true : marked !== incarnation;
+      // Unmarked copies are trusted (as before) only for a database older than incarnations: any
+      // copy made for a newer one was marked before it was made (admin/service.ts) or right after.
+      const otherIncarnation =
+        marked === undefined ? incarnation !== LEGACY_INCARNATION : marked !== incarnation;
       if (entry?.refetch || otherIncarnation) {
         if (otherIncarnation && marked !== undefined)
           this.opts.logger.info({ db: id }, 'local copy is of a deleted database of the same id: fetching');
@@ -306,7 +304,6 @@ export class ClusterNode {
       state: OwnerState.owned,
       claimedAt: this.lease.stamp(),
       refetch: true,
-      firstPlacement: false,
     });
     this.stats.claims++;
     this.opts.logger.info({ db: id, generation: generation.toString() }, 'database handed over to this node');
