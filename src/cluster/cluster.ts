@@ -6,7 +6,7 @@ import { ConflictError, errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Coordination } from './coordination.js';
 import { fencedCatalog } from './fenced-catalog.js';
-import { dialPeer, PeerRefusedError, PeerUnreachableError, relay } from './forward.js';
+import { dialPeer, PeerRefusedError, PeerTimeoutError, PeerUnreachableError, relay } from './forward.js';
 import type { Hello } from './hello.js';
 import { ClusterNode, type Target } from './node.js';
 import { type PeerHandlers, PeerListener } from './peer-listener.js';
@@ -316,7 +316,11 @@ export class Cluster implements ClusterHooks {
     return { owner: p?.owner ?? '', generation: p?.generation ?? 0n };
   }
 
-  /** Whether the peer at `address` answers a hello (a refusal is an answer too). */
+  /**
+   * Whether the peer at `address` answers a hello. Only silence counts against it: a refusal is an
+   * answer, and a refused or reset connection is a draining listener (its adopted sessions go on)
+   * or a dead process (whose sessions' sockets close by themselves).
+   */
   private async ping(address: string): Promise<boolean> {
     const hello: Hello = { kind: 'ping', from: this.opts.nodeId };
     try {
@@ -324,7 +328,7 @@ export class Cluster implements ClusterHooks {
       socket.destroy();
       return true;
     } catch (err) {
-      return err instanceof PeerRefusedError;
+      return !(err instanceof PeerTimeoutError);
     }
   }
 

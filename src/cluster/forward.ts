@@ -6,12 +6,14 @@ import { MessageBoundary } from '../wire/message-boundary.js';
 import { errorResponse } from '../wire/protocol.js';
 import { type Hello, type HelloReply, sealHello } from './hello.js';
 import { peerClientTls } from './peer-tls.js';
-import { readFrame } from './wire.js';
+import { FrameTimeoutError, readFrame } from './wire.js';
 
 /** How long dialing a peer and its answer to the hello may take. */
 export const PEER_TIMEOUT_MS = 5000;
 
 export class PeerUnreachableError extends Error {}
+/** Unreachable by silence (no connection, no reply in time), not by a refused or reset connection. */
+export class PeerTimeoutError extends PeerUnreachableError {}
 /** The peer answered but would not take the session (it no longer owns the database). */
 export class PeerRefusedError extends Error {
   constructor(readonly reply: Extract<HelloReply, { ok: false }>) {
@@ -38,7 +40,7 @@ export async function dialPeer(
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new PeerUnreachableError(`${address}: connect timed out`)),
+        () => reject(new PeerTimeoutError(`${address}: connect timed out`)),
         PEER_TIMEOUT_MS,
       );
       socket.once('secureConnect', () => {
@@ -52,7 +54,8 @@ export async function dialPeer(
     });
     socket.write(sealHello(secret, hello));
     const { frame, rest } = await readFrame(socket, PEER_TIMEOUT_MS).catch((err: Error) => {
-      throw new PeerUnreachableError(`${address}: ${err.message}`);
+      const Unreachable = err instanceof FrameTimeoutError ? PeerTimeoutError : PeerUnreachableError;
+      throw new Unreachable(`${address}: ${err.message}`);
     });
     const reply = JSON.parse(frame.toString('utf8')) as HelloReply;
     if (!reply.ok) throw new PeerRefusedError(reply);

@@ -45,7 +45,11 @@ export class RelayWatch {
     this.relays.add(watched);
     void watched.relay.done.finally(() => this.relays.delete(watched));
     if (!this.timer && !this.stopped) {
-      this.timer = setInterval(() => void this.check(), this.opts.everyMs);
+      this.timer = setInterval(() => {
+        this.check().catch((err: unknown) =>
+          this.opts.logger.warn({ err }, 'relayed sessions: check failed'),
+        );
+      }, this.opts.everyMs);
       this.timer.unref();
     }
   }
@@ -78,12 +82,20 @@ export class RelayWatch {
           this.missed.set(owner, answered ? 0 : (this.missed.get(owner) ?? 0) + 1);
         }),
       ]);
+      // One line per owner and reason, however many sessions it had.
+      const ended = new Map<string, { owner: string; why: string; dbs: Set<string>; sessions: number }>();
       for (const r of relays) {
         const why = this.verdict(r, placements);
         if (!why || !this.relays.delete(r)) continue;
-        this.opts.logger.warn({ db: r.db, owner: r.owner, why }, 'ending a forwarded session');
+        const key = `${r.owner}\0${why}`;
+        const entry = ended.get(key) ?? { owner: r.owner, why, dbs: new Set<string>(), sessions: 0 };
+        ended.set(key, entry);
+        entry.sessions++;
+        if (entry.dbs.size < 10) entry.dbs.add(r.db);
         r.relay.end(errors.ownerUnreachable(r.db));
       }
+      for (const { owner, why, dbs, sessions } of ended.values())
+        this.opts.logger.warn({ owner, why, sessions, dbs: [...dbs] }, 'ending forwarded sessions');
       for (const owner of this.missed.keys()) if (!owners.has(owner)) this.missed.delete(owner);
     } finally {
       this.checking = false;

@@ -1,6 +1,9 @@
 import type { Socket } from 'node:net';
 import { HelloError, takeFrame } from './hello.js';
 
+/** The peer sent no (whole) frame in time: it may be paused, or the link between us cut. */
+export class FrameTimeoutError extends HelloError {}
+
 /**
  * Reads one length-prefixed frame from a socket (the hello, or its reply), then stops reading:
  * whatever followed it is returned as `rest` and the socket is left paused for the relay.
@@ -37,7 +40,7 @@ export function readFrame(socket: Socket, timeoutMs: number): Promise<{ frame: B
     };
     const timer = setTimeout(() => {
       cleanup();
-      reject(new HelloError(`no hello within ${timeoutMs} ms`));
+      reject(new FrameTimeoutError(`no hello within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.on('data', onData);
     socket.once('close', onClose);

@@ -195,14 +195,18 @@ describe('cluster: 3 nodes, 20 databases', () => {
       else owner.faults.peers.fault('blackhole', 60_000);
       try {
         expect(await outcome(c.query('insert into t values (1)'))).toBe('08006');
-        expect(entry.logged('ending a forwarded session').some((e) => e.db === db)).toBe(true);
+        expect(
+          entry
+            .logged('ending forwarded sessions')
+            .some((e) => (e.dbs as string[] | undefined)?.includes(db)),
+        ).toBe(true);
       } finally {
         owner.resume();
         owner.faults.peers.heal();
       }
       // The database is served again, by whichever node owns it now.
       let served = false;
-      for (let i = 0; i < 60 && !served; i++) {
+      for (let i = 0; i < 240 && !served; i++) {
         const again = await connect(entry, db).catch(() => undefined);
         served =
           (await again?.query('select count(*)::int as n from t').then(
@@ -214,5 +218,5 @@ describe('cluster: 3 nodes, 20 databases', () => {
       }
       expect(served).toBe(true);
     }
-  }, 180_000);
+  }, 300_000);
 });
