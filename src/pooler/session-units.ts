@@ -214,7 +214,7 @@ export abstract class SessionUnits extends SessionExecutor {
 
   /**
    * The batch's Parse messages' RESETs count when the batch executes something: a unit that only
-   * prepares (PQprepare) resets nothing. A later Execute of a named RESET is not seen.
+   * prepares (PQprepare) resets nothing. A named RESET executed later is noted at its Bind.
    */
   protected noteParsedResets(batch: readonly Buffer[]): void {
     if (batch.some((m) => m[0] === Frontend.Execute))
@@ -224,31 +224,40 @@ export abstract class SessionUnits extends SessionExecutor {
 
   /**
    * The client's named statements that may change settings (`select set_config('app.x', $1,
-   * false)` prepared once, executed with every tenant): each Bind of one is noted as its Parse was.
+   * false)` prepared once, executed with every tenant; a prepared `RESET`): each Bind of one is
+   * noted as its Parse was.
    */
-  private readonly settingStatements = new Map<string, { custom: string[] }>();
+  private readonly settingStatements = new Map<
+    string,
+    { change: { custom: string[] }; resets: ReturnType<typeof resetSettings> }
+  >();
 
   protected prepareExtended(message: Buffer): Buffer {
     if (message[0] === Frontend.Bind && this.settingStatements.size > 0) {
       const portalEnd = message.indexOf(0, 5);
       const name = message.toString('utf8', portalEnd + 1, message.indexOf(0, portalEnd + 1));
-      this.settings.noteStatement(this.settingStatements.get(name));
+      const statement = this.settingStatements.get(name);
+      if (statement) {
+        this.settings.noteStatement(statement.change);
+        this.parsedResets.push(statement.resets);
+      }
     } else if (message[0] === Frontend.Parse) {
       const nameEnd = message.indexOf(0, 5);
       const textEnd = message.indexOf(0, nameEnd + 1);
       const sql = message.toString('utf8', nameEnd + 1, textEnd);
       const change = settingsChangedBy(sql);
+      const resets = change && resetSettings(sql);
       this.settings.noteStatement(change);
       if (nameEnd > 5) {
         const name = message.toString('utf8', 5, nameEnd);
         this.settingStatements.delete(name);
-        if (change) this.settingStatements.set(name, change);
+        if (change) this.settingStatements.set(name, { change, resets });
         // As many as a client may keep statements (statements.ts); the oldest go first.
         if (this.settingStatements.size > MAX_SETTING_STATEMENTS)
           this.settingStatements.delete(this.settingStatements.keys().next().value as string);
       }
       this.listening.note(sql);
-      this.parsedResets.push(resetSettings(sql));
+      this.parsedResets.push(resets);
       const verdict = judgeStatement(sql, this.database);
       const refusal =
         verdict.kind === 'copy-in'

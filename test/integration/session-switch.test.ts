@@ -70,6 +70,10 @@ describe('startup settings', () => {
       await a.query('set search_path = public');
       await a.query({ text: 'reset search_path', name: 'r' });
       expect(await path(a)).toBe('tenant, public');
+      // The same prepared RESET executed again (Bind and Execute only).
+      await a.query('set search_path = public');
+      await a.query({ text: 'reset search_path', name: 'r' });
+      expect(await path(a)).toBe('tenant, public');
       await a.query('set search_path = public');
       await a.query('set search_path to default');
       expect((await one(a, 'select count(*)::int as n from t')).n).toBe(1);
