@@ -123,7 +123,7 @@ export abstract class SessionUnits extends SessionExecutor {
       this.shared.customNamesFull = true;
       this.opts.logger.warn(
         { name: untracked },
-        'too many custom setting names in this database: more are not read back, and may reach other clients',
+        'a custom setting name is not tracked (over 200 names in this database, or over 256 characters): its value may reach other clients',
       );
     }
     const values = firstRow(await this.exec(query(sql)));

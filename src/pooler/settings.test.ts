@@ -254,11 +254,14 @@ describe('ClientSettings.apply', () => {
     expect(a.switchSql(db)).toBe(`SET "app.tenant" TO 'a'`);
   });
 
-  it('tracks at most MAX_CUSTOM_NAMES custom names per session', () => {
+  it('tracks at most MAX_CUSTOM_NAMES custom names per session, none of them huge', () => {
     const db = database();
     const c = new ClientSettings({});
+    c.noteStatement({ custom: [`x.${'n'.repeat(10_000)}`] });
+    expect(c.readBack(db, 'I').untracked).toMatch(/^x\.n+$/);
+    expect(db.customNames.size).toBe(0);
     c.noteStatement({ custom: Array.from({ length: MAX_CUSTOM_NAMES + 50 }, (_, i) => `x.n${i}`) });
-    c.readBack(db, 'I');
+    expect(c.readBack(db, 'I').untracked).toBe(`x.n${MAX_CUSTOM_NAMES + 49}`);
     expect(db.customNames.size).toBe(MAX_CUSTOM_NAMES);
   });
 

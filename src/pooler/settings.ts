@@ -65,6 +65,8 @@ interface SharedSettings {
 
 /** Custom names tracked per session at most: each one costs every read-back a column. */
 export const MAX_CUSTOM_NAMES = 200;
+/** Longer custom names are not tracked (they would weigh on every read-back). */
+const MAX_CUSTOM_NAME_LENGTH = 256;
 
 /** A custom setting reads '' once any client used its name, and NULL before: both mean unset. */
 const isCustom = (db: SharedSettings, name: string) => name.includes('.') && !db.defaults.has(name);
@@ -237,8 +239,10 @@ export class ClientSettings {
     let untracked: string | undefined;
     if (db.customNames) {
       for (const name of this.customSeen)
-        if (db.customNames.size < MAX_CUSTOM_NAMES) db.customNames.add(name);
-        else if (!db.customNames.has(name)) untracked = name;
+        if (db.customNames.has(name)) continue;
+        else if (db.customNames.size < MAX_CUSTOM_NAMES && name.length <= MAX_CUSTOM_NAME_LENGTH)
+          db.customNames.add(name);
+        else untracked = name.slice(0, 100);
       const known = new Set(names.map((n) => n.toLowerCase()));
       // One listed in pg_settings (an extension's) is read back with the others already.
       for (const name of db.customNames) if (!known.has(name) && !this.others.has(name)) names.push(name);
