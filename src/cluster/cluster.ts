@@ -168,11 +168,21 @@ export class Cluster implements ClusterHooks {
     const { socket, rest, target } = await this.dialOwnerAt(first, session, log);
     // Watched as a relay: an owner that stops answering closes it (the unit fails as unavailable).
     const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    let heardAt = performance.now();
+    socket.on('data', () => {
+      heardAt = performance.now();
+    });
     this.relays.watch({
       db: session.db,
       owner: target.nodeId,
       address: target.address,
-      relay: { done, end: () => socket.destroy() },
+      relay: {
+        done,
+        end: () => socket.destroy(),
+        get heardAt() {
+          return heardAt;
+        },
+      },
     });
     return { socket, rest };
   }

@@ -70,6 +70,8 @@ export async function dialPeer(
 export interface Relay {
   /** Resolves when both sides are closed. */
   done: Promise<void>;
+  /** performance.now() of the owner's last bytes (a relay with fresh bytes needs no ping). */
+  readonly heardAt: number;
   /**
    * Ends the session from this node (its owner stopped answering): the client hears `err` when
    * the owner's bytes so far end between two messages, else the connection just closes.
@@ -87,7 +89,11 @@ export function relay(client: Socket, upstream: Socket, rest: Buffer, pipelined:
   if (rest.length > 0) client.write(rest);
   if (pipelined.length > 0) upstream.write(pipelined);
   upstream.on('error', (err) => log.debug({ err }, 'peer socket error'));
-  upstream.on('data', (chunk: Buffer) => boundary.feed(chunk));
+  let heardAt = performance.now();
+  upstream.on('data', (chunk: Buffer) => {
+    boundary.feed(chunk);
+    heardAt = performance.now();
+  });
   const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
   const upstreamClosed = new Promise<void>((resolve) => upstream.once('close', () => resolve()));
   // Either side going away ends the other: the owner then releases the client's session.
@@ -102,6 +108,9 @@ export function relay(client: Socket, upstream: Socket, rest: Buffer, pipelined:
   upstream.resume();
   return {
     done: Promise.all([clientClosed, upstreamClosed]).then(() => undefined),
+    get heardAt() {
+      return heardAt;
+    },
     end: (err) => {
       if (client.destroyed) return;
       upstream.unpipe(client);

@@ -17,7 +17,13 @@ function watched(db: string, owner: string) {
   return {
     ended,
     finish,
-    w: { db, owner, address: `${owner}:1`, relay: { done, end: (e: GatewayError) => void ended.push(e) } },
+    w: {
+      db,
+      owner,
+      address: `${owner}:1`,
+      // Silent since long ago unless a test says it heard from the owner.
+      relay: { done, end: (e: GatewayError) => void ended.push(e), heardAt: Number.NEGATIVE_INFINITY },
+    },
   };
 }
 
@@ -82,6 +88,37 @@ describe('RelayWatch', () => {
     expect(a.ended).toEqual([]);
     await watch.check();
     expect(a.ended.map((e) => e.code)).toEqual(['08006']);
+    watch.stop();
+  });
+
+  it('pings no owner that sent bytes on one of its relays within the period', async () => {
+    const answers = new Set<string>();
+    let pings = 0;
+    const watch = new RelayWatch({
+      everyMs: 60_000,
+      logger,
+      placementsOf: async () => {
+        throw new Error('catalog unreachable');
+      },
+      ping: async (address) => {
+        pings++;
+        return answers.has(address);
+      },
+    });
+    const busy = watched('a', 'n1');
+    const idle = watched('b', 'n1');
+    watch.watch(busy.w);
+    watch.watch(idle.w);
+    busy.w.relay.heardAt = performance.now();
+    for (let i = 0; i < 3; i++) await watch.check();
+    expect(pings).toBe(0);
+    expect([...busy.ended, ...idle.ended]).toEqual([]);
+    // Silent now: pinged, and ended after two misses.
+    busy.w.relay.heardAt = Number.NEGATIVE_INFINITY;
+    await watch.check();
+    await watch.check();
+    expect(pings).toBe(2);
+    expect(busy.ended.map((e) => e.code)).toEqual(['08006']);
     watch.stop();
   });
 

@@ -9,8 +9,9 @@ import type { Relay } from './forward.js';
  * partitioned owner sends nothing, and TCP alone notices neither. Every `everyMs` while any
  * session is relayed, one catalog statement checks that each relayed database still has the
  * owner the session went to, with a fresh heartbeat (if not, that owner may no longer answer
- * for it: its own lease stops it), and each such owner is pinged on its cluster port (a link cut
- * between the two nodes only shows there). Nothing is ended while the catalog cannot be read.
+ * for it: its own lease stops it), and each such owner that sent nothing on any of its relays
+ * within the period is pinged on its cluster port (a link cut between the two nodes only shows
+ * there). A catalog that cannot be read ends nothing by itself.
  */
 
 export interface WatchedRelay {
@@ -72,6 +73,10 @@ export class RelayWatch {
     try {
       const relays = [...this.relays];
       const owners = new Map(relays.map((r) => [r.owner, r.address]));
+      // An owner that sent bytes on any of its relays within the period answered already.
+      const heardSince = performance.now() - this.opts.everyMs;
+      for (const r of relays)
+        if (r.relay.heardAt >= heardSince && owners.delete(r.owner)) this.missed.set(r.owner, 0);
       const [placements] = await Promise.all([
         this.opts.placementsOf([...new Set(relays.map((r) => r.db))]).catch((err: unknown) => {
           this.opts.logger.debug({ err }, 'relayed sessions: catalog unreadable, nothing ended');
@@ -96,7 +101,8 @@ export class RelayWatch {
       }
       for (const { owner, why, dbs, sessions } of ended.values())
         this.opts.logger.warn({ owner, why, sessions, dbs: [...dbs] }, 'ending forwarded sessions');
-      for (const owner of this.missed.keys()) if (!owners.has(owner)) this.missed.delete(owner);
+      const watched = new Set(relays.map((r) => r.owner));
+      for (const owner of this.missed.keys()) if (!watched.has(owner)) this.missed.delete(owner);
     } finally {
       this.checking = false;
     }

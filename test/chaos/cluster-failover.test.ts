@@ -266,7 +266,7 @@ describe('cluster: failover', () => {
     );
     for (let i = 0; i < 100 && load.acked.length < 20; i++) await sleep(100);
     const moved = await owner.request('POST', '/v1/cluster/move', { database: db, node: target.id });
-    expect(moved.status).toBe(200);
+    expect(moved.status, moved.body).toBe(200);
     expect(JSON.parse(moved.body)).toMatchObject({ database: db, owner: target.id });
     const atMove = load.acked.length;
     for (let i = 0; i < 200 && load.acked.length < atMove + 20; i++) await sleep(100);
