@@ -6,7 +6,14 @@ import { ConflictError, errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Coordination } from './coordination.js';
 import { fencedCatalog } from './fenced-catalog.js';
-import { dialPeer, PeerRefusedError, PeerTimeoutError, PeerUnreachableError, relay } from './forward.js';
+import {
+  dialPeer,
+  PeerRefusedError,
+  PeerTimeoutError,
+  PeerUnreachableError,
+  relay,
+  socketRelay,
+} from './forward.js';
 import type { Hello } from './hello.js';
 import { ClusterNode, type Target } from './node.js';
 import { type PeerHandlers, PeerListener } from './peer-listener.js';
@@ -167,22 +174,11 @@ export class Cluster implements ClusterHooks {
   ): Promise<{ socket: Socket; rest: Buffer }> {
     const { socket, rest, target } = await this.dialOwnerAt(first, session, log);
     // Watched as a relay: an owner that stops answering closes it (the unit fails as unavailable).
-    const done = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    let heardAt = performance.now();
-    socket.on('data', () => {
-      heardAt = performance.now();
-    });
     this.relays.watch({
       db: session.db,
       owner: target.nodeId,
       address: target.address,
-      relay: {
-        done,
-        end: () => socket.destroy(),
-        get heardAt() {
-          return heardAt;
-        },
-      },
+      relay: socketRelay(socket),
     });
     return { socket, rest };
   }

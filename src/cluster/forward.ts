@@ -121,5 +121,23 @@ export function relay(client: Socket, upstream: Socket, rest: Buffer, pipelined:
   };
 }
 
+/**
+ * A socket to an owner that this node reads itself (an HTTP unit), watched like a relay: ending
+ * it just closes it, and its reader sees the close.
+ */
+export function socketRelay(socket: Socket): Relay {
+  let heardAt = performance.now();
+  socket.on('data', () => {
+    heardAt = performance.now();
+  });
+  return {
+    done: new Promise<void>((resolve) => socket.once('close', () => resolve())),
+    get heardAt() {
+      return heardAt;
+    },
+    end: () => socket.destroy(),
+  };
+}
+
 /** The error a client sees when its database's owner cannot be reached. */
 export const ownerUnavailable = (id: string) => errors.databaseUnavailable(id);
