@@ -16,6 +16,8 @@ export default defineConfig({
     include: ['test/chaos/**/*.test.ts', 'test/bench/**/*.test.ts'],
     globalSetup: ['test/helpers/global-setup.ts'],
     pool: 'forks',
+    // One file at a time: the drills time leases, outages and restarts against the machine.
+    maxWorkers: 1,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 30_000,
