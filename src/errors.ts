@@ -29,6 +29,12 @@ const error = (code: string, label: string, message: string, hint?: string) =>
 
 export const errors = {
   protocolViolation: (message: string) => fatal('08P01', 'protocol_violation', message),
+  /**
+   * Postgres answers this with an ERROR and skips to the Sync; the gateway ends the connection
+   * instead (as for a malformed message): no driver sends such names, and the messages after
+   * it are queued already.
+   */
+  nameEncoding: (message: string) => fatal('22021', 'name_encoding', message),
   /** A SCRAM message that breaks RFC 5802's grammar, in Postgres's words (auth-scram.c). */
   malformedScram: (detail: string) =>
     new GatewayError('08P01', 'FATAL', 'malformed SCRAM message', 'malformed_scram', undefined, detail),

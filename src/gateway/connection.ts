@@ -10,7 +10,7 @@ import { ClientSession } from '../pooler/session.js';
 import { changesFixedIdentity, limitsOf, startupSettings } from '../pooler/session-options.js';
 import { isServableEncoding } from '../pooler/setting-values.js';
 import { MessageFramer } from '../wire/framer.js';
-import { frontendProblem, isFrontendType } from '../wire/frontend-check.js';
+import { type FrontendProblem, frontendProblem, isFrontendType } from '../wire/frontend-check.js';
 import {
   backendKeyData,
   errorResponse,
@@ -278,7 +278,10 @@ export function handleConnection(
         if (bad >= 0) {
           socket.off('data', onData);
           current.push(messages.slice(0, bad));
-          throw errors.protocolViolation(frontendProblem(messages[bad] as Buffer) as string);
+          const problem = frontendProblem(messages[bad] as Buffer) as FrontendProblem;
+          throw problem.sqlstate === '22021'
+            ? errors.nameEncoding(problem.message)
+            : errors.protocolViolation(problem.message);
         }
         current.push(messages);
         if (current.queuedBytes > MAX_QUEUED_INPUT) socket.pause();

@@ -40,7 +40,26 @@ describe('frontendProblem', () => {
     ['an Execute without its row limit', tagged('E', '\0')],
     ['a Sync with a body', tagged('S', 'x')],
   ])('refuses %s', (_name, message) => {
-    expect(frontendProblem(message)).toMatch(/invalid/);
+    expect(frontendProblem(message)).toMatchObject({
+      sqlstate: '08P01',
+      message: expect.stringMatching(/invalid/),
+    });
+  });
+
+  it.each([
+    ['a Parse', tagged('P', Buffer.from([0x61, 0xff, 0]), 'select 1\0', int16(0))],
+    ['a Bind portal', tagged('B', Buffer.from([0xc3, 0]), '\0', int16(0), int16(0), int16(0))],
+    ['a Bind statement', tagged('B', '\0', Buffer.from([0xed, 0xa0, 0x80, 0]), int16(0), int16(0), int16(0))],
+    ['a Describe', tagged('D', 'S', Buffer.from([0x80, 0]))],
+    ['a Close', tagged('C', 'P', Buffer.from([0xfe, 0]))],
+    ['an Execute', tagged('E', Buffer.from([0xc0, 0xaf, 0]), int32(0))],
+  ])('refuses a name that is not UTF-8 in %s, as Postgres does (22021)', (_name, message) => {
+    expect(frontendProblem(message)).toMatchObject({ sqlstate: '22021' });
+  });
+
+  it('accepts names in any script', () => {
+    expect(frontendProblem(tagged('P', 'déclaration_语句_🙂\0', 'select 1\0', int16(0)))).toBeUndefined();
+    expect(frontendProblem(tagged('E', 'portail_é\0', int32(0)))).toBeUndefined();
   });
 
   it('reads counts unsigned, as Postgres does: 40,000 parameter types, formats and values', () => {

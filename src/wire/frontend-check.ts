@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { Frontend } from './protocol.js';
 
 const FRONTEND_TYPES: ReadonlySet<number> = new Set(Object.values(Frontend));
@@ -5,14 +6,25 @@ const FRONTEND_TYPES: ReadonlySet<number> = new Set(Object.values(Frontend));
 /** Whether a message type may be sent by a client after authentication. */
 export const isFrontendType = (code: number): boolean => FRONTEND_TYPES.has(code);
 
+/** What is wrong with a frontend message, with the SQLSTATE Postgres gives it. */
+export interface FrontendProblem {
+  /** 08P01 for a malformed message; 22021 for a statement or portal name that is not UTF-8. */
+  readonly sqlstate: '08P01' | '22021';
+  readonly message: string;
+}
+
+const malformed = (message: string): FrontendProblem => ({ sqlstate: '08P01', message });
+
 /**
  * Structural check of one framed frontend message after authentication, before it can reach the
  * engine. PGlite answers an unknown message type with a FATAL and then loses protocol sync for
  * good, and a malformed message makes it fail in ways Postgres would not; so the gateway refuses
- * both itself (08P01, that client only). Returns what is wrong, or undefined when the message is
+ * both itself (that client only). Statement and portal names must be UTF-8, as Postgres checks
+ * them: the pooler renames statements by their decoded names, and two different invalid names
+ * would otherwise decode to the same one. Returns what is wrong, or undefined when the message is
  * well formed. Pure: no I/O.
  */
-export function frontendProblem(message: Uint8Array): string | undefined {
+export function frontendProblem(message: Uint8Array): FrontendProblem | undefined {
   const reader = new Reader(message);
   const code = message[0] as number;
   switch (code) {
@@ -20,21 +32,21 @@ export function frontendProblem(message: Uint8Array): string | undefined {
       reader.cstring();
       break;
     case Frontend.Parse: {
-      reader.cstring();
+      reader.name();
       reader.cstring();
       const types = reader.uint16();
       reader.skip(types * 4);
       break;
     }
     case Frontend.Bind: {
-      reader.cstring();
-      reader.cstring();
+      reader.name();
+      reader.name();
       const formats = reader.uint16();
       reader.skip(formats * 2);
       const params = reader.uint16();
       for (let i = 0; i < params && !reader.failed; i++) {
         const length = reader.int32();
-        if (length < -1) return 'invalid parameter length in Bind message';
+        if (length < -1) return malformed('invalid parameter length in Bind message');
         if (length > 0) reader.skip(length);
       }
       const results = reader.uint16();
@@ -45,13 +57,13 @@ export function frontendProblem(message: Uint8Array): string | undefined {
     case Frontend.Close: {
       const kind = reader.byte();
       if (!reader.failed && kind !== 0x53 && kind !== 0x50) {
-        return `invalid ${code === Frontend.Close ? 'CLOSE' : 'DESCRIBE'} message subtype ${kind}`;
+        return malformed(`invalid ${code === Frontend.Close ? 'CLOSE' : 'DESCRIBE'} message subtype ${kind}`);
       }
-      reader.cstring();
+      reader.name();
       break;
     }
     case Frontend.Execute:
-      reader.cstring();
+      reader.name();
       reader.int32();
       break;
     case Frontend.FunctionCall: {
@@ -61,7 +73,7 @@ export function frontendProblem(message: Uint8Array): string | undefined {
       const args = reader.uint16();
       for (let i = 0; i < args && !reader.failed; i++) {
         const length = reader.int32();
-        if (length < -1) return 'invalid argument length in FunctionCall message';
+        if (length < -1) return malformed('invalid argument length in FunctionCall message');
         if (length > 0) reader.skip(length);
       }
       reader.uint16();
@@ -78,10 +90,14 @@ export function frontendProblem(message: Uint8Array): string | undefined {
     case Frontend.Terminate:
       break;
     default:
-      return `invalid frontend message type ${code}`;
+      return malformed(`invalid frontend message type ${code}`);
   }
-  if (reader.failed) return 'invalid message format';
-  if (!reader.atEnd) return 'invalid message format';
+  if (reader.failed || !reader.atEnd) return malformed('invalid message format');
+  if (reader.badName)
+    return {
+      sqlstate: '22021',
+      message: 'invalid byte sequence for encoding "UTF8" in a statement or portal name',
+    };
   return undefined;
 }
 
@@ -89,6 +105,8 @@ export function frontendProblem(message: Uint8Array): string | undefined {
 class Reader {
   private offset = 5;
   failed = false;
+  /** A statement or portal name was not valid UTF-8. */
+  badName = false;
   private readonly end: number;
 
   constructor(private readonly message: Uint8Array) {
@@ -143,6 +161,14 @@ class Reader {
       return;
     }
     this.offset = nul + 1;
+  }
+
+  /** A statement or portal name: a C string that must be valid UTF-8. */
+  name(): void {
+    const start = this.offset;
+    this.cstring();
+    if (!this.failed && this.offset - 1 > start && !isUtf8(this.message.subarray(start, this.offset - 1)))
+      this.badName = true;
   }
 
   private fail(): number {

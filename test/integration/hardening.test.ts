@@ -5,7 +5,7 @@ import type { TLSSocket } from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { internals, psqlConninfo } from '../helpers/clients.js';
-import { tagged } from '../helpers/messages.js';
+import { int16, tagged } from '../helpers/messages.js';
 import { errorFields, rawConnect, readUntilClose, SSL_REQUEST, startupMessage } from '../helpers/raw.js';
 import { psql, sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 
@@ -207,6 +207,23 @@ describe('finding 8: client mistakes are protocol errors, not internal ones', ()
     expect(fields?.C).toBe('08P01');
     expect(fields?.M).not.toMatch(/internal/);
     await client.end().catch(() => undefined);
+  });
+
+  it('answers a statement name that is not UTF-8 with 22021, as Postgres checks names', async () => {
+    const { client, socket } = await rawSession('hard', pw);
+    const reply = readUntilClose(socket, 10_000);
+    socket.write(
+      Buffer.concat([tagged('P', Buffer.from([0x73, 0xff, 0]), 'select 1\0', int16(0)), tagged('S')]),
+    );
+    const { data, closed } = await reply;
+    expect(closed).toBe(true);
+    const fields = errorFields(data);
+    expect(fields?.C).toBe('22021');
+    expect(fields?.M).toMatch(/invalid byte sequence for encoding "UTF8"/);
+    await client.end().catch(() => undefined);
+    await withClient(t.pgConfig('hard', pw), async (c) => {
+      expect((await c.query('select 3 as three')).rows[0].three).toBe(3);
+    });
   });
 
   it('ends a garbage TLS handshake quietly', async () => {
