@@ -7,7 +7,7 @@
  * pre-authentication traffic (random, partial, oversized, garbage TLS, slowloris, idle) aimed at
  * another database that must never open, and monitors polling /healthz, a third database and
  * /metrics. Prints a summary and exits 1 on any violation. The generators are the ones the
- * short integration tests use (test/helpers/fuzz.ts).
+ * short integration tests use (test/helpers/fuzz/).
  *
  * Reproducing: every run is generated from seed + index. `--replay 17` (with the seed printed by
  * the failing run) replays protocol run 17 alone and then probes the shared session with a fresh
@@ -29,7 +29,7 @@ import {
   runPreauthFuzz,
   runProtocolFuzz,
   runProtocolSequence,
-} from '../test/helpers/fuzz.js';
+} from '../test/helpers/fuzz/index.js';
 import { type GatewayProcess, startGatewayProcess } from '../test/helpers/gateway-process.js';
 
 const { values } = parseArgs({

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Findings, formatSummary, Monitors, runPreauthFuzz } from '../helpers/fuzz.js';
+import { Findings, formatSummary, Monitors, runPreauthFuzz } from '../helpers/fuzz/index.js';
 import { type GatewayProcess, startGatewayProcess } from '../helpers/gateway-process.js';
 import { loginStartupMessage, rawLogin, rawQuery } from '../helpers/raw-auth.js';
 

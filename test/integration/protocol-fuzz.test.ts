@@ -7,7 +7,7 @@ import {
   formatSummary,
   Monitors,
   runProtocolFuzz,
-} from '../helpers/fuzz.js';
+} from '../helpers/fuzz/index.js';
 import { type GatewayProcess, startGatewayProcess } from '../helpers/gateway-process.js';
 
 /**
