@@ -1,9 +1,8 @@
-import { cp, lstat, mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type {
@@ -15,7 +14,9 @@ import type {
 } from '../../src/admin/views.js';
 import type { ArchiveStore } from '../../src/storage/archive.js';
 import { openArchive } from '../../src/storage/open-archive.js';
+import { adminClient } from '../helpers/admin-client.js';
 import { printedPassword, runCli } from '../helpers/cli.js';
+import { writeItemsDumps } from '../helpers/pglite-dumps.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
 import { sqlstateOf, startTestServer, type TestServer, withClient } from '../helpers/server.js';
 import { tarball } from '../helpers/tarballs.js';
@@ -24,10 +25,8 @@ import { tarball } from '../helpers/tarballs.js';
  * Versions, restore, clone and upload end to end: a real gateway with an archive (s3rver spoken to
  * by the real AWS SDK, and a file:// directory: the same suite runs against both), node-postgres
  * clients through the gateway, the real CLI against the running server's socket, and tarballs made
- * by a real PGlite's dumpDataDir().
+ * by a real PGlite's dumpDataDir(). A gateway without an archive is in no-archive.test.ts.
  */
-
-const NO_ARCHIVE = 'no archive configured (set ARCHIVE_URL)';
 
 let root = '';
 /** dumpDataDir('gzip') of a database whose table items holds 50 rows. */
@@ -78,20 +77,10 @@ async function leftovers(dataDir: string, id: string): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  root = await mkdtemp(path.join(tmpdir(), 'archive-test-'));
-  const dir = path.join(root, 'dump-source');
-  await cp(inject('templateDir'), dir, { recursive: true });
-  const db = new PGlite({ dataDir: dir });
-  await db.exec(
-    "create table items (n int primary key, label text); insert into items select g, 'item ' || g from generate_series(1, 50) g",
-  );
-  dumpGz = path.join(root, 'dump.tar.gz');
-  await writeFile(dumpGz, Buffer.from(await (await db.dumpDataDir('gzip')).arrayBuffer()));
-  await db.exec("insert into items select g, 'item ' || g from generate_series(51, 75) g");
-  dumpTar = path.join(root, 'dump.tar');
-  await writeFile(dumpTar, Buffer.from(await (await db.dumpDataDir('none')).arrayBuffer()));
-  await db.close();
-
+  root = await mkdtemp(path.join(tmpdir(), 'archive-gateway-test-'));
+  const dumps = await writeItemsDumps(root, inject('templateDir'));
+  ({ dumpGz, dumpTar } = dumps);
+  const dir = dumps.sourceDir;
   const pgVersion = await readFile(path.join(dir, 'PG_VERSION'));
   const control = await readFile(path.join(dir, 'global', 'pg_control'));
   const filenodeMap = await readFile(path.join(dir, 'global', 'pg_filenode.map'));
@@ -162,21 +151,6 @@ const modes: ArchiveMode[] = [
     },
   },
 ];
-
-/** The admin API over TCP (no token in tests). */
-function adminClient(t: TestServer) {
-  return async <T>(method: string, url: string, body?: unknown): Promise<{ status: number; json: T }> => {
-    const init: RequestInit = { method };
-    if (Buffer.isBuffer(body)) init.body = body;
-    else if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers = { 'content-type': 'application/json' };
-    }
-    const res = await fetch(`http://127.0.0.1:${t.server.adminPort}${url}`, init);
-    const text = await res.text();
-    return { status: res.status, json: (text === '' ? undefined : JSON.parse(text)) as T };
-  };
-}
 
 describe.each(modes)('archive ($name)', { timeout: 60_000 }, (mode) => {
   let t: TestServer;
@@ -405,65 +379,5 @@ describe.each(modes)('archive ($name)', { timeout: 60_000 }, (mode) => {
     } finally {
       await client.end().catch(() => undefined);
     }
-  });
-});
-
-describe('without an archive', { timeout: 60_000 }, () => {
-  let t: TestServer;
-  let admin: ReturnType<typeof adminClient>;
-  let stopped = false;
-
-  beforeAll(async () => {
-    t = await startTestServer({ MAX_UPLOAD_BYTES: '45MB', SPARE_DATABASES: '0' });
-    admin = adminClient(t);
-  });
-
-  afterAll(async () => {
-    if (!stopped) await t?.close();
-    else await rm(t.root, { recursive: true, force: true });
-  });
-
-  it('answers versions, restore and clone with a clear 400', async () => {
-    // Answered before the database is even looked up.
-    for (const [method, url, body] of [
-      ['GET', '/v1/databases/plain/versions', undefined],
-      ['POST', '/v1/databases/plain/restore', { version: '20250101T000000000Z-00000000' }],
-      ['POST', '/v1/databases/plain/clone', { id: 'plain2' }],
-    ] as const) {
-      const res = await admin(method, url, body);
-      expect(res.status, url).toBe(400);
-      expect(res.json, url).toEqual({ error: NO_ARCHIVE });
-    }
-    const cli = await runCli(t.env, 'db', 'versions', 'plain');
-    expect(cli).toMatchObject({ code: 1, stderr: `error: ${NO_ARCHIVE}\n` });
-  });
-
-  it('still installs uploads locally, and refuses one over MAX_UPLOAD_BYTES', async () => {
-    const created = await runCli(t.env, 'upload', 'local-up', dumpGz, '--create');
-    expect(created.code, created.stderr).toBe(0);
-    expect(created.stdout).toContain('created database "local-up" from');
-    expect(created.stdout).toContain('(no archive: local only)');
-    const config = t.pgConfig('local-up', printedPassword(created.stdout));
-    expect(await count(config, 'items')).toBe(50);
-
-    // Larger than MAX_UPLOAD_BYTES: refused before a byte is read, and the CLI hears why.
-    const big = path.join(t.root, 'big.tar');
-    await writeFile(big, '');
-    await truncate(big, 50_000_000);
-    const refused = await runCli(t.env, 'upload', 'local-up', big);
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(
-      /error: upload rejected: larger than MAX_UPLOAD_BYTES \(45000000 bytes\)\n$/,
-    );
-    expect(await count(config, 'items')).toBe(50);
-  });
-
-  it('uploads without a running server (the CLI opens DATA_DIR itself)', async () => {
-    await t.server.close();
-    stopped = true;
-    const created = await runCli(t.env, 'upload', 'offline', dumpTar, '--create', '--user', 'alice');
-    expect(created.code, created.stderr).toBe(0);
-    expect(created.stdout).toContain('postgres://alice:');
-    expect(await exists(path.join(t.dataDir, 'offline', 'PG_VERSION'))).toBe(true);
   });
 });
