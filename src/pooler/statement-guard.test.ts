@@ -118,6 +118,11 @@ describe('server files', () => {
     ["copy t from '/etc/passwd'", 'copy_file'],
     ["select lo_export(1, '/pglite/data/x')", 'server_file'],
     ["select lo_import('/etc/hosts')", 'server_file'],
+    // A function name may be quoted or spelled with Unicode escapes.
+    ['select "lo_export"(1, \'/pglite/data/x\')', 'server_file'],
+    ['select pg_catalog."lo_import"(\'/etc/hosts\')', 'server_file'],
+    ['select U&"lo\\005Fexport"(1, \'/x\')', 'server_file'],
+    ["select u&\"lo!005fimport\" uescape '!' ('/x')", 'server_file'],
   ])('%s → %s', (sql, label) => {
     const verdict = judgeStatement(sql, { readOnly: false });
     expect(verdict.kind === 'refuse' && verdict.error.label).toBe(label);
@@ -137,6 +142,12 @@ describe('writer databases (a baseline identity)', () => {
     "set session_authorization = 'postgres'",
     'DISCARD ALL',
     "select set_config('session_authorization', 'postgres', false)",
+    // The GUC's name as a quoted identifier, or spelled with Unicode escapes.
+    'set "session_authorization" = postgres',
+    'set U&"session\\005Fauthorization" = postgres',
+    'SET u&"session\\005f\\0061uthorization" TO postgres',
+    'set U&"session!005Fauthorization" UESCAPE \'!\' = postgres',
+    'set local U&"\\+000073ession_authorization" = postgres',
   ])('refuses %s with 42501 when the identity is fixed, passes it for the owner', (sql) => {
     const verdict = judgeStatement(sql, writer);
     expect(verdict.kind === 'refuse' && verdict.error.code).toBe('42501');

@@ -1,6 +1,6 @@
 import { errors, GatewayError } from '../errors.js';
 import { isServableEncoding } from './setting-values.js';
-import { hasWords, leadingWords, statements, type Token } from './sql-lexer.js';
+import { hasWords, identifierName, leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**
  * PGlite dies for good (exit(1), then a spinning hang) when it starts COPY FROM STDIN without the
@@ -67,13 +67,26 @@ const refusals = {
   identity: () => errors.identityFixed('ERROR'),
 } as const;
 
+const SERVER_FILE_FUNCTIONS: ReadonlySet<string> = new Set(['lo_import', 'lo_export']);
+
 export type StatementVerdict =
   | { kind: 'pass' }
   | { kind: 'copy-in' }
   | { kind: 'refuse'; error: GatewayError };
 
-/** Only texts with one of these words are lexed; everything else passes at the cost of one regex. */
-const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard|encoding|names/i;
+/**
+ * Only texts with one of these words are lexed; everything else passes at the cost of one regex.
+ * `u&` too: a U&"..." identifier can spell any name without its letters (U&"lo\005Fexport").
+ */
+const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard|encoding|names|u&/i;
+
+/**
+ * The name the token at `i` stands for, as Postgres reads it, lowercased for comparison: a word,
+ * or a quoted identifier with its U&"..." escapes decoded (a name the guards look for may be
+ * written `"lo_export"` or `U&"session\005Fauthorization"`).
+ */
+const nameAt = (statement: readonly Token[], i: number): string | undefined =>
+  identifierName(statement[i], statement.slice(i + 1, i + 3))?.toLowerCase();
 
 /**
  * Decides how a client's SQL text may reach the database. The session identity is fixed for a
@@ -94,7 +107,7 @@ export function judgeStatement(
     // one can make the database unable to start (postgresql.conf) or its snapshots unusable.
     if (first === 'copy' && copiesServerFile(statement))
       return { kind: 'refuse', error: refusals.copyFile() };
-    if (statement.some((t) => t.kind === 'word' && (t.text === 'lo_import' || t.text === 'lo_export')))
+    if (statement.some((_, i) => SERVER_FILE_FUNCTIONS.has(nameAt(statement, i) ?? '')))
       return { kind: 'refuse', error: refusals.serverFile() };
     if (first === 'create' && second === 'tablespace')
       return { kind: 'refuse', error: refusals.tablespace() };
@@ -155,10 +168,8 @@ function copiesServerFile(statement: readonly Token[]): boolean {
  */
 function changesIdentity(statement: readonly Token[]): boolean {
   if (hasWords(statement, 'session', 'authorization') || hasWords(statement, 'discard', 'all')) return true;
-  return statement.some(
-    (t) =>
-      (t.kind === 'word' || t.kind === 'ident' || t.kind === 'string') &&
-      /^\s*session_authorization\s*$/i.test(t.text),
+  return statement.some((t, i) =>
+    /^\s*session_authorization\s*$/i.test((t.kind === 'string' ? t.text : nameAt(statement, i)) ?? ''),
   );
 }
 

@@ -147,6 +147,9 @@ describe('read-only databases', () => {
         'set session authorization default',
         'discard all',
         "select set_config('session_authorization', 'postgres', false)",
+        'set "session_authorization" = postgres',
+        'set U&"session\\005Fauthorization" = postgres',
+        'set U&"session\\005F\\0061uthorization" = postgres',
         'set role postgres',
         "do $$ begin execute 'reset role'; end $$",
       ]) {
