@@ -22,6 +22,8 @@ export interface RemoteUnitOptions {
   /** As UnitOptions.commit: the batch is committed once its reply proved whole. */
   commit?: boolean | undefined;
   maxResponseBytes: number;
+  /** Rows as arrays (Neon-Array-Mode): their JSON has no column names, so more fit the limit. */
+  arrayMode?: boolean | undefined;
   logger: Logger;
   /** The forwarded session to the owner (Cluster.dialOwner). */
   dial: () => Promise<{ socket: Socket; rest: Buffer }>;
@@ -55,7 +57,7 @@ async function run(
   const framer = new MessageFramer(() => opts.maxResponseBytes + MESSAGE_SLACK);
   /** Replies before the owner's first ReadyForQuery belong to the session's start, not the unit. */
   let started = false;
-  let reader = new ReplyReader(opts.maxResponseBytes);
+  let reader = new ReplyReader(opts.maxResponseBytes, opts.arrayMode === true);
   let waiter: { resolve: () => void; reject: (err: unknown) => void } | undefined;
   let failure: unknown;
   const fail = (err: unknown) => {

@@ -68,6 +68,8 @@ export interface UnitOptions {
   /** The messages open a batch's transaction, committed once the reply proved whole (settleUnit). */
   commit?: boolean | undefined;
   maxResponseBytes: number;
+  /** Rows as arrays (Neon-Array-Mode): their JSON has no column names, so more fit the limit. */
+  arrayMode?: boolean | undefined;
   logger: Logger;
 }
 
@@ -114,7 +116,7 @@ async function run(
     throw errors.databaseNotFound(opts.id);
   }
   const sessionId = randomBytes(6).toString('hex');
-  let reader = new ReplyReader(opts.maxResponseBytes);
+  let reader = new ReplyReader(opts.maxResponseBytes, opts.arrayMode === true);
   const framer = new MessageFramer(() => opts.maxResponseBytes + MESSAGE_SLACK);
   let waiter: { resolve: () => void; reject: (err: unknown) => void } | undefined;
   let failure: unknown;

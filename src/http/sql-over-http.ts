@@ -232,6 +232,7 @@ export async function handleSql(
           deferrable: flag(req, 'neon-batch-deferrable'),
         })
       : undefined;
+    const arrayMode = flag(req, 'neon-array-mode') === true;
     const unit = await startUnit(deps, {
       id: route.id,
       user: conn.user,
@@ -240,12 +241,12 @@ export async function handleSql(
       messages: requestMessages(queries, begin),
       commit: batch,
       maxResponseBytes: deps.maxResponseBytes,
+      arrayMode,
       logger: reqLog,
     });
     cancel = unit.cancel;
     const reply = await unit.reply;
     if (reply.error) return send(res, 400, reply.error);
-    const arrayMode = flag(req, 'neon-array-mode') === true;
     if (!batch) return send(res, 200, resultJson(reply.results[0] ?? emptyResult, arrayMode));
     const results = reply.results.slice(1, 1 + queries.length).map((r) => resultJson(r, arrayMode));
     return send(res, 200, { results });

@@ -112,6 +112,62 @@ describe('SQL over HTTP codec', () => {
     expect(errorJson(new Map())).toEqual({ message: 'unknown error' });
   });
 
+  it('counts what the JSON will take, never less, and at most a little more', () => {
+    const text = fc.string({
+      unit: fc.constantFrom('a', 'é', '"', '\\', '\n', '\u0001', '\u001f', '🙂'),
+      maxLength: 40,
+    });
+    const results = fc.array(
+      fc.record({
+        names: fc.array(
+          text.filter((n) => n.length > 0),
+          { minLength: 1, maxLength: 6 },
+        ),
+        rows: fc.array(fc.array(fc.option(text), { minLength: 6, maxLength: 6 }), { maxLength: 8 }),
+      }),
+      { minLength: 1, maxLength: 4 },
+    );
+    fc.assert(
+      fc.property(results, fc.boolean(), (shapes, arrayMode) => {
+        const messages = shapes.flatMap(({ names, rows }) => [
+          rowDescription(names),
+          ...rows.map((r) => dataRow(r.slice(0, names.length))),
+          message(0x43, `SELECT ${rows.length}\0`),
+        ]);
+        const unlimited = new ReplyReader(Number.MAX_SAFE_INTEGER, arrayMode);
+        for (const m of messages) unlimited.push(m);
+        // Each result's JSON (the batch's 14-byte `{"results":[…]}` around them is not counted).
+        const bytes = unlimited.results.reduce(
+          (sum, r) => sum + Buffer.byteLength(JSON.stringify(resultJson(r, arrayMode))),
+          0,
+        );
+        const under = new ReplyReader(bytes - 1, arrayMode);
+        for (const m of messages) under.push(m);
+        expect(under.overflowed).toBe(true);
+        const roomy = new ReplyReader(Math.ceil(bytes * 1.2) + 150 * shapes.length, arrayMode);
+        for (const m of messages) roomy.push(m);
+        expect(roomy.overflowed).toBe(false);
+      }),
+    );
+  });
+
+  it('counts column names and escapes, so a small request cannot build a huge response', () => {
+    // 1,000 results of a wide empty table: no rows at all, megabytes of field descriptions.
+    const wide = rowDescription(Array.from({ length: 1600 }, (_, i) => `c${i}`.padEnd(63, 'x')));
+    const reader = new ReplyReader(10_000_000);
+    for (let i = 0; i < 1000 && !reader.overflowed; i++) {
+      reader.push(wide);
+      reader.push(message(0x43, 'SELECT 0\0'));
+    }
+    expect(reader.overflowed).toBe(true);
+    expect(reader.results.length).toBeLessThan(100);
+    // A value of control characters is 6 bytes each in JSON.
+    const controls = new ReplyReader(5_000_000);
+    controls.push(rowDescription(['big']));
+    controls.push(dataRow(['\u0001'.repeat(1_000_000)]));
+    expect(controls.overflowed).toBe(true);
+  });
+
   it('never throws on arbitrary DataRow bytes beyond RangeError', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {

@@ -184,10 +184,46 @@ function readRow(msg: Buffer): (string | null)[] {
   return row;
 }
 
+/** `{"command":…,"rowCount":…,"rowAsArray":…,"fields":[],"rows":[]}` and its comma, at most. */
+const RESULT_JSON_BYTES = 100;
+
+/** Bytes a string of UTF-8 `buf[start, end)` takes in JSON: quotes, and escapes as JSON.stringify writes them. */
+function jsonStringBytes(buf: Uint8Array, start: number, end: number): number {
+  let bytes = end - start + 2;
+  for (let i = start; i < end; i++) {
+    const b = buf[i] as number;
+    if (b === 0x22 || b === 0x5c) bytes += 1;
+    else if (b < 0x20) bytes += b === 0x08 || b === 0x09 || b === 0x0a || b === 0x0c || b === 0x0d ? 1 : 5;
+  }
+  return bytes;
+}
+
+/** Bytes of one DataRow's values in JSON (strings or null, comma-separated), keys not counted. */
+function rowValueBytes(msg: Buffer): number {
+  const count = msg.readUInt16BE(5);
+  let bytes = 0;
+  let at = 7;
+  for (let i = 0; i < count && at + 4 <= msg.length; i++) {
+    const length = msg.readInt32BE(at);
+    at += 4;
+    if (length < 0) {
+      bytes += 5;
+      continue;
+    }
+    bytes += jsonStringBytes(msg, at, Math.min(at + length, msg.length)) + 1;
+    at += length;
+  }
+  return bytes;
+}
+
 /**
  * Reads a backend reply message by message: one result per Execute, the first error, and the
- * transaction status of the final ReadyForQuery. Counts the bytes of row data kept so the caller
- * can stop at its response limit (`overflowed`, after which rows are no longer kept).
+ * transaction status of the final ReadyForQuery. Counts the bytes the kept results will take as
+ * JSON (resultJson: each field's description, each row's values with their escapes, and in
+ * object mode each value's column name) so the caller can stop at its response limit
+ * (`overflowed`, after which nothing more is kept). Row bytes alone would let a small request
+ * (1,000 `SELECT *` of a wide empty table; a value of control characters, 6 bytes each in JSON)
+ * build a response many times the limit.
  */
 export class ReplyReader {
   readonly results: QueryResult[] = [];
@@ -196,18 +232,31 @@ export class ReplyReader {
   status: 'I' | 'T' | 'E' | undefined;
   private current: QueryResult | undefined;
   private bytes = 0;
+  /** JSON bytes every row of the current result adds besides its values: brackets, keys. */
+  private rowOverhead = 2;
   overflowed = false;
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    private readonly arrayMode = false,
+  ) {}
 
   push(msg: Buffer): void {
     switch (msg[0]) {
-      case Reply.RowDescription:
-        this.open().fields = readFields(msg);
+      case Reply.RowDescription: {
+        const result = this.open();
+        // Past the limit nothing is kept, nor measured (the answer is 507 whatever follows).
+        if (this.overflowed) return;
+        const fields = readFields(msg);
+        const names = fields.map((f) => Buffer.byteLength(JSON.stringify(f.name)));
+        this.count(fields.reduce((sum, f) => sum + Buffer.byteLength(JSON.stringify(f)) + 1, 0));
+        this.rowOverhead = 3 + (this.arrayMode ? 0 : names.reduce((sum, n) => sum + n + 1, 0));
+        result.fields = fields;
         return;
+      }
       case Reply.DataRow: {
-        this.bytes += msg.length;
-        if (this.bytes > this.maxBytes) this.overflowed = true;
+        if (this.overflowed) return;
+        this.count(rowValueBytes(msg) + this.rowOverhead);
         if (this.overflowed) return;
         this.open().rows.push(readRow(msg));
         return;
@@ -238,9 +287,17 @@ export class ReplyReader {
   private open(): QueryResult {
     if (!this.current) {
       this.current = { command: null, rowCount: null, fields: [], rows: [] };
+      this.rowOverhead = 2;
+      this.count(RESULT_JSON_BYTES);
+      // Kept even past the limit: the caller answers 507 then, but needs the unit's shape.
       this.results.push(this.current);
     }
     return this.current;
+  }
+
+  private count(bytes: number): void {
+    this.bytes += bytes;
+    if (this.bytes > this.maxBytes) this.overflowed = true;
   }
 }
 

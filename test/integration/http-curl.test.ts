@@ -143,6 +143,21 @@ describe('POST /sql with curl', () => {
     );
     expect(big.status).toBe(507);
     expect(JSON.parse(big.body).message).toMatch(/too large/);
+    // The limit is the JSON's size: a control character takes 6 bytes there, column names and
+    // descriptions count too (a small request must not build a response many times the limit).
+    const escaped = await post(JSON.stringify({ query: 'select repeat(chr(1), 20000) as v' }));
+    expect(escaped.status).toBe(507);
+    const fits = await post(JSON.stringify({ query: 'select repeat(chr(1), 5000) as v' }));
+    expect(fits.status).toBe(200);
+    expect(Buffer.byteLength(fits.body)).toBeLessThanOrEqual(64 * 1024);
+    const columns = Array.from({ length: 200 }, (_, i) => `c${i}_${'x'.repeat(55)} int`).join(', ');
+    expect((await post(JSON.stringify({ query: `create table wide (${columns})` }))).status).toBe(200);
+    const wide = await post(
+      JSON.stringify({
+        queries: Array.from({ length: 20 }, () => ({ query: 'select * from wide', params: [] })),
+      }),
+    );
+    expect(wide.status).toBe(507);
     // The session is usable afterwards.
     expect((await post(JSON.stringify({ query: 'select 1 as one' }))).status).toBe(200);
   });
