@@ -238,17 +238,26 @@ export abstract class SessionExecutor {
   /**
    * First use of the database after it restarted: a transaction this client had is gone, which
    * must not go unnoticed (57P02, as when a Postgres backend crashes); otherwise its prepared
-   * statements are created again so it carries on unaware.
+   * statements are created again so it carries on unaware. They are parsed under this client's
+   * settings, as they first were: search_path decides which table a name means, and a statement
+   * parsed under the database's default would write another table's types (2.5 into a bigint).
    */
   protected async afterRestart(): Promise<void> {
     const db = this.database;
     this.generation = db.generation;
     if (this.status !== 'I' && this.interrupting === undefined) throw errors.databaseRestarted();
+    if (!db.hold.isHeldBy(this.owner)) {
+      // Not this client's turn: its statements are prepared again at their next use, after
+      // its settings were switched in.
+      this.names.lostAll();
+      return;
+    }
+    // Still holding the session (its own interrupted statement, session pool mode, or a turn
+    // that is starting): the new session has nobody's settings, so this client's go in first.
+    await this.switchTo();
+    // Under the same backend names: a unit already renamed may be about to run.
     const parses = this.names.parseMessages();
     if (parses.length > 0) await db.engine.exec(Buffer.concat([...parses, closeStatements([])]));
-    // Still holding the session (its own interrupted statement, or session pool mode): the new
-    // session has nobody's settings, so this client's are switched in before it goes on.
-    if (db.hold.isHeldBy(this.owner)) await this.switchTo();
   }
 
   /** Answers an interrupted statement like Postgres: 57014, and a failed transaction if one was open. */

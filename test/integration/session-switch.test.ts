@@ -205,6 +205,33 @@ describe('a database restart under an idle client', () => {
     }
   });
 
+  it('prepares its statements again under its own settings (search_path picks the table)', async () => {
+    const id = 'restart-path';
+    const pw = await t.createDatabase(id);
+    const setup = await connected(t.pgConfig(id, pw));
+    await setup.query('create schema s1; create table s1.sp (v float8); create table public.sp (v bigint)');
+    await setup.end();
+    const a = await connected({ ...t.pgConfig(id, pw), options: '-c search_path=s1' });
+    const b = await connected(t.pgConfig(id, pw));
+    try {
+      const insert = (v: string) => a.query({ name: 'ins', text: 'insert into sp values ($1)', values: [v] });
+      await insert('1.5');
+      const sleeping = sqlstateOf(b.query('select pg_sleep(30)'));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sendCancel(t, id, internals(b).processID, internals(b).secretKey);
+      expect(await sleeping).toBe('57014');
+      // b holds nothing now; a's next unit re-creates "ins" under a's search_path, not public's.
+      await b.query('select 1');
+      await insert('2.5');
+      const rows = await b.query(
+        'select (select array_agg(v order by v) from s1.sp)::text as s1, (select count(*)::int from public.sp) as public',
+      );
+      expect(rows.rows).toEqual([{ s1: '{1.5,2.5}', public: 0 }]);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+
   it('lets its clients go quietly when the database is then closed by the admin API', async () => {
     const id = 'restart-close';
     const pw = await t.createDatabase(id);
