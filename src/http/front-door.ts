@@ -65,6 +65,8 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** An HTTP/2 connection with no stream activity this long is closed (HTTP/1.1 has keepAliveTimeout). */
 const H2_IDLE_TIMEOUT_MS = 60_000;
+/** How long an idle HTTP/2 connection that was asked to close may finish its streams. */
+const H2_CLOSE_GRACE_MS = 5_000;
 /** Requests in flight on one HTTP/2 connection at most (what browsers expect; RFC 9113 suggests ≥ 100). */
 const H2_MAX_STREAMS = 100;
 /** Bytes a WebSocket client may send before its login without drawing on the shared pool. */
@@ -89,6 +91,30 @@ function boundRequestTime(req: Http2ServerRequest, res: Http2ServerResponse, tim
   const done = () => clearTimeout(timer);
   req.once('end', done);
   req.once('close', done);
+}
+
+/**
+ * A response the client does not read within `timeoutMs` of its end() is cut (the socket, or
+ * the HTTP/2 stream): an answer of up to MAX_HTTP_RESPONSE is held in memory until it is read,
+ * and a client that never reads would hold it for as long as it keeps the connection.
+ */
+function boundResponseTime(res: SqlResponse, timeoutMs: number): void {
+  const sent = res as unknown as {
+    writableFinished: boolean;
+    destroy?: () => void;
+    stream?: { close(code: number): void };
+    once(event: 'finish' | 'close', listener: () => void): unknown;
+  };
+  if (sent.writableFinished) return;
+  const timer = setTimeout(() => {
+    if (sent.writableFinished) return;
+    if (sent.stream) sent.stream.close(http2Constants.NGHTTP2_CANCEL);
+    else sent.destroy?.();
+  }, timeoutMs);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  sent.once('finish', done);
+  sent.once('close', done);
 }
 
 export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor> {
@@ -129,7 +155,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     if (closing && req.httpVersionMajor === 1) res.setHeader('connection', 'close');
     if (req.httpVersionMajor === 2)
       boundRequestTime(req as Http2ServerRequest, res as Http2ServerResponse, requestTimeoutMs);
-    const handling = handleSql(req, res, opts.sql, log);
+    const handling = handleSql(req, res, opts.sql, log).then(() => boundResponseTime(res, requestTimeoutMs));
     inflight.add(handling);
     void handling.finally(() => inflight.delete(handling));
   };
@@ -224,7 +250,12 @@ function trackConnections(server: Server | Http2SecureServer, tls: boolean) {
     session.once('close', () => sessions.delete(session));
     // A client's protocol error ends its connection; it is not the server's error.
     session.on('error', () => session.destroy());
-    session.setTimeout(H2_IDLE_TIMEOUT_MS, () => session.close());
+    // Closing waits for open streams; one whose client stopped reading is cut by
+    // boundResponseTime, and whatever is left after a grace is cut with the connection.
+    session.setTimeout(H2_IDLE_TIMEOUT_MS, () => {
+      session.close();
+      setTimeout(() => session.destroy(), H2_CLOSE_GRACE_MS).unref();
+    });
   });
   return {
     /** HTTP/1.1 connections between requests end now; HTTP/2 ones after their open streams. */
