@@ -7,7 +7,12 @@ import type { DatabaseRegistry, Lease } from '../databases/registry.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientSession } from '../pooler/session.js';
-import { changesFixedIdentity, limitsOf, startupSettings } from '../pooler/session-options.js';
+import {
+  changesFixedIdentity,
+  clientIdleInTransactionMs,
+  limitsOf,
+  startupSettings,
+} from '../pooler/session-options.js';
 import { isServableEncoding } from '../pooler/setting-values.js';
 import { MessageFramer } from '../wire/framer.js';
 import { type FrontendProblem, frontendProblem, isFrontendType } from '../wire/frontend-check.js';
@@ -238,6 +243,11 @@ export function handleConnection(
       sessionId,
       processId: key.processId,
       ...limitsOf(deps),
+      idleInTransactionTimeoutMs: clientIdleInTransactionMs(
+        params,
+        route.options.settings,
+        deps.idleInTransactionTimeoutMs,
+      ),
       port: {
         write: (data) => {
           if (socket.destroyed) return undefined;

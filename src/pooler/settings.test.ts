@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parameterStatus } from '../wire/protocol.js';
+import { clientIdleInTransactionMs, startupSettings } from './session-options.js';
 import { durationMs, listElements, readSettingsSql } from './setting-values.js';
 import { ClientSettings, MAX_CUSTOM_NAMES, readBackSql, switchSettingsSql } from './settings.js';
 
@@ -361,5 +362,28 @@ describe('statement_timeout', () => {
       JSON.stringify({ statement_timeout: '500' }),
     ]);
     expect(client.statementTimeoutMs()).toBe(500);
+  });
+});
+
+describe('clientIdleInTransactionMs', () => {
+  it("takes the client's idle_in_transaction_session_timeout when shorter than the gateway's", () => {
+    expect(clientIdleInTransactionMs({ idle_in_transaction_session_timeout: '500' }, {}, 60_000)).toBe(500);
+    expect(clientIdleInTransactionMs({}, { IDLE_IN_TRANSACTION_SESSION_TIMEOUT: '2s' }, 60_000)).toBe(2000);
+    expect(clientIdleInTransactionMs({ idle_in_transaction_session_timeout: '5min' }, {}, 60_000)).toBe(
+      60_000,
+    );
+    expect(clientIdleInTransactionMs({ idle_in_transaction_session_timeout: '0' }, {}, 60_000)).toBe(60_000);
+    expect(clientIdleInTransactionMs({ idle_in_transaction_session_timeout: 'soon' }, {}, 60_000)).toBe(
+      60_000,
+    );
+    expect(clientIdleInTransactionMs({ idle_in_transaction_session_timeout: '700' }, {}, 0)).toBe(700);
+    expect(
+      startupSettings(
+        { user: 'u', transaction_timeout: '5', TimeZone: 'UTC' },
+        { idle_session_timeout: '1' },
+      ),
+    ).toEqual({
+      TimeZone: 'UTC',
+    });
   });
 });

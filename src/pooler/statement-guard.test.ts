@@ -208,3 +208,29 @@ describe('client_encoding', () => {
     }
   });
 });
+
+describe('connection timeouts (they would end the shared session)', () => {
+  it.each([
+    "set idle_in_transaction_session_timeout = '5s'",
+    'SET SESSION idle_session_timeout TO 1000',
+    'set local transaction_timeout = 50',
+    'set "idle_in_transaction_session_timeout" = 10',
+    "select set_config('transaction_timeout', '1min', true)",
+    "select set_config('idle_session_timeout', $1, false)",
+  ])('refuses %s with 0A000', (sql) => {
+    const verdict = judgeStatement(sql, { readOnly: false });
+    expect(verdict.kind === 'refuse' && verdict.error.code).toBe('0A000');
+  });
+
+  it.each([
+    'set idle_in_transaction_session_timeout = 0',
+    "set idle_session_timeout to '0'",
+    'set transaction_timeout to default',
+    'reset idle_in_transaction_session_timeout',
+    "select set_config('transaction_timeout', '0', false)",
+    "select 'set idle_session_timeout = 5'",
+    'set statement_timeout = 5000',
+  ])('passes %s', (sql) => {
+    expect(judgeStatement(sql, { readOnly: false }).kind).toBe('pass');
+  });
+});

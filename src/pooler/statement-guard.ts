@@ -65,7 +65,57 @@ const refusals = {
       'tablespace',
     ),
   identity: () => errors.identityFixed('ERROR'),
+  connectionTimeout: (name: string) =>
+    new GatewayError(
+      '0A000',
+      'ERROR',
+      `${name} cannot be set in a shared session: when it fires, Postgres ends the session, which all clients of this database share`,
+      'connection_timeout',
+      name === 'idle_in_transaction_session_timeout'
+        ? 'set it when connecting (options=-c idle_in_transaction_session_timeout=5s): the gateway then ends this client alone'
+        : 'the gateway ends idle transactions after its IDLE_IN_TRANSACTION_TIMEOUT',
+    ),
 } as const;
+
+/**
+ * Timeouts Postgres enforces by ending the connection (FATAL): in PGlite that ends the engine,
+ * so the database would restart under all its clients. Setting them to 0 or DEFAULT is harmless.
+ */
+const CONNECTION_TIMEOUTS: ReadonlySet<string> = new Set([
+  'idle_in_transaction_session_timeout',
+  'idle_session_timeout',
+  'transaction_timeout',
+]);
+const NO_TIMEOUT = /^(0+(\.0*)?(us|ms|s|min|h|d)?|default)$/i;
+
+/** The connection timeout a statement sets to something other than 0 or DEFAULT, if any. */
+function connectionTimeoutSet(statement: readonly Token[]): string | undefined {
+  const [first, second] = leadingWords(statement, 2);
+  if (first === 'set') {
+    const at = (second === 'session' || second === 'local') && !isAssign(statement[2]) ? 2 : 1;
+    const name = nameAt(statement, at);
+    if (!name || !CONNECTION_TIMEOUTS.has(name)) return undefined;
+    const from = isAssign(statement[at + 1]) ? at + 2 : at + 1;
+    const value = statement
+      .slice(from)
+      .map((t) => t.text.trim())
+      .join('');
+    return NO_TIMEOUT.test(value) ? undefined : name;
+  }
+  for (let i = 0; i + 4 < statement.length; i++) {
+    const [fn, open, name, comma, value] = statement.slice(i, i + 5);
+    if (fn?.kind !== 'word' || fn.text !== 'set_config' || open?.text !== '(' || comma?.text !== ',')
+      continue;
+    const setting = name?.kind === 'string' ? name.text.trim().toLowerCase() : undefined;
+    if (
+      setting &&
+      CONNECTION_TIMEOUTS.has(setting) &&
+      !(value?.kind === 'string' && NO_TIMEOUT.test(value.text.trim()))
+    )
+      return setting;
+  }
+  return undefined;
+}
 
 const SERVER_FILE_FUNCTIONS: ReadonlySet<string> = new Set(['lo_import', 'lo_export']);
 
@@ -78,7 +128,7 @@ export type StatementVerdict =
  * Only texts with one of these words are lexed; everything else passes at the cost of one regex.
  * `u&` too: a U&"..." identifier can spell any name without its letters (U&"lo\005Fexport").
  */
-const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard|encoding|names|u&/i;
+const SUSPECT = /copy|lo_import|lo_export|tablespace|authorization|discard|encoding|names|timeout|u&/i;
 
 /**
  * The name the token at `i` stands for, as Postgres reads it, lowercased for comparison: a word,
@@ -112,6 +162,8 @@ export function judgeStatement(
     if (first === 'create' && second === 'tablespace')
       return { kind: 'refuse', error: refusals.tablespace() };
     if (fixedIdentity && changesIdentity(statement)) return { kind: 'refuse', error: refusals.identity() };
+    const timeout = connectionTimeoutSet(statement);
+    if (timeout) return { kind: 'refuse', error: refusals.connectionTimeout(timeout) };
     const encoding = encodingSet(statement);
     if (encoding !== undefined && !isServableEncoding(encoding))
       return { kind: 'refuse', error: errors.clientEncodingUnsupported(encoding, 'ERROR') };
