@@ -17,6 +17,7 @@ import { registerDashboard } from './dashboard/routes.js';
 import type { AdminEnv } from './env.js';
 import { type LiveDeps, registerLiveRoutes, statsSources } from './live-routes.js';
 import { type MetricsSources, registerMetrics } from './metrics.js';
+import { refusedOrigin } from './request-origin.js';
 import { StatsHub } from './stats.js';
 import { registerTemplateRoutes } from './templates-routes.js';
 import { DEFAULT_MAX_UPLOAD_BYTES, registerArchiveRoutes, registerUploadRoute } from './versions.js';
@@ -98,6 +99,17 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
   app.notFound((c) => c.json({ error: 'not found' }, 404));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  // Before every route but /healthz (the dashboard's too): requests from web pages of other origins.
+  app.use('*', async (c, next) => {
+    if (c.env?.trusted) return next();
+    const refused = refusedOrigin(
+      { host: c.req.header('host'), origin: c.req.header('origin') },
+      Boolean(deps.token),
+    );
+    return refused ? c.json({ error: refused }, 403) : next();
+  });
+
 
   // The dashboard answers unauthenticated browsers itself (a sign-in form, 401).
   const live = deps.registry ? new StatsHub(statsSources(deps, deps.registry)) : undefined;
