@@ -173,7 +173,8 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
         },
         onRequest,
       )
-    : createHttpServer(onRequest);
+    : // Node looks for requests past requestTimeout this often (default 30 s, so up to 90 s late).
+      createHttpServer({ connectionsCheckingInterval: Math.min(5_000, requestTimeoutMs) }, onRequest);
   const connections = trackConnections(server, opts.tls !== undefined);
   // For HTTP/1.1 connections; node:http2 honours them for allowHTTP1 but leaves keepAliveTimeout
   // unset, which would keep idle connections open forever.
@@ -185,8 +186,11 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
   server.on('error', (err) => log.error({ err }, 'http listener error'));
   // A failed TLS handshake or a garbled request is the client's doing: close it quietly.
   server.on('tlsClientError', (_err, socket) => socket.destroy());
-  server.on('clientError', (_err, socket) => {
-    if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  server.on('clientError', (err: { code?: string }, socket) => {
+    if (socket.destroyed) return;
+    // requestTimeout ran out (Node checks it every connectionsCheckingInterval, 30 s by default).
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`);
   });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => socket.destroy());

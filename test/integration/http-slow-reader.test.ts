@@ -65,4 +65,23 @@ describe('a /sql client that never reads its answer', () => {
     });
     expect(res.status).toBe(200);
   });
+
+  it('answers a request body that never finishes with 408 (not 400), soon after HTTP_REQUEST_TIMEOUT', async () => {
+    const socket = net.connect(gw.httpPort, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const head = request('select 1')
+      .split('\r\n\r\n')[0]
+      ?.replace(/content-length: \d+/, 'content-length: 100');
+    socket.write(`${head}\r\n\r\n{"query"`);
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString();
+    });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      setTimeout(() => resolve(), 20_000).unref();
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408/);
+  });
 });
