@@ -110,7 +110,6 @@ export function createAdminApp(deps: AdminAppDeps): Hono<AdminEnv> {
     return refused ? c.json({ error: refused }, 403) : next();
   });
 
-
   // The dashboard answers unauthenticated browsers itself (a sign-in form, 401).
   const live = deps.registry ? new StatsHub(statsSources(deps, deps.registry)) : undefined;
   deps.stopping?.addEventListener('abort', () => live?.stop(), { once: true });

@@ -78,13 +78,15 @@ const NOT_KEPT =
  * enforces idle_in_transaction_session_timeout itself (clientIdleInTransactionMs), and the other
  * two are left to its own limits (README, Pool modes).
  */
-const CONNECTION_TIMEOUTS = /^(idle_in_transaction_session_timeout|idle_session_timeout|transaction_timeout)$/i;
+const CONNECTION_TIMEOUTS =
+  /^(idle_in_transaction_session_timeout|idle_session_timeout|transaction_timeout)$/i;
 
 export function startupSettings(params: Record<string, string>, fromOptions: Record<string, string>) {
   const settings: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) if (!NOT_SETTINGS.has(k)) settings[k] = v;
   Object.assign(settings, fromOptions);
-  for (const k of Object.keys(settings)) if (NOT_KEPT.test(k) || CONNECTION_TIMEOUTS.test(k)) delete settings[k];
+  for (const k of Object.keys(settings))
+    if (NOT_KEPT.test(k) || CONNECTION_TIMEOUTS.test(k)) delete settings[k];
   return settings;
 }
 
