@@ -29,6 +29,19 @@ export const copyInExtended = () =>
     'copy_in_extended',
   );
 
+/**
+ * DEALLOCATE of a statement the client prepared through the protocol, anywhere but alone in a
+ * query string or extended unit: the gateway must do it for the client (see runQuery).
+ */
+export const deallocateNotAlone = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DEALLOCATE of a protocol-level prepared statement must be sent as a statement of its own',
+    'deallocate_batch',
+    'send it alone in a query string, or alone in an extended-protocol unit (Parse, Bind, Execute, Sync)',
+  );
+
 export const cancelledWait = () =>
   new GatewayError('57014', 'ERROR', 'canceling statement due to user request', 'cancelled');
 

@@ -1,7 +1,7 @@
 import { GatewayError } from '../errors.js';
 import { backendMessages, hasError } from '../wire/backend-scan.js';
 import { Backend, Frontend, message, readErrorFields, type TransactionStatus } from '../wire/protocol.js';
-import { forgetAll } from './statement-guard.js';
+import { deallocatedNames, forgetAll } from './statement-guard.js';
 
 /** Small builders and inspectors of protocol messages used by the client session. */
 
@@ -30,28 +30,39 @@ export function prepareOnlyUnitLength(queue: readonly Buffer[]): number | 'incom
   return queue.length > 0 ? 'incomplete' : 0;
 }
 
-/** Longest Parse text looked at for DEALLOCATE ALL (see deallocateAllUnit). */
+/** Longest Parse text looked at for DEALLOCATE (see deallocateUnit). */
 const MAX_DEALLOCATE_TEXT = 1024;
 
 /**
- * An extended unit that only runs `DEALLOCATE [PREPARE] ALL`: Parse, Bind, Execute and Sync, with
- * a Describe of the statement or the portal if the driver sends one (libpq's PQexecParams, which
- * psycopg uses for it after a rollback or a DROP). Its length, and the replies a server sends for
- * it minus the ReadyForQuery; 'incomplete' while such a unit's Sync has not arrived (TCP may split
- * it anywhere); undefined for anything else (which the statement guard refuses).
+ * An extended unit that only runs `DEALLOCATE [PREPARE] ALL`, or `DEALLOCATE [PREPARE] name` of
+ * a statement the client has (`owned`): Parse, Bind, Execute and Sync, with a Describe of the
+ * statement or the portal if the driver sends one (libpq's PQexecParams, which psycopg uses for
+ * them: ALL after a rollback or a DROP, a name when its cache evicts a statement). Its length,
+ * the replies a server sends for it minus the ReadyForQuery, and the name (undefined for ALL);
+ * 'incomplete' while such a unit's Sync has not arrived (TCP may split it anywhere); undefined
+ * for anything else (which the statement guard refuses, or a name the client never prepared,
+ * left to the database).
  */
-export function deallocateAllUnit(
+export function deallocateUnit(
   queue: readonly Buffer[],
-): { length: number; replies: Buffer } | 'incomplete' | undefined {
+  owned: { has(name: string): boolean },
+): { length: number; replies: Buffer; name: string | undefined } | 'incomplete' | undefined {
   const parse = queue[0];
   if (parse?.[0] !== Frontend.Parse) return undefined;
   const nameEnd = parse.indexOf(0, 5);
   const textEnd = parse.indexOf(0, nameEnd + 1);
   // Checked before every unit that starts with a Parse: a long text (an ordinary statement, or a
-  // DEALLOCATE ALL buried in comments, which the statement guard then refuses) is not decoded.
+  // DEALLOCATE buried in comments, which the statement guard then refuses) is not decoded.
   if (nameEnd < 0 || textEnd < 0 || textEnd - nameEnd > MAX_DEALLOCATE_TEXT) return undefined;
-  const forget = forgetAll(parse.toString('utf8', nameEnd + 1, textEnd));
-  if (forget?.kind !== 'deallocate' || !forget.alone) return undefined;
+  const text = parse.toString('utf8', nameEnd + 1, textEnd);
+  const forget = forgetAll(text);
+  let name: string | undefined; // undefined: ALL
+  if (forget?.kind !== 'deallocate' || !forget.alone) {
+    const named = forget ? undefined : deallocatedNames(text);
+    name = named?.alone ? named.names[0] : undefined;
+    if (name === undefined || !owned.has(name)) return undefined;
+  }
+  const tag = name === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE';
   const statement = parse.subarray(5, nameEnd + 1);
   const replies: Buffer[] = [message(0x31)]; // ParseComplete
   let bound = false;
@@ -79,10 +90,10 @@ export function deallocateAllUnit(
         break;
       case Frontend.Execute:
         if (!bound) return undefined;
-        replies.push(commandComplete('DEALLOCATE ALL'));
+        replies.push(commandComplete(tag));
         if (i + 1 === queue.length) return 'incomplete';
         if (queue[i + 1]?.[0] !== Frontend.Sync) return undefined;
-        return { length: i + 2, replies: Buffer.concat(replies) };
+        return { length: i + 2, replies: Buffer.concat(replies), name };
       default:
         return undefined;
     }

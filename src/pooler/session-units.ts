@@ -10,11 +10,17 @@ import {
   syncMessage,
 } from '../wire/protocol.js';
 import { CopyIn } from './copy-in.js';
-import { copyInExtended } from './session-errors.js';
+import { copyInExtended, deallocateNotAlone } from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
 import { isServableEncoding } from './setting-values.js';
-import { forgetAll, judgeStatement, resetSettings, settingsChangedBy } from './statement-guard.js';
+import {
+  deallocatedNames,
+  forgetAll,
+  judgeStatement,
+  resetSettings,
+  settingsChangedBy,
+} from './statement-guard.js';
 import { closeStatements, renameStatement } from './statements.js';
 
 /** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
@@ -208,6 +214,28 @@ export abstract class SessionUnits extends SessionExecutor {
     await this.deliver(Buffer.concat([replies ?? commandComplete(tag), readyForQuery(this.status)]));
   }
 
+  /**
+   * `DEALLOCATE name` of one of this client's statements: the session knows it by its backend
+   * name, so it is closed under that one (Close works inside a transaction too), unless the
+   * session already closed it (cap), and forgotten, so the client may Parse the name again.
+   */
+  protected async deallocate(name: string, replies?: Buffer): Promise<void> {
+    const backend = this.names.close(name);
+    if (this.names.owns(backend)) await this.exec(closeStatements([backend]));
+    await this.deliver(Buffer.concat([replies ?? commandComplete('DEALLOCATE'), readyForQuery(this.status)]));
+  }
+
+  /**
+   * The text's `DEALLOCATE name` naming a statement this client prepared through the protocol.
+   * Other names are left to the database: an SQL-level PREPARE of that name (not isolated
+   * between clients, README), or Postgres' own 26000 for a name nobody prepared.
+   */
+  private deallocatesOwn(sql: string): { name: string; alone: boolean } | undefined {
+    const found = deallocatedNames(sql);
+    const name = found?.names.find((n) => this.names.has(n));
+    return found && name !== undefined ? { name, alone: found.alone } : undefined;
+  }
+
   /** Renames statements and guards what a Parse may run. */
   /** RESETs among the Parse messages of the batch being built (see noteParsedResets). */
   private readonly parsedResets: ReturnType<typeof resetSettings>[] = [];
@@ -266,7 +294,9 @@ export abstract class SessionUnits extends SessionExecutor {
             ? verdict.error
             : forgetAll(sql)
               ? forgetAllExtended()
-              : undefined;
+              : this.deallocatesOwn(sql) // alone in its unit, it never gets here (step)
+                ? deallocateNotAlone()
+                : undefined;
       // Failing inside the engine keeps the transaction state the client sees and the real one equal.
       if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
       else this.noteMayDeallocate(sql);
@@ -335,6 +365,11 @@ export abstract class SessionUnits extends SessionExecutor {
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     const forget = forgetAll(sql);
     if (forget && !forget.alone) return this.raise(forgetAllInBatch());
+    // Beside other statements, a DEALLOCATE of one of ours is refused as DEALLOCATE ALL is: the
+    // lexer gives no positions to rewrite the name in place, and the gateway may forget the
+    // statement only if the DEALLOCATE ran, which an earlier statement failing would prevent.
+    const deallocate = this.deallocatesOwn(sql);
+    if (deallocate && !deallocate.alone) return this.raise(deallocateNotAlone());
     // Only a text that runs may subscribe its client.
     this.listening.note(sql);
     if (verdict.kind === 'copy-in') return this.beginCopy(message);
@@ -343,6 +378,8 @@ export abstract class SessionUnits extends SessionExecutor {
     if (forget && this.status !== 'E' && (forget.kind === 'deallocate' || this.status === 'I')) {
       return this.forgetStatements(forget.kind === 'discard');
     }
+    // In a failed transaction it goes on to the database, which refuses it (25P02) as Postgres.
+    if (deallocate && this.status !== 'E') return this.deallocate(deallocate.name);
     this.noteMayDeallocate(sql);
     // Only a text that runs may reset (the extended protocol's are left to the database).
     this.settings.resets.note(resetSettings(sql));

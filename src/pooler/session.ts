@@ -6,12 +6,7 @@ import type { CopyIn } from './copy-in.js';
 import { InputQueue } from './input-queue.js';
 import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } from './session-errors.js';
 import { MAX_TIMER_MS } from './session-executor.js';
-import {
-  abandonUnit,
-  deallocateAllUnit,
-  prepareOnlyUnitLength,
-  withReadyStatus,
-} from './session-messages.js';
+import { abandonUnit, deallocateUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { SessionUnits } from './session-units.js';
 import { closeStatements } from './statements.js';
 
@@ -107,8 +102,12 @@ export class ClientSession extends SessionUnits {
           this.skipToSync();
           continue;
         }
-        // A DEALLOCATE ALL unit is answered whole (step): wait for its Sync before anything runs.
-        if (!this.inUnit && this.status !== 'E' && deallocateAllUnit(this.queue.messages) === 'incomplete')
+        // A DEALLOCATE unit is answered whole (step): wait for its Sync before anything runs.
+        if (
+          !this.inUnit &&
+          this.status !== 'E' &&
+          deallocateUnit(this.queue.messages, this.names) === 'incomplete'
+        )
           return true;
         if (this.database.hold.isHeldBy(this.owner)) {
           await this.database.hold.unpark(this.owner);
@@ -240,12 +239,14 @@ export class ClientSession extends SessionUnits {
     const restarted = this.catchUp();
     if (restarted) await restarted;
     await this.checkStatements();
-    // DEALLOCATE ALL through the extended protocol (psycopg): done for this client alone, as the
-    // simple query is. In a failed transaction it goes on to the engine, which refuses it (25P02).
+    // DEALLOCATE ALL or of a name through the extended protocol (psycopg): done for this client
+    // alone, as the simple query is. In a failed transaction it goes on to the engine, which
+    // refuses it (25P02).
     const deallocate =
-      this.inUnit || this.status === 'E' ? undefined : deallocateAllUnit(this.queue.messages);
+      this.inUnit || this.status === 'E' ? undefined : deallocateUnit(this.queue.messages, this.names);
     if (typeof deallocate === 'object') {
       this.queue.take(deallocate.length);
+      if (deallocate.name !== undefined) return this.deallocate(deallocate.name, deallocate.replies);
       return this.forgetStatements(false, deallocate.replies);
     }
     const batch: Buffer[] = [];

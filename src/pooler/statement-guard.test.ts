@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  deallocatedNames,
   detectCopyFromStdin,
   forgetAll,
   judgeStatement,
@@ -170,6 +171,45 @@ describe('forgetAll', () => {
     expect(forgetAll('discard plans')).toBeUndefined();
     expect(forgetAll("select 'discard all'")).toBeUndefined();
     expect(forgetAll('select 1 /* deallocate all */')).toBeUndefined();
+  });
+});
+
+describe('deallocatedNames', () => {
+  it('reads the name as Postgres does', () => {
+    expect(deallocatedNames('DEALLOCATE _pg3_0')).toEqual({ names: ['_pg3_0'], alone: true });
+    expect(deallocatedNames('deallocate Stmt1;')).toEqual({ names: ['stmt1'], alone: true });
+    expect(deallocatedNames('/* c */ DEALLOCATE PREPARE "S1" -- c')).toEqual({ names: ['S1'], alone: true });
+    expect(deallocatedNames('DEALLOCATE "a""b"')).toEqual({ names: ['a"b'], alone: true });
+    expect(deallocatedNames('DEALLOCATE "all"')).toEqual({ names: ['all'], alone: true });
+    expect(deallocatedNames('DEALLOCATE prepare')).toEqual({ names: ['prepare'], alone: true });
+    expect(deallocatedNames('DEALLOCATE PREPARE prepare')).toEqual({ names: ['prepare'], alone: true });
+    expect(deallocatedNames('DEALLOCATE U&"\\0073\\0031"')).toEqual({ names: ['s1'], alone: true });
+    expect(deallocatedNames(`DEALLOCATE U&"!0073!0031" UESCAPE '!'`)).toEqual({
+      names: ['s1'],
+      alone: true,
+    });
+  });
+
+  it('sees every DEALLOCATE of a name among other statements', () => {
+    expect(deallocatedNames('select 1; deallocate a; DEALLOCATE "B"')).toEqual({
+      names: ['a', 'B'],
+      alone: false,
+    });
+  });
+
+  it('leaves ALL to forgetAll, and what is no DEALLOCATE of a name', () => {
+    for (const sql of [
+      'deallocate all',
+      'DEALLOCATE PREPARE ALL',
+      'deallocate',
+      "deallocate 's1'",
+      'deallocate s1 s2', // syntax errors are Postgres' to report
+      'deallocate "s1" uescape',
+      "select 'deallocate s1'",
+      'select 1 /* deallocate s1 */',
+      'prepare s1 as select 1',
+    ])
+      expect(deallocatedNames(sql), sql).toBeUndefined();
   });
 });
 

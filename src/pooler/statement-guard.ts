@@ -254,6 +254,45 @@ export function forgetAll(sql: string): { kind: 'discard' | 'deallocate'; alone:
 }
 
 /**
+ * The names of the `DEALLOCATE [PREPARE] name` statements in a client's text (ALL is forgetAll's),
+ * as Postgres reads them: unquoted ones lowercased, `"S1"` as written, U&"..." decoded. A
+ * protocol-level statement lives in the session under another name (statements.ts), so the
+ * pooler does those for the client; `alone`: the text is exactly one DEALLOCATE statement.
+ */
+export function deallocatedNames(sql: string): { names: string[]; alone: boolean } | undefined {
+  if (!/deallocate/i.test(sql)) return undefined;
+  const parsed = statements(sql);
+  const names: string[] = [];
+  for (const statement of parsed) {
+    const name = deallocatedName(statement);
+    if (name !== undefined) names.push(name);
+  }
+  return names.length > 0 ? { names, alone: parsed.length === 1 } : undefined;
+}
+
+function deallocatedName(statement: readonly Token[]): string | undefined {
+  if (leadingWords(statement, 1)[0] !== 'deallocate') return undefined;
+  // PREPARE is the optional keyword unless nothing follows it: `DEALLOCATE prepare` names "prepare".
+  const second = statement[1];
+  const at = second?.kind === 'word' && second.text === 'prepare' && statement.length > 2 ? 2 : 1;
+  const token = statement[at];
+  if (token?.kind === 'word' && token.text === 'all') return undefined;
+  // Nothing may follow the name but a U&"..." name's UESCAPE 'c'; anything else is Postgres'
+  // syntax error to report, so the text is left as it is.
+  const rest = statement.slice(at + 1);
+  const [word, escapeChar] = rest;
+  const uescape =
+    token?.kind === 'ident' &&
+    token.unicode &&
+    rest.length === 2 &&
+    word?.kind === 'word' &&
+    word.text === 'uescape' &&
+    escapeChar?.kind === 'string';
+  if (rest.length > 0 && !uescape) return undefined;
+  return identifierName(token, rest);
+}
+
+/**
  * Whether a text may change session settings (SET/RESET/DISCARD/set_config), and the custom
  * (dotted, lowercased) names it sets by name: Postgres lists none of those in pg_settings, so the
  * read-back must ask for each by name. A name given as a parameter of set_config is not seen.

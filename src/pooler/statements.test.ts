@@ -52,6 +52,20 @@ describe('StatementNames', () => {
     expect(a.takeReprepares()).toEqual([]);
   });
 
+  it('knows the names the client has, resident or to prepare again, until they are closed', () => {
+    const a = new StatementNames(1, 1);
+    const s1 = a.define('s1', Buffer.from('select 1\0\0\0', 'latin1'));
+    a.define('s2');
+    expect(a.has('s1')).toBe(true); // closed in the session by the cap, still the client's
+    expect(a.has('s2')).toBe(true);
+    expect(a.has('s3')).toBe(false);
+    expect(a.has('S2')).toBe(false);
+    // DEALLOCATE s1: nothing to close in the session, and the name is free again.
+    expect(a.owns(a.close('s1'))).toBe(false);
+    expect(a.has('s1')).toBe(false);
+    expect(a.define('s1')).not.toBe(s1);
+  });
+
   it('maps unknown names to a missing statement and restores them in messages', () => {
     const a = new StatementNames(7, 10);
     const backend = a.use('nope');

@@ -44,6 +44,11 @@ export class StatementNames {
     return this.definitions.size;
   }
 
+  /** Whether the client has a statement of this name (in the session now, or to prepare again). */
+  has(name: string): boolean {
+    return this.toBackend.has(name) || this.definitions.has(name);
+  }
+
   /** Backend names of every statement this client has (for closing them on disconnect). */
   backendNames(): string[] {
     return [...this.toBackend.values(), ...this.takeEvicted()];

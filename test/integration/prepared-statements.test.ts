@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -31,6 +31,16 @@ async function runPython(name: string): Promise<unknown> {
   });
   return JSON.parse(stdout);
 }
+
+/** Makes node-postgres Parse a named statement again: it remembers the ones it parsed. */
+function forgetParsed(c: pg.Client, name: string): void {
+  const connection = (c as unknown as { connection: { parsedStatements: Record<string, string> } })
+    .connection;
+  delete connection.parsedStatements[name];
+}
+
+/** Whether Debian's Python has psycopg 3 (the psycopg script below needs it). */
+const hasPsycopg = spawnSync('/usr/bin/python3', ['-c', 'import psycopg']).status === 0;
 
 describe('prepared statements past the session cap', () => {
   it('node-postgres: 250 named queries, then every one of them again', async () => {
@@ -190,4 +200,92 @@ describe('prepared statements past the session cap', () => {
       });
     });
   });
+
+  it("DEALLOCATE name drops the client's own statement: simple or extended, quoted, in a transaction", async () => {
+    await withClient(t.pgConfig('prep', pw), async (c) => {
+      await c.query({ name: 'd1', text: 'select 1 as v' });
+      expect((await c.query('DEALLOCATE d1')).command).toBe('DEALLOCATE');
+      // The name is free again: a new Parse of it works (it failed with 42P05 when the text
+      // reached the session unrenamed and missed the statement).
+      forgetParsed(c, 'd1');
+      expect((await c.query({ name: 'd1', text: 'select 2 as v' })).rows).toEqual([{ v: 2 }]);
+      expect((await c.query({ name: 'd1', text: 'select 2 as v' })).rows).toEqual([{ v: 2 }]);
+      // As psycopg sends it (PQexecParams: Parse, Bind, Describe, Execute, Sync).
+      const extended = await c.query({ text: 'DEALLOCATE d1', queryMode: 'extended' } as pg.QueryConfig);
+      expect(extended.command).toBe('DEALLOCATE');
+      forgetParsed(c, 'd1');
+      expect((await c.query({ name: 'd1', text: 'select 3 as v' })).rows).toEqual([{ v: 3 }]);
+      // A quoted name, inside a transaction, both ways; the transaction goes on and commits.
+      await c.query({ name: 'D1', text: 'select 4 as v' });
+      await c.query('begin');
+      await c.query('DEALLOCATE PREPARE "D1"');
+      forgetParsed(c, 'D1');
+      expect((await c.query({ name: 'D1', text: 'select 5 as v' })).rows).toEqual([{ v: 5 }]);
+      await c.query({ text: '/* c */ deallocate prepare "D1"', queryMode: 'extended' } as pg.QueryConfig);
+      forgetParsed(c, 'D1');
+      expect((await c.query({ name: 'D1', text: 'select 6 as v' })).rows).toEqual([{ v: 6 }]);
+      await c.query('commit');
+      // One the session already closed (its cap is 20 here) but the client still has.
+      for (let i = 0; i < 25; i++) await c.query({ name: `dfill${i}`, text: `select ${i}` });
+      await c.query('deallocate d1');
+      forgetParsed(c, 'd1');
+      expect((await c.query({ name: 'd1', text: 'select 7 as v' })).rows).toEqual([{ v: 7 }]);
+      // d1 really is gone: a Bind of it now fails as in Postgres.
+      await c.query('deallocate d1');
+      expect(codeOf(await c.query({ name: 'd1', text: 'select 7 as v' }).catch((e) => e))).toBe('26000');
+    });
+  });
+
+  it('DEALLOCATE of a name the client never prepared fails as in Postgres; SQL-level PREPARE works as before', async () => {
+    await withClient(t.pgConfig('prep', pw), async (c) => {
+      await c.query({ name: 'u1', text: 'select 1 as v' });
+      const err = (await c.query('DEALLOCATE nope').catch((e) => e)) as pg.DatabaseError;
+      expect(err.code).toBe('26000');
+      expect(err.message).toBe('prepared statement "nope" does not exist');
+      const ext = await c
+        .query({ text: 'DEALLOCATE "Nope"', queryMode: 'extended' } as pg.QueryConfig)
+        .catch((e) => e);
+      expect((ext as pg.DatabaseError).message).toBe('prepared statement "Nope" does not exist');
+      expect((await c.query('select 8 as v')).rows).toEqual([{ v: 8 }]);
+      // Inside a transaction it fails the transaction, as Postgres does.
+      await c.query('begin');
+      expect(codeOf(await c.query('DEALLOCATE nope').catch((e) => e))).toBe('26000');
+      expect(codeOf(await c.query('select 1').catch((e) => e))).toBe('25P02');
+      await c.query('rollback');
+      // SQL-level PREPARE and DEALLOCATE reach the session as they are.
+      await c.query('PREPARE sqlp AS select 9 as v');
+      expect((await c.query('EXECUTE sqlp')).rows).toEqual([{ v: 9 }]);
+      await c.query('DEALLOCATE sqlp');
+      expect(codeOf(await c.query('EXECUTE sqlp').catch((e) => e))).toBe('26000');
+      await c.query('PREPARE sqlp2 AS select 1; DEALLOCATE PREPARE sqlp2');
+      // Beside other statements, a DEALLOCATE of one of the client's is refused, nothing run.
+      for (const sql of ['select 1; deallocate u1', 'DEALLOCATE u1; DEALLOCATE u1']) {
+        expect(codeOf(await c.query(sql).catch((e) => e)), sql).toBe('0A000');
+      }
+      expect((await c.query({ name: 'u1', text: 'select 1 as v' })).rows).toEqual([{ v: 1 }]);
+      expect((await c.query('deallocate u1')).command).toBe('DEALLOCATE');
+    });
+  });
+
+  it("two clients with the same name: one's DEALLOCATE leaves the other's statement", async () => {
+    await withClient(t.pgConfig('prep', pw), async (a) => {
+      await withClient(t.pgConfig('prep', pw), async (b) => {
+        await a.query({ name: 'shared', text: 'select 1 as v' });
+        await b.query({ name: 'shared', text: 'select 2 as v' });
+        await a.query('DEALLOCATE shared');
+        expect((await b.query({ name: 'shared', text: 'select 2 as v' })).rows).toEqual([{ v: 2 }]);
+        forgetParsed(a, 'shared');
+        expect((await a.query({ name: 'shared', text: 'select 3 as v' })).rows).toEqual([{ v: 3 }]);
+        await b.query({ text: 'DEALLOCATE shared', queryMode: 'extended' } as pg.QueryConfig);
+        expect((await a.query({ name: 'shared', text: 'select 3 as v' })).rows).toEqual([{ v: 3 }]);
+      });
+    });
+  });
+
+  it.skipIf(!hasPsycopg)(
+    'psycopg 3 with its defaults: 150 prepared queries, evicted past 100 with DEALLOCATE',
+    async () => {
+      expect(await runPython('psycopg_evict.py')).toEqual({ errors: [], ok: 1 });
+    },
+  );
 });
