@@ -1,7 +1,7 @@
 import type { Database } from '../databases/registry.js';
 import type { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { durationMs } from './setting-values.js';
+import { CONNECTION_TIMEOUTS, durationMs } from './setting-values.js';
 
 /** What a client session is given: its database, its connection, and the limits it enforces. */
 
@@ -72,21 +72,12 @@ const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 const NOT_KEPT =
   /^(transaction_isolation|transaction_read_only|transaction_deferrable|seed|log_connections|log_disconnections)$/i;
 
-/**
- * Timeouts Postgres enforces by ending the connection (FATAL). In PGlite that ends the engine:
- * the database restarts under all its clients. They never reach the engine; the gateway
- * enforces idle_in_transaction_session_timeout itself (clientIdleInTransactionMs), and the other
- * two are left to its own limits (README, Pool modes).
- */
-const CONNECTION_TIMEOUTS =
-  /^(idle_in_transaction_session_timeout|idle_session_timeout|transaction_timeout)$/i;
-
 export function startupSettings(params: Record<string, string>, fromOptions: Record<string, string>) {
   const settings: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) if (!NOT_SETTINGS.has(k)) settings[k] = v;
   Object.assign(settings, fromOptions);
   for (const k of Object.keys(settings))
-    if (NOT_KEPT.test(k) || CONNECTION_TIMEOUTS.test(k)) delete settings[k];
+    if (NOT_KEPT.test(k) || CONNECTION_TIMEOUTS.has(k.toLowerCase())) delete settings[k];
   return settings;
 }
 

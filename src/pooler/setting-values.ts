@@ -99,3 +99,14 @@ export function durationMs(value: string): number | undefined {
   if (!m) return undefined;
   return Number(m[1]) * (TIME_UNITS[(m[2] ?? 'ms').toLowerCase()] ?? 1);
 }
+
+/**
+ * Timeouts Postgres enforces by ending the connection (FATAL). In PGlite that ends the engine,
+ * so the database would restart under all its clients: they never reach it (session-options.ts
+ * at startup, statement-guard.ts in SQL).
+ */
+export const CONNECTION_TIMEOUTS: ReadonlySet<string> = new Set([
+  'idle_in_transaction_session_timeout',
+  'idle_session_timeout',
+  'transaction_timeout',
+]);

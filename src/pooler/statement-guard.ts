@@ -1,5 +1,5 @@
 import { errors, GatewayError } from '../errors.js';
-import { isServableEncoding } from './setting-values.js';
+import { CONNECTION_TIMEOUTS, isServableEncoding } from './setting-values.js';
 import { hasWords, identifierName, leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**
@@ -77,15 +77,7 @@ const refusals = {
     ),
 } as const;
 
-/**
- * Timeouts Postgres enforces by ending the connection (FATAL): in PGlite that ends the engine,
- * so the database would restart under all its clients. Setting them to 0 or DEFAULT is harmless.
- */
-const CONNECTION_TIMEOUTS: ReadonlySet<string> = new Set([
-  'idle_in_transaction_session_timeout',
-  'idle_session_timeout',
-  'transaction_timeout',
-]);
+/** Setting a connection timeout (setting-values.ts) to 0 or DEFAULT is harmless. */
 const NO_TIMEOUT = /^(0+(\.0*)?(us|ms|s|min|h|d)?|default)$/i;
 
 /** The connection timeout a statement sets to something other than 0 or DEFAULT, if any. */
