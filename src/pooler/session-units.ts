@@ -22,6 +22,7 @@ import {
   settingsChangedBy,
 } from './statement-guard.js';
 import { closeStatements, renameStatement } from './statements.js';
+import { uninterruptibleQuery } from './uninterruptible.js';
 
 /** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
 const forgetAllExtended = () =>
@@ -383,7 +384,8 @@ export abstract class SessionUnits extends SessionExecutor {
     this.noteMayDeallocate(sql);
     // Only a text that runs may reset (the extended protocol's are left to the database).
     this.settings.resets.note(resetSettings(sql));
-    await this.deliver(await this.exec(message, true));
+    const timed = !uninterruptibleQuery(sql, this.status === 'E');
+    await this.deliver(await this.exec(message, true, timed));
   }
 
   /** A FunctionCall: run as a unit of its own when it calls a large-object function. */

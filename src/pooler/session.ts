@@ -9,6 +9,7 @@ import { MAX_TIMER_MS } from './session-executor.js';
 import { abandonUnit, deallocateUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { SessionUnits } from './session-units.js';
 import { closeStatements } from './statements.js';
+import { uninterruptibleUnit } from './uninterruptible.js';
 
 /**
  * Relays one client's protocol messages to its database's single Postgres session.
@@ -288,7 +289,8 @@ export class ClientSession extends SessionUnits {
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
     this.noteParsedResets(batch);
     await this.reprepare();
-    await this.deliver(await this.exec(Buffer.concat(batch), true));
+    const timed = !(this.batchEndsUnit && uninterruptibleUnit(batch, this.status === 'E'));
+    await this.deliver(await this.exec(Buffer.concat(batch), true, timed));
     this.batchEndsUnit = true;
   }
 

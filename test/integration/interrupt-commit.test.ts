@@ -12,6 +12,18 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
  * every transaction answered 57014 must be absent, every acknowledged one present. Found by a
  * consistency probe: before the WAL gate, about one timeout in five had committed.
  */
+const codeOf = (err: { code?: string }) => err.code ?? '?';
+
+/** Retries a statement the client's statement_timeout may cut (57014), a bounded number of times. */
+async function untilOk(attempt: () => Promise<string>): Promise<void> {
+  let outcome = '';
+  for (let i = 0; i < 20 && outcome !== 'ok'; i++) {
+    outcome = await attempt();
+    if (outcome !== 'ok' && outcome !== '57014') throw new Error(`unexpected ${outcome}`);
+  }
+  expect(outcome).toBe('ok');
+}
+
 describe('an interrupt at commit', () => {
   let gw: TestServer;
   let pw = '';
@@ -37,16 +49,13 @@ describe('an interrupt at commit', () => {
         await client.query(`set statement_timeout = '${20 + (i % 12)}ms'`);
         const outcome = await client
           .query(`begin; insert into ledger values ('${id}'); select pg_sleep(0.02); commit`)
-          .then(
-            () => 'ok',
-            (err: { code?: string }) => err.code,
-          );
+          .then(() => 'ok', codeOf);
         if (outcome === 'ok') acknowledged.push(id);
         else if (outcome === '57014') refused.push(id);
         else throw new Error(`unexpected ${outcome}`);
-        // A timed-out transaction leaves a failed block behind; the reset may itself time out.
-        await client.query('rollback; set statement_timeout = 0').catch(() => client.query('rollback'));
-        await client.query('set statement_timeout = 0');
+        // A timed-out transaction leaves a failed block behind; ROLLBACK is never cut short.
+        await client.query('rollback');
+        await untilOk(() => client.query('set statement_timeout = 0').then(() => 'ok', codeOf));
       }
       const { rows } = await client.query<{ id: string }>('select id::text from ledger');
       const present = new Set(rows.map((r) => r.id));
@@ -86,9 +95,7 @@ describe('an interrupt at commit', () => {
       const started = Date.now();
       for (let i = 0; i < 120 && Date.now() - started < 12_000; i++) {
         const id = randomUUID();
-        expect(await run(q(`set statement_timeout = 0; begin; insert into named values ('${id}')`))).toBe(
-          'ok',
-        );
+        expect(await run(q(`begin; insert into named values ('${id}')`))).toBe('ok');
         expect(await run(q(`set statement_timeout = '${20 + (i % 12)}ms'`))).toBe('ok');
         // One pipeline: a sleep, then the named COMMIT; the deadline moves across the commit.
         const sleepThenCommit = Buffer.concat([
@@ -101,15 +108,41 @@ describe('an interrupt at commit', () => {
         if (outcome === 'ok') acknowledged.push(id);
         else if (outcome === '57014') refused.push(id);
         else throw new Error(`unexpected ${outcome}`);
-        await run(q('rollback'));
+        expect(await run(q('rollback'))).toBe('ok');
+        // SET itself runs under the timeout it replaces (as in Postgres), so it may be cut.
+        await untilOk(() => run(q('set statement_timeout = 0')));
       }
-      await run(q('set statement_timeout = 0'));
       const present = new Set(await rawQuery(session, 'select id::text from named'));
       expect(refused.length).toBeGreaterThan(0);
       expect(refused.filter((id) => present.has(id))).toEqual([]);
       expect(acknowledged.filter((id) => !present.has(id))).toEqual([]);
     } finally {
       session.socket.destroy();
+    }
+  });
+
+  it('never cuts a ROLLBACK short: the client leaves its failed transaction whatever its timeout', async () => {
+    const client = new pg.Client(gw.pgConfig('commits', pw));
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      await client.query(`set statement_timeout = '1ms'`);
+      const outcomes = new Map<string, number>();
+      for (let i = 0; i < 60; i++) {
+        // Fails either way: 22012, or 57014 when the 1 ms deadline comes first.
+        const failed = await client.query('begin; select 1/0').then(() => 'ok', codeOf);
+        expect(['22012', '57014']).toContain(failed);
+        // Simple queries, and pgjdbc's prepared ROLLBACK (extended protocol).
+        const rollback = [{ text: 'rollback' }, { text: 'abort' }, { name: 'rb', text: 'rollback' }][i % 3];
+        const outcome = await client.query(rollback ?? 'rollback').then(() => 'ok', codeOf);
+        outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      }
+      expect(Object.fromEntries(outcomes)).toEqual({ ok: 60 });
+      await untilOk(() => client.query('set statement_timeout = 0').then(() => 'ok', codeOf));
+      const { rows } = await client.query<{ s: string }>('select 1 as s');
+      expect(rows).toEqual([{ s: 1 }]);
+    } finally {
+      await client.end().catch(() => undefined);
     }
   });
 });
