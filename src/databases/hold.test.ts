@@ -253,4 +253,22 @@ describe('DatabaseHold: park, unpark and borrow', () => {
     await next;
     expect(hold.borrowable).toBe(false);
   });
+
+  it('tells a holder parked fresh that a borrow ran meanwhile, once', async () => {
+    const hold = new DatabaseHold(60_000);
+    await hold.acquire(a);
+    hold.park(a, true);
+    expect(await hold.unpark(a)).toBe(false); // nobody borrowed
+    hold.park(a, true);
+    await hold.borrow(async () => undefined);
+    expect(await hold.unpark(a)).toBe(true);
+    hold.park(a, false);
+    await hold.borrow(async () => undefined);
+    expect(await hold.unpark(a)).toBe(false); // its snapshot was taken already
+    hold.park(a, true);
+    await hold.borrow(async () => undefined);
+    hold.release(a);
+    await hold.acquire(a);
+    expect(await hold.unpark(a)).toBe(false); // a new turn starts clean
+  });
 });

@@ -9,6 +9,10 @@ export class DatabaseHold {
   private readonly waiters: { owner: symbol; grant: () => void }[] = [];
   /** The holder sits inside an open, healthy transaction waiting for its client (not mid-unit). */
   private parked = false;
+  /** The parked holder's transaction has taken no snapshot yet (FreshTransaction). */
+  private parkedFresh = false;
+  /** A borrow ran while the holder was parked fresh: it may have fixed the holder's snapshot. */
+  private spoiled = false;
   /** Another client briefly uses the session while the holder is parked. */
   private borrowing: Promise<void> | undefined;
   private readonly parkListeners = new Set<() => void>();
@@ -60,6 +64,8 @@ export class DatabaseHold {
     if (this.holder !== owner) return;
     this.holder = undefined;
     this.parked = false;
+    this.parkedFresh = false;
+    this.spoiled = false;
     this.waiters.shift()?.grant();
   }
 
@@ -68,10 +74,14 @@ export class DatabaseHold {
     return this.parked && !this.borrowing;
   }
 
-  /** The holder waits for its client inside a transaction; side-effect-free units may borrow. */
-  park(owner: symbol): void {
+  /**
+   * The holder waits for its client inside a transaction; side-effect-free units may borrow.
+   * `fresh`: its transaction has taken no snapshot yet (a borrow may fix one: see unpark).
+   */
+  park(owner: symbol, fresh = false): void {
     if (this.holder !== owner) return;
     this.parked = true;
+    this.parkedFresh = fresh;
     for (const listener of [...this.parkListeners]) listener();
   }
 
@@ -81,11 +91,18 @@ export class DatabaseHold {
     return () => this.parkListeners.delete(fn);
   }
 
-  /** The holder resumes: waits for a borrower to finish first. */
-  async unpark(owner: symbol): Promise<void> {
-    if (this.holder !== owner) return;
+  /**
+   * The holder resumes: waits for a borrower to finish first. True when a borrow ran while it was
+   * parked fresh: its transaction should start over before it goes on.
+   */
+  async unpark(owner: symbol): Promise<boolean> {
+    if (this.holder !== owner) return false;
     this.parked = false;
     await this.borrowing;
+    const spoiled = this.spoiled;
+    this.spoiled = false;
+    this.parkedFresh = false;
+    return spoiled;
   }
 
   /**
@@ -94,6 +111,7 @@ export class DatabaseHold {
    */
   borrow<T>(fn: () => Promise<T>): Promise<T> | undefined {
     if (!this.parked || this.borrowing) return undefined;
+    if (this.parkedFresh) this.spoiled = true;
     const run = fn();
     this.borrowing = run.then(
       () => undefined,

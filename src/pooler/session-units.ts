@@ -10,6 +10,7 @@ import {
   syncMessage,
 } from '../wire/protocol.js';
 import { CopyIn } from './copy-in.js';
+import { FreshTransaction } from './fresh-transaction.js';
 import { copyInExtended, deallocateNotAlone } from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
@@ -84,6 +85,8 @@ const FUNCTION_CALL_UNSUPPORTED = () =>
 const MAX_SETTING_STATEMENTS = 10_000;
 
 export abstract class SessionUnits extends SessionExecutor {
+  /** This client's transaction while it has taken no snapshot (see session.ts startOver). */
+  protected readonly fresh = new FreshTransaction();
   /**
    * Writes a unit's response. After a statement that may have changed settings, they are read
    * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
@@ -386,6 +389,7 @@ export abstract class SessionUnits extends SessionExecutor {
     this.settings.resets.note(resetSettings(sql));
     const timed = !uninterruptibleQuery(sql, this.status === 'E');
     await this.deliver(await this.exec(message, true, timed));
+    this.fresh.queryRan(sql, this.status);
   }
 
   /** A FunctionCall: run as a unit of its own when it calls a large-object function. */

@@ -1,5 +1,6 @@
 import { EngineKilledError } from '../engine/engine.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
+import { hasError } from '../wire/backend-scan.js';
 import { errorResponse, Frontend, query, readyForQuery } from '../wire/protocol.js';
 import { runBorrowed } from './borrow.js';
 import type { CopyIn } from './copy-in.js';
@@ -110,8 +111,9 @@ export class ClientSession extends SessionUnits {
           deallocateUnit(this.queue.messages, this.names) === 'incomplete'
         )
           return true;
+        let spoiled = false;
         if (this.database.hold.isHeldBy(this.owner)) {
-          await this.database.hold.unpark(this.owner);
+          spoiled = await this.database.hold.unpark(this.owner);
         } else {
           const borrowed = this.tryBorrow();
           if (borrowed === 'wait') return true;
@@ -123,6 +125,8 @@ export class ClientSession extends SessionUnits {
         }
         try {
           const started = performance.now();
+          if (spoiled) await this.startOver();
+          this.fresh.unitStarts(this.status);
           await this.step();
           await this.afterStep();
           if (!this.inUnit && !this.copy)
@@ -205,6 +209,21 @@ export class ClientSession extends SessionUnits {
     });
   }
 
+  /**
+   * A prepare borrowed the session while this client's transaction had taken no snapshot, and
+   * its Parse took one: the transaction starts over as it began (FreshTransaction), so that the
+   * client's SET TRANSACTION ISOLATION LEVEL still works. Borrowers only prepare, and prepared
+   * statements outlive a rollback.
+   */
+  private async startOver(): Promise<void> {
+    const texts = this.fresh.replay;
+    if (texts.length === 0) return;
+    let failed = hasError(await this.exec(query('ROLLBACK')));
+    for (const sql of texts) failed ||= hasError(await this.exec(query(sql)));
+    // Statements that ran before cannot fail now; if they did, the client hears 25P02 next.
+    if (failed) this.opts.logger.warn('a transaction started over after a borrowed prepare failed');
+  }
+
   /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
   private answerCancelled(): void {
     for (let message = this.queue.shift(); message; message = this.queue.shift()) {
@@ -224,7 +243,7 @@ export class ClientSession extends SessionUnits {
     const relisten = this.listening.takeRelistenSql();
     if (relisten) await this.exec(query(relisten));
     if (this.status === 'T' && this.opts.poolMode === 'transaction' && this.queue.length === 0) {
-      this.database.hold.park(this.owner);
+      this.database.hold.park(this.owner, this.fresh.fresh);
     }
     if (this.status !== 'I') return;
     const evicted = this.names.takeEvicted();

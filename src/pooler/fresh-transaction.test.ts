@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { FreshTransaction } from './fresh-transaction.js';
+
+describe('FreshTransaction', () => {
+  const run = (
+    fresh: FreshTransaction,
+    sql: string | undefined,
+    before: 'I' | 'T',
+    after: 'I' | 'T' | 'E',
+  ) => {
+    fresh.unitStarts(before);
+    if (sql !== undefined) fresh.queryRan(sql, after);
+  };
+
+  it('is fresh after START TRANSACTION and snapshot-free statements, until a query', () => {
+    const fresh = new FreshTransaction();
+    run(fresh, 'START TRANSACTION', 'I', 'T');
+    expect(fresh.fresh).toBe(true);
+    run(fresh, 'show transaction_isolation; SET LOCAL lock_timeout = 0', 'T', 'T');
+    expect(fresh.replay).toEqual([
+      'START TRANSACTION',
+      'show transaction_isolation; SET LOCAL lock_timeout = 0',
+    ]);
+    run(fresh, 'select 1', 'T', 'T');
+    expect(fresh.fresh).toBe(false);
+    run(fresh, 'set x.y = 1', 'T', 'T'); // the snapshot stays taken
+    expect(fresh.fresh).toBe(false);
+  });
+
+  it.each([
+    ['begin; select 1', 'T'],
+    ['begin', 'E'],
+    ['begin', 'I'],
+    ['set transaction snapshot $$00000003-1$$', 'T'],
+    ['/* begin */ insert into t values (1)', 'T'],
+  ] as const)('%j leaving %s is not fresh', (sql, after) => {
+    const fresh = new FreshTransaction();
+    run(fresh, sql, 'I', after);
+    expect(fresh.fresh).toBe(false);
+  });
+
+  it('ends with any unit that is not a simple Query (extended, COPY, refused)', () => {
+    const fresh = new FreshTransaction();
+    run(fresh, 'begin', 'I', 'T');
+    run(fresh, undefined, 'T', 'T');
+    expect(fresh.fresh).toBe(false);
+    run(fresh, 'savepoint a', 'T', 'T'); // began before: the snapshot may be taken
+    expect(fresh.fresh).toBe(false);
+  });
+});

@@ -1,0 +1,54 @@
+import { leadingWords, statements } from './sql-lexer.js';
+
+/**
+ * Statements Postgres runs without taking the transaction's snapshot (PlannedStmtRequiresSnapshot:
+ * transaction control, SET, SHOW). `SET TRANSACTION SNAPSHOT` sets one, so it is not among them.
+ */
+const SNAPSHOT_FREE = new Set(['begin', 'start', 'set', 'show', 'savepoint', 'release']);
+
+function snapshotFree(sql: string): boolean {
+  const all = statements(sql);
+  return (
+    all.length > 0 &&
+    all.every((tokens) => {
+      const [first, second, third] = leadingWords(tokens, 3);
+      if (!first || !SNAPSHOT_FREE.has(first)) return false;
+      return !(first === 'set' && second === 'transaction' && third === 'snapshot');
+    })
+  );
+}
+
+/**
+ * A client's open transaction while it has taken no snapshot yet: what it ran so far, if only
+ * simple Queries of snapshot-free statements. A prepare another client borrows the session for
+ * (its Parse is a query) would fix that snapshot, and the holder's SET TRANSACTION ISOLATION LEVEL
+ * would then fail (25001, TypeORM and Sequelize send it after START TRANSACTION). Such a
+ * transaction can be started over: nothing in it has happened but settings, and prepared
+ * statements are not transactional.
+ */
+export class FreshTransaction {
+  private texts: string[] | undefined;
+  private before: string[] | undefined;
+
+  /** Before each unit: anything but a snapshot-free Query (queryRan) ends the fresh state. */
+  unitStarts(status: 'I' | 'T' | 'E'): void {
+    this.before = status === 'I' ? [] : this.texts;
+    this.texts = undefined;
+  }
+
+  /** A simple Query ran and left the client with `status`. */
+  queryRan(sql: string, status: 'I' | 'T' | 'E'): void {
+    if (status === 'T' && this.before && snapshotFree(sql)) this.texts = [...this.before, sql];
+    this.before = undefined;
+  }
+
+  /** Whether the transaction has taken no snapshot yet. */
+  get fresh(): boolean {
+    return this.texts !== undefined;
+  }
+
+  /** The simple Queries that started the transaction, to start it over. */
+  get replay(): readonly string[] {
+    return this.texts ?? [];
+  }
+}
