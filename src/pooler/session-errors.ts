@@ -58,3 +58,62 @@ export const unexpectedDuringCopy = (type: string) =>
     `unexpected message type 0x${type} during COPY from stdin`,
     'copy_protocol',
   );
+
+/** A statement prepared again after its table changed would return other types (as Postgres). */
+export const resultTypeChanged = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'cached plan must not change result type',
+    'result_type_changed',
+    'prepare the statement again (close it, or DEALLOCATE it, first)',
+  );
+
+/** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
+export const forgetAllExtended = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query of their own',
+    'forget_all_extended',
+  );
+/** DISCARD ALL / DEALLOCATE ALL beside other statements in one query string. */
+export const forgetAllInBatch = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'DISCARD ALL and DEALLOCATE ALL must be sent as a query of their own',
+    'forget_all_batch',
+    'send the statement alone, with nothing else in the query string',
+  );
+
+/**
+ * The functions served through the fast-path interface (FunctionCall): the large-object ones that
+ * libpq calls that way (client-side lo_import/lo_export, psql's \lo_import, lo_read/lo_write).
+ * Their OIDs are fixed in pg_proc. Any other function could change what the gateway cannot see
+ * (settings, identity), so it is refused and is to be called with SELECT.
+ */
+export const FAST_PATH_FUNCTIONS = new Set([
+  715, // lo_create
+  952, // lo_open
+  953, // lo_close
+  954, // loread
+  955, // lowrite
+  956, // lo_lseek
+  957, // lo_creat
+  958, // lo_tell
+  964, // lo_unlink
+  1004, // lo_truncate
+  3170, // lo_lseek64
+  3171, // lo_tell64
+  3172, // lo_truncate64
+]);
+
+export const FUNCTION_CALL_UNSUPPORTED = () =>
+  new GatewayError(
+    '0A000',
+    'ERROR',
+    'the fast-path function call interface serves only the large-object functions',
+    'function_call',
+    'call the function with SELECT',
+  );

@@ -13,6 +13,7 @@ import { findError } from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
 import { ClientSettings } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
+import { DescribedStatements } from './statement-types.js';
 import { closeStatements, restoreNames, StatementNames } from './statements.js';
 
 /** The longest delay Node's timers keep (2^31-1 ms); a longer one fires at once. */
@@ -57,6 +58,8 @@ export abstract class SessionExecutor {
   protected readonly shared: SharedSession;
   /** The settings this client wants; the shared session is switched to them. */
   protected readonly settings: ClientSettings;
+  /** The client's Describe 'S' messages in flight, whose answers teach `names` their types. */
+  protected readonly described = new DescribedStatements();
   /** DURABILITY=sync: replies held back until the archive stored the WAL they acknowledge. */
   protected readonly gate: ArchiveGate;
 
@@ -283,6 +286,7 @@ export abstract class SessionExecutor {
   }
 
   protected write(response: Uint8Array): Promise<void> | undefined {
+    this.described.scan(response, (name, types) => this.names.learn(name, types));
     const named = restoreNames(response, this.names);
     return this.gate.write(this.listening.route(this.refusals.replace(named)));
   }

@@ -1,4 +1,4 @@
-import { errors, GatewayError } from '../errors.js';
+import { errors, type GatewayError } from '../errors.js';
 import { backendMessages, firstRow, hasError, splitCopyIn } from '../wire/backend-scan.js';
 import {
   errorResponse,
@@ -11,7 +11,15 @@ import {
 } from '../wire/protocol.js';
 import { CopyIn } from './copy-in.js';
 import { FreshTransaction } from './fresh-transaction.js';
-import { copyInExtended, deallocateNotAlone } from './session-errors.js';
+import {
+  copyInExtended,
+  deallocateNotAlone,
+  FAST_PATH_FUNCTIONS,
+  FUNCTION_CALL_UNSUPPORTED,
+  forgetAllExtended,
+  forgetAllInBatch,
+  resultTypeChanged,
+} from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
 import { isServableEncoding } from './setting-values.js';
@@ -22,57 +30,9 @@ import {
   resetSettings,
   settingsChangedBy,
 } from './statement-guard.js';
+import { changedResults, closeStatement, describeStatement, failingParse } from './statement-types.js';
 import { closeStatements, renameStatement } from './statements.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
-
-/** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */
-const forgetAllExtended = () =>
-  new GatewayError(
-    '0A000',
-    'ERROR',
-    'DISCARD ALL and DEALLOCATE ALL are supported only as a simple query of their own',
-    'forget_all_extended',
-  );
-/** DISCARD ALL / DEALLOCATE ALL beside other statements in one query string. */
-export const forgetAllInBatch = () =>
-  new GatewayError(
-    '0A000',
-    'ERROR',
-    'DISCARD ALL and DEALLOCATE ALL must be sent as a query of their own',
-    'forget_all_batch',
-    'send the statement alone, with nothing else in the query string',
-  );
-
-/**
- * The functions served through the fast-path interface (FunctionCall): the large-object ones that
- * libpq calls that way (client-side lo_import/lo_export, psql's \lo_import, lo_read/lo_write).
- * Their OIDs are fixed in pg_proc. Any other function could change what the gateway cannot see
- * (settings, identity), so it is refused and is to be called with SELECT.
- */
-const FAST_PATH_FUNCTIONS = new Set([
-  715, // lo_create
-  952, // lo_open
-  953, // lo_close
-  954, // loread
-  955, // lowrite
-  956, // lo_lseek
-  957, // lo_creat
-  958, // lo_tell
-  964, // lo_unlink
-  1004, // lo_truncate
-  3170, // lo_lseek64
-  3171, // lo_tell64
-  3172, // lo_truncate64
-]);
-
-const FUNCTION_CALL_UNSUPPORTED = () =>
-  new GatewayError(
-    '0A000',
-    'ERROR',
-    'the fast-path function call interface serves only the large-object functions',
-    'function_call',
-    'call the function with SELECT',
-  );
 
 /**
  * The middle of a client session: shaping what a unit sends and what comes back. Replies are
@@ -156,12 +116,23 @@ export abstract class SessionUnits extends SessionExecutor {
    * message had failed.
    */
   protected async reprepare(): Promise<void> {
-    const parses = this.names.takeReprepares();
+    const { parses, checks } = this.names.takeReprepares();
     if (parses.length === 0) return;
-    const response = await this.exec(Buffer.concat([...parses, flushMessage()]));
-    if (!hasError(response)) return;
-    const error = firstErrorMessage(response);
-    if (error) this.write(error);
+    const describes = checks.map(([backend]) => describeStatement(backend));
+    const response = await this.exec(Buffer.concat([...parses, ...describes, flushMessage()]));
+    if (hasError(response)) {
+      const error = firstErrorMessage(response);
+      if (error) this.write(error);
+      return;
+    }
+    const changed = changedResults(response, checks);
+    if (changed.length === 0) return;
+    // As Postgres fails a prepared statement whose table changed under it (its plan must not
+    // change result type): closed again, so every use tries and fails the same way until the
+    // client prepares it anew. A failing Parse makes the session skip the unit up to its Sync.
+    for (const backend of changed) this.names.resultChanged(backend);
+    await this.exec(Buffer.concat([...changed.map(closeStatement), failingParse(), flushMessage()]));
+    this.write(errorResponse(resultTypeChanged()));
   }
 
   /**
@@ -304,6 +275,8 @@ export abstract class SessionUnits extends SessionExecutor {
       // Failing inside the engine keeps the transaction state the client sees and the real one equal.
       if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
       else this.noteMayDeallocate(sql);
+    } else if (message[0] === Frontend.Describe && message[5] === 0x53) {
+      this.described.describing(message.toString('utf8', 6, message.indexOf(0, 6)));
     }
     return renameStatement(message, this.names);
   }

@@ -10,7 +10,7 @@ import { MAX_TIMER_MS } from './session-executor.js';
 import { abandonUnit, deallocateUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { SessionUnits } from './session-units.js';
 import { closeStatements } from './statements.js';
-import { uninterruptibleUnit } from './uninterruptible.js';
+import { addBatch, emptyUnit, uninterruptibleUnit } from './uninterruptible.js';
 
 /**
  * Relays one client's protocol messages to its database's single Postgres session.
@@ -204,7 +204,7 @@ export class ClientSession extends SessionUnits {
       const unit = this.queue.take(length);
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
       this.noteParsedResets([]); // it only prepares
-      const response = await runBorrowed(db.engine, batch, this.names.takeReprepares());
+      const response = await runBorrowed(db.engine, batch, this.names.takeReprepares().parses);
       this.write(withReadyStatus(response, this.status));
     });
   }
@@ -250,6 +250,9 @@ export class ClientSession extends SessionUnits {
     if (evicted.length > 0) await this.exec(closeStatements(evicted));
     if (this.opts.poolMode === 'transaction') this.database.hold.release(this.owner);
   }
+
+  /** What the extended unit under way runs (see uninterruptible.ts). */
+  private unitSoFar = emptyUnit();
 
   private async step(): Promise<void> {
     if (this.copy) return this.stepCopy(this.copy);
@@ -308,7 +311,13 @@ export class ClientSession extends SessionUnits {
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
     this.noteParsedResets(batch);
     await this.reprepare();
-    const timed = !(this.batchEndsUnit && uninterruptibleUnit(batch, this.status === 'E'));
+    // Its parts may arrive apart (TCP): what it runs is counted over the whole unit. Outside a
+    // failed transaction only a client with a timeout of its own needs to know.
+    if (!this.inUnit) this.unitSoFar = emptyUnit();
+    const failed = this.status === 'E';
+    if (failed || this.settings.statementTimeoutMs() !== undefined)
+      addBatch(this.unitSoFar, batch, (name) => this.names.backendText(name));
+    const timed = !uninterruptibleUnit(this.unitSoFar, failed);
     await this.deliver(await this.exec(Buffer.concat(batch), true, timed));
     this.batchEndsUnit = true;
   }

@@ -34,9 +34,9 @@ describe('StatementNames', () => {
     a.define('s2', Buffer.from('select 2\0\0\0', 'latin1'));
     expect(a.defined).toBe(2);
     const again = a.use('s1');
-    const [parse] = a.takeReprepares();
+    const [parse] = a.takeReprepares().parses;
     expect(parse?.toString('latin1', 5)).toBe(`${again}\0select 1\0\0\0`);
-    expect(a.takeReprepares()).toEqual([]);
+    expect(a.takeReprepares().parses).toEqual([]);
     expect(a.size).toBe(1);
   });
 
@@ -49,7 +49,7 @@ describe('StatementNames', () => {
     a.close('s3');
     expect(a.defined).toBe(1);
     a.use('s1');
-    expect(a.takeReprepares()).toEqual([]);
+    expect(a.takeReprepares().parses).toEqual([]);
   });
 
   it('knows the names the client has, resident or to prepare again, until they are closed', () => {

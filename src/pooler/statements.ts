@@ -1,4 +1,5 @@
 import { Frontend, message as tagged } from '../wire/protocol.js';
+import type { ColumnType, StatementTypes } from './statement-types.js';
 
 /**
  * Named prepared statements of one client, renamed so clients sharing one Postgres session can
@@ -18,8 +19,12 @@ export class StatementNames {
   /** Every statement the client defined: the Parse body after its name, least recently used first. */
   private readonly definitions = new Map<string, Buffer>();
   private definitionBytes = 0;
+  /** Types the client learned by describing its statements (statement-types.ts). */
+  private readonly types = new Map<string, StatementTypes>();
   /** Parse messages to send before the messages being renamed now. */
   private readonly reprepares: Buffer[] = [];
+  /** Re-prepared statements whose result must be what the client learned (backend name → types). */
+  private readonly resultChecks = new Map<string, ColumnType[]>();
   private sequence = 0;
   private readonly prefix: string;
   private readonly missing: string;
@@ -59,14 +64,40 @@ export class StatementNames {
     return this.evicted.splice(0);
   }
 
-  /** Parse messages that must reach the session before the messages renamed since the last call. */
-  takeReprepares(): Buffer[] {
-    return this.reprepares.splice(0);
+  /**
+   * Parse messages that must reach the session before the messages renamed since the last call,
+   * and the result types those statements must still have (backend name, types; see reprepare).
+   * A borrowed prepare-only unit skips the check: it re-prepares only to Describe the statement,
+   * and that Describe tells the client the types it then has.
+   */
+  takeReprepares(): { parses: Buffer[]; checks: [string, ColumnType[]][] } {
+    const checks = [...this.resultChecks];
+    this.resultChecks.clear();
+    return { parses: this.reprepares.splice(0), checks };
+  }
+
+  /** The text of one of this client's statements in the session, by its backend name. */
+  backendText(backendName: string): string | undefined {
+    const name = this.toClient.get(backendName);
+    const rest = name === undefined ? undefined : this.definitions.get(name);
+    return rest?.toString('utf8', 0, rest.indexOf(0));
+  }
+
+  /** The client described its statement `name`: a re-preparation keeps these types. */
+  learn(name: string, types: StatementTypes): void {
+    if (this.definitions.has(name)) this.types.set(name, types);
+  }
+
+  /** A statement prepared again did not keep its result type: closed, it fails at each use. */
+  resultChanged(backendName: string): void {
+    const name = this.toClient.get(backendName);
+    if (name !== undefined) this.drop(name, false);
   }
 
   forgetAll(): void {
     this.toBackend.clear();
     this.toClient.clear();
+    this.types.clear();
     this.definitions.clear();
     this.definitionBytes = 0;
     this.reprepares.length = 0;
@@ -114,10 +145,13 @@ export class StatementNames {
     if (backend) return backend;
     const rest = this.definitions.get(name);
     if (rest) {
-      // Still the client's, but closed in the session: prepare it again first.
-      this.remember(name, rest);
+      // Still the client's, but closed in the session: prepare it again first, with the types
+      // the client knows it by.
+      this.touchDefinition(name, rest);
       const fresh = this.allocate(name);
-      this.reprepares.push(tagged(PARSE, `${fresh}\0`, rest));
+      this.reprepares.push(tagged(PARSE, `${fresh}\0`, this.pinned(name, rest)));
+      const results = this.types.get(name)?.results;
+      if (results) this.resultChecks.set(fresh, results);
       return fresh;
     }
     this.toClient.set(this.missing, name);
@@ -145,7 +179,7 @@ export class StatementNames {
     const out: Buffer[] = [];
     for (const [name, backend] of this.toBackend) {
       const rest = this.definitions.get(name);
-      if (rest) out.push(tagged(PARSE, `${backend}\0`, rest));
+      if (rest) out.push(tagged(PARSE, `${backend}\0`, this.pinned(name, rest)));
     }
     return out;
   }
@@ -173,9 +207,30 @@ export class StatementNames {
     }
   }
 
+  /** The Parse body `rest` with every parameter type given: those the client learned. */
+  private pinned(name: string, rest: Buffer): Buffer {
+    const params = this.types.get(name)?.params;
+    const textEnd = rest.indexOf(0);
+    if (!params || textEnd < 0 || textEnd + 3 > rest.length) return rest;
+    const declared = rest.readUInt16BE(textEnd + 1);
+    if (params.length < declared) return rest;
+    const types = Buffer.alloc(2 + 4 * params.length);
+    types.writeUInt16BE(params.length, 0);
+    for (const [k, oid] of params.entries()) types.writeUInt32BE(oid, 2 + 4 * k);
+    return Buffer.concat([rest.subarray(0, textEnd + 1), types]);
+  }
+
+  /** A definition used again: the most recently used, its learned types kept. */
+  private touchDefinition(name: string, rest: Buffer): void {
+    const types = this.types.get(name);
+    this.remember(name, rest);
+    if (types && this.definitions.has(name)) this.types.set(name, types);
+  }
+
   private forget(name: string): void {
     const rest = this.definitions.get(name);
     if (rest === undefined) return;
+    this.types.delete(name);
     this.definitions.delete(name);
     this.definitionBytes -= rest.length;
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { cstr, int16, int32, tagged } from '../../test/helpers/messages.js';
-import { uninterruptibleQuery, uninterruptibleUnit } from './uninterruptible.js';
+import { addBatch, emptyUnit, uninterruptibleQuery, uninterruptibleUnit } from './uninterruptible.js';
 
 describe('uninterruptibleQuery', () => {
   it.each([
@@ -25,24 +25,38 @@ describe('uninterruptibleQuery', () => {
 });
 
 describe('uninterruptibleUnit', () => {
-  const parse = (sql: string) => tagged('P', cstr(''), cstr(sql), int16(0));
-  const bindExecute = [
-    tagged('B', cstr(''), cstr(''), int16(0), int16(0), int16(0)),
-    tagged('E', cstr(''), int32(0)),
-  ];
+  const parse = (sql: string, name = '') => tagged('P', cstr(name), cstr(sql), int16(0));
+  const bind = (statement = '') => tagged('B', cstr(''), cstr(statement), int16(0), int16(0), int16(0));
+  const execute = tagged('E', cstr(''), int32(0));
   const sync = tagged('S');
+  const texts: Record<string, string> = { _g1_0: 'ROLLBACK', _g1_1: 'select pg_sleep(9)' };
+  const unitOf = (...batches: Buffer[][]) => {
+    const unit = emptyUnit();
+    for (const batch of batches) addBatch(unit, batch, (name) => texts[name]);
+    return unit;
+  };
 
-  it('exempts one Execute in a failed transaction, and nothing else', () => {
-    const one = [parse('rollback'), ...bindExecute, sync];
+  it('exempts one Execute in a failed transaction', () => {
+    const one = unitOf([parse('select pg_sleep(9)'), bind(), execute, sync]);
     expect(uninterruptibleUnit(one, true)).toBe(true);
     expect(uninterruptibleUnit(one, false)).toBe(false);
-    const two = [
-      parse('rollback to savepoint a'),
-      ...bindExecute,
-      parse('select pg_sleep(9)'),
-      ...bindExecute,
-      sync,
-    ];
+    const two = unitOf(
+      [parse('rollback to savepoint a'), bind(), execute],
+      [parse('select pg_sleep(9)'), bind(), execute, sync],
+    );
     expect(uninterruptibleUnit(two, true)).toBe(false);
+  });
+
+  it('exempts a lone ROLLBACK or ABORT, unnamed or named, in any transaction state', () => {
+    expect(uninterruptibleUnit(unitOf([parse('rollback'), bind(), execute, sync]), false)).toBe(true);
+    expect(uninterruptibleUnit(unitOf([bind('_g1_0'), execute], [sync]), false)).toBe(true);
+    expect(uninterruptibleUnit(unitOf([bind('_g1_1'), execute, sync]), false)).toBe(false);
+    expect(uninterruptibleUnit(unitOf([bind('_g9_9'), execute, sync]), false)).toBe(false); // unknown
+    // The unnamed statement parsed in an earlier unit: its text is not known here.
+    expect(uninterruptibleUnit(unitOf([bind(), execute, sync]), false)).toBe(false);
+    expect(uninterruptibleUnit(unitOf([execute, sync]), false)).toBe(false); // nothing bound
+    expect(
+      uninterruptibleUnit(unitOf([parse('rollback; select pg_sleep(9)'), bind(), execute, sync]), false),
+    ).toBe(false);
   });
 });

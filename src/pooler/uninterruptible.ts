@@ -25,13 +25,49 @@ export function uninterruptibleQuery(sql: string, inFailedTransaction: boolean):
   return first === 'rollback' || first === 'abort';
 }
 
+/** What the extended unit under way ran so far, for uninterruptibleUnit (its parts may arrive apart). */
+export interface UnitSoFar {
+  executes: number;
+  /** Bind messages, and whether each bound a lone ROLLBACK or ABORT. */
+  binds: number;
+  otherBinds: number;
+}
+
+export const emptyUnit = (): UnitSoFar => ({ executes: 0, binds: 0, otherBinds: 0 });
+
+const cstringEnd = (m: Uint8Array, start: number) => m.indexOf(0, start);
+
 /**
- * An extended unit up to its Sync, in a failed transaction, with at most one Execute (pgjdbc's
- * prepared ROLLBACK). A second Execute could run a statement after a ROLLBACK TO SAVEPOINT.
+ * Adds a batch of the unit (renamed: `textOf` gives a backend statement's text) to `unit`. The
+ * unnamed statement's text is known when the batch parses it.
  */
-export function uninterruptibleUnit(batch: readonly Uint8Array[], inFailedTransaction: boolean): boolean {
-  if (!inFailedTransaction) return false;
-  let executes = 0;
-  for (const message of batch) if (message[0] === Frontend.Execute) executes++;
-  return executes <= 1;
+export function addBatch(
+  unit: UnitSoFar,
+  batch: readonly Buffer[],
+  textOf: (name: string) => string | undefined,
+): void {
+  let unnamed: string | undefined;
+  for (const m of batch) {
+    if (m[0] === Frontend.Execute) {
+      unit.executes++;
+    } else if (m[0] === Frontend.Parse && m[5] === 0) {
+      unnamed = m.toString('utf8', 6, cstringEnd(m, 6));
+    } else if (m[0] === Frontend.Bind) {
+      const statementStart = cstringEnd(m, 5) + 1;
+      const name = m.toString('utf8', statementStart, cstringEnd(m, statementStart));
+      const text = name === '' ? unnamed : textOf(name);
+      unit.binds++;
+      if (text === undefined || !uninterruptibleQuery(text, false)) unit.otherBinds++;
+    }
+  }
+}
+
+/**
+ * An extended unit that runs at most one statement: in a failed transaction any (as a simple
+ * Query), otherwise a lone ROLLBACK or ABORT (pgjdbc's prepared ROLLBACK). A second Execute could
+ * run a statement after a ROLLBACK TO SAVEPOINT.
+ */
+export function uninterruptibleUnit(unit: UnitSoFar, inFailedTransaction: boolean): boolean {
+  if (unit.executes > 1) return false;
+  return inFailedTransaction || (unit.binds > 0 && unit.otherBinds === 0);
 }
