@@ -16,6 +16,8 @@ export class GatewayError extends Error {
     readonly label: string,
     readonly hint?: string,
     readonly detail?: string,
+    /** Postgres' routine field (R), where a driver tells errors apart by it (asyncpg). */
+    readonly routine?: string,
   ) {
     super(message);
     this.name = 'GatewayError';

@@ -59,14 +59,19 @@ export const unexpectedDuringCopy = (type: string) =>
     'copy_protocol',
   );
 
-/** A statement prepared again after its table changed would return other types (as Postgres). */
+/**
+ * A statement prepared again after its table changed would return other types: Postgres' own
+ * error, routine included (asyncpg then prepares the statement again by itself).
+ */
 export const resultTypeChanged = () =>
   new GatewayError(
     '0A000',
     'ERROR',
     'cached plan must not change result type',
     'result_type_changed',
-    'prepare the statement again (close it, or DEALLOCATE it, first)',
+    undefined,
+    undefined,
+    'RevalidateCachedQuery',
   );
 
 /** DISCARD ALL / DEALLOCATE ALL act on the session, not one client: done only as a query of their own. */

@@ -82,6 +82,7 @@ export function errorResponse(err: GatewayError): Buffer {
     ['M', err.message],
     ['D', err.detail],
     ['H', err.hint],
+    ['R', err.routine],
   ];
   const parts = fields.filter(([, v]) => v !== undefined).map(([k, v]) => cstrings(`${k}${v}`));
   return tagged(Backend.ErrorResponse, Buffer.concat([...parts, Buffer.from([0])]));

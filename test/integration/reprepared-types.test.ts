@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
 import { BackendReader, parseErrorFields, type RawSession, rawLogin } from '../helpers/raw-auth.js';
@@ -12,6 +15,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
  */
 describe('statements prepared again keep the types the client learned', () => {
   let gw: TestServer;
+  let pw = '';
   let session: RawSession;
   let reader: BackendReader;
 
@@ -59,7 +63,7 @@ describe('statements prepared again keep the types the client learned', () => {
 
   beforeAll(async () => {
     gw = await startTestServer({ MAX_PREPARED_STATEMENTS: '2' });
-    const pw = await gw.createDatabase('types');
+    pw = await gw.createDatabase('types');
     session = await rawLogin({ port: gw.port, ca: gw.ca, id: 'types', password: pw });
     reader = new BackendReader(session.socket);
   });
@@ -106,5 +110,22 @@ describe('statements prepared again keep the types the client learned', () => {
     await sql('alter table k alter b type varchar(10)');
     expect(await run(bindExecute('same'))).toBe('ok');
     expect(await run(bindExecute('blind'))).toBe('ok'); // never described: nothing to keep
+  });
+
+  it('asyncpg: an insert keeps its parameter type, a select whose result changed is prepared again', async () => {
+    const script = path.join(import.meta.dirname, '../python/asyncpg_alter_type.py');
+    const dsn = `postgres://postgres:${pw}@127.0.0.1:${gw.port}/types`;
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, gw.caPath], {
+      timeout: 60_000,
+    }).catch((err: { stdout?: string; stderr?: string }) => {
+      throw new Error(`asyncpg_alter_type.py failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
+    });
+    expect(JSON.parse(stdout)).toEqual({
+      rows: [
+        [7, '2.5'],
+        [9, '4.5'],
+      ],
+      errors: [],
+    });
   });
 });
