@@ -12,12 +12,19 @@ describe('FreshTransaction', () => {
     if (sql !== undefined) fresh.queryRan(sql, after);
   };
 
-  it('is fresh after START TRANSACTION and snapshot-free statements, until a query', () => {
+  it('is fresh after START TRANSACTION and snapshot-free statements, until a query', async () => {
     const fresh = new FreshTransaction();
     run(fresh, 'START TRANSACTION', 'I', 'T');
     expect(fresh.fresh).toBe(true);
     run(fresh, 'show transaction_isolation; SET LOCAL lock_timeout = 0', 'T', 'T');
-    expect(fresh.replay).toEqual([
+    const ran: string[] = [];
+    const failed = await fresh.startOver(async (sql) => {
+      ran.push(sql);
+      return new Uint8Array();
+    });
+    expect(failed).toBe(false);
+    expect(ran).toEqual([
+      'ROLLBACK',
       'START TRANSACTION',
       'show transaction_isolation; SET LOCAL lock_timeout = 0',
     ]);
@@ -33,6 +40,7 @@ describe('FreshTransaction', () => {
     ['begin', 'I'],
     ['set transaction snapshot $$00000003-1$$', 'T'],
     ['/* begin */ insert into t values (1)', 'T'],
+    ["set application_name = '\\'; insert into t values (1); set application_name = 'x'", 'T'],
   ] as const)('%j leaving %s is not fresh', (sql, after) => {
     const fresh = new FreshTransaction();
     run(fresh, sql, 'I', after);

@@ -1,3 +1,4 @@
+import { hasError } from '../wire/backend-scan.js';
 import { leadingWords, statements } from './sql-lexer.js';
 
 /**
@@ -7,6 +8,9 @@ import { leadingWords, statements } from './sql-lexer.js';
 const SNAPSHOT_FREE = new Set(['begin', 'start', 'set', 'show', 'savepoint', 'release']);
 
 function snapshotFree(sql: string): boolean {
+  // With standard_conforming_strings off (a client may turn it off) a backslash would end a
+  // string where the lexer does not, hiding a statement that ran: such texts are never replayed.
+  if (sql.includes('\\')) return false;
   const all = statements(sql);
   return (
     all.length > 0 &&
@@ -47,8 +51,18 @@ export class FreshTransaction {
     return this.texts !== undefined;
   }
 
-  /** The simple Queries that started the transaction, to start it over. */
-  get replay(): readonly string[] {
-    return this.texts ?? [];
+  /**
+   * A prepare borrowed the session while this transaction had taken no snapshot, and its Parse
+   * took one: the transaction starts over as it began (rollback, then the same queries), so that
+   * the client's SET TRANSACTION ISOLATION LEVEL still works. Borrowers only prepare, and
+   * prepared statements outlive a rollback. True if any of it failed (queries that ran before
+   * cannot fail now; if they did, the client hears 25P02 next).
+   */
+  async startOver(run: (sql: string) => Promise<Uint8Array>): Promise<boolean> {
+    const texts = this.texts;
+    if (!texts) return false;
+    let failed = hasError(await run('ROLLBACK'));
+    for (const sql of texts) failed ||= hasError(await run(sql));
+    return failed;
   }
 }

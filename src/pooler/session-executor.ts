@@ -286,7 +286,7 @@ export abstract class SessionExecutor {
   }
 
   protected write(response: Uint8Array): Promise<void> | undefined {
-    this.described.scan(response, (name, types) => this.names.learn(name, types));
+    this.described.scan(response, (name, types, definition) => this.names.learn(name, types, definition));
     const named = restoreNames(response, this.names);
     return this.gate.write(this.listening.route(this.refusals.replace(named)));
   }

@@ -276,7 +276,8 @@ export abstract class SessionUnits extends SessionExecutor {
       if (refusal) message = replaceParseText(message, nameEnd, this.refusals.sql(refusal));
       else this.noteMayDeallocate(sql);
     } else if (message[0] === Frontend.Describe && message[5] === 0x53) {
-      this.described.describing(message.toString('utf8', 6, message.indexOf(0, 6)));
+      const name = message.toString('utf8', 6, message.indexOf(0, 6));
+      this.described.describing(name, this.names.definition(name));
     }
     return renameStatement(message, this.names);
   }

@@ -1,6 +1,5 @@
 import { EngineKilledError } from '../engine/engine.js';
 import { errors, GatewayError, toClientError } from '../errors.js';
-import { hasError } from '../wire/backend-scan.js';
 import { errorResponse, Frontend, query, readyForQuery } from '../wire/protocol.js';
 import { runBorrowed } from './borrow.js';
 import type { CopyIn } from './copy-in.js';
@@ -125,7 +124,9 @@ export class ClientSession extends SessionUnits {
         }
         try {
           const started = performance.now();
-          if (spoiled) await this.startOver();
+          // A borrowed prepare took this client's snapshot: its transaction starts over.
+          if (spoiled && (await this.fresh.startOver((sql) => this.exec(query(sql)))))
+            this.opts.logger.warn('a transaction started over after a borrowed prepare failed');
           this.fresh.unitStarts(this.status);
           await this.step();
           await this.afterStep();
@@ -207,21 +208,6 @@ export class ClientSession extends SessionUnits {
       const response = await runBorrowed(db.engine, batch, this.names.takeReprepares().parses);
       this.write(withReadyStatus(response, this.status));
     });
-  }
-
-  /**
-   * A prepare borrowed the session while this client's transaction had taken no snapshot, and
-   * its Parse took one: the transaction starts over as it began (FreshTransaction), so that the
-   * client's SET TRANSACTION ISOLATION LEVEL still works. Borrowers only prepare, and prepared
-   * statements outlive a rollback.
-   */
-  private async startOver(): Promise<void> {
-    const texts = this.fresh.replay;
-    if (texts.length === 0) return;
-    let failed = hasError(await this.exec(query('ROLLBACK')));
-    for (const sql of texts) failed ||= hasError(await this.exec(query(sql)));
-    // Statements that ran before cannot fail now; if they did, the client hears 25P02 next.
-    if (failed) this.opts.logger.warn('a transaction started over after a borrowed prepare failed');
   }
 
   /** A cancelled wait fails the client's next unit with 57014, as a cancelled query would. */
@@ -310,14 +296,12 @@ export class ClientSession extends SessionUnits {
     if (batch.length === 0) return;
     this.batchEndsUnit = batch[batch.length - 1]?.[0] === Frontend.Sync;
     this.noteParsedResets(batch);
-    await this.reprepare();
-    // Its parts may arrive apart (TCP): what it runs is counted over the whole unit. Outside a
-    // failed transaction only a client with a timeout of its own needs to know.
+    // Its parts may arrive apart (TCP): what it runs is counted over the whole unit (read before
+    // a re-prepare, which leaves the unit open).
     if (!this.inUnit) this.unitSoFar = emptyUnit();
-    const failed = this.status === 'E';
-    if (failed || this.settings.statementTimeoutMs() !== undefined)
-      addBatch(this.unitSoFar, batch, (name) => this.names.backendText(name));
-    const timed = !uninterruptibleUnit(this.unitSoFar, failed);
+    addBatch(this.unitSoFar, batch, (name) => this.names.isLoneRollback(name));
+    const timed = !uninterruptibleUnit(this.unitSoFar, this.status === 'E');
+    await this.reprepare();
     await this.deliver(await this.exec(Buffer.concat(batch), true, timed));
     this.batchEndsUnit = true;
   }

@@ -55,24 +55,30 @@ export const sameResults = (a: readonly ColumnType[], b: readonly ColumnType[]):
  * of them. An error skips the rest of the unit: its ReadyForQuery drops what was not answered.
  */
 export class DescribedStatements {
-  private readonly pending: string[] = [];
+  private readonly pending: { name: string; definition: Buffer | undefined }[] = [];
   private params: number[] | undefined;
 
-  /** A Describe 'S' of the client's `name` ('' for the unnamed statement) is about to run. */
-  describing(name: string): void {
-    this.pending.push(name);
+  /**
+   * A Describe 'S' of the client's `name` ('' for the unnamed statement) is about to run, of the
+   * statement defined as `definition` (a Close and Parse later in the unit may replace it).
+   */
+  describing(name: string, definition: Buffer | undefined): void {
+    this.pending.push({ name, definition });
   }
 
   /** A response part on its way to the client; `learn` gets each named statement's types. */
-  scan(response: Uint8Array, learn: (name: string, types: StatementTypes) => void): void {
+  scan(
+    response: Uint8Array,
+    learn: (name: string, types: StatementTypes, definition: Buffer | undefined) => void,
+  ): void {
     if (this.pending.length === 0) return;
     for (const m of backendMessages(response)) {
       if (m.code === PARAMETER_DESCRIPTION) {
         this.params = parameterTypes(response, m.start);
       } else if ((m.code === ROW_DESCRIPTION || m.code === NO_DATA) && this.params) {
-        const name = this.pending.shift();
+        const described = this.pending.shift();
         const results = m.code === NO_DATA ? [] : rowTypes(response, m.start);
-        if (name) learn(name, { params: this.params, results });
+        if (described?.name) learn(described.name, { params: this.params, results }, described.definition);
         this.params = undefined;
       } else if (m.code === READY_FOR_QUERY) {
         this.pending.length = 0;
@@ -93,7 +99,13 @@ export const closeStatement = (backendName: string): Buffer =>
 
 /** A Parse that fails in the engine, leaving it to skip the rest of the unit up to its Sync. */
 export const failingParse = (): Buffer =>
-  message(Frontend.Parse, '\0', 'SELECT pg_catalog."statement result type changed"()\0', Buffer.from([0, 0]));
+  message(
+    Frontend.Parse,
+    // Named: a Parse of the unnamed statement would drop the client's, even failing.
+    'pglite_gateway_failed\0',
+    'SELECT pg_catalog."statement result type changed"()\0',
+    Buffer.from([0, 0]),
+  );
 
 /**
  * The re-prepared statements (`checks`: backend name and the result the client learned, in the

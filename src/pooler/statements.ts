@@ -1,5 +1,6 @@
 import { Frontend, message as tagged } from '../wire/protocol.js';
 import type { ColumnType, StatementTypes } from './statement-types.js';
+import { uninterruptibleQuery } from './uninterruptible.js';
 
 /**
  * Named prepared statements of one client, renamed so clients sharing one Postgres session can
@@ -19,6 +20,8 @@ export class StatementNames {
   /** Every statement the client defined: the Parse body after its name, least recently used first. */
   private readonly definitions = new Map<string, Buffer>();
   private definitionBytes = 0;
+  /** Statements that are a lone ROLLBACK or ABORT (uninterruptible.ts), by client name. */
+  private readonly rollbacks = new Set<string>();
   /** Types the client learned by describing its statements (statement-types.ts). */
   private readonly types = new Map<string, StatementTypes>();
   /** Parse messages to send before the messages being renamed now. */
@@ -76,16 +79,20 @@ export class StatementNames {
     return { parses: this.reprepares.splice(0), checks };
   }
 
-  /** The text of one of this client's statements in the session, by its backend name. */
-  backendText(backendName: string): string | undefined {
+  /** Whether one of this client's statements, by its backend name, is a lone ROLLBACK or ABORT. */
+  isLoneRollback(backendName: string): boolean {
     const name = this.toClient.get(backendName);
-    const rest = name === undefined ? undefined : this.definitions.get(name);
-    return rest?.toString('utf8', 0, rest.indexOf(0));
+    return name !== undefined && this.rollbacks.has(name);
   }
 
-  /** The client described its statement `name`: a re-preparation keeps these types. */
-  learn(name: string, types: StatementTypes): void {
-    if (this.definitions.has(name)) this.types.set(name, types);
+  /** The definition (Parse body) the client's statement `name` has now: types learned belong to it. */
+  definition(name: string): Buffer | undefined {
+    return this.definitions.get(name);
+  }
+
+  /** The client described its statement `name` as `definition`: a re-preparation keeps these types. */
+  learn(name: string, types: StatementTypes, definition: Buffer | undefined): void {
+    if (definition !== undefined && this.definitions.get(name) === definition) this.types.set(name, types);
   }
 
   /** A statement prepared again did not keep its result type: closed, it fails at each use. */
@@ -98,6 +105,7 @@ export class StatementNames {
     this.toBackend.clear();
     this.toClient.clear();
     this.types.clear();
+    this.rollbacks.clear();
     this.definitions.clear();
     this.definitionBytes = 0;
     this.reprepares.length = 0;
@@ -198,6 +206,7 @@ export class StatementNames {
   private remember(name: string, rest: Buffer): void {
     this.forget(name);
     this.definitions.set(name, rest);
+    if (uninterruptibleQuery(rest.toString('utf8', 0, rest.indexOf(0)), false)) this.rollbacks.add(name);
     this.definitionBytes += rest.length;
     // Bounded memory: past the bounds the least recently used definitions are forgotten for good.
     while (this.definitions.size > this.maxDefinitions || this.definitionBytes > this.maxDefinitionBytes) {
@@ -231,6 +240,7 @@ export class StatementNames {
     const rest = this.definitions.get(name);
     if (rest === undefined) return;
     this.types.delete(name);
+    this.rollbacks.delete(name);
     this.definitions.delete(name);
     this.definitionBytes -= rest.length;
   }

@@ -29,12 +29,15 @@ describe('uninterruptibleUnit', () => {
   const bind = (statement = '') => tagged('B', cstr(''), cstr(statement), int16(0), int16(0), int16(0));
   const execute = tagged('E', cstr(''), int32(0));
   const sync = tagged('S');
-  const texts: Record<string, string> = { _g1_0: 'ROLLBACK', _g1_1: 'select pg_sleep(9)' };
+  const rollbacks = new Set(['_g1_0']); // _g1_1: select pg_sleep(9)
   const unitOf = (...batches: Buffer[][]) => {
     const unit = emptyUnit();
-    for (const batch of batches) addBatch(unit, batch, (name) => texts[name]);
+    for (const batch of batches) addBatch(unit, batch, (name) => rollbacks.has(name));
     return unit;
   };
+  const bindPortal = (portal: string, statement: string) =>
+    tagged('B', cstr(portal), cstr(statement), int16(0), int16(0), int16(0));
+  const executePortal = (portal: string) => tagged('E', cstr(portal), int32(0));
 
   it('exempts one Execute in a failed transaction', () => {
     const one = unitOf([parse('select pg_sleep(9)'), bind(), execute, sync]);
@@ -58,5 +61,20 @@ describe('uninterruptibleUnit', () => {
     expect(
       uninterruptibleUnit(unitOf([parse('rollback; select pg_sleep(9)'), bind(), execute, sync]), false),
     ).toBe(false);
+  });
+  it('times a text with a backslash (standard_conforming_strings may be off)', () => {
+    expect(uninterruptibleUnit(unitOf([parse('rollback -- \\'), bind(), execute, sync]), false)).toBe(false);
+  });
+
+  it('times an Execute of a portal bound earlier, or rebound to something else', () => {
+    // A portal bound in an earlier unit of the transaction (to anything): the Bind here is a decoy.
+    expect(uninterruptibleUnit(unitOf([bindPortal('x', '_g1_0'), executePortal('p'), sync]), false)).toBe(
+      false,
+    );
+    expect(uninterruptibleUnit(unitOf([bindPortal('p', '_g1_0'), executePortal('p'), sync]), false)).toBe(
+      true,
+    );
+    const rebound = unitOf([bindPortal('p', '_g1_0'), bindPortal('p', '_g1_1'), executePortal('p'), sync]);
+    expect(uninterruptibleUnit(rebound, false)).toBe(false);
   });
 });

@@ -18,6 +18,9 @@ const ENDS_TRANSACTION = /\b(?:rollback|abort)\b/i;
  */
 export function uninterruptibleQuery(sql: string, inFailedTransaction: boolean): boolean {
   if (!inFailedTransaction && !ENDS_TRANSACTION.test(sql)) return false;
+  // With standard_conforming_strings off (a client may turn it off) a backslash would end a
+  // string where the lexer does not: such texts are timed as usual.
+  if (sql.includes('\\')) return false;
   const all = statements(sql);
   if (all.length !== 1) return false;
   if (inFailedTransaction) return true;
@@ -28,46 +31,51 @@ export function uninterruptibleQuery(sql: string, inFailedTransaction: boolean):
 /** What the extended unit under way ran so far, for uninterruptibleUnit (its parts may arrive apart). */
 export interface UnitSoFar {
   executes: number;
-  /** Bind messages, and whether each bound a lone ROLLBACK or ABORT. */
-  binds: number;
-  otherBinds: number;
+  /** Portals bound in this unit to a lone ROLLBACK or ABORT. */
+  rollbackPortals: Set<string>;
+  /** An Execute of any other portal (one bound earlier in the transaction, or to anything else). */
+  runsOther: boolean;
 }
 
-export const emptyUnit = (): UnitSoFar => ({ executes: 0, binds: 0, otherBinds: 0 });
+export const emptyUnit = (): UnitSoFar => ({ executes: 0, rollbackPortals: new Set(), runsOther: false });
 
-const cstringEnd = (m: Uint8Array, start: number) => m.indexOf(0, start);
+const cstring = (m: Buffer, start: number) => m.toString('utf8', start, m.indexOf(0, start));
 
 /**
- * Adds a batch of the unit (renamed: `textOf` gives a backend statement's text) to `unit`. The
- * unnamed statement's text is known when the batch parses it.
+ * Adds a batch of the unit (renamed: `isRollback` tells whether a backend statement is a lone
+ * ROLLBACK or ABORT) to `unit`. The unnamed statement's text is known when the batch parses it.
  */
 export function addBatch(
   unit: UnitSoFar,
   batch: readonly Buffer[],
-  textOf: (name: string) => string | undefined,
+  isRollback: (name: string) => boolean,
 ): void {
-  let unnamed: string | undefined;
+  let unnamedParse: Buffer | undefined;
   for (const m of batch) {
     if (m[0] === Frontend.Execute) {
       unit.executes++;
+      if (!unit.rollbackPortals.has(cstring(m, 5))) unit.runsOther = true;
     } else if (m[0] === Frontend.Parse && m[5] === 0) {
-      unnamed = m.toString('utf8', 6, cstringEnd(m, 6));
+      unnamedParse = m;
     } else if (m[0] === Frontend.Bind) {
-      const statementStart = cstringEnd(m, 5) + 1;
-      const name = m.toString('utf8', statementStart, cstringEnd(m, statementStart));
-      const text = name === '' ? unnamed : textOf(name);
-      unit.binds++;
-      if (text === undefined || !uninterruptibleQuery(text, false)) unit.otherBinds++;
+      const portal = cstring(m, 5);
+      const name = cstring(m, m.indexOf(0, 5) + 1);
+      const rollback =
+        name === ''
+          ? unnamedParse !== undefined && uninterruptibleQuery(cstring(unnamedParse, 6), false)
+          : isRollback(name);
+      if (rollback) unit.rollbackPortals.add(portal);
+      else unit.rollbackPortals.delete(portal);
     }
   }
 }
 
 /**
  * An extended unit that runs at most one statement: in a failed transaction any (as a simple
- * Query), otherwise a lone ROLLBACK or ABORT (pgjdbc's prepared ROLLBACK). A second Execute could
- * run a statement after a ROLLBACK TO SAVEPOINT.
+ * Query), otherwise a lone ROLLBACK or ABORT bound in the unit (pgjdbc's prepared ROLLBACK). A
+ * second Execute could run a statement after a ROLLBACK TO SAVEPOINT.
  */
 export function uninterruptibleUnit(unit: UnitSoFar, inFailedTransaction: boolean): boolean {
   if (unit.executes > 1) return false;
-  return inFailedTransaction || (unit.binds > 0 && unit.otherBinds === 0);
+  return inFailedTransaction || (unit.executes === 1 && !unit.runsOther);
 }
