@@ -218,9 +218,14 @@ export function handleConnection(
     if (changesFixedIdentity(settings, database)) throw errors.identityFixed();
     // One waiter for all the writes made while the client is behind (a listener each would pile up).
     let drained: Promise<void> | undefined;
+    const stallMs = deps.idleInTransactionTimeoutMs;
     const whenDrained = () => {
       drained ??= new Promise<void>((resolve) => {
+        // A client that stops reading while its results stream holds the database's session, as
+        // one idle in a transaction does: the same limit ends it (the worker would wait forever).
+        const stalled = stallMs > 0 ? setTimeout(() => end(errors.clientTooSlow()), stallMs) : undefined;
         const done = () => {
+          clearTimeout(stalled);
           socket.off('drain', done);
           socket.off('close', done);
           drained = undefined;
