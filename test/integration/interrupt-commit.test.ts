@@ -144,4 +144,37 @@ describe('an interrupt at commit', () => {
       await client.end().catch(() => undefined);
     }
   });
+
+  it('still times a unit in a failed transaction that runs more than one statement', async () => {
+    const session = await rawLogin({ port: gw.port, ca: gw.ca, id: 'commits', password: pw });
+    const reader = new BackendReader(session.socket);
+    const run = async (...messages: Buffer[]) => {
+      session.socket.write(Buffer.concat(messages));
+      let code = 'ok';
+      for (;;) {
+        const m = await reader.message(20_000);
+        if (m.type === 'E' && code === 'ok') code = parseErrorFields(m.body).C ?? '?';
+        if (m.type === 'Z') return code;
+      }
+    };
+    const q = (sql: string) => tagged('Q', cstr(sql));
+    const statement = (sql: string) => [
+      tagged('P', cstr(''), cstr(sql), int16(0)),
+      tagged('B', cstr(''), cstr(''), int16(0), int16(0), int16(0)),
+      tagged('E', cstr(''), int32(0)),
+    ];
+    try {
+      expect(await run(q(`set statement_timeout = '200ms'`))).toBe('ok');
+      for (const first of ['rollback', 'rollback to savepoint s', 'commit']) {
+        expect(await run(q('begin; savepoint s; select 1/0'))).toBe('22012');
+        // The first statement ends the failed state; the second would run for a minute.
+        expect(await run(...statement(first), ...statement('select pg_sleep(60)'), tagged('S'))).toBe(
+          '57014',
+        );
+        await run(q('rollback'));
+      }
+    } finally {
+      session.socket.destroy();
+    }
+  });
 });
