@@ -1,5 +1,6 @@
 import { backendMessages } from '../wire/backend-scan.js';
 import { Frontend, message } from '../wire/protocol.js';
+import { readFields } from '../wire/sql-over-http.js';
 
 /** A result column's type as RowDescription gives it: what a binary client decodes by. */
 export interface ColumnType {
@@ -29,15 +30,8 @@ const READY_FOR_QUERY = 0x5a; // 'Z'
 /** The column types of a RowDescription message (`start`: its type byte). */
 export function rowTypes(response: Uint8Array, start: number): ColumnType[] {
   const buf = Buffer.from(response.buffer, response.byteOffset, response.byteLength);
-  const count = buf.readUInt16BE(start + 5);
-  const out: ColumnType[] = [];
-  let i = start + 7;
-  for (let k = 0; k < count; k++) {
-    i = buf.indexOf(0, i) + 1; // the column name
-    out.push({ oid: buf.readUInt32BE(i + 6), mod: buf.readInt32BE(i + 12) });
-    i += 18;
-  }
-  return out;
+  const end = start + 1 + buf.readUInt32BE(start + 1);
+  return readFields(buf.subarray(start, end)).map((f) => ({ oid: f.dataTypeID, mod: f.dataTypeModifier }));
 }
 
 function parameterTypes(response: Uint8Array, start: number): number[] {

@@ -145,7 +145,8 @@ export function errorJson(fields: Map<string, string>): PgErrorJson {
   return out as PgErrorJson;
 }
 
-function readFields(msg: Buffer): FieldJson[] {
+/** A RowDescription message (from its type byte) as its fields; also the pooler's type check. */
+export function readFields(msg: Buffer): FieldJson[] {
   const count = msg.readUInt16BE(5);
   const fields: FieldJson[] = [];
   let at = 7;
