@@ -42,8 +42,13 @@ export class FreshTransaction {
 
   /** A simple Query ran and left the client with `status`. */
   queryRan(sql: string, status: 'I' | 'T' | 'E'): void {
-    if (status === 'T' && this.before && snapshotFree(sql)) this.texts = [...this.before, sql];
+    if (this.before && this.staysFresh(sql, status)) this.texts = [...this.before, sql];
     this.before = undefined;
+  }
+
+  /** Whether the transaction will still have taken no snapshot once this Query (which ran) is done. */
+  staysFresh(sql: string, status: 'I' | 'T' | 'E'): boolean {
+    return status === 'T' && this.before !== undefined && snapshotFree(sql);
   }
 
   /** Whether the transaction has taken no snapshot yet. */

@@ -1,5 +1,5 @@
 import { errors, type GatewayError } from '../errors.js';
-import { backendMessages, firstRow, hasError, splitCopyIn } from '../wire/backend-scan.js';
+import { backendMessages, firstColumn, firstRow, hasError, splitCopyIn } from '../wire/backend-scan.js';
 import {
   errorResponse,
   Frontend,
@@ -22,14 +22,9 @@ import {
 } from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
-import { isServableEncoding } from './setting-values.js';
-import {
-  deallocatedNames,
-  forgetAll,
-  judgeStatement,
-  resetSettings,
-  settingsChangedBy,
-} from './statement-guard.js';
+import { resetSettings, settingsChangedBy } from './setting-statements.js';
+import { isServableEncoding, SHOW_SAVEPOINT, showSettingsSql } from './setting-values.js';
+import { deallocatedNames, forgetAll, judgeStatement } from './statement-guard.js';
 import { changedResults, closeStatement, describeStatement, failingParse } from './statement-types.js';
 import { closeStatements, renameStatement } from './statements.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
@@ -51,8 +46,9 @@ export abstract class SessionUnits extends SessionExecutor {
    * Writes a unit's response. After a statement that may have changed settings, they are read
    * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
    * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
+   * `sql` is the simple Query that ran, if that is what the response answers.
    */
-  protected async deliver(response: Uint8Array): Promise<void> {
+  protected async deliver(response: Uint8Array, sql?: string): Promise<void> {
     if (hasError(response) && this.lostStatement(response)) this.shared.statementsEpoch++;
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
     if (!this.settings.due(this.status) || ready === undefined) {
@@ -63,7 +59,9 @@ export abstract class SessionUnits extends SessionExecutor {
     }
     this.write(response.subarray(0, ready));
     await this.restoreStartupSettings(this.execFailed);
-    await this.readBackSettings();
+    // A transaction that has taken no snapshot yet (BEGIN; SET LOCAL ...) may still be given
+    // its isolation level: read by SHOW, which takes none.
+    await this.readBackSettings(sql !== undefined && this.fresh.staysFresh(sql, this.status));
     this.write(response.subarray(ready));
   }
 
@@ -87,8 +85,8 @@ export abstract class SessionUnits extends SessionExecutor {
   }
 
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
-  protected async readBackSettings(): Promise<void> {
-    const { names, sql, untracked } = this.settings.readBack(this.shared, this.status);
+  protected async readBackSettings(snapshotFree: boolean): Promise<void> {
+    const { names, sql, untracked, shown } = this.settings.readBack(this.shared, this.status, snapshotFree);
     if (untracked && !this.shared.customNamesFull) {
       this.shared.customNamesFull = true;
       this.opts.logger.warn(
@@ -96,9 +94,14 @@ export abstract class SessionUnits extends SessionExecutor {
         'a custom setting name is not tracked (over 200 names in this database, or over 256 characters): its value may reach other clients',
       );
     }
-    const values = firstRow(await this.exec(query(sql)));
-    if (!values) return;
-    const reports = this.settings.apply(this.shared, names, values);
+    const values = shown && (await this.showSettings(shown));
+    let reports: Buffer[];
+    if (shown && values) reports = this.settings.applyShown(this.shared, names, shown, values);
+    else {
+      const row = firstRow(await this.exec(query(sql)));
+      if (!row) return;
+      reports = this.settings.apply(this.shared, names, row);
+    }
     if (reports.length > 0) this.gate.write(Buffer.concat(reports));
     // The statement check cannot see every way to set it (a parameter of set_config, a DO
     // block): an encoding PGlite cannot convert to is put back to UTF8 before anything else runs.
@@ -107,6 +110,21 @@ export abstract class SessionUnits extends SessionExecutor {
       await this.exec(query("SET client_encoding TO 'UTF8'"));
       throw errors.clientEncodingUnsupported(encoding);
     }
+  }
+
+  /**
+   * The values of `names` by SHOW, in a savepoint; undefined if a SHOW failed (a custom name no
+   * longer defined after a restart, a name the lexer misread): the read-back then takes the
+   * snapshot after all.
+   */
+  private async showSettings(names: readonly string[]): Promise<(string | null)[] | undefined> {
+    const response = await this.exec(query(showSettingsSql(names)));
+    if (hasError(response)) {
+      await this.exec(query(`ROLLBACK TO SAVEPOINT ${SHOW_SAVEPOINT}; RELEASE ${SHOW_SAVEPOINT}`));
+      return undefined;
+    }
+    const values = firstColumn(response);
+    return values.length === names.length ? values : undefined;
   }
 
   /**
@@ -362,7 +380,7 @@ export abstract class SessionUnits extends SessionExecutor {
     // Only a text that runs may reset (the extended protocol's are left to the database).
     this.settings.resets.note(resetSettings(sql));
     const timed = !uninterruptibleQuery(sql, this.status === 'E');
-    await this.deliver(await this.exec(message, true, timed));
+    await this.deliver(await this.exec(message, true, timed), sql);
     this.fresh.queryRan(sql, this.status);
   }
 

@@ -22,6 +22,19 @@ export function readSettingsSql(names: readonly string[]): string {
   return `SELECT ${names.map(readOne).join(', ')}`;
 }
 
+/** The savepoint around a read-back by SHOW, so that an unknown name fails nothing of the client's. */
+export const SHOW_SAVEPOINT = 'pglite_gateway_show';
+
+/**
+ * One query returning the current value of each name, one SHOW each, in order. SHOW takes no
+ * snapshot (a SELECT does), so SET TRANSACTION ISOLATION LEVEL may still follow it. A name that
+ * is not defined fails its SHOW: the savepoint keeps that from failing the client's transaction.
+ */
+export function showSettingsSql(names: readonly string[]): string {
+  const shows = names.map((n) => `SHOW ${n.split('.').map(ident).join('.')}`);
+  return [`SAVEPOINT ${SHOW_SAVEPOINT}`, ...shows, `RELEASE ${SHOW_SAVEPOINT}`].join('; ');
+}
+
 /**
  * The session user is read as such: PGlite's session_authorization setting reads '' at start
  * and after RESET or DISCARD ALL, whoever the session user really is.

@@ -191,6 +191,63 @@ describe('ClientSettings.readBack', () => {
   });
 });
 
+describe('ClientSettings.readBack by SHOW', () => {
+  it("asks for the tracked names, the client's own others and what its statements set", () => {
+    const db = database();
+    db.customNames.add('other.client');
+    const { client, names } = switchedClient(db, { application_name: 'app' });
+    // An earlier read-back found work_mem among the session's other settings: this client's.
+    client.noteStatement({ custom: [], named: ['work_mem'] });
+    client.readBack(db, 'I');
+    client.apply(db, names, ['postgres', 'none', 'app', 'GMT', 'ISO, MDY', null, '{"work_mem":"8MB"}']);
+    client.noteStatement({ custom: ['app.tenant'], named: ['statement_timeout', 'app.tenant'] });
+    client.noteStatement({ custom: [], named: ['timezone'] });
+    const back = client.readBack(db, 'T', true);
+    // Not the session user (SHOW reads '' in PGlite), nor another client's custom name (it may
+    // not be defined in the session); TimeZone once, whatever the case.
+    expect(back.shown).toEqual([
+      'role',
+      'application_name',
+      'TimeZone',
+      'DateStyle',
+      'work_mem',
+      'statement_timeout',
+      'app.tenant',
+    ]);
+    expect(back.names).toContain('other.client');
+    const reports = client.applyShown(db, back.names, back.shown ?? [], [
+      'none',
+      'app',
+      'Asia/Tokyo',
+      'ISO, MDY',
+      '4MB',
+      '300ms',
+      'a',
+    ]);
+    expect(reports).toEqual([parameterStatus('TimeZone', 'Asia/Tokyo')]);
+    expect(client.value('statement_timeout')).toBe('300ms');
+    expect(client.value('work_mem')).toBe('4MB');
+    expect(client.value('app.tenant')).toBe('a');
+    expect(db.settings.get('statement_timeout')).toBe('300ms');
+    // The read-back when the transaction ends reads every setting again.
+    expect(client.due('I')).toBe(true);
+  });
+
+  it('is not offered outside a fresh transaction, nor after a change the texts cannot name', () => {
+    const db = database();
+    const { client } = switchedClient(db, {});
+    client.noteStatement({ custom: [], named: ['work_mem'] });
+    expect(client.readBack(db, 'T').shown).toBeUndefined();
+    client.noteStatement({ custom: [], named: ['work_mem'] });
+    client.noteStatement({ custom: [] }); // RESET ALL, set_config, SET SESSION AUTHORIZATION
+    client.noteStatement({ custom: [], named: ['work_mem'] });
+    expect(client.readBack(db, 'T', true).shown).toBeUndefined();
+    // Counted from the last read-back.
+    client.noteStatement({ custom: [], named: ['work_mem'] });
+    expect(client.readBack(db, 'T', true).shown).toContain('work_mem');
+  });
+});
+
 describe('ClientSettings.apply', () => {
   it('records read-back values and reports the reported ones that changed', () => {
     const db = database();

@@ -105,6 +105,23 @@ export function readBackSql(names: readonly string[]): string {
 }
 
 /**
+ * The names a read-back by SHOW asks for: `names` and then `more`, each once (setting names are
+ * case-insensitive). Not the session user, which SHOW reads as '' in PGlite (left to the read-back
+ * at the end of the transaction), nor the seed, which has no value to read.
+ */
+function showNames(names: readonly string[], more: readonly string[]): string[] {
+  const seen = new Set<string>(['session_authorization', 'seed']);
+  const shown: string[] = [];
+  for (const name of [...names, ...more]) {
+    const key = name.toLowerCase();
+    if (seen.has(key)) continue;
+    seen.add(key);
+    shown.push(name);
+  }
+  return shown;
+}
+
+/**
  * One client's settings: what it asked for, and whether a statement since the last read-back may
  * have changed them (inside a transaction they are read again when it ends: ROLLBACK undoes SET).
  */
@@ -201,12 +218,17 @@ export class ClientSettings {
   }
 
   /** A statement ran: `change` is what settingsChangedBy found in it. */
-  noteStatement(change: { custom: readonly string[] } | undefined): void {
+  noteStatement(change: { custom: readonly string[]; named?: readonly string[] } | undefined): void {
     if (!change) return;
     this.dirty = true;
     this.changed = true;
     this.customSeen.push(...change.custom);
+    if (change.named) this.namedSeen?.push(...change.named);
+    else this.namedSeen = undefined;
   }
+
+  /** Every setting statements since the last read-back changed, if the texts tell (settingsChangedBy). */
+  private namedSeen: string[] | undefined = [];
 
   /** RESETs of what the client connected with, to be set again (startup-resets.ts). */
   readonly resets: StartupResets;
@@ -218,17 +240,26 @@ export class ClientSettings {
     for (const [k, v] of this.initial) this.wanted.set(k, v);
     this.others.clear();
     this.dirty = true;
+    this.namedSeen = undefined;
   }
 
   due(status: 'I' | 'T' | 'E'): boolean {
     return this.dirty || ((this.recheck || this.switchedIn) && status === 'I');
   }
 
-  /** The names to read back and the query doing it. */
+  /**
+   * The names to read back and the query doing it. With `snapshotFree` (a transaction that has
+   * taken no snapshot) also `shown`, the names to read by SHOW instead, when the statements since
+   * the last read-back tell every setting they changed: the tracked names, this client's other
+   * settings, and those.
+   */
   readBack(
     db: SharedSettings,
     status: 'I' | 'T' | 'E',
-  ): { names: string[]; sql: string; untracked?: string } {
+    snapshotFree = false,
+  ): { names: string[]; sql: string; untracked?: string; shown?: string[] } {
+    const seen = this.namedSeen;
+    this.namedSeen = [];
     this.dirty = false;
     this.switchedIn = false;
     this.recheck = status !== 'I';
@@ -248,7 +279,37 @@ export class ClientSettings {
       for (const name of db.customNames) if (!known.has(name) && !this.others.has(name)) names.push(name);
     }
     this.customSeen.length = 0;
-    return { names, sql: readBackSql(names), ...(untracked ? { untracked } : {}) };
+    // Custom names other clients set may not be defined in the session (after a restart, say),
+    // and SHOW fails on those: they are read with the rest when the transaction ends.
+    const own = names.filter((n) => !isCustom(db, n) || this.wanted.has(n));
+    const shown = snapshotFree && seen ? showNames(own, [...this.others, ...seen]) : undefined;
+    return {
+      names,
+      sql: readBackSql(names),
+      ...(untracked ? { untracked } : {}),
+      ...(shown ? { shown } : {}),
+    };
+  }
+
+  /**
+   * Records values read by SHOW (`shown` from readBack): the tracked names as apply does, the
+   * others as this client's until the read-back at the end of the transaction reads them all.
+   */
+  applyShown(db: SharedSettings, names: string[], shown: string[], values: (string | null)[]): Buffer[] {
+    const byName = new Map(shown.map((name, i) => [name, values[i] ?? null]));
+    const reports = this.apply(
+      db,
+      names,
+      names.map((name) => byName.get(name) ?? null),
+    );
+    const tracked = new Set(names);
+    for (const [name, value] of byName) {
+      if (tracked.has(name) || value === null) continue;
+      this.others.add(name);
+      this.wanted.set(name, value);
+      db.settings.set(name, value);
+    }
+    return reports;
   }
 
   /** Records read-back values; returns ParameterStatus messages for reported values that changed. */
@@ -284,7 +345,9 @@ export class ClientSettings {
       if (value !== db.defaults.get(name) || this.wanted.has(name)) this.wanted.set(name, value);
       if (before !== value && db.reported.has(name)) reports.push(parameterStatus(name, value));
     });
-    this.applyOthers(db, values[names.length]);
+    // A read-back by SHOW (in a transaction that has taken no snapshot) has no other settings:
+    // they are read again once the transaction ends.
+    if (values.length > names.length) this.applyOthers(db, values[names.length]);
     if (!this.recheck) this.outside = new Map(this.wanted);
     return reports;
   }
@@ -294,6 +357,8 @@ export class ClientSettings {
    * before the transaction (a ROLLBACK undoes SET and SET LOCAL), to be switched in again.
    */
   transactionLost(): void {
+    // The client last heard the values of its transaction: the next read-back reports the change.
+    this.beforeReset ??= new Map(this.wanted);
     this.wanted.clear();
     for (const [k, v] of this.outside) this.wanted.set(k, v);
     this.dirty = true;

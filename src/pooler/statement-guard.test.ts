@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  deallocatedNames,
-  detectCopyFromStdin,
-  forgetAll,
-  judgeStatement,
-  resetSettings,
-  settingsChangedBy,
-} from './statement-guard.js';
+import { deallocatedNames, detectCopyFromStdin, forgetAll, judgeStatement } from './statement-guard.js';
 
 describe('detectCopyFromStdin', () => {
   it.each([
@@ -31,55 +24,6 @@ describe('judgeStatement', () => {
     ).toBe('refuse');
     expect(judgeStatement('DISCARD   ALL', { readOnly: true }).kind).toBe('refuse');
     expect(judgeStatement('reset session authorization', { readOnly: false }).kind).toBe('pass');
-  });
-});
-
-describe('settingsChangedBy', () => {
-  it.each([
-    ['set timezone = utc', []],
-    ['select 1; SET application_name = x', []],
-    ["select set_config('a.b', 'c', false)", ['a.b']],
-    ["SELECT set_config ( 'App.Tenant', $1, false), set_config('x.y', 'z', true)", ['app.tenant', 'x.y']],
-    ["set app.tenant = 'a'", ['app.tenant']],
-    ['SET SESSION "App"."Mode" TO strict', ['app.mode']],
-    ["set local request.jwt.claims to '{}'", ['request.jwt.claims']],
-    ['reset my.x; discard all', ['my.x']],
-    ['reset all', []],
-    // A name given as a parameter cannot be known from the text.
-    ['select set_config($1, $2, false)', []],
-  ])('%s → changes, custom %j', (sql, custom) => {
-    expect(settingsChangedBy(sql)).toEqual({ custom });
-  });
-
-  it.each([
-    'update t set a = 1',
-    "select 'set x'",
-    "select 'set_config(''a.b'', 1)'",
-    'select 1',
-    'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
-    'set transaction read only',
-  ])('%s → no change', (sql) => {
-    expect(settingsChangedBy(sql)).toBeUndefined();
-  });
-});
-
-describe('resetSettings', () => {
-  it.each([
-    ['reset all', { all: true, names: [] }],
-    ['RESET Search_Path', { all: false, names: ['search_path'] }],
-    ['reset "Search_Path"; select 1', { all: false, names: ['search_path'] }],
-    ['reset myapp.tenant', { all: false, names: ['myapp.tenant'] }],
-    ['reset time zone', { all: false, names: ['timezone'] }],
-    ['set search_path to default', { all: false, names: ['search_path'] }],
-    ['set session work_mem = DEFAULT; reset all', { all: true, names: ['work_mem'] }],
-    ['set time zone default', { all: false, names: ['timezone'] }],
-    ['set local search_path to default', undefined],
-    ["set search_path = 'default'", undefined],
-    ['set search_path = default, public', undefined],
-    ["select 'reset all'", undefined],
-    ['update t set v = default', undefined],
-  ])('%s', (sql, expected) => {
-    expect(resetSettings(sql)).toEqual(expected);
   });
 });
 

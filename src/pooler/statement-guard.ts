@@ -1,4 +1,5 @@
 import { errors, GatewayError } from '../errors.js';
+import { isAssign } from './setting-statements.js';
 import { CONNECTION_TIMEOUTS, isServableEncoding } from './setting-values.js';
 import { hasWords, identifierName, leadingWords, statements, type Token } from './sql-lexer.js';
 
@@ -282,95 +283,4 @@ function deallocatedName(statement: readonly Token[]): string | undefined {
     escapeChar?.kind === 'string';
   if (rest.length > 0 && !uescape) return undefined;
   return identifierName(token, rest);
-}
-
-/**
- * Whether a text may change session settings (SET/RESET/DISCARD/set_config), and the custom
- * (dotted, lowercased) names it sets by name: Postgres lists none of those in pg_settings, so the
- * read-back must ask for each by name. A name given as a parameter of set_config is not seen.
- */
-export function settingsChangedBy(sql: string): { custom: string[] } | undefined {
-  if (!/set|discard/i.test(sql)) return undefined;
-  let changes = false;
-  const custom: string[] = [];
-  for (const statement of statements(sql)) {
-    const [first, second] = leadingWords(statement, 2);
-    // SET TRANSACTION changes only transaction_* (never read back): a read-back after it would be
-    // the transaction's first query, and a second SET TRANSACTION would then fail with 25001.
-    if (first === 'set' && second === 'transaction' && !isAssign(statement[2])) continue;
-    if (first === 'set' || first === 'reset') {
-      changes = true;
-      const qualified =
-        first === 'set' && (second === 'session' || second === 'local') && !isAssign(statement[2]);
-      const name = settingName(statement, qualified ? 2 : 1);
-      if (name?.text.includes('.')) custom.push(name.text);
-    } else if (first === 'discard') changes = true;
-    statement.forEach((t, i) => {
-      if (t.kind !== 'word' || t.text !== 'set_config') return;
-      changes = true;
-      const arg = statement[i + 2];
-      if (statement[i + 1]?.text === '(' && arg?.kind === 'string' && arg.text.includes('.'))
-        custom.push(arg.text.toLowerCase());
-    });
-  }
-  return changes ? { custom } : undefined;
-}
-
-/**
- * Settings a text puts back to their session default: `RESET name`, `RESET ALL`, and
- * `SET [SESSION] name TO|= DEFAULT` (lowercased names). In Postgres that default includes what
- * the client connected with (startup packet, `options=-c`); the shared session's does not, so
- * the pooler sets those again (startup-resets.ts).
- */
-export function resetSettings(sql: string): { all: boolean; names: string[] } | undefined {
-  if (!/reset|default/i.test(sql)) return undefined;
-  let all = false;
-  const names: string[] = [];
-  for (const statement of statements(sql)) {
-    const [first, second] = leadingWords(statement, 2);
-    if (first === 'reset') {
-      const name = settingName(statement, 1);
-      if (name?.end === statement.length) {
-        if (name.text === 'all') all = true;
-        else names.push(name.text);
-      }
-    } else if (first === 'set' && second !== 'local') {
-      const sessionWord = second === 'session' && !isAssign(statement[2]);
-      const name = settingName(statement, sessionWord ? 2 : 1);
-      if (!name) continue;
-      // SET TIME ZONE takes its value without TO or =.
-      const at = isAssign(statement[name.end]) ? name.end + 1 : name.zone ? name.end : -1;
-      const value = statement[at];
-      if (value?.kind === 'word' && value.text === 'default' && statement.length === at + 1)
-        names.push(name.text);
-    }
-  }
-  return all || names.length > 0 ? { all, names } : undefined;
-}
-
-const isAssign = (t: Token | undefined): boolean =>
-  (t?.kind === 'word' && t.text === 'to') || (t?.kind === 'symbol' && t.text === '=');
-
-/** A setting's name from `start` (`name`, `"Name"`, `ext.name`), lowercased, and where it ends. */
-function settingName(
-  statement: readonly Token[],
-  start: number,
-): { text: string; end: number; zone?: true } | undefined {
-  const parts: string[] = [];
-  let i = start;
-  for (;;) {
-    const t = statement[i];
-    if (t?.kind !== 'word' && t?.kind !== 'ident') return undefined;
-    parts.push(t.text.toLowerCase());
-    i++;
-    const dot = statement[i];
-    if (dot?.kind !== 'symbol' || dot.text !== '.') break;
-    i++;
-  }
-  // RESET TIME ZONE is timezone.
-  if (parts.length === 1 && parts[0] === 'time' && statement[i]?.kind === 'word') {
-    const zone = statement[i] as Token;
-    if (zone.text === 'zone') return { text: 'timezone', end: i + 1, zone: true };
-  }
-  return { text: parts.join('.'), end: i };
 }

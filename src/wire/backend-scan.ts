@@ -53,6 +53,18 @@ export function firstRow(response: Uint8Array): (string | null)[] | undefined {
   return undefined;
 }
 
+/** The first value of every DataRow of a response, in order (null for SQL NULL). */
+export function firstColumn(response: Uint8Array): (string | null)[] {
+  const buf = Buffer.from(response.buffer, response.byteOffset, response.byteLength);
+  const values: (string | null)[] = [];
+  for (const m of backendMessages(response)) {
+    if (m.code !== 0x44 || buf.readInt16BE(m.start + 5) < 1) continue; // 'D' DataRow
+    const len = buf.readInt32BE(m.start + 7);
+    values.push(len < 0 ? null : buf.toString('utf8', m.start + 11, m.start + 11 + len));
+  }
+  return values;
+}
+
 /** Whether a response ends in an ErrorResponse before its ReadyForQuery. */
 export function hasError(response: Uint8Array): boolean {
   for (const m of backendMessages(response)) if (m.code === Backend.ErrorResponse) return true;

@@ -141,4 +141,42 @@ describe("the gateway's statements and a client's transaction", () => {
       await Promise.all(clients.map((c) => c.end()));
     }
   });
+  it('SET and SET LOCAL inside a transaction, then SET TRANSACTION ISOLATION LEVEL, as separate statements', async () => {
+    const pw = await t.createDatabase('iso-set-local');
+    const config = t.pgConfig('iso-set-local', pw);
+    const c = await connected(config);
+    const other = await connected(config);
+    const reported: [string, string][] = [];
+    c.connection.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
+      reported.push([m.parameterName, m.parameterValue]),
+    );
+    const show = async (name: string) => Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+    try {
+      const zone = await show('timezone');
+      for (const level of ['serializable', 'repeatable read']) {
+        reported.length = 0;
+        await c.query('begin');
+        await c.query("set local statement_timeout = '300ms'");
+        // A pause: the gateway reads the settings back while nothing else is queued.
+        await new Promise((r) => setTimeout(r, 50));
+        await c.query("set local timezone = 'Asia/Tokyo'");
+        await c.query("set app.tenant = 'a'");
+        await c.query(`set transaction isolation level ${level}`);
+        expect(await show('transaction_isolation')).toBe(level);
+        // The values read back are the client's own, in force for the rest of the transaction.
+        expect(reported).toContainEqual(['TimeZone', 'Asia/Tokyo']);
+        expect(await show('app.tenant')).toBe('a');
+        await expect(c.query('select pg_sleep(5)')).rejects.toMatchObject({ code: '57014' });
+        await c.query('rollback');
+        // ROLLBACK undid all three, and the client heard the TimeZone go back.
+        expect(reported.at(-1)).toEqual(['TimeZone', zone]);
+        expect(await show('statement_timeout')).toBe('0');
+        expect(await show('timezone')).toBe(zone);
+        expect(unset(await setting(c, 'app.tenant'))).toBe(true);
+        expect(unset(await setting(other, 'app.tenant'))).toBe(true);
+      }
+    } finally {
+      await Promise.all([c.end(), other.end()]);
+    }
+  });
 });

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { resetSettings, settingsChangedBy } from './setting-statements.js';
+
+describe('settingsChangedBy', () => {
+  it.each([
+    ['set timezone = utc', [], ['timezone']],
+    ['select 1; SET application_name = x', [], ['application_name']],
+    ["select set_config('a.b', 'c', false)", ['a.b'], undefined],
+    [
+      "SELECT set_config ( 'App.Tenant', $1, false), set_config('x.y', 'z', true)",
+      ['app.tenant', 'x.y'],
+      undefined,
+    ],
+    ["set app.tenant = 'a'", ['app.tenant'], ['app.tenant']],
+    ['SET SESSION "App"."Mode" TO strict', ['app.mode'], ['app.mode']],
+    ["set local request.jwt.claims to '{}'", ['request.jwt.claims'], ['request.jwt.claims']],
+    ['reset my.x; discard all', ['my.x'], undefined],
+    ['reset all', [], undefined],
+    // A name given as a parameter cannot be known from the text.
+    ['select set_config($1, $2, false)', [], undefined],
+    // The forms with their own syntax, under the names of what they set.
+    [
+      "SET LOCAL statement_timeout = '1s'; set time zone 'UTC'; SET NAMES 'UTF8'; set schema 'a'",
+      [],
+      ['statement_timeout', 'timezone', 'client_encoding', 'search_path'],
+    ],
+    ['set xml option document; set constraints all deferred; reset role', [], ['xmloption', 'role']],
+    ["SET SESSION AUTHORIZATION 'u'", [], undefined],
+    ['RESET SESSION AUTHORIZATION', [], undefined],
+    ['SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY', [], undefined],
+    ['set session work_mem = 1000', [], ['work_mem']],
+  ])('%s → changes, custom %j, named %j', (sql, custom, named) => {
+    expect(settingsChangedBy(sql)).toStrictEqual(named ? { custom, named } : { custom });
+  });
+
+  it.each([
+    'update t set a = 1',
+    "select 'set x'",
+    "select 'set_config(''a.b'', 1)'",
+    'select 1',
+    'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
+    'set transaction read only',
+  ])('%s → no change', (sql) => {
+    expect(settingsChangedBy(sql)).toBeUndefined();
+  });
+});
+
+describe('resetSettings', () => {
+  it.each([
+    ['reset all', { all: true, names: [] }],
+    ['RESET Search_Path', { all: false, names: ['search_path'] }],
+    ['reset "Search_Path"; select 1', { all: false, names: ['search_path'] }],
+    ['reset myapp.tenant', { all: false, names: ['myapp.tenant'] }],
+    ['reset time zone', { all: false, names: ['timezone'] }],
+    ['set search_path to default', { all: false, names: ['search_path'] }],
+    ['set session work_mem = DEFAULT; reset all', { all: true, names: ['work_mem'] }],
+    ['set time zone default', { all: false, names: ['timezone'] }],
+    ['set local search_path to default', undefined],
+    ["set search_path = 'default'", undefined],
+    ['set search_path = default, public', undefined],
+    ["select 'reset all'", undefined],
+    ['update t set v = default', undefined],
+  ])('%s', (sql, expected) => {
+    expect(resetSettings(sql)).toEqual(expected);
+  });
+});
