@@ -110,6 +110,22 @@ export function parseErrorFields(body: Buffer): Record<string, string> {
 }
 
 /**
+ * Reads to the next ReadyForQuery: the SQLSTATE of the first error in between, or 'ok', and the
+ * transaction status the ReadyForQuery gives.
+ */
+export async function readToReady(
+  reader: BackendReader,
+  timeoutMs = 10_000,
+): Promise<{ outcome: string; status: string }> {
+  let outcome = 'ok';
+  for (;;) {
+    const m = await reader.message(timeoutMs);
+    if (m.type === 'E' && outcome === 'ok') outcome = parseErrorFields(m.body).C ?? '?';
+    if (m.type === 'Z') return { outcome, status: m.body.toString('latin1') };
+  }
+}
+
+/**
  * Writes `data` in pieces cut at `offsets` (any order; those outside 1..length-1 are ignored),
  * pausing `pauseMs` between pieces. Resolves false if the socket closed before all was written.
  */

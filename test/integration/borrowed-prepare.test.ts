@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cstr, int16, tagged } from '../helpers/messages.js';
-import { BackendReader, parseErrorFields, type RawSession, rawLogin, rawQuery } from '../helpers/raw-auth.js';
+import { BackendReader, type RawSession, rawLogin, rawQuery, readToReady } from '../helpers/raw-auth.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -29,12 +29,8 @@ describe('a prepare borrowed during another client’s transaction', () => {
         tagged('S'),
       ]),
     );
-    let outcome = 'ok';
-    for (;;) {
-      const m = await reader.message(10_000);
-      if (m.type === 'E' && outcome === 'ok') outcome = parseErrorFields(m.body).C ?? '?';
-      if (m.type === 'Z') return `${outcome} ${m.body.toString('latin1')}`;
-    }
+    const { outcome, status } = await readToReady(reader);
+    return `${outcome} ${status}`;
   };
 
   beforeAll(async () => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
-import { BackendReader, parseErrorFields, rawLogin, rawQuery } from '../helpers/raw-auth.js';
+import { BackendReader, rawLogin, rawQuery, readToReady } from '../helpers/raw-auth.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -73,12 +73,7 @@ describe('an interrupt at commit', () => {
     /** Sends and reads until ReadyForQuery: whether it went through, or the error's SQLSTATE. */
     const run = async (bytes: Buffer) => {
       session.socket.write(bytes);
-      let code = 'ok';
-      for (;;) {
-        const m = await reader.message(10_000);
-        if (m.type === 'E' && code === 'ok') code = parseErrorFields(m.body).C ?? '?';
-        if (m.type === 'Z') return code;
-      }
+      return (await readToReady(reader)).outcome;
     };
     const q = (sql: string) => tagged('Q', cstr(sql));
     const parse = (name: string, sql: string) => tagged('P', cstr(name), cstr(sql), int16(0));
@@ -150,12 +145,7 @@ describe('an interrupt at commit', () => {
     const reader = new BackendReader(session.socket);
     const run = async (...messages: Buffer[]) => {
       session.socket.write(Buffer.concat(messages));
-      let code = 'ok';
-      for (;;) {
-        const m = await reader.message(20_000);
-        if (m.type === 'E' && code === 'ok') code = parseErrorFields(m.body).C ?? '?';
-        if (m.type === 'Z') return code;
-      }
+      return (await readToReady(reader, 20_000)).outcome;
     };
     const q = (sql: string) => tagged('Q', cstr(sql));
     const statement = (sql: string) => [

@@ -3,7 +3,13 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cstr, int16, int32, tagged } from '../helpers/messages.js';
-import { BackendReader, parseErrorFields, type RawSession, rawLogin } from '../helpers/raw-auth.js';
+import {
+  BackendReader,
+  parseErrorFields,
+  type RawSession,
+  rawLogin,
+  readToReady,
+} from '../helpers/raw-auth.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -22,12 +28,7 @@ describe('statements prepared again keep the types the client learned', () => {
   /** Sends a unit and reads to ReadyForQuery: the SQLSTATE of its first error, or 'ok'. */
   const run = async (...messages: Buffer[]): Promise<string> => {
     session.socket.write(Buffer.concat([...messages, tagged('S')]));
-    let outcome = 'ok';
-    for (;;) {
-      const m = await reader.message(10_000);
-      if (m.type === 'E' && outcome === 'ok') outcome = parseErrorFields(m.body).C ?? '?';
-      if (m.type === 'Z') return outcome;
-    }
+    return (await readToReady(reader)).outcome;
   };
   const parse = (name: string, sql: string) => tagged('P', cstr(name), cstr(sql), int16(0));
   const describeS = (name: string) => tagged('D', 'S', cstr(name));
