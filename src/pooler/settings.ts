@@ -193,9 +193,15 @@ export class ClientSettings {
    */
   statementTimeoutMs(): number | undefined {
     const value = this.value('statement_timeout');
-    const ms = value === undefined ? undefined : durationMs(value);
-    return ms !== undefined && ms > 0 ? ms : undefined;
+    // Asked before every unit: the value is parsed again only when it changed.
+    if (value !== this.timeout.text) {
+      const ms = value === undefined ? undefined : durationMs(value);
+      this.timeout = { text: value, ms: ms !== undefined && ms > 0 ? ms : undefined };
+    }
+    return this.timeout.ms;
   }
+
+  private timeout: { text: string | undefined; ms: number | undefined } = { text: undefined, ms: undefined };
 
   /** What the client has for a setting, its name matched case-insensitively as Postgres does. */
   value(name: string): string | undefined {

@@ -1,5 +1,5 @@
 import { Frontend, message as tagged } from '../wire/protocol.js';
-import type { ColumnType, StatementTypes } from './statement-types.js';
+import { type ColumnType, closeStatement, type StatementTypes } from './statement-types.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
 
 /**
@@ -317,10 +317,7 @@ export function renameStatement(message: Buffer, names: StatementNames): Buffer 
 
 /** Close('S', name) messages for backend statement names, followed by Sync. */
 export function closeStatements(backendNames: string[]): Buffer {
-  return Buffer.concat([
-    ...backendNames.map((n) => tagged(Frontend.Close, 'S', `${n}\0`)),
-    tagged(Frontend.Sync),
-  ]);
+  return Buffer.concat([...backendNames.map(closeStatement), tagged(Frontend.Sync)]);
 }
 
 /** Rewrites ErrorResponse/NoticeResponse fields that mention backend statement names. */
