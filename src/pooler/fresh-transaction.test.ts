@@ -55,4 +55,27 @@ describe('FreshTransaction', () => {
     run(fresh, 'savepoint a', 'T', 'T'); // began before: the snapshot may be taken
     expect(fresh.fresh).toBe(false);
   });
+  it('keeps RESET and ROLLBACK TO SAVEPOINT among what takes no snapshot', () => {
+    const fresh = new FreshTransaction();
+    run(fresh, 'begin', 'I', 'T');
+    run(fresh, 'reset statement_timeout; savepoint s; rollback to savepoint s; release s', 'T', 'T');
+    expect(fresh.fresh).toBe(true);
+  });
+
+  it('takes an extended unit by the texts it ran and parsed', () => {
+    const fresh = new FreshTransaction();
+    fresh.unitStarts('I');
+    expect(fresh.watching).toBe(true);
+    fresh.ran(['BEGIN'], 'T', ['BEGIN']);
+    expect(fresh.fresh).toBe(true);
+    fresh.unitStarts('T');
+    expect(fresh.staysFresh(['SET LOCAL a.b = 1'], 'T', ['SET LOCAL a.b = 1', 'select 1'])).toBe(false);
+    fresh.ran(['SET LOCAL a.b = 1'], 'T', ['SET LOCAL a.b = 1']);
+    expect(fresh.fresh).toBe(true);
+    fresh.unitStarts('T');
+    fresh.ran(undefined, 'T');
+    expect(fresh.fresh).toBe(false);
+    fresh.unitStarts('T');
+    expect(fresh.watching).toBe(false);
+  });
 });

@@ -3,9 +3,10 @@ import { leadingWords, statements } from './sql-lexer.js';
 
 /**
  * Statements Postgres runs without taking the transaction's snapshot (PlannedStmtRequiresSnapshot:
- * transaction control, SET, SHOW). `SET TRANSACTION SNAPSHOT` sets one, so it is not among them.
+ * transaction control, SET and RESET, SHOW). `SET TRANSACTION SNAPSHOT` sets one, so it is not
+ * among them. A ROLLBACK that leaves a transaction open went back to a savepoint (or chained).
  */
-const SNAPSHOT_FREE = new Set(['begin', 'start', 'set', 'show', 'savepoint', 'release']);
+const SNAPSHOT_FREE = new Set(['begin', 'start', 'set', 'reset', 'show', 'savepoint', 'release', 'rollback']);
 
 function snapshotFree(sql: string): boolean {
   // With standard_conforming_strings off (a client may turn it off) a backslash would end a
@@ -40,15 +41,33 @@ export class FreshTransaction {
     this.texts = undefined;
   }
 
-  /** A simple Query ran and left the client with `status`. */
-  queryRan(sql: string, status: 'I' | 'T' | 'E'): void {
-    if (this.before && this.staysFresh(sql, status)) this.texts = [...this.before, sql];
+  /** Whether the unit under way may leave the transaction fresh (its texts are worth reading). */
+  get watching(): boolean {
+    return this.before !== undefined;
+  }
+
+  /**
+   * A unit ran and left the client with `status`: `texts` is what simple Queries of them would
+   * have done (the unit's own simple Query, or an extended unit's unnamed statements bound
+   * without parameters: psycopg sends BEGIN so), undefined for anything else. An extended unit's
+   * Parses (`parsed`) must take no snapshot either.
+   */
+  ran(texts: readonly string[] | undefined, status: 'I' | 'T' | 'E', parsed: readonly string[] = []): void {
+    if (this.before && texts && this.staysFresh(texts, status, parsed))
+      this.texts = [...this.before, ...texts];
     this.before = undefined;
   }
 
-  /** Whether the transaction will still have taken no snapshot once this Query (which ran) is done. */
-  staysFresh(sql: string, status: 'I' | 'T' | 'E'): boolean {
-    return status === 'T' && this.before !== undefined && snapshotFree(sql);
+  /** A simple Query ran and left the client with `status`. */
+  queryRan(sql: string, status: 'I' | 'T' | 'E'): void {
+    this.ran([sql], status);
+  }
+
+  /** Whether the transaction will still have taken no snapshot once this unit (which ran) is done. */
+  staysFresh(texts: readonly string[], status: 'I' | 'T' | 'E', parsed: readonly string[] = []): boolean {
+    return (
+      status === 'T' && this.before !== undefined && texts.every(snapshotFree) && parsed.every(snapshotFree)
+    );
   }
 
   /** Whether the transaction has taken no snapshot yet. */

@@ -46,9 +46,12 @@ export abstract class SessionUnits extends SessionExecutor {
    * Writes a unit's response. After a statement that may have changed settings, they are read
    * back first, so ParameterStatus reaches the client before the ReadyForQuery, as Postgres does.
    * Inside a transaction the values are read again once it ends (a ROLLBACK may undo them).
-   * `sql` is the simple Query that ran, if that is what the response answers.
+   * `texts` is what the unit ran, as FreshTransaction.ran takes it, if it may be fresh.
    */
-  protected async deliver(response: Uint8Array, sql?: string): Promise<void> {
+  protected async deliver(
+    response: Uint8Array,
+    texts?: { runs: readonly string[]; parsed?: readonly string[] },
+  ): Promise<void> {
     if (hasError(response) && this.lostStatement(response)) this.shared.statementsEpoch++;
     const ready = this.inUnit || this.copy || this.status === 'E' ? undefined : finalReady(response);
     if (!this.settings.due(this.status) || ready === undefined) {
@@ -61,7 +64,9 @@ export abstract class SessionUnits extends SessionExecutor {
     await this.restoreStartupSettings(this.execFailed);
     // A transaction that has taken no snapshot yet (BEGIN; SET LOCAL ...) may still be given
     // its isolation level: read by SHOW, which takes none.
-    await this.readBackSettings(sql !== undefined && this.fresh.staysFresh(sql, this.status));
+    await this.readBackSettings(
+      texts !== undefined && this.fresh.staysFresh(texts.runs, this.status, texts.parsed),
+    );
     this.write(response.subarray(ready));
   }
 
@@ -380,7 +385,7 @@ export abstract class SessionUnits extends SessionExecutor {
     // Only a text that runs may reset (the extended protocol's are left to the database).
     this.settings.resets.note(resetSettings(sql));
     const timed = !uninterruptibleQuery(sql, this.status === 'E');
-    await this.deliver(await this.exec(message, true, timed), sql);
+    await this.deliver(await this.exec(message, true, timed), { runs: [sql] });
     this.fresh.queryRan(sql, this.status);
   }
 

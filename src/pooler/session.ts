@@ -9,7 +9,7 @@ import { MAX_TIMER_MS } from './session-executor.js';
 import { abandonUnit, deallocateUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { SessionUnits } from './session-units.js';
 import { closeStatements } from './statements.js';
-import { addBatch, emptyUnit, uninterruptibleUnit } from './uninterruptible.js';
+import { addBatch, emptyUnit, uninterruptibleUnit, unitTexts } from './uninterruptible.js';
 
 /**
  * Relays one client's protocol messages to its database's single Postgres session.
@@ -302,7 +302,12 @@ export class ClientSession extends SessionUnits {
     addBatch(this.unitSoFar, batch, (name) => this.names.isLoneRollback(name));
     const timed = !uninterruptibleUnit(this.unitSoFar, this.status === 'E');
     await this.reprepare();
-    await this.deliver(await this.exec(Buffer.concat(batch), true, timed));
+    const response = await this.exec(Buffer.concat(batch), true, timed);
+    // Only a whole unit that may leave the transaction fresh has its texts read.
+    const watch = this.batchEndsUnit && this.status === 'T' && this.fresh.watching;
+    const texts = watch ? unitTexts(this.unitSoFar) : undefined;
+    await this.deliver(response, texts);
+    if (texts) this.fresh.ran(texts.runs, this.status, texts.parsed);
     this.batchEndsUnit = true;
   }
 

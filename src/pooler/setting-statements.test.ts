@@ -13,7 +13,8 @@ describe('settingsChangedBy', () => {
     ],
     ["set app.tenant = 'a'", ['app.tenant'], ['app.tenant']],
     ['SET SESSION "App"."Mode" TO strict', ['app.mode'], ['app.mode']],
-    ["set local request.jwt.claims to '{}'", ['request.jwt.claims'], ['request.jwt.claims']],
+    // A SET LOCAL custom name is read back in its transaction but never tracked after it.
+    ["set local request.jwt.claims to '{}'", [], ['request.jwt.claims']],
     ['reset my.x; discard all', ['my.x'], undefined],
     ['reset all', [], undefined],
     // A name given as a parameter cannot be known from the text.
@@ -27,7 +28,11 @@ describe('settingsChangedBy', () => {
     ['set xml option document; set constraints all deferred; reset role', [], ['xmloption', 'role']],
     ["SET SESSION AUTHORIZATION 'u'", [], undefined],
     ['RESET SESSION AUTHORIZATION', [], undefined],
-    ['SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY', [], undefined],
+    [
+      'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY',
+      [],
+      ['default_transaction_isolation', 'default_transaction_read_only', 'default_transaction_deferrable'],
+    ],
     ['set session work_mem = 1000', [], ['work_mem']],
   ])('%s → changes, custom %j, named %j', (sql, custom, named) => {
     expect(settingsChangedBy(sql)).toStrictEqual(named ? { custom, named } : { custom });
@@ -40,6 +45,8 @@ describe('settingsChangedBy', () => {
     'select 1',
     'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
     'set transaction read only',
+    'SET LOCAL TRANSACTION READ ONLY',
+    'set session transaction isolation level repeatable read',
   ])('%s → no change', (sql) => {
     expect(settingsChangedBy(sql)).toBeUndefined();
   });

@@ -8,20 +8,23 @@ import { leadingWords, statements, type Token } from './sql-lexer.js';
 
 /**
  * Names the forms of SET and RESET with their own syntax stand for, as settingName reads them:
- * the setting they change, '' for none (SET CONSTRAINTS; the seed is never read back), or
- * undefined for more than one or one not read by name (RESET ALL, SESSION AUTHORIZATION, SESSION
- * CHARACTERISTICS).
+ * the settings they change (none for SET CONSTRAINTS; the seed is never read back), or
+ * undefined for those not read by name (RESET ALL, SESSION AUTHORIZATION).
  */
-const SPECIAL_FORMS: Readonly<Record<string, string | undefined>> = {
-  names: 'client_encoding',
-  schema: 'search_path',
-  xml: 'xmloption',
-  constraints: '',
-  seed: '',
+const SPECIAL_FORMS: Readonly<Record<string, readonly string[] | undefined>> = {
+  names: ['client_encoding'],
+  schema: ['search_path'],
+  xml: ['xmloption'],
+  constraints: [],
+  seed: [],
+  characteristics: [
+    'default_transaction_isolation',
+    'default_transaction_read_only',
+    'default_transaction_deferrable',
+  ],
   all: undefined,
   authorization: undefined,
   session: undefined,
-  characteristics: undefined,
 };
 
 /**
@@ -37,19 +40,23 @@ export function settingsChangedBy(sql: string): { custom: string[]; named?: stri
   const custom: string[] = [];
   let named: string[] | undefined = [];
   for (const statement of statements(sql)) {
-    const [first, second] = leadingWords(statement, 2);
-    // SET TRANSACTION changes only transaction_* (never read back): a read-back after it would be
-    // the transaction's first query, and a second SET TRANSACTION would then fail with 25001.
-    if (first === 'set' && second === 'transaction' && !isAssign(statement[2])) continue;
+    const [first, second, third] = leadingWords(statement, 3);
+    const qualified =
+      first === 'set' && (second === 'session' || second === 'local') && !isAssign(statement[2]);
+    // SET [LOCAL | SESSION] TRANSACTION changes only transaction_* (never read back): a read-back
+    // after it would be the transaction's first query, and a second one would then fail (25001).
+    if (first === 'set' && (qualified ? third : second) === 'transaction') {
+      if (!isAssign(statement[qualified ? 3 : 2])) continue;
+    }
     if (first === 'set' || first === 'reset') {
       changes = true;
-      const qualified =
-        first === 'set' && (second === 'session' || second === 'local') && !isAssign(statement[2]);
       const name = settingName(statement, qualified ? 2 : 1);
-      if (name?.text.includes('.')) custom.push(name.text);
-      const setting = name && (name.text in SPECIAL_FORMS ? SPECIAL_FORMS[name.text] : name.text);
-      if (setting === undefined) named = undefined;
-      else if (setting) named?.push(setting);
+      // A SET LOCAL value ends with its transaction, which holds the session throughout: not
+      // tracked for the next client, nor counted against the database's custom names.
+      if (name?.text.includes('.') && second !== 'local') custom.push(name.text);
+      const settings = name && (name.text in SPECIAL_FORMS ? SPECIAL_FORMS[name.text] : [name.text]);
+      if (settings === undefined) named = undefined;
+      else named?.push(...settings);
     } else if (first === 'discard') {
       changes = true;
       named = undefined;

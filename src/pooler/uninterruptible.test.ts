@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { cstr, int16, int32, tagged } from '../../test/helpers/messages.js';
-import { addBatch, emptyUnit, uninterruptibleQuery, uninterruptibleUnit } from './uninterruptible.js';
+import {
+  addBatch,
+  emptyUnit,
+  parseText,
+  uninterruptibleQuery,
+  uninterruptibleUnit,
+} from './uninterruptible.js';
 
 describe('uninterruptibleQuery', () => {
   it.each([
@@ -76,5 +82,39 @@ describe('uninterruptibleUnit', () => {
     );
     const rebound = unitOf([bindPortal('p', '_g1_0'), bindPortal('p', '_g1_1'), executePortal('p'), sync]);
     expect(uninterruptibleUnit(rebound, false)).toBe(false);
+  });
+});
+
+describe('UnitSoFar: what a unit ran, as simple Queries would', () => {
+  const parse = (sql: string, name = '') => tagged('P', cstr(name), cstr(sql), int16(0));
+  const bind = (statement = '', portal = '') =>
+    tagged('B', cstr(portal), cstr(statement), int16(0), int16(0), int16(0));
+  const bindOneParam = tagged('B', cstr(''), cstr(''), int16(1), int16(0), int16(1), int32(1), '7', int16(0));
+  const execute = (portal = '') => tagged('E', cstr(portal), int32(0));
+  const describePortal = tagged('D', 'P', cstr(''));
+  const sync = tagged('S');
+  const ran = (...batches: Buffer[][]) => {
+    const unit = emptyUnit();
+    for (const batch of batches) addBatch(unit, batch, () => false);
+    return { runs: unit.runs?.map(parseText), parsed: unit.parses.map(parseText) };
+  };
+
+  it("gives the unnamed statements it executed, bound without parameters (psycopg's BEGIN)", () => {
+    expect(ran([parse('BEGIN'), bind(), describePortal, execute(), sync])).toEqual({
+      runs: ['BEGIN'],
+      parsed: ['BEGIN'],
+    });
+    expect(
+      ran([parse('SET LOCAL a.b = 1'), bind(), execute()], [parse('SHOW a.b'), bind(), execute(), sync]),
+    ).toEqual({ runs: ['SET LOCAL a.b = 1', 'SHOW a.b'], parsed: ['SET LOCAL a.b = 1', 'SHOW a.b'] });
+    // A prepare alone runs nothing; its Parse is still what the unit did.
+    expect(ran([parse('select 1', 's1'), sync])).toEqual({ runs: [], parsed: ['select 1'] });
+  });
+
+  it('gives nothing when a statement had parameters, was named, or was bound before the unit', () => {
+    expect(ran([parse('select $1'), bindOneParam, execute(), sync]).runs).toBeUndefined();
+    expect(ran([parse('begin', 's'), bind('s'), execute(), sync]).runs).toBeUndefined();
+    expect(ran([execute('p'), sync]).runs).toBeUndefined();
+    expect(ran([parse('begin'), bind('', 'p'), bind('s', 'p'), execute('p'), sync]).runs).toBeUndefined();
   });
 });

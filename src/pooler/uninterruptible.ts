@@ -35,9 +35,42 @@ export interface UnitSoFar {
   rollbackPortals: Set<string>;
   /** An Execute of any other portal (one bound earlier in the transaction, or to anything else). */
   runsOther: boolean;
+  /** Every Parse of the unit (fresh-transaction.ts: a Parse of a query takes the snapshot). */
+  parses: Buffer[];
+  /**
+   * The Parse of each statement the unit executed, when each was the unnamed statement parsed in
+   * the unit and bound without parameters: a simple Query of its text would have done the same.
+   * Undefined once anything else ran.
+   */
+  runs: Buffer[] | undefined;
+  /** The unit's unnamed Parse, and the portals bound to it without parameters. */
+  unnamed: Buffer | undefined;
+  readonly portals: Map<string, Buffer>;
 }
 
-export const emptyUnit = (): UnitSoFar => ({ executes: 0, rollbackPortals: new Set(), runsOther: false });
+export const emptyUnit = (): UnitSoFar => ({
+  executes: 0,
+  rollbackPortals: new Set(),
+  runsOther: false,
+  parses: [],
+  runs: [],
+  unnamed: undefined,
+  portals: new Map(),
+});
+
+/** A Parse message's query text. */
+export const parseText = (m: Buffer): string => cstring(m, m.indexOf(0, 5) + 1);
+
+/** The texts of a unit for FreshTransaction.ran: those it ran as simple Queries would, and those it parsed. */
+export function unitTexts(unit: UnitSoFar): { runs: string[]; parsed: string[] } | undefined {
+  return unit.runs && { runs: unit.runs.map(parseText), parsed: unit.parses.map(parseText) };
+}
+
+/** A Bind's parameter count (after the portal, statement and format codes). */
+function bindParameters(m: Buffer, statementEnd: number): number {
+  const formats = m.readUInt16BE(statementEnd + 1);
+  return m.readUInt16BE(statementEnd + 3 + 2 * formats);
+}
 
 const cstring = (m: Buffer, start: number) => m.toString('utf8', start, m.indexOf(0, start));
 
@@ -54,12 +87,21 @@ export function addBatch(
   for (const m of batch) {
     if (m[0] === Frontend.Execute) {
       unit.executes++;
-      if (!unit.rollbackPortals.has(cstring(m, 5))) unit.runsOther = true;
-    } else if (m[0] === Frontend.Parse && m[5] === 0) {
-      unnamedParse = m;
+      const portal = cstring(m, 5);
+      if (!unit.rollbackPortals.has(portal)) unit.runsOther = true;
+      const parse = unit.portals.get(portal);
+      if (parse) unit.runs?.push(parse);
+      else unit.runs = undefined;
+    } else if (m[0] === Frontend.Parse) {
+      unit.parses.push(m);
+      if (m[5] === 0) unnamedParse = unit.unnamed = m;
     } else if (m[0] === Frontend.Bind) {
       const portal = cstring(m, 5);
+      const statementEnd = m.indexOf(0, m.indexOf(0, 5) + 1);
       const name = cstring(m, m.indexOf(0, 5) + 1);
+      if (name === '' && unit.unnamed && bindParameters(m, statementEnd) === 0)
+        unit.portals.set(portal, unit.unnamed);
+      else unit.portals.delete(portal);
       const rollback =
         name === ''
           ? unnamedParse !== undefined && uninterruptibleQuery(cstring(unnamedParse, 6), false)

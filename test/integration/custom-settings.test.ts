@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -96,6 +99,26 @@ describe('custom settings', () => {
     }
   });
 
+  it('SET LOCAL custom names do not use up the names tracked: a later SET still stays with its client', async () => {
+    const pw = await t.createDatabase('custom-local');
+    const config = t.pgConfig('custom-local', pw);
+    const a = await connected(config);
+    const b = await connected(config);
+    try {
+      // More than the 200 custom names a database tracks, each only for a transaction.
+      const locals = Array.from({ length: 250 }, (_, i) => `set local req.k${i} = '${i}'`).join('; ');
+      await a.query(`begin; ${locals}`);
+      expect(await setting(a, 'req.k249')).toBe('249');
+      await a.query('commit');
+      await a.query("set app.tenant = 'secret-a'");
+      expect(unset(await setting(b, 'app.tenant'))).toBe(true);
+      expect(await setting(a, 'app.tenant')).toBe('secret-a');
+      expect(unset(await setting(b, 'app.tenant'))).toBe(true);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  });
+
   it('a custom setting given at connect time (options -c) stays with its client', async () => {
     const pw = await t.createDatabase('custom-startup');
     const config = t.pgConfig('custom-startup', pw);
@@ -178,5 +201,27 @@ describe("the gateway's statements and a client's transaction", () => {
     } finally {
       await Promise.all([c.end(), other.end()]);
     }
+  });
+  it('psycopg with its defaults (BEGIN through the extended protocol): SET LOCAL, RESET, then SET TRANSACTION', async () => {
+    const pw = await t.createDatabase('iso-psycopg');
+    const script = path.join(import.meta.dirname, '../python/psycopg_set_local.py');
+    const dsn = `postgres://postgres:${pw}@127.0.0.1:${t.port}/iso-psycopg`;
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, dsn, t.caPath], {
+      timeout: 60_000,
+    }).catch((err: { stdout?: string; stderr?: string }) => {
+      throw new Error(`psycopg_set_local.py failed: ${err.stdout ?? ''} ${err.stderr ?? ''}`);
+    });
+    expect(JSON.parse(stdout)).toEqual({
+      seen: {
+        'set local': 'serializable',
+        tenant: 'p',
+        timeout: '57014',
+        reset: 'serializable',
+        'set local transaction': 'serializable',
+        read_only: 'on',
+        after: '0',
+      },
+      errors: [],
+    });
   });
 });
