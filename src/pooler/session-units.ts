@@ -1,6 +1,14 @@
 import { errors, type GatewayError } from '../errors.js';
-import { backendMessages, firstColumn, firstRow, hasError, splitCopyIn } from '../wire/backend-scan.js';
 import {
+  backendMessages,
+  countBeforeError,
+  firstColumn,
+  firstRow,
+  hasError,
+  splitCopyIn,
+} from '../wire/backend-scan.js';
+import {
+  Backend,
   errorResponse,
   Frontend,
   flushMessage,
@@ -134,16 +142,26 @@ export abstract class SessionUnits extends SessionExecutor {
 
   /**
    * Prepares again the client's statements that the session closed (cap) and that the batch about
-   * to run uses. Parse + Flush keeps the client's unit open; if a Parse fails, the client gets
-   * that error, and the session skips the client's messages up to its Sync, as if its own
-   * message had failed.
+   * to run uses; the batch begins with the first message using one (step), so the messages
+   * before it have run, as in Postgres. Parse + Flush keeps the client's unit open; if a Parse
+   * fails, the client gets that error, and the session skips the client's messages up to its
+   * Sync, as if its own message had failed.
    */
   protected async reprepare(): Promise<void> {
     const { parses, checks } = this.names.takeReprepares();
     if (parses.length === 0) return;
+    const backendOf = (parse: Buffer) => parse.toString('utf8', 5, parse.indexOf(0, 5));
+    // After an error in the unit the engine skips everything up to the Sync, these Parses too.
+    if (this.inUnit && this.unitFailed) {
+      for (const parse of parses) this.names.notInSession(backendOf(parse));
+      return;
+    }
     const describes = checks.map(([backend]) => describeStatement(backend));
     const response = await this.exec(Buffer.concat([...parses, ...describes, flushMessage()]));
     if (hasError(response)) {
+      // The failing Parse and those after it (skipped): prepared again at their next use.
+      const done = countBeforeError(response, Backend.ParseComplete);
+      for (const parse of parses.slice(done)) this.names.notInSession(backendOf(parse));
       const error = firstErrorMessage(response);
       if (error) this.write(error);
       return;
@@ -153,7 +171,7 @@ export abstract class SessionUnits extends SessionExecutor {
     // As Postgres fails a prepared statement whose table changed under it (its plan must not
     // change result type): closed again, so every use tries and fails the same way until the
     // client prepares it anew. A failing Parse makes the session skip the unit up to its Sync.
-    for (const backend of changed) this.names.resultChanged(backend);
+    for (const backend of changed) this.names.notInSession(backend);
     await this.exec(Buffer.concat([...changed.map(closeStatement), failingParse(), flushMessage()]));
     this.write(errorResponse(resultTypeChanged()));
   }
@@ -183,8 +201,9 @@ export abstract class SessionUnits extends SessionExecutor {
    * before a unit's messages are renamed, when a statement may have dropped some (see above).
    */
   protected async checkStatements(): Promise<void> {
-    // In a failed transaction nothing can be read: try again at the next unit.
-    if (this.statementsEpoch === this.shared.statementsEpoch || this.status === 'E') return;
+    // In a failed transaction nothing can be read, nor in the middle of an extended unit (a Query
+    // there would end it): try again at the next unit.
+    if (this.statementsEpoch === this.shared.statementsEpoch || this.status === 'E' || this.inUnit) return;
     this.statementsEpoch = this.shared.statementsEpoch;
     if (this.names.size === 0) return;
     const sql = `SELECT pg_catalog.string_agg(name, ',') FROM pg_catalog.pg_prepared_statements WHERE name LIKE '${this.names.likePattern}'`;

@@ -289,6 +289,12 @@ export class ClientSession extends SessionUnits {
         if (code === Frontend.FunctionCall) return this.runFunctionCall(message);
         return this.runQuery(message);
       }
+      // A statement to prepare again begins a batch: what comes before it runs first, so that a
+      // failing re-preparation fails at its use, as in Postgres, not before the whole unit.
+      if (batch.length > 0 && this.names.needsReprepare(message)) {
+        this.queue.putBack(message);
+        break;
+      }
       batch.push(this.prepareExtended(message));
       if (code === Frontend.Sync) break;
       message = this.queue.shift();

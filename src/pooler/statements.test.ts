@@ -75,6 +75,29 @@ describe('StatementNames', () => {
   });
 });
 
+describe('StatementNames.needsReprepare', () => {
+  const bind = (name: string) => tagged(Frontend.Bind, '\0', `${name}\0`, [0, 0, 0, 0, 0, 0]);
+  const describeS = (name: string) => tagged(Frontend.Describe, 'S', `${name}\0`);
+
+  it('is true for a Bind or Describe of a statement the session closed, until it is prepared again', () => {
+    const a = new StatementNames(1, 1);
+    a.define('s1');
+    a.define('s2'); // s1 closed in the session (cap 1)
+    expect(a.needsReprepare(bind('s1'))).toBe(true);
+    expect(a.needsReprepare(describeS('s1'))).toBe(true);
+    expect(a.needsReprepare(bind('s2'))).toBe(false);
+    expect(a.needsReprepare(bind('never'))).toBe(false);
+    expect(a.needsReprepare(bind(''))).toBe(false);
+    expect(a.needsReprepare(tagged(Frontend.Describe, 'P', '\0'))).toBe(false);
+    const backend = a.use('s1');
+    expect(a.takeReprepares().parses).toHaveLength(1);
+    expect(a.needsReprepare(bind('s1'))).toBe(false);
+    // Its re-preparation failed: prepared again at the next use.
+    a.notInSession(backend);
+    expect(a.needsReprepare(bind('s1'))).toBe(true);
+  });
+});
+
 describe('renameStatement', () => {
   it('renames Parse, Bind, Describe and Close but not portals', () => {
     const names = new StatementNames(3, 10);

@@ -95,10 +95,24 @@ export class StatementNames {
     if (definition !== undefined && this.definitions.get(name) === definition) this.types.set(name, types);
   }
 
-  /** A statement prepared again did not keep its result type: closed, it fails at each use. */
-  resultChanged(backendName: string): void {
+  /**
+   * A statement the session does not have after all (its re-preparation failed or was skipped,
+   * or did not keep its result type): prepared again at its next use, and failing as Postgres
+   * fails there, every time until it works.
+   */
+  notInSession(backendName: string): void {
     const name = this.toClient.get(backendName);
     if (name !== undefined) this.drop(name, false);
+  }
+
+  /** Whether renaming this Bind or Describe would prepare one of the client's statements again. */
+  needsReprepare(message: Buffer): boolean {
+    let start: number;
+    if (message[0] === Frontend.Bind) start = message.indexOf(0, 5) + 1;
+    else if (message[0] === Frontend.Describe && message[5] === 0x53) start = 6;
+    else return false;
+    const name = cstring(message, start).value;
+    return name !== '' && !this.toBackend.has(name) && this.definitions.has(name);
   }
 
   forgetAll(): void {

@@ -65,6 +65,16 @@ export function firstColumn(response: Uint8Array): (string | null)[] {
   return values;
 }
 
+/** How many messages of type `code` a response has before its first ErrorResponse. */
+export function countBeforeError(response: Uint8Array, code: number): number {
+  let count = 0;
+  for (const m of backendMessages(response)) {
+    if (m.code === Backend.ErrorResponse) break;
+    if (m.code === code) count++;
+  }
+  return count;
+}
+
 /** Whether a response ends in an ErrorResponse before its ReadyForQuery. */
 export function hasError(response: Uint8Array): boolean {
   for (const m of backendMessages(response)) if (m.code === Backend.ErrorResponse) return true;

@@ -38,6 +38,7 @@ export const Backend = {
   CopyInResponse: 0x47, // G
   CopyOutResponse: 0x48, // H
   CopyBothResponse: 0x57, // W
+  ParseComplete: 0x31, // 1
 } as const;
 
 /** Untagged first-message codes (the int32 after the length). */

@@ -113,6 +113,38 @@ describe('statements prepared again keep the types the client learned', () => {
     expect(await run(bindExecute('blind'))).toBe('ok'); // never described: nothing to keep
   });
 
+  it('a statement that cannot be prepared again fails at its use: what comes before it in the unit runs', async () => {
+    await sql('create table gone (a int4)');
+    expect(await run(parse('old', 'select a from gone'))).toBe('ok');
+    await pushOut();
+    await sql('drop table gone');
+    expect(await run(parse('live', 'select 5'))).toBe('ok');
+    // As in Postgres: the Close runs, then the Bind of the statement fails (42P01).
+    expect(await run(close('live'), bindExecute('old'))).toBe('42P01');
+    expect(await run(bindExecute('live'))).toBe('26000');
+    // Closed in the session too, not left there under its backend name.
+    expect(await sql("select count(*) from pg_prepared_statements where statement = 'select 5'")).toEqual([
+      '0',
+    ]);
+    // Every use fails the same way (not with 26000), until the table is back.
+    expect(await run(bindExecute('old'))).toBe('42P01');
+    await sql('create table gone (a int4)');
+    expect(await run(bindExecute('old'))).toBe('ok');
+  });
+
+  it('a changed result type fails at the use too, after the messages before it', async () => {
+    await sql('create table moved (a int4)');
+    expect(await run(parse('typed', 'select a from moved'), describeS('typed'))).toBe('ok');
+    await pushOut();
+    await sql('alter table moved alter a type text');
+    expect(await run(parse('other', 'select 6'))).toBe('ok');
+    expect(await run(close('other'), bindExecute('typed'))).toBe('0A000');
+    expect(await run(bindExecute('other'))).toBe('26000');
+    expect(await sql("select count(*) from pg_prepared_statements where statement = 'select 6'")).toEqual([
+      '0',
+    ]);
+  });
+
   it('asyncpg: an insert keeps its parameter type, a select whose result changed is prepared again', async () => {
     const script = path.join(import.meta.dirname, '../python/asyncpg_alter_type.py');
     const dsn = `postgres://postgres:${pw}@127.0.0.1:${gw.port}/types`;
