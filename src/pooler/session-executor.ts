@@ -1,7 +1,7 @@
 import type { Database } from '../databases/database.js';
 import { EngineBrokenError, EngineKilledError } from '../engine/engine.js';
 import { errors } from '../errors.js';
-import { hasError, lastReadyStatus } from '../wire/backend-scan.js';
+import { firstColumn, firstRow, hasError, lastReadyStatus } from '../wire/backend-scan.js';
 import { errorResponse, query, readyForQuery, type TransactionStatus } from '../wire/protocol.js';
 import { ArchiveGate, mayAcknowledgeCommit } from './archive-gate.js';
 import { ClientListening } from './client-listening.js';
@@ -11,10 +11,12 @@ import { COMMIT_GRACE_MS, RunningRequest } from './running-request.js';
 import { ENGINE_BROKE, Interrupted, interrupted, quoteIdent } from './session-errors.js';
 import { findError } from './session-messages.js';
 import type { SessionOptions } from './session-options.js';
+import { isServableEncoding, SHOW_SAVEPOINT, showSettingsSql } from './setting-values.js';
 import { ClientSettings } from './settings.js';
 import { type SharedSession, sharedSession } from './shared-session.js';
+import { closeStatements, restoreNames } from './statement-renames.js';
 import { DescribedStatements } from './statement-types.js';
-import { closeStatements, restoreNames, StatementNames } from './statements.js';
+import { StatementNames } from './statements.js';
 
 /** The longest delay Node's timers keep (2^31-1 ms); a longer one fires at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -283,6 +285,92 @@ export abstract class SessionExecutor {
         : Buffer.concat([errorResponse(error), readyForQuery(this.status)]),
     );
     if (this.opts.poolMode === 'transaction' && this.status === 'I') this.database.hold.release(this.owner);
+  }
+
+  /**
+   * After RESET: settings the client connected with go back to those values, as in Postgres.
+   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
+   */
+  protected async restoreStartupSettings(failed: boolean): Promise<void> {
+    const sql = this.settings.resets.take(failed);
+    if (!sql) return;
+    if (this.status === 'I') {
+      await this.exec(query(sql));
+      return;
+    }
+    const restored = await this.exec(
+      query(`SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`),
+    );
+    if (hasError(restored)) {
+      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
+    }
+  }
+
+  /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
+  protected async readBackSettings(snapshotFree: boolean): Promise<void> {
+    const { names, sql, untracked, shown } = this.settings.readBack(this.shared, this.status, snapshotFree);
+    if (untracked && !this.shared.customNamesFull) {
+      this.shared.customNamesFull = true;
+      this.opts.logger.warn(
+        { name: untracked },
+        'a custom setting name is not tracked (over 200 names in this database, or over 256 characters): its value may reach other clients',
+      );
+    }
+    const values = shown && (await this.showSettings(shown));
+    let reports: Buffer[];
+    if (shown && values) reports = this.settings.applyShown(this.shared, names, shown, values);
+    else {
+      const row = firstRow(await this.exec(query(sql)));
+      if (!row) return;
+      reports = this.settings.apply(this.shared, names, row);
+    }
+    if (reports.length > 0) this.gate.write(Buffer.concat(reports));
+    // The statement check cannot see every way to set it (a parameter of set_config, a DO
+    // block): an encoding PGlite cannot convert to is put back to UTF8 before anything else runs.
+    const encoding = this.settings.value('client_encoding');
+    if (encoding !== undefined && !isServableEncoding(encoding)) {
+      await this.exec(query("SET client_encoding TO 'UTF8'"));
+      throw errors.clientEncodingUnsupported(encoding);
+    }
+  }
+
+  /**
+   * The values of `names` by SHOW, in a savepoint; undefined if a SHOW failed (a custom name no
+   * longer defined after a restart, a name the lexer misread): the read-back then takes the
+   * snapshot after all.
+   */
+  private async showSettings(names: readonly string[]): Promise<(string | null)[] | undefined> {
+    const response = await this.exec(query(showSettingsSql(names)));
+    if (hasError(response)) {
+      await this.exec(query(`ROLLBACK TO SAVEPOINT ${SHOW_SAVEPOINT}; RELEASE ${SHOW_SAVEPOINT}`));
+      return undefined;
+    }
+    const values = firstColumn(response);
+    return values.length === names.length ? values : undefined;
+  }
+
+  /**
+   * A leaving client whose database restarted since it last ran has nothing left in the new
+   * session (no statements, no transaction, not its settings): nothing of it to re-create only to
+   * close it. Its channels stay in the hub until it leaves, so UNLISTEN still runs.
+   */
+  protected async forgetIfRestarted(): Promise<void> {
+    const db = this.database;
+    await db.ready();
+    if (db.generation === this.generation) return;
+    this.generation = db.generation;
+    this.names.forgetAll();
+    this.status = 'I';
+    this.inUnit = false;
+  }
+
+  protected async resetSession(): Promise<void> {
+    await this.exec(query('DISCARD ALL'));
+    const listen = this.shared.notifications.listenAllSql(); // DISCARD ALL ran UNLISTEN *
+    if (listen) await this.exec(query(listen));
+    const baseline = this.database.engine.baselineSql;
+    if (baseline) await this.exec(query(baseline));
+    this.shared.reset();
   }
 
   protected write(response: Uint8Array): Promise<void> | undefined {

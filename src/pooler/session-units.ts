@@ -1,12 +1,5 @@
-import { errors, type GatewayError } from '../errors.js';
-import {
-  backendMessages,
-  countBeforeError,
-  firstColumn,
-  firstRow,
-  hasError,
-  splitCopyIn,
-} from '../wire/backend-scan.js';
+import type { GatewayError } from '../errors.js';
+import { backendMessages, countBeforeError, firstRow, hasError, splitCopyIn } from '../wire/backend-scan.js';
 import {
   Backend,
   errorResponse,
@@ -31,10 +24,9 @@ import {
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
 import { resetSettings, settingsChangedBy } from './setting-statements.js';
-import { isServableEncoding, SHOW_SAVEPOINT, showSettingsSql } from './setting-values.js';
 import { deallocatedNames, forgetAll, judgeStatement } from './statement-guard.js';
+import { closeStatements, renameStatement } from './statement-renames.js';
 import { changedResults, closeStatement, describeStatement, failingParse } from './statement-types.js';
-import { closeStatements, renameStatement } from './statements.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
 
 /**
@@ -76,68 +68,6 @@ export abstract class SessionUnits extends SessionExecutor {
       texts !== undefined && this.fresh.staysFresh(texts.runs, this.status, texts.parsed),
     );
     this.write(response.subarray(ready));
-  }
-
-  /**
-   * After RESET: settings the client connected with go back to those values, as in Postgres.
-   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
-   */
-  private async restoreStartupSettings(failed: boolean): Promise<void> {
-    const sql = this.settings.resets.take(failed);
-    if (!sql) return;
-    if (this.status === 'I') {
-      await this.exec(query(sql));
-      return;
-    }
-    const restored = await this.exec(
-      query(`SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`),
-    );
-    if (hasError(restored)) {
-      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
-    }
-  }
-
-  /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */
-  protected async readBackSettings(snapshotFree: boolean): Promise<void> {
-    const { names, sql, untracked, shown } = this.settings.readBack(this.shared, this.status, snapshotFree);
-    if (untracked && !this.shared.customNamesFull) {
-      this.shared.customNamesFull = true;
-      this.opts.logger.warn(
-        { name: untracked },
-        'a custom setting name is not tracked (over 200 names in this database, or over 256 characters): its value may reach other clients',
-      );
-    }
-    const values = shown && (await this.showSettings(shown));
-    let reports: Buffer[];
-    if (shown && values) reports = this.settings.applyShown(this.shared, names, shown, values);
-    else {
-      const row = firstRow(await this.exec(query(sql)));
-      if (!row) return;
-      reports = this.settings.apply(this.shared, names, row);
-    }
-    if (reports.length > 0) this.gate.write(Buffer.concat(reports));
-    // The statement check cannot see every way to set it (a parameter of set_config, a DO
-    // block): an encoding PGlite cannot convert to is put back to UTF8 before anything else runs.
-    const encoding = this.settings.value('client_encoding');
-    if (encoding !== undefined && !isServableEncoding(encoding)) {
-      await this.exec(query("SET client_encoding TO 'UTF8'"));
-      throw errors.clientEncodingUnsupported(encoding);
-    }
-  }
-
-  /**
-   * The values of `names` by SHOW, in a savepoint; undefined if a SHOW failed (a custom name no
-   * longer defined after a restart, a name the lexer misread): the read-back then takes the
-   * snapshot after all.
-   */
-  private async showSettings(names: readonly string[]): Promise<(string | null)[] | undefined> {
-    const response = await this.exec(query(showSettingsSql(names)));
-    if (hasError(response)) {
-      await this.exec(query(`ROLLBACK TO SAVEPOINT ${SHOW_SAVEPOINT}; RELEASE ${SHOW_SAVEPOINT}`));
-      return undefined;
-    }
-    const values = firstColumn(response);
-    return values.length === names.length ? values : undefined;
   }
 
   /**

@@ -8,7 +8,7 @@ import { Cancelled, cancelledWait, Interrupted, Retry, unexpectedDuringCopy } fr
 import { MAX_TIMER_MS } from './session-executor.js';
 import { abandonUnit, deallocateUnit, prepareOnlyUnitLength, withReadyStatus } from './session-messages.js';
 import { SessionUnits } from './session-units.js';
-import { closeStatements } from './statements.js';
+import { closeStatements } from './statement-renames.js';
 import { addBatch, emptyUnit, uninterruptibleUnit, unitTexts } from './uninterruptible.js';
 
 /**
@@ -206,6 +206,7 @@ export class ClientSession extends SessionUnits {
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
       this.noteParsedResets([]); // it only prepares
       const response = await runBorrowed(db.engine, batch, this.names.takeReprepares().parses);
+      this.names.settleCloses(response);
       this.write(withReadyStatus(response, this.status));
     });
   }
@@ -258,6 +259,8 @@ export class ClientSession extends SessionUnits {
       if (deallocate.name !== undefined) return this.deallocate(deallocate.name, deallocate.replies);
       return this.forgetStatements(false, deallocate.replies);
     }
+    // Closes of a unit the engine never answered (interrupted) are taken as done.
+    this.names.settleCloses();
     const batch: Buffer[] = [];
     let message = this.queue.shift();
     while (message) {
@@ -309,6 +312,7 @@ export class ClientSession extends SessionUnits {
     const timed = !uninterruptibleUnit(this.unitSoFar, this.status === 'E');
     await this.reprepare();
     const response = await this.exec(Buffer.concat(batch), true, timed);
+    this.names.settleCloses(response);
     // Only a whole unit that may leave the transaction fresh has its texts read.
     const watch = this.batchEndsUnit && this.status === 'T' && this.fresh.watching;
     const texts = watch ? unitTexts(this.unitSoFar) : undefined;
@@ -378,29 +382,5 @@ export class ClientSession extends SessionUnits {
     } finally {
       hold.release(this.owner);
     }
-  }
-
-  /**
-   * A leaving client whose database restarted since it last ran has nothing left in the new
-   * session (no statements, no transaction, not its settings): nothing of it to re-create only to
-   * close it. Its channels stay in the hub until it leaves, so UNLISTEN still runs.
-   */
-  private async forgetIfRestarted(): Promise<void> {
-    const db = this.database;
-    await db.ready();
-    if (db.generation === this.generation) return;
-    this.generation = db.generation;
-    this.names.forgetAll();
-    this.status = 'I';
-    this.inUnit = false;
-  }
-
-  private async resetSession(): Promise<void> {
-    await this.exec(query('DISCARD ALL'));
-    const listen = this.shared.notifications.listenAllSql(); // DISCARD ALL ran UNLISTEN *
-    if (listen) await this.exec(query(listen));
-    const baseline = this.database.engine.baselineSql;
-    if (baseline) await this.exec(query(baseline));
-    this.shared.reset();
   }
 }

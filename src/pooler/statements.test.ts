@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { tagged } from '../../test/helpers/messages.js';
 import { Frontend } from '../wire/protocol.js';
-import { closeStatements, renameStatement, restoreNames, StatementNames } from './statements.js';
+import { closeStatements, renameStatement, restoreNames } from './statement-renames.js';
+import { StatementNames } from './statements.js';
 
 describe('StatementNames', () => {
   it('gives two clients different backend names for the same statement name', () => {
@@ -47,6 +48,7 @@ describe('StatementNames', () => {
     a.define('s3');
     expect(a.defined).toBe(2);
     a.close('s3');
+    a.settleCloses();
     expect(a.defined).toBe(1);
     a.use('s1');
     expect(a.takeReprepares().parses).toEqual([]);
@@ -62,6 +64,7 @@ describe('StatementNames', () => {
     expect(a.has('S2')).toBe(false);
     // DEALLOCATE s1: nothing to close in the session, and the name is free again.
     expect(a.owns(a.close('s1'))).toBe(false);
+    a.settleCloses();
     expect(a.has('s1')).toBe(false);
     expect(a.define('s1')).not.toBe(s1);
   });
@@ -113,7 +116,26 @@ describe('renameStatement', () => {
       'Pportal\0',
     );
     expect(renameStatement(tagged(Frontend.Close, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
+    names.settleCloses();
     expect(names.size).toBe(0);
+  });
+
+  it('takes a Close as done only once the engine ran it (an error earlier skips it)', () => {
+    const names = new StatementNames(3, 10);
+    names.define('a');
+    names.define('b');
+    const complete = tagged(0x33);
+    const error = tagged(0x45, 'SERROR\0C22012\0\0');
+    // Close P, Close a ran; the error skipped Close b.
+    for (const m of ['P\0', 'Sa\0', 'Sb\0']) renameStatement(tagged(Frontend.Close, m), names);
+    names.settleCloses(Buffer.concat([complete, complete, error, tagged(0x5a, 'I')]));
+    expect(names.has('a')).toBe(false);
+    expect(names.has('b')).toBe(true);
+    // Closed and defined again in the same unit: the new one stays.
+    renameStatement(tagged(Frontend.Close, 'Sb\0'), names);
+    const again = names.define('b', Buffer.from('select 2\0\0\0', 'latin1'));
+    names.settleCloses(Buffer.concat([complete, tagged(0x31), tagged(0x5a, 'I')]));
+    expect(names.use('b')).toBe(again);
   });
 
   it('leaves the unnamed statement alone', () => {

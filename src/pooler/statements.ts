@@ -1,5 +1,6 @@
-import { Frontend, message as tagged } from '../wire/protocol.js';
-import { type ColumnType, closeStatement, type StatementTypes } from './statement-types.js';
+import { countBeforeError } from '../wire/backend-scan.js';
+import { Backend, Frontend, message as tagged } from '../wire/protocol.js';
+import type { ColumnType, StatementTypes } from './statement-types.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
 
 /**
@@ -153,6 +154,8 @@ export class StatementNames {
   /** A name being defined by Parse (`rest`: the message after the name): allocates a backend name. */
   define(name: string, rest: Buffer = EMPTY_PARSE): string {
     if (name === '') return '';
+    // Closed earlier in the unit and defined again: the new statement stays, under the same name.
+    for (const [i, closed] of this.closing.entries()) if (closed === name) this.closing[i] = '';
     this.remember(name, rest);
     // An existing name keeps its backend name, so Postgres reports the duplicate as it should.
     const existing = this.touch(name);
@@ -180,14 +183,34 @@ export class StatementNames {
     return this.missing;
   }
 
-  /** A name being closed: it is forgotten whether or not the Close succeeds (Postgres agrees). */
+  /**
+   * A Close of statement `name` ('' for the unnamed statement or a portal) being renamed: it
+   * takes effect once the engine has run it (settleCloses), as an error earlier in its unit
+   * skips it. Then the name is forgotten whether or not it existed (Postgres agrees).
+   */
   close(name: string): string {
+    this.closing.push(name);
     if (name === '') return '';
-    this.forget(name);
-    const backend = this.toBackend.get(name);
-    if (backend === undefined) return this.missing;
-    this.drop(name, false);
-    return backend;
+    return this.toBackend.get(name) ?? this.missing;
+  }
+
+  /** Close messages renamed and not yet settled, in order: the client's name, or ''. */
+  private readonly closing: string[] = [];
+
+  /**
+   * The engine answered the messages renamed since the last call with `response`: the Closes it
+   * ran (one CloseComplete each, up to the first error) take effect, and the rest never will.
+   * Without a response (an interrupted unit) they are all taken as done.
+   */
+  settleCloses(response?: Uint8Array): void {
+    if (this.closing.length === 0) return;
+    const ran = response ? countBeforeError(response, Backend.CloseComplete) : this.closing.length;
+    for (const name of this.closing.slice(0, ran)) {
+      if (name === '') continue;
+      this.forget(name);
+      this.drop(name, false);
+    }
+    this.closing.length = 0;
   }
 
   /** Replaces backend names in a text (error messages) by the client's own names. */
@@ -289,85 +312,8 @@ const PARSE = 0x50;
 /** An empty query with no parameter types: the Parse body of a statement defined without one. */
 const EMPTY_PARSE = Buffer.from([0, 0, 0]);
 
-const cstring = (buf: Buffer, start: number): { value: string; end: number } => {
+export const cstring = (buf: Buffer, start: number): { value: string; end: number } => {
   const end = buf.indexOf(0, start);
   if (end < 0) throw new RangeError('unterminated string in message');
   return { value: buf.toString('utf8', start, end), end };
 };
-
-/** Rewrites the statement name in Parse/Bind/Describe/Close; other messages pass unchanged. */
-export function renameStatement(message: Buffer, names: StatementNames): Buffer {
-  switch (message[0]) {
-    case Frontend.Parse: {
-      const name = cstring(message, 5);
-      if (name.value === '') return message;
-      const rest = Buffer.from(message.subarray(name.end + 1));
-      const backend = names.define(name.value, rest);
-      return tagged(Frontend.Parse, `${backend}\0`, rest);
-    }
-    case Frontend.Bind: {
-      const portal = cstring(message, 5);
-      const statement = cstring(message, portal.end + 1);
-      if (statement.value === '') return message;
-      return tagged(
-        Frontend.Bind,
-        message.subarray(5, portal.end + 1),
-        `${names.use(statement.value)}\0`,
-        message.subarray(statement.end + 1),
-      );
-    }
-    case Frontend.Describe:
-    case Frontend.Close: {
-      if (message[5] !== 0x53) return message; // 'S' statement; portals are not renamed
-      const name = cstring(message, 6);
-      if (name.value === '') return message;
-      const backend = message[0] === Frontend.Close ? names.close(name.value) : names.use(name.value);
-      return tagged(message[0], 'S', `${backend}\0`);
-    }
-    default:
-      return message;
-  }
-}
-
-/** Close('S', name) messages for backend statement names, followed by Sync. */
-export function closeStatements(backendNames: string[]): Buffer {
-  return Buffer.concat([...backendNames.map(closeStatement), tagged(Frontend.Sync)]);
-}
-
-/** Rewrites ErrorResponse/NoticeResponse fields that mention backend statement names. */
-export function restoreNames(response: Uint8Array, names: StatementNames): Uint8Array {
-  const buf = Buffer.from(response.buffer, response.byteOffset, response.byteLength);
-  let out: Buffer[] | undefined;
-  let copied = 0;
-  let i = 0;
-  let mention = -1;
-  while (i + 5 <= buf.length) {
-    const end = i + 1 + buf.readUInt32BE(i + 1);
-    if (end > buf.length || end < i + 5) break;
-    const code = buf[i];
-    if (code === 0x45 || code === 0x4e) {
-      // One forward scan for the whole response: re-searched only once passed.
-      if (mention < i + 5) mention = buf.indexOf('_g', i + 5);
-      if (mention < 0) break; // no later message mentions a backend name either
-      if (mention >= end) {
-        i = end;
-        continue;
-      }
-      mention = -1;
-      const fields = buf.toString('utf8', i + 5, end - 1);
-      const restored = fields
-        .split('\0')
-        .map((f) => names.restore(f))
-        .join('\0');
-      if (restored !== fields) {
-        out ??= [];
-        out.push(buf.subarray(copied, i), tagged(code, restored, Buffer.from([0])));
-        copied = end;
-      }
-    }
-    i = end;
-  }
-  if (!out) return response;
-  out.push(buf.subarray(copied));
-  return Buffer.concat(out);
-}

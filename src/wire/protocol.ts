@@ -39,6 +39,7 @@ export const Backend = {
   CopyOutResponse: 0x48, // H
   CopyBothResponse: 0x57, // W
   ParseComplete: 0x31, // 1
+  CloseComplete: 0x33, // 3
 } as const;
 
 /** Untagged first-message codes (the int32 after the length). */

@@ -145,6 +145,26 @@ describe('statements prepared again keep the types the client learned', () => {
     ]);
   });
 
+  it('a Close the engine skipped after an error in its unit leaves the statement, as in Postgres', async () => {
+    expect(await run(parse('kept', 'select 2'))).toBe('ok');
+    expect(await run(parse('boom', 'select 1/0'))).toBe('ok');
+    // The Execute fails: the Close after it never runs.
+    expect(await run(bindExecute('boom'), close('kept'))).toBe('22012');
+    expect(await run(bindExecute('kept'))).toBe('ok');
+    // One that runs does close it.
+    expect(await run(close('kept'))).toBe('ok');
+    expect(await run(bindExecute('kept'))).toBe('26000');
+    // Closed and defined again in one unit; a portal's Close counts in the order too.
+    expect(await run(parse('kept', 'select 3'))).toBe('ok');
+    expect(
+      await run(tagged('C', 'P', cstr('')), close('kept'), parse('kept', 'select 4'), bindExecute('kept')),
+    ).toBe('ok');
+    expect(await run(bindExecute('boom'), close('kept'), close('boom'))).toBe('22012');
+    expect(await run(bindExecute('kept'))).toBe('ok');
+    expect(await run(close('kept'), close('boom'))).toBe('ok');
+    expect(await run(bindExecute('boom'))).toBe('26000');
+  });
+
   it('asyncpg: an insert keeps its parameter type, a select whose result changed is prepared again', async () => {
     const script = path.join(import.meta.dirname, '../python/asyncpg_alter_type.py');
     const dsn = `postgres://postgres:${pw}@127.0.0.1:${gw.port}/types`;
