@@ -5,13 +5,14 @@ import { flushMessage, query } from '../wire/protocol.js';
 /**
  * Runs a prepare-only unit (Parse/Describe/Close up to Sync) while another client's transaction
  * is parked, inside a savepoint so an error cannot abort that transaction. `reprepares` are
- * Parses of the client's statements the session had closed, sent first.
+ * Parses of the client's statements the session had closed, sent first; `reprepared` is their
+ * answer when one failed.
  */
 export async function runBorrowed(
   engine: Engine,
   batch: Uint8Array,
   reprepares: Buffer[],
-): Promise<Uint8Array> {
+): Promise<{ response: Uint8Array; reprepared?: Uint8Array }> {
   await engine.exec(query('SAVEPOINT pglite_gateway_borrow'));
   const prepared =
     reprepares.length > 0 ? await engine.exec(Buffer.concat([...reprepares, flushMessage()])) : undefined;
@@ -19,5 +20,6 @@ export async function runBorrowed(
   const failed = hasError(response) || (prepared !== undefined && hasError(prepared));
   const undo = failed ? 'ROLLBACK TO SAVEPOINT pglite_gateway_borrow; ' : '';
   await engine.exec(query(`${undo}RELEASE pglite_gateway_borrow`));
-  return response;
+  // A failed re-preparation made the engine skip the unit: its error is the answer.
+  return prepared !== undefined && hasError(prepared) ? { response, reprepared: prepared } : { response };
 }

@@ -150,7 +150,13 @@ export abstract class SessionExecutor {
    * statement_timeout may interrupt; the gateway's own switches and read-backs they may not (a
    * read-back runs after a unit's COMMIT, before its ReadyForQuery: the commit must stand).
    */
-  protected async exec(messages: Uint8Array, stream = false, clients = stream): Promise<Uint8Array> {
+  protected async exec(
+    messages: Uint8Array,
+    stream = false,
+    clients = stream,
+    /** Sees every part of the answer, streamed or not (StatementNames.closesAnswered). */
+    seen?: (part: Uint8Array) => void,
+  ): Promise<Uint8Array> {
     const db = this.database;
     const restarted = this.catchUp();
     if (restarted) await restarted;
@@ -188,12 +194,14 @@ export abstract class SessionExecutor {
         messages,
         stream
           ? (chunk) => {
+              seen?.(chunk);
               if (watch && !failed) failed = hasError(chunk);
               holdIfCommitted(chunk, false);
               return this.write(chunk);
             }
           : undefined,
       );
+      seen?.(response);
       if (watch && !failed) failed = hasError(response);
       this.execFailed = failed;
       holdIfCommitted(response, true);
@@ -203,6 +211,7 @@ export abstract class SessionExecutor {
         this.opts.logger.warn({ reason: err.message }, 'database engine broke; restarting it');
         // What came before the break may acknowledge a commit: it waits for the barrier too.
         if (stream && err.partial.length > 0) {
+          seen?.(err.partial);
           holdIfCommitted(err.partial, false);
           this.write(err.partial);
         }

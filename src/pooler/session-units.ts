@@ -27,6 +27,7 @@ import { resetSettings, settingsChangedBy } from './setting-statements.js';
 import { deallocatedNames, forgetAll, judgeStatement } from './statement-guard.js';
 import { closeStatements, renameStatement } from './statement-renames.js';
 import { changedResults, closeStatement, describeStatement, failingParse } from './statement-types.js';
+import { parseName } from './statements.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
 
 /**
@@ -80,22 +81,14 @@ export abstract class SessionUnits extends SessionExecutor {
   protected async reprepare(): Promise<void> {
     const { parses, checks } = this.names.takeReprepares();
     if (parses.length === 0) return;
-    const backendOf = (parse: Buffer) => parse.toString('utf8', 5, parse.indexOf(0, 5));
     // After an error in the unit the engine skips everything up to the Sync, these Parses too.
     if (this.inUnit && this.unitFailed) {
-      for (const parse of parses) this.names.notInSession(backendOf(parse));
+      for (const parse of parses) this.names.notInSession(parseName(parse));
       return;
     }
     const describes = checks.map(([backend]) => describeStatement(backend));
     const response = await this.exec(Buffer.concat([...parses, ...describes, flushMessage()]));
-    if (hasError(response)) {
-      // The failing Parse and those after it (skipped): prepared again at their next use.
-      const done = countBeforeError(response, Backend.ParseComplete);
-      for (const parse of parses.slice(done)) this.names.notInSession(backendOf(parse));
-      const error = firstErrorMessage(response);
-      if (error) this.write(error);
-      return;
-    }
+    if (hasError(response)) return this.repreparationFailed(parses, response);
     const changed = changedResults(response, checks);
     if (changed.length === 0) return;
     // As Postgres fails a prepared statement whose table changed under it (its plan must not
@@ -104,6 +97,17 @@ export abstract class SessionUnits extends SessionExecutor {
     for (const backend of changed) this.names.notInSession(backend);
     await this.exec(Buffer.concat([...changed.map(closeStatement), failingParse(), flushMessage()]));
     this.write(errorResponse(resultTypeChanged()));
+  }
+
+  /**
+   * Re-preparing `parses` failed (`response`): the client hears why, and the failing statement
+   * and those after it (skipped) are prepared again at their next use, failing there again.
+   */
+  protected repreparationFailed(parses: readonly Buffer[], response: Uint8Array): void {
+    const done = countBeforeError(response, Backend.ParseComplete);
+    for (const parse of parses.slice(done)) this.names.notInSession(parseName(parse));
+    const error = firstErrorMessage(response);
+    if (error) this.write(error);
   }
 
   /**
@@ -167,7 +171,7 @@ export abstract class SessionUnits extends SessionExecutor {
    * session already closed it (cap), and forgotten, so the client may Parse the name again.
    */
   protected async deallocate(name: string, replies?: Buffer): Promise<void> {
-    const backend = this.names.close(name);
+    const backend = this.names.closeNow(name);
     if (this.names.owns(backend)) await this.exec(closeStatements([backend]));
     await this.deliver(Buffer.concat([replies ?? commandComplete('DEALLOCATE'), readyForQuery(this.status)]));
   }

@@ -127,7 +127,8 @@ export class ClientSession extends SessionUnits {
           // A borrowed prepare took this client's snapshot: its transaction starts over.
           if (spoiled && (await this.fresh.startOver((sql) => this.exec(query(sql)))))
             this.opts.logger.warn('a transaction started over after a borrowed prepare failed');
-          this.fresh.unitStarts(this.status);
+          // A unit that arrives in parts (TCP, Flush) is one unit to FreshTransaction.
+          if (!this.inUnit && !this.copy) this.fresh.unitStarts(this.status);
           await this.step();
           await this.afterStep();
           if (!this.inUnit && !this.copy)
@@ -203,10 +204,15 @@ export class ClientSession extends SessionUnits {
     if (this.settings.switchSql(this.shared)) return undefined;
     return db.hold.borrow(async () => {
       const unit = this.queue.take(length);
+      this.names.closesUnanswered();
       const batch = Buffer.concat(unit.map((m) => this.prepareExtended(m)));
       this.noteParsedResets([]); // it only prepares
-      const response = await runBorrowed(db.engine, batch, this.names.takeReprepares().parses);
-      this.names.settleCloses(response);
+      const { parses } = this.names.takeReprepares();
+      const { response, reprepared } = await runBorrowed(db.engine, batch, parses);
+      // A statement it needed could not be prepared again: the unit was skipped; the client
+      // hears why, and the statement is tried again at its next use.
+      if (reprepared) this.repreparationFailed(parses, reprepared);
+      this.names.closesAnswered(response);
       this.write(withReadyStatus(response, this.status));
     });
   }
@@ -259,8 +265,7 @@ export class ClientSession extends SessionUnits {
       if (deallocate.name !== undefined) return this.deallocate(deallocate.name, deallocate.replies);
       return this.forgetStatements(false, deallocate.replies);
     }
-    // Closes of a unit the engine never answered (interrupted) are taken as done.
-    this.names.settleCloses();
+    this.names.closesUnanswered();
     const batch: Buffer[] = [];
     let message = this.queue.shift();
     while (message) {
@@ -311,8 +316,9 @@ export class ClientSession extends SessionUnits {
     addBatch(this.unitSoFar, batch, (name) => this.names.isLoneRollback(name));
     const timed = !uninterruptibleUnit(this.unitSoFar, this.status === 'E');
     await this.reprepare();
-    const response = await this.exec(Buffer.concat(batch), true, timed);
-    this.names.settleCloses(response);
+    const response = await this.exec(Buffer.concat(batch), true, timed, (part) =>
+      this.names.closesAnswered(part),
+    );
     // Only a whole unit that may leave the transaction fresh has its texts read.
     const watch = this.batchEndsUnit && this.status === 'T' && this.fresh.watching;
     const texts = watch ? unitTexts(this.unitSoFar) : undefined;

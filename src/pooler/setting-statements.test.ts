@@ -34,6 +34,14 @@ describe('settingsChangedBy', () => {
       ['default_transaction_isolation', 'default_transaction_read_only', 'default_transaction_deferrable'],
     ],
     ['set session work_mem = 1000', [], ['work_mem']],
+    // Names whose first part is LOCAL or SESSION are names, not the qualifier.
+    ["SET local.tenant = 'x'", ['local.tenant'], ['local.tenant']],
+    [
+      "set session.tenant to 'x'; reset local.tenant",
+      ['session.tenant', 'local.tenant'],
+      ['session.tenant', 'local.tenant'],
+    ],
+    ["set local local.tenant = 'x'", [], ['local.tenant']],
   ])('%s → changes, custom %j, named %j', (sql, custom, named) => {
     expect(settingsChangedBy(sql)).toStrictEqual(named ? { custom, named } : { custom });
   });
@@ -63,6 +71,7 @@ describe('resetSettings', () => {
     ['set session work_mem = DEFAULT; reset all', { all: true, names: ['work_mem'] }],
     ['set time zone default', { all: false, names: ['timezone'] }],
     ['set local search_path to default', undefined],
+    ['set local.tenant to default', { all: false, names: ['local.tenant'] }],
     ["set search_path = 'default'", undefined],
     ['set search_path = default, public', undefined],
     ["select 'reset all'", undefined],

@@ -41,8 +41,7 @@ export function settingsChangedBy(sql: string): { custom: string[]; named?: stri
   let named: string[] | undefined = [];
   for (const statement of statements(sql)) {
     const [first, second, third] = leadingWords(statement, 3);
-    const qualified =
-      first === 'set' && (second === 'session' || second === 'local') && !isAssign(statement[2]);
+    const qualified = first === 'set' && setNameStart(statement) === 2;
     // SET [LOCAL | SESSION] TRANSACTION changes only transaction_* (never read back): a read-back
     // after it would be the transaction's first query, and a second one would then fail (25001).
     if (first === 'set' && (qualified ? third : second) === 'transaction') {
@@ -53,7 +52,7 @@ export function settingsChangedBy(sql: string): { custom: string[]; named?: stri
       const name = settingName(statement, qualified ? 2 : 1);
       // A SET LOCAL value ends with its transaction, which holds the session throughout: not
       // tracked for the next client, nor counted against the database's custom names.
-      if (name?.text.includes('.') && second !== 'local') custom.push(name.text);
+      if (name?.text.includes('.') && !(qualified && second === 'local')) custom.push(name.text);
       const settings = name && (name.text in SPECIAL_FORMS ? SPECIAL_FORMS[name.text] : [name.text]);
       if (settings === undefined) named = undefined;
       else named?.push(...settings);
@@ -91,9 +90,10 @@ export function resetSettings(sql: string): { all: boolean; names: string[] } | 
         if (name.text === 'all') all = true;
         else names.push(name.text);
       }
-    } else if (first === 'set' && second !== 'local') {
-      const sessionWord = second === 'session' && !isAssign(statement[2]);
-      const name = settingName(statement, sessionWord ? 2 : 1);
+    } else if (first === 'set') {
+      const start = setNameStart(statement);
+      if (start === 2 && second === 'local') continue;
+      const name = settingName(statement, start);
       if (!name) continue;
       // SET TIME ZONE takes its value without TO or =.
       const at = isAssign(statement[name.end]) ? name.end + 1 : name.zone ? name.end : -1;
@@ -103,6 +103,17 @@ export function resetSettings(sql: string): { all: boolean; names: string[] } | 
     }
   }
   return all || names.length > 0 ? { all, names } : undefined;
+}
+
+/**
+ * Where a SET's setting name starts: after LOCAL or SESSION, unless that word is the name itself
+ * (`SET local = 1` is no setting, but Postgres says so) or its first part (`SET local.tenant`).
+ */
+export function setNameStart(statement: readonly Token[]): 1 | 2 {
+  const [, second] = leadingWords(statement, 2);
+  if (second !== 'session' && second !== 'local') return 1;
+  const next = statement[2];
+  return isAssign(next) || (next?.kind === 'symbol' && next.text === '.') ? 1 : 2;
 }
 
 export const isAssign = (t: Token | undefined): boolean =>

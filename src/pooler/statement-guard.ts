@@ -1,5 +1,5 @@
 import { errors, GatewayError } from '../errors.js';
-import { isAssign } from './setting-statements.js';
+import { isAssign, setNameStart } from './setting-statements.js';
 import { CONNECTION_TIMEOUTS, isServableEncoding } from './setting-values.js';
 import { hasWords, identifierName, leadingWords, statements, type Token } from './sql-lexer.js';
 
@@ -83,9 +83,9 @@ const NO_TIMEOUT = /^(0+(\.0*)?(us|ms|s|min|h|d)?|default)$/i;
 
 /** The connection timeout a statement sets to something other than 0 or DEFAULT, if any. */
 function connectionTimeoutSet(statement: readonly Token[]): string | undefined {
-  const [first, second] = leadingWords(statement, 2);
+  const [first] = leadingWords(statement, 1);
   if (first === 'set') {
-    const at = (second === 'session' || second === 'local') && !isAssign(statement[2]) ? 2 : 1;
+    const at = setNameStart(statement);
     const name = nameAt(statement, at);
     if (!name || !CONNECTION_TIMEOUTS.has(name)) return undefined;
     const from = isAssign(statement[at + 1]) ? at + 2 : at + 1;

@@ -47,8 +47,7 @@ describe('StatementNames', () => {
     a.define('s2');
     a.define('s3');
     expect(a.defined).toBe(2);
-    a.close('s3');
-    a.settleCloses();
+    a.closeNow('s3');
     expect(a.defined).toBe(1);
     a.use('s1');
     expect(a.takeReprepares().parses).toEqual([]);
@@ -63,8 +62,7 @@ describe('StatementNames', () => {
     expect(a.has('s3')).toBe(false);
     expect(a.has('S2')).toBe(false);
     // DEALLOCATE s1: nothing to close in the session, and the name is free again.
-    expect(a.owns(a.close('s1'))).toBe(false);
-    a.settleCloses();
+    expect(a.owns(a.closeNow('s1'))).toBe(false);
     expect(a.has('s1')).toBe(false);
     expect(a.define('s1')).not.toBe(s1);
   });
@@ -116,7 +114,8 @@ describe('renameStatement', () => {
       'Pportal\0',
     );
     expect(renameStatement(tagged(Frontend.Close, 'SP_0\0'), names).toString('latin1', 5)).toBe('S_g3_0\0');
-    names.settleCloses();
+    expect(names.size).toBe(1); // until the engine answers the Close
+    names.closesAnswered(tagged(0x33));
     expect(names.size).toBe(0);
   });
 
@@ -128,13 +127,20 @@ describe('renameStatement', () => {
     const error = tagged(0x45, 'SERROR\0C22012\0\0');
     // Close P, Close a ran; the error skipped Close b.
     for (const m of ['P\0', 'Sa\0', 'Sb\0']) renameStatement(tagged(Frontend.Close, m), names);
-    names.settleCloses(Buffer.concat([complete, complete, error, tagged(0x5a, 'I')]));
+    // Answered in parts, as a streamed reply is.
+    names.closesAnswered(complete);
+    names.closesAnswered(Buffer.concat([complete, tagged(0x44, [0, 0]), error, tagged(0x5a, 'I')]));
     expect(names.has('a')).toBe(false);
+    expect(names.has('b')).toBe(true);
+    // One its unit never answered (interrupted) did not run.
+    renameStatement(tagged(Frontend.Close, 'Sb\0'), names);
+    names.closesUnanswered();
+    names.closesAnswered(complete);
     expect(names.has('b')).toBe(true);
     // Closed and defined again in the same unit: the new one stays.
     renameStatement(tagged(Frontend.Close, 'Sb\0'), names);
     const again = names.define('b', Buffer.from('select 2\0\0\0', 'latin1'));
-    names.settleCloses(Buffer.concat([complete, tagged(0x31), tagged(0x5a, 'I')]));
+    names.closesAnswered(Buffer.concat([complete, tagged(0x31), tagged(0x5a, 'I')]));
     expect(names.use('b')).toBe(again);
   });
 

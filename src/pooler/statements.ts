@@ -1,4 +1,4 @@
-import { countBeforeError } from '../wire/backend-scan.js';
+import { backendMessages } from '../wire/backend-scan.js';
 import { Backend, Frontend, message as tagged } from '../wire/protocol.js';
 import type { ColumnType, StatementTypes } from './statement-types.js';
 import { uninterruptibleQuery } from './uninterruptible.js';
@@ -185,7 +185,7 @@ export class StatementNames {
 
   /**
    * A Close of statement `name` ('' for the unnamed statement or a portal) being renamed: it
-   * takes effect once the engine has run it (settleCloses), as an error earlier in its unit
+   * takes effect once the engine answers it (closesAnswered), as an error earlier in its unit
    * skips it. Then the name is forgotten whether or not it existed (Postgres agrees).
    */
   close(name: string): string {
@@ -194,22 +194,40 @@ export class StatementNames {
     return this.toBackend.get(name) ?? this.missing;
   }
 
-  /** Close messages renamed and not yet settled, in order: the client's name, or ''. */
+  /** A statement closed now: the gateway runs its Close itself (DEALLOCATE name). */
+  closeNow(name: string): string {
+    const backend = this.toBackend.get(name) ?? this.missing;
+    this.forget(name);
+    this.drop(name, false);
+    return backend;
+  }
+
+  /** Close messages renamed and not yet answered, in order: the client's name, or ''. */
   private readonly closing: string[] = [];
 
   /**
-   * The engine answered the messages renamed since the last call with `response`: the Closes it
-   * ran (one CloseComplete each, up to the first error) take effect, and the rest never will.
-   * Without a response (an interrupted unit) they are all taken as done.
+   * A part of the engine's answer to the messages renamed so far: each CloseComplete answers the
+   * next pending Close, which takes effect; an error skipped the rest of the unit, those too.
    */
-  settleCloses(response?: Uint8Array): void {
+  closesAnswered(part: Uint8Array): void {
     if (this.closing.length === 0) return;
-    const ran = response ? countBeforeError(response, Backend.CloseComplete) : this.closing.length;
-    for (const name of this.closing.slice(0, ran)) {
-      if (name === '') continue;
-      this.forget(name);
-      this.drop(name, false);
+    for (const m of backendMessages(part)) {
+      if (m.code === Backend.ErrorResponse) {
+        this.closing.length = 0;
+        return;
+      }
+      if (m.code !== Backend.CloseComplete) continue;
+      const name = this.closing.shift();
+      if (name) {
+        this.forget(name);
+        this.drop(name, false);
+      }
+      if (this.closing.length === 0) return;
     }
+  }
+
+  /** Closes the engine never answered (its unit was interrupted, or skipped) did not run. */
+  closesUnanswered(): void {
     this.closing.length = 0;
   }
 
@@ -304,6 +322,9 @@ export class StatementNames {
     if (evict) this.evicted.push(backend);
   }
 }
+
+/** The statement name a Parse message defines. */
+export const parseName = (parse: Buffer): string => parse.toString('utf8', 5, parse.indexOf(0, 5));
 
 /** Statements a client may have defined, and their total size, before the oldest are forgotten. */
 const MAX_CLIENT_STATEMENTS = 10_000;

@@ -118,3 +118,20 @@ describe('UnitSoFar: what a unit ran, as simple Queries would', () => {
     expect(ran([parse('begin'), bind('', 'p'), bind('s', 'p'), execute('p'), sync]).runs).toBeUndefined();
   });
 });
+
+describe('UnitSoFar: bounded', () => {
+  it('keeps no Parse once the unit cannot be replayed, and gives up past 64 statements', () => {
+    const parse = (sql: string) => tagged('P', cstr(''), cstr(sql), int16(0));
+    const bind = tagged('B', cstr(''), cstr(''), int16(0), int16(0), int16(0));
+    const execute = (portal = '') => tagged('E', cstr(portal), int32(0));
+    const unit = emptyUnit();
+    addBatch(unit, [parse('set a.b = 1'), bind, execute('elsewhere'), parse('select 1')], () => false);
+    expect(unit.runs).toBeUndefined();
+    expect(unit.parses).toEqual([]);
+    const long = emptyUnit();
+    const batch = Array.from({ length: 65 }, () => [parse('show x'), bind, execute()]).flat();
+    addBatch(long, batch, () => false);
+    expect(long.runs).toBeUndefined();
+    expect(long.parses).toEqual([]);
+  });
+});

@@ -58,6 +58,14 @@ export const emptyUnit = (): UnitSoFar => ({
   portals: new Map(),
 });
 
+/** Statements of one unit at most that a transaction's start-over may replay. */
+const MAX_REPLAYED = 64;
+
+function notReplayable(unit: UnitSoFar): void {
+  unit.runs = undefined;
+  unit.parses.length = 0;
+}
+
 /** A Parse message's query text. */
 export const parseText = (m: Buffer): string => cstring(m, m.indexOf(0, 5) + 1);
 
@@ -91,9 +99,11 @@ export function addBatch(
       if (!unit.rollbackPortals.has(portal)) unit.runsOther = true;
       const parse = unit.portals.get(portal);
       if (parse) unit.runs?.push(parse);
-      else unit.runs = undefined;
+      else notReplayable(unit);
     } else if (m[0] === Frontend.Parse) {
-      unit.parses.push(m);
+      // Kept only while the unit may be replayed, and only for a few statements (a pipeline of
+      // thousands is no fresh transaction's): the input queue no longer counts these bytes.
+      if (unit.runs && unit.parses.push(m) > MAX_REPLAYED) notReplayable(unit);
       if (m[5] === 0) unnamedParse = unit.unnamed = m;
     } else if (m[0] === Frontend.Bind) {
       const portal = cstring(m, 5);
