@@ -113,3 +113,39 @@ describe('a prepare borrowed during another client’s transaction', () => {
     }
   });
 });
+
+describe('a borrowed prepare of a statement the session closed', () => {
+  it('answers with the error when it cannot be prepared again, and tries again at the next use', async () => {
+    const gw = await startTestServer({ MAX_PREPARED_STATEMENTS: '2' });
+    try {
+      const pw = await gw.createDatabase('borrow-cap');
+      const login = () => rawLogin({ port: gw.port, ca: gw.ca, id: 'borrow-cap', password: pw });
+      const borrower = await login();
+      const holder = await login();
+      const reader = new BackendReader(borrower.socket);
+      const unit = async (...messages: Buffer[]) => {
+        borrower.socket.write(Buffer.concat([...messages, tagged('S')]));
+        const { outcome, status } = await readToReady(reader);
+        return `${outcome} ${status}`;
+      };
+      const parse = (name: string, sql: string) => tagged('P', cstr(name), cstr(sql), int16(0));
+      const describe = (name: string) => tagged('D', 'S', cstr(name));
+      await rawQuery(holder, 'create table gone (a int)');
+      expect(await unit(parse('old', 'select a from gone'), describe('old'))).toBe('ok I');
+      // Two more: with a cap of 2 the session closes the first.
+      expect(await unit(parse('x1', 'select 1'), parse('x2', 'select 2'))).toBe('ok I');
+      await rawQuery(holder, 'drop table gone');
+      await rawQuery(holder, 'START TRANSACTION');
+      // Prepared again while the holder's transaction is parked: it fails as its Describe would.
+      expect(await unit(describe('old'))).toBe('42P01 I');
+      expect(await unit(describe('old'))).toBe('42P01 I');
+      await rawQuery(holder, 'COMMIT');
+      await rawQuery(holder, 'create table gone (a int)');
+      expect(await unit(describe('old'))).toBe('ok I');
+      borrower.socket.destroy();
+      holder.socket.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+});

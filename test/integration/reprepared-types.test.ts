@@ -163,6 +163,16 @@ describe('statements prepared again keep the types the client learned', () => {
     expect(await run(bindExecute('kept'))).toBe('ok');
     expect(await run(close('kept'), close('boom'))).toBe('ok');
     expect(await run(bindExecute('boom'))).toBe('26000');
+    // A Close whose CloseComplete went out in an earlier part of a large, streamed reply.
+    expect(await run(parse('kept', 'select 5'))).toBe('ok');
+    expect(
+      await run(
+        close('kept'),
+        parse('', "select repeat('x', 100000) from generate_series(1, 8)"),
+        bindExecute(''),
+      ),
+    ).toBe('ok');
+    await expect(sql('deallocate kept')).rejects.toThrow(/26000/);
   });
 
   it('asyncpg: an insert keeps its parameter type, a select whose result changed is prepared again', async () => {
