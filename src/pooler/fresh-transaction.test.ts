@@ -78,4 +78,22 @@ describe('FreshTransaction', () => {
     fresh.unitStarts('T');
     expect(fresh.watching).toBe(false);
   });
+  it('starts over with what the gateway ran after a unit too (startup settings put back)', async () => {
+    const fresh = new FreshTransaction();
+    run(fresh, 'begin', 'I', 'T');
+    fresh.unitStarts('T');
+    fresh.alsoRan("SAVEPOINT r; SET statement_timeout TO '5s'; RELEASE r");
+    fresh.ran(['reset statement_timeout'], 'T');
+    const ran: string[] = [];
+    await fresh.startOver(async (sql) => {
+      ran.push(sql);
+      return new Uint8Array();
+    });
+    expect(ran).toEqual([
+      'ROLLBACK',
+      'begin',
+      'reset statement_timeout',
+      "SAVEPOINT r; SET statement_timeout TO '5s'; RELEASE r",
+    ]);
+  });
 });

@@ -39,6 +39,14 @@ export class FreshTransaction {
   unitStarts(status: 'I' | 'T' | 'E'): void {
     this.before = status === 'I' ? [] : this.texts;
     this.texts = undefined;
+    this.extra.length = 0;
+  }
+
+  /** SQL the gateway ran after the unit, part of the transaction (startup settings put back). */
+  private readonly extra: string[] = [];
+
+  alsoRan(sql: string): void {
+    this.extra.push(sql);
   }
 
   /** Whether the unit under way may leave the transaction fresh (its texts are worth reading). */
@@ -54,7 +62,7 @@ export class FreshTransaction {
    */
   ran(texts: readonly string[] | undefined, status: 'I' | 'T' | 'E', parsed: readonly string[] = []): void {
     if (this.before && texts && this.staysFresh(texts, status, parsed))
-      this.texts = [...this.before, ...texts];
+      this.texts = [...this.before, ...texts, ...this.extra];
     this.before = undefined;
   }
 

@@ -298,21 +298,21 @@ export abstract class SessionExecutor {
 
   /**
    * After RESET: settings the client connected with go back to those values, as in Postgres.
-   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction.
+   * Inside a transaction a savepoint keeps a failing SET from aborting the client's transaction;
+   * there it returns what it ran (a transaction started over runs it again).
    */
-  protected async restoreStartupSettings(failed: boolean): Promise<void> {
+  protected async restoreStartupSettings(failed: boolean): Promise<string | undefined> {
     const sql = this.settings.resets.take(failed);
-    if (!sql) return;
+    if (!sql) return undefined;
     if (this.status === 'I') {
       await this.exec(query(sql));
-      return;
+      return undefined;
     }
-    const restored = await this.exec(
-      query(`SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`),
-    );
-    if (hasError(restored)) {
-      await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
-    }
+    const inSavepoint = `SAVEPOINT pglite_gateway_reset; ${sql}; RELEASE pglite_gateway_reset`;
+    const restored = await this.exec(query(inSavepoint));
+    if (!hasError(restored)) return inSavepoint;
+    await this.exec(query('ROLLBACK TO SAVEPOINT pglite_gateway_reset; RELEASE pglite_gateway_reset'));
+    return undefined;
   }
 
   /** Learns what SET/RESET did, remembers it as this client's, and reports changes to it. */

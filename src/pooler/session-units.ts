@@ -23,7 +23,7 @@ import {
 } from './session-errors.js';
 import { SessionExecutor } from './session-executor.js';
 import { commandComplete, finalReady, firstErrorMessage, replaceParseText } from './session-messages.js';
-import { resetSettings, settingsChangedBy } from './setting-statements.js';
+import { resetSettings, rollsBackToSavepoint, settingsChangedBy } from './setting-statements.js';
 import { deallocatedNames, forgetAll, judgeStatement } from './statement-guard.js';
 import { closeStatements, renameStatement } from './statement-renames.js';
 import { changedResults, closeStatement, describeStatement, failingParse } from './statement-types.js';
@@ -62,7 +62,8 @@ export abstract class SessionUnits extends SessionExecutor {
       return;
     }
     this.write(response.subarray(0, ready));
-    await this.restoreStartupSettings(this.execFailed);
+    const restored = await this.restoreStartupSettings(this.execFailed);
+    if (restored) this.fresh.alsoRan(restored);
     // A transaction that has taken no snapshot yet (BEGIN; SET LOCAL ...) may still be given
     // its isolation level: read by SHOW, which takes none.
     await this.readBackSettings(
@@ -227,6 +228,7 @@ export abstract class SessionUnits extends SessionExecutor {
       const change = settingsChangedBy(sql);
       const resets = change && resetSettings(sql);
       this.settings.noteStatement(change);
+      if (rollsBackToSavepoint(sql)) this.settings.noteRollbackTo();
       if (nameEnd > 5) {
         const name = message.toString('utf8', 5, nameEnd);
         this.settingStatements.delete(name);
@@ -315,6 +317,7 @@ export abstract class SessionUnits extends SessionExecutor {
   protected async runQuery(message: Buffer): Promise<void> {
     const sql = message.toString('utf8', 5, message.length - 1);
     this.settings.noteStatement(settingsChangedBy(sql));
+    if (rollsBackToSavepoint(sql)) this.settings.noteRollbackTo();
     const verdict = judgeStatement(sql, this.database);
     if (verdict.kind === 'refuse') return this.raise(verdict.error);
     const forget = forgetAll(sql);

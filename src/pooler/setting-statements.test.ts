@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resetSettings, settingsChangedBy } from './setting-statements.js';
+import { resetSettings, rollsBackToSavepoint, settingsChangedBy } from './setting-statements.js';
 
 describe('settingsChangedBy', () => {
   it.each([
@@ -78,5 +78,18 @@ describe('resetSettings', () => {
     ['update t set v = default', undefined],
   ])('%s', (sql, expected) => {
     expect(resetSettings(sql)).toEqual(expected);
+  });
+});
+
+describe('rollsBackToSavepoint', () => {
+  it.each([
+    ['rollback to savepoint a', true],
+    ['ROLLBACK WORK TO a', true],
+    ['select 1; rollback transaction to savepoint "x"', true],
+    ['rollback', false],
+    ['rollback and chain', false],
+    ["select 'rollback to a'", false],
+  ])('%s → %s', (sql, expected) => {
+    expect(rollsBackToSavepoint(sql)).toBe(expected);
   });
 });

@@ -72,6 +72,18 @@ export function settingsChangedBy(sql: string): { custom: string[]; named?: stri
   return changes ? { custom, ...(named ? { named } : {}) } : undefined;
 }
 
+/** Whether a text goes back to a savepoint (`ROLLBACK [WORK | TRANSACTION] TO`), undoing SETs since. */
+export function rollsBackToSavepoint(sql: string): boolean {
+  if (!/rollback/i.test(sql)) return false;
+  return statements(sql).some((statement) => {
+    const [first, second, third] = leadingWords(statement, 3);
+    return (
+      first === 'rollback' &&
+      (second === 'to' || ((second === 'work' || second === 'transaction') && third === 'to'))
+    );
+  });
+}
+
 /**
  * Settings a text puts back to their session default: `RESET name`, `RESET ALL`, and
  * `SET [SESSION] name TO|= DEFAULT` (lowercased names). In Postgres that default includes what

@@ -223,6 +223,14 @@ export class ClientSettings {
     this.switchedIn = true;
   }
 
+  /**
+   * The client went back to a savepoint: a SET since is undone. Read back if its transaction
+   * changed settings (its SHOW read-back tracks every name changed in it: the fresh case).
+   */
+  noteRollbackTo(): void {
+    if (this.recheck) this.dirty = true;
+  }
+
   /** A statement ran: `change` is what settingsChangedBy found in it. */
   noteStatement(change: { custom: readonly string[]; named?: readonly string[] } | undefined): void {
     if (!change) return;

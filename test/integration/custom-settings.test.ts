@@ -202,6 +202,35 @@ describe("the gateway's statements and a client's transaction", () => {
       await Promise.all([c.end(), other.end()]);
     }
   });
+  it('ROLLBACK TO SAVEPOINT undoes a SET: the client hears it, and SET TRANSACTION still works', async () => {
+    const pw = await t.createDatabase('iso-savepoint');
+    const c = await connected(t.pgConfig('iso-savepoint', pw));
+    const reported: [string, string][] = [];
+    c.connection.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
+      reported.push([m.parameterName, m.parameterValue]),
+    );
+    const show = async (name: string) => Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+    try {
+      const zone = await show('timezone');
+      await c.query('begin');
+      await c.query('savepoint s');
+      await c.query("set local timezone = 'Asia/Tokyo'");
+      await c.query("set local statement_timeout = '200ms'");
+      expect(reported.at(-1)).toEqual(['TimeZone', 'Asia/Tokyo']);
+      await c.query('rollback to savepoint s');
+      expect(reported.at(-1)).toEqual(['TimeZone', zone]);
+      await c.query('release savepoint s');
+      await c.query('set transaction isolation level serializable');
+      expect(await show('transaction_isolation')).toBe('serializable');
+      // The timeout went with the savepoint: nothing cuts this.
+      await c.query('select pg_sleep(0.5)');
+      await c.query('commit');
+      expect(await show('timezone')).toBe(zone);
+    } finally {
+      await c.end();
+    }
+  });
+
   it('psycopg with its defaults (BEGIN through the extended protocol): SET LOCAL, RESET, then SET TRANSACTION', async () => {
     const pw = await t.createDatabase('iso-psycopg');
     const script = path.join(import.meta.dirname, '../python/psycopg_set_local.py');
