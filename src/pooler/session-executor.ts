@@ -302,7 +302,7 @@ export abstract class SessionExecutor {
    * there it returns what it ran (a transaction started over runs it again).
    */
   protected async restoreStartupSettings(failed: boolean): Promise<string | undefined> {
-    const sql = this.settings.resets.take(failed);
+    const sql = this.settings.resets.take(failed, this.status !== 'I');
     if (!sql) return undefined;
     if (this.status === 'I') {
       await this.exec(query(sql));

@@ -70,7 +70,7 @@ describe('resetSettings', () => {
     ['set search_path to default', { all: false, names: ['search_path'] }],
     ['set session work_mem = DEFAULT; reset all', { all: true, names: ['work_mem'] }],
     ['set time zone default', { all: false, names: ['timezone'] }],
-    ['set local search_path to default', undefined],
+    ['set local search_path to default', { all: false, names: [], local: ['search_path'] }],
     ['set local.tenant to default', { all: false, names: ['local.tenant'] }],
     ["set search_path = 'default'", undefined],
     ['set search_path = default, public', undefined],

@@ -86,14 +86,16 @@ export function rollsBackToSavepoint(sql: string): boolean {
 
 /**
  * Settings a text puts back to their session default: `RESET name`, `RESET ALL`, and
- * `SET [SESSION] name TO|= DEFAULT` (lowercased names). In Postgres that default includes what
+ * `SET [SESSION] name TO|= DEFAULT` (lowercased names), and for the rest of the transaction
+ * `SET LOCAL name TO DEFAULT` (`local`). In Postgres that default includes what
  * the client connected with (startup packet, `options=-c`); the shared session's does not, so
  * the pooler sets those again (startup-resets.ts).
  */
-export function resetSettings(sql: string): { all: boolean; names: string[] } | undefined {
+export function resetSettings(sql: string): { all: boolean; names: string[]; local?: string[] } | undefined {
   if (!/reset|default/i.test(sql)) return undefined;
   let all = false;
   const names: string[] = [];
+  const local: string[] = [];
   for (const statement of statements(sql)) {
     const [first, second] = leadingWords(statement, 2);
     if (first === 'reset') {
@@ -104,17 +106,17 @@ export function resetSettings(sql: string): { all: boolean; names: string[] } | 
       }
     } else if (first === 'set') {
       const start = setNameStart(statement);
-      if (start === 2 && second === 'local') continue;
       const name = settingName(statement, start);
       if (!name) continue;
       // SET TIME ZONE takes its value without TO or =.
       const at = isAssign(statement[name.end]) ? name.end + 1 : name.zone ? name.end : -1;
       const value = statement[at];
       if (value?.kind === 'word' && value.text === 'default' && statement.length === at + 1)
-        names.push(name.text);
+        (start === 2 && second === 'local' ? local : names).push(name.text);
     }
   }
-  return all || names.length > 0 ? { all, names } : undefined;
+  if (!all && names.length === 0 && local.length === 0) return undefined;
+  return { all, names, ...(local.length > 0 ? { local } : {}) };
 }
 
 /**

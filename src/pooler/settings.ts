@@ -150,10 +150,10 @@ export class ClientSettings {
     this.wanted = new Map(Object.entries(initial));
     this.initial = new Map(this.wanted);
     this.outside = this.initial;
-    this.resets = new StartupResets(this.initial, (name, value) =>
+    this.resets = new StartupResets(this.initial, (name, value, local) =>
       (IDENTITY_SETTINGS as readonly string[]).includes(name.toLowerCase())
         ? undefined
-        : `SET ${ident(name)} TO ${valueSql(name, value)}`,
+        : `SET ${local ? 'LOCAL ' : ''}${ident(name)} TO ${valueSql(name, value)}`,
     );
     // A client that asked for nothing sees the database's defaults, which are known: no read-back
     // before its first answer (a one-shot HTTP query would otherwise pay a second round trip).

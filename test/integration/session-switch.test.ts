@@ -91,6 +91,14 @@ describe('startup settings', () => {
       expect(await path(a)).toBe('public');
       expect(await sqlstateOf(a.query('reset search_path; deallocate all'))).toBe('0A000');
       expect(await path(a)).toBe('public');
+      // SET LOCAL ... TO DEFAULT: the value it connected with, for the rest of the transaction.
+      await a.query('begin');
+      await a.query('set local search_path to default');
+      expect(await path(a)).toBe('tenant, public');
+      await a.query('set transaction isolation level repeatable read');
+      await a.query('commit');
+      expect(await path(a)).toBe('public');
+      expect(await path(b)).toBe('public');
     } finally {
       await Promise.all([a.end(), b.end()]);
     }
