@@ -8,7 +8,11 @@ import { leadingWords, statements } from './sql-lexer.js';
  */
 const SNAPSHOT_FREE = new Set(['begin', 'start', 'set', 'reset', 'show', 'savepoint', 'release', 'rollback']);
 
+/** Cheap first look: a text that does not begin with one of those words is not lexed at all. */
+const SNAPSHOT_FREE_START = /^\s*(?:begin|start|set|reset|show|savepoint|release|rollback)\b/i;
+
 function snapshotFree(sql: string): boolean {
+  if (!SNAPSHOT_FREE_START.test(sql)) return false;
   // With standard_conforming_strings off (a client may turn it off) a backslash would end a
   // string where the lexer does not, hiding a statement that ran: such texts are never replayed.
   if (sql.includes('\\')) return false;

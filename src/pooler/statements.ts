@@ -108,6 +108,8 @@ export class StatementNames {
 
   /** Whether renaming this Bind or Describe would prepare one of the client's statements again. */
   needsReprepare(message: Buffer): boolean {
+    // Nearly always every statement the client defined is in the session: nothing to decode.
+    if (this.toBackend.size >= this.definitions.size) return false;
     let start: number;
     if (message[0] === Frontend.Bind) start = message.indexOf(0, 5) + 1;
     else if (message[0] === Frontend.Describe && message[5] === 0x53) start = 6;
