@@ -1,7 +1,14 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cstr, int16, tagged } from '../helpers/messages.js';
-import { BackendReader, type RawSession, rawLogin, rawQuery, readToReady } from '../helpers/raw-auth.js';
+import { cstr, int16, int32, tagged } from '../helpers/messages.js';
+import {
+  BackendReader,
+  type RawSession,
+  rawLogin,
+  rawQuery,
+  readToReady,
+  writeSplit,
+} from '../helpers/raw-auth.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /**
@@ -91,6 +98,30 @@ describe('a prepare borrowed during another client’s transaction', () => {
         '100',
         '101',
       ]);
+    } finally {
+      session.socket.destroy();
+    }
+  });
+
+  it('counts an extended unit that arrives in pieces as one (psycopg BEGIN and SET LOCAL split by TCP)', async () => {
+    const session = await rawLogin({ port: gw.port, ca: gw.ca, id: 'borrow', password: pw });
+    const reader = new BackendReader(session.socket);
+    /** One unnamed statement without parameters, written in pieces: the first ends after the Bind. */
+    const split = async (sql: string) => {
+      const parseBind = Buffer.concat([
+        tagged('P', cstr(''), cstr(sql), int16(0)),
+        tagged('B', cstr(''), cstr(''), int16(0), int16(0), int16(0)),
+      ]);
+      const unit = Buffer.concat([parseBind, tagged('E', cstr(''), int32(0)), tagged('S')]);
+      await writeSplit(session.socket, unit, [parseBind.length, parseBind.length + 3], 30);
+      return (await readToReady(reader)).outcome;
+    };
+    try {
+      expect(await split('BEGIN')).toBe('ok');
+      expect(await split("SET LOCAL statement_timeout = '5s'")).toBe('ok');
+      expect(await rawQuery(session, 'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE')).toEqual([]);
+      expect(await rawQuery(session, 'SHOW transaction_isolation')).toEqual(['serializable']);
+      await rawQuery(session, 'COMMIT');
     } finally {
       session.socket.destroy();
     }

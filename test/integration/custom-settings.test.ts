@@ -231,6 +231,28 @@ describe("the gateway's statements and a client's transaction", () => {
     }
   });
 
+  it('a read-back whose SHOW fails (a superuser-only setting under SET ROLE) falls back, the transaction intact', async () => {
+    const pw = await t.createDatabase('iso-fallback');
+    const c = await connected(t.pgConfig('iso-fallback', pw));
+    const show = async (name: string) => Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+    try {
+      await c.query('create role app');
+      await c.query("set dynamic_library_path = '$libdir:/tmp'");
+      await c.query('begin');
+      await c.query('set local role app');
+      // SHOW dynamic_library_path fails for app: rolled back to its savepoint, read by query.
+      await c.query("set local work_mem = '2MB'");
+      expect(await show('work_mem')).toBe('2MB');
+      expect((await c.query('select current_user as u')).rows).toEqual([{ u: 'app' }]);
+      await c.query('commit');
+      expect((await c.query('select current_user as u')).rows).toEqual([{ u: 'postgres' }]);
+      expect(await show('work_mem')).not.toBe('2MB');
+      expect(await show('dynamic_library_path')).toBe('$libdir:/tmp');
+    } finally {
+      await c.end();
+    }
+  });
+
   it('psycopg with its defaults (BEGIN through the extended protocol): SET LOCAL, RESET, then SET TRANSACTION', async () => {
     const pw = await t.createDatabase('iso-psycopg');
     const script = path.join(import.meta.dirname, '../python/psycopg_set_local.py');
