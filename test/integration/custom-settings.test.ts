@@ -26,6 +26,19 @@ async function connected(config: pg.ClientConfig): Promise<pg.Client> {
 const setting = async (c: pg.Client, name: string): Promise<string | null> =>
   (await c.query<{ v: string | null }>('select current_setting($1, true) as v', [name])).rows[0]?.v ?? null;
 
+/** The ParameterStatus messages a client hears, in order (name, value). */
+function reportedBy(c: pg.Client): [string, string][] {
+  const reported: [string, string][] = [];
+  c.connection.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
+    reported.push([m.parameterName, m.parameterValue]),
+  );
+  return reported;
+}
+
+/** SHOW of one setting on a client. */
+const showOf = (c: pg.Client) => async (name: string) =>
+  Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+
 /** A value that no other client set: NULL, or '' once any client of the session used the name. */
 const unset = (v: string | null) => v === null || v === '';
 
@@ -169,11 +182,8 @@ describe("the gateway's statements and a client's transaction", () => {
     const config = t.pgConfig('iso-set-local', pw);
     const c = await connected(config);
     const other = await connected(config);
-    const reported: [string, string][] = [];
-    c.connection.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
-      reported.push([m.parameterName, m.parameterValue]),
-    );
-    const show = async (name: string) => Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+    const reported = reportedBy(c);
+    const show = showOf(c);
     try {
       const zone = await show('timezone');
       for (const level of ['serializable', 'repeatable read']) {
@@ -205,11 +215,8 @@ describe("the gateway's statements and a client's transaction", () => {
   it('ROLLBACK TO SAVEPOINT undoes a SET: the client hears it, and SET TRANSACTION still works', async () => {
     const pw = await t.createDatabase('iso-savepoint');
     const c = await connected(t.pgConfig('iso-savepoint', pw));
-    const reported: [string, string][] = [];
-    c.connection.on('parameterStatus', (m: { parameterName: string; parameterValue: string }) =>
-      reported.push([m.parameterName, m.parameterValue]),
-    );
-    const show = async (name: string) => Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+    const reported = reportedBy(c);
+    const show = showOf(c);
     try {
       const zone = await show('timezone');
       await c.query('begin');
@@ -234,7 +241,7 @@ describe("the gateway's statements and a client's transaction", () => {
   it('a read-back whose SHOW fails (a superuser-only setting under SET ROLE) falls back, the transaction intact', async () => {
     const pw = await t.createDatabase('iso-fallback');
     const c = await connected(t.pgConfig('iso-fallback', pw));
-    const show = async (name: string) => Object.values((await c.query(`show ${name}`)).rows[0] ?? {})[0];
+    const show = showOf(c);
     try {
       await c.query('create role app');
       await c.query("set dynamic_library_path = '$libdir:/tmp'");
